@@ -1,0 +1,84 @@
+"""Reaching the hub from anywhere.
+
+gevent objects (queues, events, greenlets) belong to one hub, the hub of the OS
+thread that made them, and are not safe to touch from another OS thread. Code in
+native threads, in gevent's thread pool or in C callbacks gets into the hub here:
+the call is handed to ``hub.loop.run_callback_threadsafe``, which wakes the loop,
+and runs there in a fresh greenlet (a hub callback itself must never block).
+
+After ``patch_all()`` the ``threading`` module identifies *greenlets*; the OS thread
+is told by gevent's original ``_thread.get_ident``, kept here before anyone patches.
+
+Nothing here holds an OS lock across a greenlet switch: the only OS lock is the
+one a *foreign* thread waits on for its answer, released by the hub when done.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Optional, TypeVar
+
+import gevent
+from gevent.hub import Hub, get_hub
+from gevent.monkey import get_original
+
+__all__ = ["os_thread_ident", "in_hub_thread", "call_in_hub", "post_to_hub", "HubNotRunning"]
+
+T = TypeVar("T")
+
+os_thread_ident: Callable[[], int] = get_original("_thread", "get_ident")
+_allocate_os_lock = get_original("_thread", "allocate_lock")
+
+
+class HubNotRunning(RuntimeError):
+    """The hub a call was sent to did not answer within the caller's timeout."""
+
+
+def in_hub_thread(hub: Optional[Hub]) -> bool:
+    """True when the calling code runs in the OS thread that owns ``hub``."""
+    return hub is None or hub.thread_ident == os_thread_ident()
+
+
+def post_to_hub(hub: Hub, fn: Callable[..., Any], *args: Any) -> None:
+    """Run ``fn(*args)`` in ``hub``'s thread, in a new greenlet; do not wait.
+
+    Safe from any OS thread. From the hub's own thread, prefer calling ``fn``
+    directly. Exceptions ``fn`` raises are reported by gevent like any greenlet's.
+    """
+    hub.loop.run_callback_threadsafe(gevent.spawn, fn, *args)
+
+
+def call_in_hub(hub: Hub, fn: Callable[..., T], *args: Any, timeout: Optional[float] = None) -> T:
+    """Run ``fn(*args)`` in ``hub``'s thread and return its result to the caller.
+
+    From the hub's own thread ``fn`` is simply called. From another OS thread, the
+    call runs in a new greenlet of ``hub`` while the caller's thread waits on an
+    OS lock (that blocks the *calling* thread only, never the hub); ``fn``'s
+    exception is re-raised in the caller. ``timeout`` bounds the wait
+    (``HubNotRunning`` past it, e.g. when the hub's thread is stuck or gone).
+    """
+    if in_hub_thread(hub):
+        return fn(*args)
+    done = _allocate_os_lock()
+    done.acquire()
+    box: list = []
+
+    def runner() -> None:
+        try:
+            box.append((True, fn(*args)))
+        except BaseException:  # handed back to the calling thread, re-raised there
+            box.append((False, sys.exc_info()[1]))
+        finally:
+            done.release()
+
+    hub.loop.run_callback_threadsafe(gevent.spawn, runner)
+    if not done.acquire(True, -1 if timeout is None else timeout):
+        raise HubNotRunning("the gevent hub did not run the call within %ss" % timeout)
+    ok, value = box[0]
+    if ok:
+        return value
+    raise value
+
+
+def current_hub() -> Hub:
+    """The hub of the calling OS thread (created if it has none yet)."""
+    return get_hub()

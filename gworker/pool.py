@@ -1,0 +1,225 @@
+"""Admission by priority: how many greenlets (or child processes) may run at once.
+
+A :class:`PriorityPool` does not own greenlets; it counts *slots*. Work asks for a
+slot at a priority and either gets it at once or waits in a heap ordered by
+(priority, arrival). A slot that frees is handed straight to the most urgent
+waiter (no polling loop, no thundering herd): the releasing code grants it, and
+the waiter starts in a later hub callback.
+
+Limits, for ``pool_size=P``, ``reserve_normal=N``, ``reserve_high=H``:
+
+======================  ==========================================
+``TASK_LOW``            runs while fewer than ``P`` slots are held
+``TASK_NORMAL``         ... fewer than ``P + N``
+``TASK_HIGH``           ... fewer than ``P + N + H``
+``TASK_CRITICAL``       admitted at once, always (even past ``max_size``)
+======================  ==========================================
+
+``max_size`` caps all but CRITICAL. Because the limits grow with urgency, when the
+most urgent waiter does not fit, no other waiter does either.
+
+Work that becomes runnable together starts in priority order: grants are made
+most-urgent first, and immediate starts are collected in a small *ready heap*
+that one hub callback flushes in priority order. What a priority cannot do is
+pre-empt a greenlet that is already running: gevent switches only when a
+greenlet yields.
+"""
+from __future__ import annotations
+
+import heapq
+from itertools import count
+from typing import Any, Callable, List, Optional, Tuple
+
+from gevent.hub import Hub, Waiter, get_hub
+
+from .priorities import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
+
+__all__ = ["PriorityPool"]
+
+_seq = count()
+
+_WAITING, _GRANTED, _CANCELLED = 0, 1, 2
+
+
+def _check_size(value: Any, parameter: str, allow_none: bool = False) -> Optional[int]:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("%s must be an integer; got %r" % (parameter, value))
+    if value < 0:
+        raise ValueError("%s must not be negative; got %r" % (parameter, value))
+    return value
+
+
+class _Waiter:
+    """One entry in the admission heap: ``grant`` runs when a slot is handed over."""
+
+    __slots__ = ("priority", "grant", "state")
+
+    def __init__(self, priority: int, grant: Callable[[], None]) -> None:
+        self.priority = priority
+        self.grant = grant
+        self.state = _WAITING
+
+
+class PriorityPool:
+    """Counts slots and admits work by priority (see the module docstring)."""
+
+    def __init__(
+        self,
+        pool_size: int = 100,
+        reserve_normal: int = 10,
+        reserve_high: int = 10,
+        min_size: int = 0,
+        max_size: Optional[int] = None,
+        hub: Optional[Hub] = None,
+    ) -> None:
+        self.running = 0
+        self._waiters: List[Tuple[int, int, _Waiter]] = []
+        self._ready: List[Tuple[int, int, Callable[..., Any], tuple]] = []
+        self._flush_scheduled = False
+        self._hub = hub
+        self.configure(pool_size, reserve_normal, reserve_high, min_size, max_size)
+
+    # -- settings -----------------------------------------------------------
+    def configure(
+        self,
+        pool_size: int = 100,
+        reserve_normal: int = 10,
+        reserve_high: int = 10,
+        min_size: int = 0,
+        max_size: Optional[int] = None,
+    ) -> None:
+        """Set the limits (validated, naming the bad parameter) and admit any
+        waiters the new limits let in. ``min_size`` is accepted for atasker
+        compatibility; greenlets need no pre-spawning, so it changes nothing."""
+        self.pool_size = _check_size(pool_size, "pool_size")
+        self.reserve_normal = _check_size(reserve_normal, "reserve_normal")
+        self.reserve_high = _check_size(reserve_high, "reserve_high")
+        self.min_size = _check_size(min_size, "min_size")
+        self.max_size = _check_size(max_size, "max_size", allow_none=True)
+        low = self.pool_size
+        normal = low + self.reserve_normal
+        high = normal + self.reserve_high
+        if self.max_size is not None:
+            low, normal, high = (min(x, self.max_size) for x in (low, normal, high))
+        self._limits = {TASK_LOW: low, TASK_NORMAL: normal, TASK_HIGH: high}
+        self._grant_waiting()
+
+    def limit(self, priority: int) -> float:
+        """How many slots may be held when work of ``priority`` is admitted."""
+        if priority == TASK_CRITICAL:
+            return float("inf")
+        return self._limits[priority]
+
+    @property
+    def hub(self) -> Hub:
+        if self._hub is None:
+            self._hub = get_hub()
+        return self._hub
+
+    @property
+    def waiting(self) -> int:
+        """How many requests wait for a slot."""
+        return sum(1 for _, _, w in self._waiters if w.state == _WAITING)
+
+    # -- admission ----------------------------------------------------------
+    def try_admit(self, priority: int) -> bool:
+        """Take a slot at once if ``priority`` may have one now; never waits.
+
+        A request that fits still waits its turn behind an earlier waiter of the
+        same or a more urgent priority (FIFO within a priority)."""
+        if priority == TASK_CRITICAL or (
+            self.running < self._limits[priority]
+            and not (self._waiters and self._waiters[0][0] <= priority)
+        ):
+            self.running += 1
+            return True
+        return False
+
+    def admit(self, priority: int) -> None:
+        """Take a slot, waiting cooperatively (in the calling greenlet) if needed.
+
+        If the waiting greenlet is killed, its place is given up; a slot granted
+        to it in the meantime is passed on."""
+        if self.try_admit(priority):
+            return
+        hub = self.hub
+        waiter = Waiter(hub)
+        entry = _Waiter(priority, lambda: hub.loop.run_callback(waiter.switch, None))
+        heapq.heappush(self._waiters, (priority, next(_seq), entry))
+        try:
+            waiter.get()
+        except BaseException:
+            if entry.state == _GRANTED:
+                self.release()
+            entry.state = _CANCELLED
+            raise
+
+    def defer(self, priority: int, start: Callable[[], None]) -> Callable[[], bool]:
+        """Call ``start()`` once a slot is held for it — soon if one is free now.
+
+        Nothing waits: no greenlet exists until the slot is granted. Returns a
+        ``cancel()`` callable that withdraws the request (True if it was withdrawn
+        before ``start`` ran)."""
+        if self.try_admit(priority):
+            entry = _Waiter(priority, start)
+            self.start_soon(priority, self._run_entry, entry)
+        else:
+            entry = _Waiter(priority, start)
+            heapq.heappush(self._waiters, (priority, next(_seq), entry))
+
+        def cancel() -> bool:
+            if entry.state == _WAITING:
+                entry.state = _CANCELLED
+                return True
+            return False
+
+        return cancel
+
+    def _run_entry(self, entry: _Waiter) -> None:
+        # A deferred start admitted at once: runs from the ready-heap flush.
+        if entry.state == _CANCELLED:
+            self.release()
+            return
+        entry.state = _GRANTED
+        entry.grant()
+
+    def release(self) -> None:
+        """Give a slot back; the most urgent waiters that now fit are granted."""
+        self.running -= 1
+        if self._waiters:
+            self._grant_waiting()
+
+    def _grant_waiting(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            priority, _, entry = waiters[0]
+            if entry.state == _CANCELLED:
+                heapq.heappop(waiters)
+                continue
+            if priority != TASK_CRITICAL and self.running >= self._limits[priority]:
+                return
+            heapq.heappop(waiters)
+            self.running += 1
+            entry.state = _GRANTED
+            entry.grant()
+
+    # -- the ready heap -------------------------------------------------------
+    def start_soon(self, priority: int, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` from a hub callback soon, in priority order with
+        everything else made ready in the same turn of the loop. ``fn`` must not
+        block (it runs in the hub); it starts greenlets or switches waiters."""
+        heapq.heappush(self._ready, (priority, next(_seq), fn, args))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.hub.loop.run_callback(self._flush)
+
+    def _flush(self) -> None:
+        # Runs in the hub greenlet: every fn here only schedules, never blocks.
+        self._flush_scheduled = False
+        ready = self._ready
+        while ready:
+            _, _, fn, args = heapq.heappop(ready)
+            fn(*args)
+

@@ -1,0 +1,136 @@
+"""Test harness shared by the whole suite.
+
+The suite runs in two worlds:
+
+* ``py`` (tox) — monkey-patched, started as ``python -m gevent.monkey --module pytest``;
+* ``plain`` — an un-patched gevent program (``GWORKER_TEST_WORLD=plain``).
+
+In both, gevent's monitor thread watches the hub. A report of a blocked loop whose
+stack runs through the ``gworker`` package fails the test during which it happened,
+unless the test is marked ``blocks_hub`` (it blocks on purpose).
+"""
+import os
+
+# The monitor thread reads its settings when the hub is created: set them first.
+os.environ.setdefault("GEVENT_MONITOR_THREAD_ENABLE", "1")
+os.environ.setdefault("GEVENT_MAX_BLOCKING_TIME", "0.1")
+
+import gc
+import gevent
+import gevent.events
+import gevent.monkey
+import pytest
+
+import gworker
+
+WORLD = os.environ.get("GWORKER_TEST_WORLD", "patched")
+PATCHED = gevent.monkey.is_module_patched("socket")
+GWORKER_DIR = os.path.dirname(os.path.abspath(gworker.__file__))
+
+if WORLD == "plain" and PATCHED:
+    raise RuntimeError("GWORKER_TEST_WORLD=plain, yet the process is monkey-patched")
+if WORLD != "plain" and not PATCHED:
+    raise RuntimeError(
+        "the patched world must be started as `python -m gevent.monkey --module pytest`"
+        " (or set GWORKER_TEST_WORLD=plain for the un-patched run)"
+    )
+
+_blocked_reports = []
+
+
+def _on_gevent_event(event):
+    if isinstance(event, gevent.events.EventLoopBlocked):
+        _blocked_reports.append(event)
+
+
+gevent.events.subscribers.append(_on_gevent_event)
+
+
+def _caused_by_gworker(event):
+    text = "\n".join(str(line) for line in (event.info or ()))
+    return GWORKER_DIR in text
+
+
+def pytest_report_header(config):
+    return "gworker test world: %s (monkey-patched: %s)" % (WORLD, PATCHED)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _monitor_thread_is_on():
+    hub = gevent.get_hub()
+    hub.start_periodic_monitoring_thread()
+    assert hub.periodic_monitoring_thread is not None, "gevent's monitor thread is off"
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _no_blocked_hub(request):
+    del _blocked_reports[:]
+    yield
+    reports = [e for e in _blocked_reports if _caused_by_gworker(e)]
+    del _blocked_reports[:]
+    if reports and request.node.get_closest_marker("blocks_hub") is None:
+        first = reports[0]
+        pytest.fail(
+            "gworker blocked the gevent hub for %.3fs:\n%s"
+            % (first.blocking_time, "\n".join(map(str, first.info))),
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def supervisor():
+    """A started TaskSupervisor of the test's own, stopped (and checked) afterwards."""
+    sup = gworker.TaskSupervisor()
+    sup.start()
+    yield sup
+    sup.stop(wait=5)
+    assert not sup.is_active()
+
+
+def native_thread(fn, *args):
+    """Run ``fn(*args)`` in a real OS thread (not a greenlet, even when patched).
+
+    Returns a handle whose ``join(timeout)`` waits cooperatively and re-raises
+    whatever ``fn`` raised; ``ident`` is the OS thread's id.
+    """
+    start_new_thread = gevent.monkey.get_original("_thread", "start_new_thread")
+    get_ident = gevent.monkey.get_original("_thread", "get_ident")
+    box = {}
+
+    def body():
+        box["ident"] = get_ident()
+        try:
+            box["result"] = fn(*args)
+        except BaseException as exc:  # handed back to the test
+            box["error"] = exc
+        finally:
+            box["done"] = True
+
+    class Handle:
+        def join(self, timeout=10):
+            wait_until(lambda: "done" in box, timeout, step=0.001)
+            if "error" in box:
+                raise box["error"]
+            return box.get("result")
+
+        @property
+        def ident(self):
+            return box.get("ident")
+
+    start_new_thread(body, ())
+    return Handle()
+
+
+def wait_until(predicate, timeout=5.0, step=0.005):
+    """Cooperatively wait until ``predicate()`` is true; fail the test on timeout."""
+    with gevent.Timeout(timeout, AssertionError("condition not met in %ss" % timeout)):
+        while not predicate():
+            gevent.sleep(step)
+
+
+def greenlet_count():
+    gc.collect()
+    import greenlet
+
+    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet) and not o.dead)
