@@ -1,2 +1,56 @@
-"""gworker: background workers for gevent programs, with atasker's worker API."""
+"""gworker: background workers for gevent programs, with atasker's worker API.
+
+Everything runs in the gevent hub: workers are greenlets (or, for interval
+workers, timer entries), async executors run on asyncio loops that are
+greenlets too, and CPU-bound static executors go to a cooperative process pool.
+It works in a monkey-patched process and in a plain gevent program.
+
+Importing gworker creates no hub, thread, greenlet or supervisor: the default
+``task_supervisor`` is made on first use.
+"""
+from __future__ import annotations
+
+import threading as _threading
+from typing import TYPE_CHECKING
+
+from .priorities import (
+    TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, TT_COROUTINE, TT_MP, TT_THREAD,
+)
+from .supervisor import TaskSupervisor
+from .tasks import Task
+from .workers import (
+    BackgroundEventWorker, BackgroundIntervalWorker, BackgroundQueueWorker,
+    BackgroundWorker, background_worker,
+)
+
+if TYPE_CHECKING:
+    task_supervisor: TaskSupervisor
+
 __version__ = "0.1.0.dev0"
+
+__all__ = [
+    "task_supervisor", "TaskSupervisor", "Task",
+    "TASK_LOW", "TASK_NORMAL", "TASK_HIGH", "TASK_CRITICAL",
+    "TT_COROUTINE", "TT_THREAD", "TT_MP",
+    "background_worker", "BackgroundWorker", "BackgroundQueueWorker",
+    "BackgroundEventWorker", "BackgroundIntervalWorker",
+]
+
+_default = None
+_default_lock = _threading.Lock()  # never held across a greenlet switch
+
+
+def _default_supervisor() -> TaskSupervisor:
+    """The default supervisor, made on first use (never at import)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = TaskSupervisor("task_supervisor")
+    return _default
+
+
+def __getattr__(name: str):
+    if name == "task_supervisor":
+        return _default_supervisor()
+    raise AttributeError("module 'gworker' has no attribute %r" % (name,))

@@ -1,0 +1,428 @@
+"""The one engine every worker kind shares: lifecycle and the executor path.
+
+A worker kind decides *when* its executor runs (continuously, per queue item,
+on a trigger, on a timer). Everything else is decided here, once, for all of
+them:
+
+* **lifecycle** — ``start``/``stop``/``restart``, the hooks a subclass may
+  override, registration with the supervisor, and waiting for the end;
+* **how a call is made** — at ``start()`` the executor is resolved (the
+  ``func`` given, else ``run``, which may have been assigned after
+  construction) and one *invoker* is chosen: sync in the hub, async on an
+  aloop, or in the process pool for a static ``run``;
+* **admission** — sync calls of slot-holding kinds take one slot of the
+  supervisor's pool at the worker's priority;
+* **the keywords** — ``_worker``, ``_name``, ``_task_id``, ``o`` are added to the
+  start arguments; the dict is built once per start, only ``_task_id`` changes
+  per call (Python copies ``**kwargs`` into the callee anyway);
+* **the outcome** — ``False`` stops the worker; an exception (or an escaped
+  ``gevent.Timeout``) goes to ``on_error`` inside the ``except`` block, or is
+  logged with its traceback, rate-limited; the worker goes on. ``GreenletExit``,
+  ``KeyboardInterrupt`` and ``SystemExit`` pass through;
+* **stats** for ``get_info()``.
+
+Parking: while a worker greenlet waits *for work* (a queue item, a trigger, a
+slot), it marks itself parked; ``stop()`` interrupts only a parked greenlet, from
+a hub callback, so a running executor is never interrupted.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+import time
+from itertools import count
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import gevent
+from gevent import GreenletExit
+from gevent.event import Event
+from gevent.hub import getcurrent
+
+from .. import hubsafe
+from ..priorities import TASK_NORMAL, check_priority
+from ..supervisor import TaskSupervisor, check_seconds
+
+__all__ = ["Worker", "Halt", "logger"]
+
+logger = logging.getLogger("gworker")
+
+_call_ids = count(1)
+_name_suffixes = count(1)
+
+#: A busy worker yields to the hub at least this often (seconds).
+YIELD_EVERY = 0.004
+
+
+class Halt(GreenletExit):
+    """Thrown into a parked worker greenlet by ``stop()``."""
+
+
+def default_supervisor() -> TaskSupervisor:
+    """The module-level ``task_supervisor`` (made on first use)."""
+    from .. import _default_supervisor
+
+    return _default_supervisor()
+
+
+class _FailureLog:
+    """Logs executor failures with their traceback, without flooding the log.
+
+    Within a window of ``WINDOW`` seconds a worker logs at most ``BURST``
+    tracebacks, and never the same failure (type and message) twice in a row;
+    the rest are counted and the count is reported with the next traceback.
+    Memory stays constant however often the executor fails."""
+
+    WINDOW = 10.0
+    BURST = 5
+    __slots__ = ("window_start", "logged", "last_key", "suppressed")
+
+    def __init__(self) -> None:
+        self.window_start = 0.0
+        self.logged = 0
+        self.last_key: Optional[Tuple[type, str]] = None
+        self.suppressed = 0
+
+    def report(self, worker_name: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self.window_start >= self.WINDOW:
+            self.window_start = now
+            self.logged = 0
+            self.last_key = None
+        key = (type(exc), str(exc)[:200])
+        if key == self.last_key or self.logged >= self.BURST:
+            self.suppressed += 1
+            return
+        self.last_key = key
+        self.logged += 1
+        note = ""
+        if self.suppressed:
+            note = " (%d similar failures not logged)" % self.suppressed
+            self.suppressed = 0
+        logger.error("worker %s: executor failed%s", worker_name, note, exc_info=True)
+
+
+class Worker:
+    """The shared engine of all worker kinds; not used directly.
+
+    Parameters are validated here, at construction (a bad one raises
+    ``TypeError``/``ValueError`` naming it), never later in a greenlet.
+    """
+
+    #: Sync calls hold one slot of the supervisor's pool while they run.
+    holds_slot = True
+    #: The kind's name in ``get_info()``.
+    kind = "worker"
+
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        func: Optional[Callable[..., Any]] = None,
+        priority: int = TASK_NORMAL,
+        o: Any = None,
+        on_error: Optional[Callable[..., Any]] = None,
+        on_error_kwargs: Optional[Dict[str, Any]] = None,
+        supervisor: Optional[TaskSupervisor] = None,
+        poll_delay: Optional[float] = None,
+        loop: Any = None,
+        executor_func: Optional[Callable[..., Any]] = None,
+    ) -> None:
+        if func is not None and executor_func is not None:
+            raise TypeError("give the executor as func or executor_func, not both")
+        if func is None:
+            func = executor_func
+        if func is not None and not callable(func):
+            raise TypeError("func (the executor) must be callable; got %r" % (func,))
+        if name is not None and not isinstance(name, str):
+            raise TypeError("name must be a string; got %r" % (name,))
+        if on_error is not None and not callable(on_error):
+            raise TypeError("on_error must be callable; got %r" % (on_error,))
+        if on_error_kwargs is not None and not isinstance(on_error_kwargs, dict):
+            raise TypeError("on_error_kwargs must be a dict; got %r" % (on_error_kwargs,))
+        if supervisor is not None and not isinstance(supervisor, TaskSupervisor):
+            raise TypeError("supervisor must be a TaskSupervisor; got %r" % (supervisor,))
+        self._func = func
+        if name is None:
+            if func is not None:
+                name = getattr(func, "__name__", None) or type(self).__name__
+            else:
+                name = "%s-%x" % (type(self).__name__, next(_name_suffixes))
+        self.name = name
+        self.priority = check_priority(priority)
+        self.o = o
+        self.on_error = on_error
+        self.on_error_kwargs = on_error_kwargs if on_error_kwargs is not None else {}
+        self.supervisor = supervisor if supervisor is not None else default_supervisor()
+        self._poll_delay = check_seconds(poll_delay, "poll_delay")
+        self.loop = loop
+        self._active = False
+        self._started = False
+        self._gen = 0
+        self._greenlet: Optional[gevent.Greenlet] = None
+        self._parked = False
+        self._done: Optional[Event] = None
+        self._kw: Dict[str, Any] = {}
+        self._args: tuple = ()
+        self._invoke: Callable[..., Any] = self._invoke_sync
+        self._executor: Optional[Callable[..., Any]] = None
+        self._failures: Optional[_FailureLog] = None
+        self.runs = 0
+        self.errors = 0
+        self.last_run: Optional[float] = None
+        self.last_duration: Optional[float] = None
+
+    # -- parameters -----------------------------------------------------------------------------
+    @property
+    def poll_delay(self) -> float:
+        """The worker's poll delay: its own, else its supervisor's."""
+        if self._poll_delay is not None:
+            return self._poll_delay
+        return self.supervisor.poll_delay
+
+    @poll_delay.setter
+    def poll_delay(self, value: Optional[float]) -> None:
+        self._poll_delay = check_seconds(value, "poll_delay")
+
+    def _apply_overrides(self, kwargs: Dict[str, Any]) -> None:
+        """Apply the underscore start overrides; each stays on the worker."""
+        if "_priority" in kwargs:
+            self.priority = check_priority(kwargs["_priority"], "_priority")
+        if "_name" in kwargs:
+            name = kwargs["_name"]
+            if not isinstance(name, str):
+                raise TypeError("_name must be a string; got %r" % (name,))
+            self.name = name
+        if "o" in kwargs:
+            self.o = kwargs["o"]
+        if "_loop" in kwargs:
+            self.loop = kwargs["_loop"]
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self, *args: Any, **kwargs: Any) -> bool:
+        """Start the worker; ``False`` if it is already active.
+
+        Every argument is passed on to each executor call as-is. ``_name``,
+        ``_priority``, ``o``, ``_loop`` (and for interval workers ``_interval``,
+        ``_delay``, ``_delay_before``) override the initial parameters and stay
+        overridden. Starts the supervisor if needed. Thread-safe."""
+        return self.supervisor._call(self._start, args, kwargs)
+
+    def _start(self, args: tuple, kwargs: Dict[str, Any]) -> bool:
+        if self._active:
+            return False
+        self._apply_overrides(kwargs)
+        executor = self._resolve_executor()
+        if self._done is not None and not self._done.is_set():
+            # stopped without waiting and not finished yet: let the old run end first
+            self._wait_stopped(None)
+        self.supervisor.ensure_started("worker %s" % self.name)
+        self._args = args
+        kw = dict(kwargs)
+        kw["_name"] = self.name
+        kw["o"] = self.o
+        self._choose_invoker(executor, kw)
+        self._kw = kw
+        self.before_start()
+        self._gen += 1
+        self._done = Event()
+        self._active = True
+        self._started = True
+        self.supervisor.register_worker(self)
+        self._launch(self._gen)
+        self.after_start()
+        return True
+
+    def _resolve_executor(self) -> Callable[..., Any]:
+        func = self._func if self._func is not None else getattr(self, "run", None)
+        if func is None or not callable(func):
+            raise TypeError(
+                "worker %s has no executor: pass func= or define a run method" % self.name
+            )
+        return func
+
+    def _choose_invoker(self, executor: Callable[..., Any], kw: Dict[str, Any]) -> None:
+        """Pick sync / async / process for this start (see the module docstring)."""
+        self._executor = executor
+        kw["_worker"] = self
+        self._invoke = self._invoke_sync_slot if self.holds_slot else self._invoke_sync
+
+    def restart(self, *args: Any, **kwargs: Any) -> bool:
+        """Stop (waiting for the end), then start with these arguments."""
+        self.stop(wait=True)
+        return self.start(*args, **kwargs)
+
+    def stop(self, wait: bool = True, **options: Any) -> None:
+        """Stop the worker: no new run starts.
+
+        ``wait=True`` returns once the worker's loop has ended and the run in
+        progress has finished; ``wait=False`` returns at once. From inside the
+        worker's own executor (or from the hub greenlet) it never waits, so it
+        cannot deadlock. Thread-safe."""
+        self.supervisor._call(self._stop, wait, options)
+
+    def _stop(self, wait: bool, options: Dict[str, Any]) -> None:
+        if self._active:
+            self.before_stop()
+            self._active = False
+            self._stop_options(options)
+            self.send_stop_events()
+            self._halt()
+        if wait:
+            self._wait_stopped(None)
+
+    def _stop_options(self, options: Dict[str, Any]) -> None:
+        if options:
+            raise TypeError("unexpected stop() argument %r" % sorted(options)[0])
+
+    def _wait_stopped(self, timeout: Optional[float]) -> bool:
+        """Wait until the worker's loop has ended, unless that would deadlock."""
+        done = self._done
+        if done is None or done.is_set():
+            return True
+        current = getcurrent()
+        if current is self._greenlet or self._in_own_run(current) or current is gevent.get_hub():
+            return False
+        return done.wait(timeout)
+
+    def _in_own_run(self, current: Any) -> bool:
+        """True if ``current`` is running this worker's executor."""
+        return False
+
+    def _finished(self, gen: int) -> None:
+        """The worker's loop has ended (any path): unregister, after_stop."""
+        if gen != self._gen:
+            return
+        self._active = False
+        self._greenlet = None
+        self.supervisor.unregister_worker(self)
+        try:
+            self.after_stop()
+        finally:
+            if self._done is not None:
+                self._done.set()
+
+    def is_active(self) -> bool:
+        """True between ``start()`` and ``stop()`` (or an executor's ``False``)."""
+        return self._active
+
+    def is_started(self) -> bool:
+        """True once the worker has been started (it may have stopped since)."""
+        return self._started
+
+    def is_stopped(self) -> bool:
+        """True when the worker is not active and its loop has ended."""
+        return not self._active and (self._done is None or self._done.is_set())
+
+    # -- hooks (override in a subclass) ------------------------------------------------------------
+    def before_start(self) -> None:
+        """Called in ``start()`` before the worker's loop begins."""
+
+    def after_start(self) -> None:
+        """Called in ``start()`` once the worker's loop has been launched."""
+
+    def before_stop(self) -> None:
+        """Called in ``stop()`` before the worker is marked inactive."""
+
+    def after_stop(self) -> None:
+        """Called once the worker's loop has ended (after ``stop()`` or ``False``)."""
+
+    def send_stop_events(self) -> None:
+        """Called in ``stop()`` after the worker is marked inactive: wake what
+        the worker waits on (the kinds interrupt their own waits already)."""
+
+    # -- kind-specific (the *when*) -----------------------------------------------------------------
+    def _launch(self, gen: int) -> None:
+        raise NotImplementedError
+
+    def _halt(self) -> None:
+        """Interrupt the worker if it is parked waiting for work."""
+        glet = self._greenlet
+        if glet is not None and not glet.dead:
+            self.supervisor.hub.loop.run_callback(self._throw_if_parked, glet)
+
+    def _throw_if_parked(self, glet: gevent.Greenlet) -> None:
+        # Runs in the hub: the greenlet is not running now, so "parked" is exact.
+        if self._parked and self._greenlet is glet and not glet.dead:
+            glet.throw(Halt)
+
+    def _park(self, wait: Callable[..., Any], *args: Any) -> Any:
+        """Wait for work in a way ``stop()`` may interrupt (raises ``Halt``)."""
+        self._parked = True
+        try:
+            return wait(*args)
+        finally:
+            self._parked = False
+
+    # -- the executor path (the *how*) -------------------------------------------------------------
+    def _execute(self, pre: tuple = ()) -> bool:
+        """Make one executor call; False if the worker must stop now."""
+        kw = self._kw
+        kw["_task_id"] = next(_call_ids)
+        started = time.monotonic()
+        self.last_run = time.time()
+        self.runs += 1
+        try:
+            result = self._invoke(pre, kw)
+        except (Exception, gevent.Timeout):
+            self.errors += 1
+            self._failed()
+            return self._active
+        finally:
+            self.last_duration = time.monotonic() - started
+        if result is False:
+            self._active = False
+            return False
+        return self._active
+
+    def _invoke_sync(self, pre: tuple, kw: Dict[str, Any]) -> Any:
+        return self._executor(*pre, *self._args, **kw)
+
+    def _invoke_sync_slot(self, pre: tuple, kw: Dict[str, Any]) -> Any:
+        # Not parked while it waits for a slot: the item or trigger is taken,
+        # so this run is in progress and stop() lets it finish.
+        pool = self.supervisor.thread_pool
+        pool.admit(self.priority)
+        try:
+            return self._executor(*pre, *self._args, **kw)
+        finally:
+            pool.release()
+
+    def _failed(self) -> None:
+        """Route the exception being handled to on_error, or to the log."""
+        if self.on_error is not None:
+            try:
+                self.on_error(**self.on_error_kwargs)
+            except Exception:
+                logger.exception("worker %s: on_error failed", self.name)
+            return
+        if self._failures is None:
+            self._failures = _FailureLog()
+        self._failures.report(self.name, sys.exc_info()[1])
+
+    # -- info ------------------------------------------------------------------------------------------
+    def get_info(self) -> Dict[str, Any]:
+        """Figures for the status endpoint and ``TaskSupervisor.get_info()``."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "priority": self.priority,
+            "active": self._active,
+            "runs": self.runs,
+            "errors": self.errors,
+            "last_run": self.last_run,
+            "last_duration": self.last_duration,
+            "queue_length": None,
+        }
+
+    def __repr__(self) -> str:
+        return "<%s %s active=%s>" % (type(self).__name__, self.name, self._active)
+
+
+def is_static_run(worker: Worker) -> bool:
+    """True if the worker's class defines ``run`` as a ``@staticmethod``."""
+    return isinstance(inspect.getattr_static(type(worker), "run", None), staticmethod)
+
+
+def in_hub_thread(worker: Worker) -> bool:
+    """True when called from the thread of the worker's supervisor's hub."""
+    return hubsafe.in_hub_thread(worker.supervisor._hub)

@@ -1,0 +1,41 @@
+"""Continuous workers: the executor runs again and again in the worker's own greenlet.
+
+``BackgroundWorker`` yields to the hub between calls (``gevent.sleep(0)``), so
+even an executor that never yields cannot starve other greenlets for longer
+than one call. It takes no slot of the supervisor's pool: a continuous worker
+*is* a long-lived greenlet, not a burst of work.
+"""
+from __future__ import annotations
+
+import gevent
+
+from .base import Halt, Worker
+
+__all__ = ["BackgroundWorker"]
+
+
+class BackgroundWorker(Worker):
+    """Calls its executor in a loop, in its own greenlet, until stopped.
+
+    Also the base class of every other worker kind, as in atasker."""
+
+    holds_slot = False
+    kind = "continuous"
+
+    def _launch(self, gen: int) -> None:
+        self._greenlet = gevent.spawn(self._loop, gen)
+
+    def _pause(self) -> None:
+        """Between two calls: yield to the hub."""
+        self._park(gevent.sleep, 0)
+
+    def _loop(self, gen: int) -> None:
+        try:
+            while self._active and self._gen == gen:
+                if not self._execute():
+                    break
+                self._pause()
+        except Halt:
+            pass
+        finally:
+            self._finished(gen)

@@ -1,0 +1,190 @@
+"""Queue workers: one executor call per item put into the worker's queue.
+
+The queue is a gevent queue made when the worker is constructed and kept
+across restarts. The worker's own greenlet runs the hot path — get, call, get
+— with no sleep and no greenlet per item; each sync call holds one slot of the
+supervisor's pool at the worker's priority. ``get()`` does not switch when an
+item is waiting, so during a burst the loop yields to the hub itself, at least
+every few milliseconds.
+
+Stopping never puts anything into the queue (a sentinel could not even be
+compared in a ``PriorityQueue`` of tuples): a parked ``get()`` is interrupted
+instead. Items still queued at ``stop()`` stay in the queue and are processed
+after the next ``start()``; ``stop(drain=True)`` processes them first.
+"""
+from __future__ import annotations
+
+import asyncio
+import queue as std_queue
+from collections import deque
+from time import monotonic
+from typing import Any, Deque, Dict
+
+import gevent
+import gevent.queue
+
+from .. import hubsafe
+from .base import YIELD_EVERY, Halt
+from .continuous import BackgroundWorker
+
+__all__ = ["BackgroundQueueWorker", "make_queue"]
+
+_QUEUE_CLASSES = {
+    asyncio.Queue: gevent.queue.Queue,
+    asyncio.PriorityQueue: gevent.queue.PriorityQueue,
+    asyncio.LifoQueue: gevent.queue.LifoQueue,
+    std_queue.Queue: gevent.queue.Queue,
+    std_queue.PriorityQueue: gevent.queue.PriorityQueue,
+    std_queue.LifoQueue: gevent.queue.LifoQueue,
+}
+
+
+def make_queue(q: Any, parameter: str = "q") -> gevent.queue.Queue:
+    """The queue for ``q=``: True → a gevent ``Queue``; a gevent queue class →
+    an instance of it; asyncio's (or the standard library's) ``Queue``,
+    ``PriorityQueue``, ``LifoQueue`` → gevent's class of the same name; a gevent
+    queue object → itself."""
+    if q is True:
+        return gevent.queue.Queue()
+    if isinstance(q, type):
+        if q in _QUEUE_CLASSES:
+            return _QUEUE_CLASSES[q]()
+        if issubclass(q, gevent.queue.Queue):
+            return q()
+        raise TypeError(
+            "%s must be True, a queue class (gevent's, or asyncio's Queue/PriorityQueue/"
+            "LifoQueue) or a gevent queue object; got the class %r" % (parameter, q)
+        )
+    if isinstance(q, gevent.queue.Queue):
+        return q
+    raise TypeError(
+        "%s must be True, a queue class (gevent's, or asyncio's Queue/PriorityQueue/"
+        "LifoQueue) or a gevent queue object; got %r" % (parameter, q)
+    )
+
+
+class BackgroundQueueWorker(BackgroundWorker):
+    """Calls ``run(task, *args, **kwargs)`` once per item put into its queue."""
+
+    holds_slot = True
+    kind = "queue"
+
+    def __init__(self, *args: Any, q: Any = None, queue: Any = None, **kwargs: Any) -> None:
+        if q is not None and queue is not None:
+            raise TypeError("give the queue as q or queue, not both")
+        spec = q if q is not None else queue
+        self._queue = make_queue(True if spec is None else spec, "q" if q is not None else "queue")
+        super().__init__(*args, **kwargs)
+        self._draining = False
+        self._inbox: Deque[Any] = deque()
+        self._inbox_scheduled = False
+
+    # -- feeding the queue --------------------------------------------------------------------
+    def get_queue_obj(self) -> gevent.queue.Queue:
+        """The worker's gevent queue."""
+        return self._queue
+
+    def put_threadsafe(self, task: Any) -> None:
+        """Put ``task`` into the queue, from any greenlet or any OS thread.
+
+        From the hub's thread the item is queued at once (on a full bounded
+        queue the calling greenlet waits). From another OS thread items are
+        collected and handed to the hub in batches, in the order each thread
+        put them."""
+        hub = self.supervisor._hub
+        if hub is None or hub.thread_ident == hubsafe.os_thread_ident():
+            self._queue.put(task)
+            return
+        self._inbox.append(task)
+        if not self._inbox_scheduled:
+            self._inbox_scheduled = True
+            hub.loop.run_callback_threadsafe(self._take_inbox)
+
+    def _take_inbox(self) -> None:
+        # A hub callback: it must not block, so a full bounded queue is fed by a greenlet.
+        self._inbox_scheduled = False
+        inbox = self._inbox
+        items = []
+        while inbox:
+            items.append(inbox.popleft())
+        q = self._queue
+        if q.maxsize is None or q.maxsize <= 0:
+            for item in items:
+                q.put_nowait(item)
+        else:
+            gevent.spawn(_put_all, q, items)
+
+    async def put(self, task: Any) -> None:
+        """Put ``task`` into the queue from a coroutine running on an aloop."""
+        q = self._queue
+        if not q.full():
+            q.put_nowait(task)
+            return
+        from ..aio import await_greenlet
+
+        await await_greenlet(gevent.spawn(q.put, task))
+
+    # -- stopping --------------------------------------------------------------------------------
+    def stop(self, wait: bool = True, drain: bool = False) -> None:  # type: ignore[override]
+        """Stop the worker. Items still queued stay in the queue (they are
+        processed after the next ``start()``), unless ``drain=True``: then the
+        worker first processes every item queued at this moment."""
+        self.supervisor._call(self._stop, wait, {"drain": drain} if drain else {})
+
+    def _stop_options(self, options: Dict[str, Any]) -> None:
+        drain = options.pop("drain", False)
+        super()._stop_options(options)
+        self._draining = bool(drain)
+
+    def _halt(self) -> None:
+        if self._draining and self._queue.qsize():
+            return  # the loop keeps taking items until the queue is empty
+        super()._halt()
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def before_queue_get(self) -> None:
+        """Called before the worker waits for its next item."""
+
+    def after_queue_get(self, task: Any) -> None:
+        """Called with each item just taken from the queue, before the executor."""
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def _loop(self, gen: int) -> None:
+        q = self._queue
+        last_yield = monotonic()
+        try:
+            while self._gen == gen:
+                if not self._active and not (self._draining and q.qsize()):
+                    break
+                self.before_queue_get()
+                if q.qsize():
+                    task = q.get()
+                    now = monotonic()
+                    if now - last_yield >= YIELD_EVERY:
+                        gevent.sleep(0)  # a burst: let the hub breathe
+                        last_yield = monotonic()
+                else:
+                    if not self._active:
+                        break
+                    task = self._park(q.get)
+                    last_yield = monotonic()
+                self.after_queue_get(task)
+                if not self._execute((task,)) and not self._draining:
+                    break
+        except Halt:
+            pass
+        finally:
+            self._draining = False
+            self._finished(gen)
+
+    def get_info(self) -> Dict[str, Any]:
+        info = super().get_info()
+        info["queue_length"] = self._queue.qsize()
+        return info
+
+
+def _put_all(q: gevent.queue.Queue, items: list) -> None:
+    for item in items:
+        q.put(item)
+
+
