@@ -170,8 +170,10 @@ class TaskSupervisor:
                     self._tasks.pop(task.id, None)
                     task._finish(TASK_STATUS_CANCELED)
         else:
-            glets = [g for g in self._task_glets.values() if g is not current]
-            gevent.joinall(glets, timeout=_remaining(deadline))
+            own = getattr(current, "gworker_task", None)
+            for task in list(self._tasks.values()):
+                if task is not own and not task._done.wait(_remaining(deadline)):
+                    break
         self._stop_extras(deadline, cancel_tasks)
         self.timers.stop()
         self._active = False
@@ -294,6 +296,7 @@ class TaskSupervisor:
 
     def _run_task(self, task: Task) -> None:
         pool = self.thread_pool
+        getcurrent().gworker_task = task  # lets stop() from inside a task skip waiting for it
         try:
             task._begin()
             try:

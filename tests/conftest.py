@@ -57,6 +57,10 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session", autouse=True)
 def _monitor_thread_is_on():
+    # gevent may have read its config before this module ran: set it here too.
+    gevent.config.monitor_thread = True
+    gevent.config.max_blocking_time = float(os.environ["GEVENT_MAX_BLOCKING_TIME"])
+    gevent.config.print_blocking_reports = False  # the ones gworker caused fail their test
     hub = gevent.get_hub()
     hub.start_periodic_monitoring_thread()
     assert hub.periodic_monitoring_thread is not None, "gevent's monitor thread is off"

@@ -1,0 +1,150 @@
+"""Admission by priority (gworker.pool.PriorityPool and the supervisor's pool)."""
+import gevent
+import pytest
+from gevent.event import Event
+
+from gworker import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
+from gworker.pool import PriorityPool
+
+
+def test_limits_per_priority():
+    pool = PriorityPool(pool_size=2, reserve_normal=1, reserve_high=1)
+    assert pool.limit(TASK_LOW) == 2
+    assert pool.limit(TASK_NORMAL) == 3
+    assert pool.limit(TASK_HIGH) == 4
+    assert pool.limit(TASK_CRITICAL) == float("inf")
+    assert pool.try_admit(TASK_LOW) and pool.try_admit(TASK_LOW)
+    assert not pool.try_admit(TASK_LOW)
+    assert pool.try_admit(TASK_NORMAL)
+    assert not pool.try_admit(TASK_NORMAL)
+    assert pool.try_admit(TASK_HIGH)
+    assert not pool.try_admit(TASK_HIGH)
+    assert pool.try_admit(TASK_CRITICAL) and pool.try_admit(TASK_CRITICAL)
+    assert pool.running == 6
+
+
+def test_max_size_caps_all_but_critical():
+    pool = PriorityPool(pool_size=5, reserve_normal=5, reserve_high=5, max_size=2)
+    assert pool.limit(TASK_HIGH) == 2
+    assert pool.try_admit(TASK_HIGH) and pool.try_admit(TASK_HIGH)
+    assert not pool.try_admit(TASK_HIGH)
+    assert pool.try_admit(TASK_CRITICAL)
+
+
+def test_waiters_start_by_priority_then_fifo_without_polling():
+    pool = PriorityPool(pool_size=1, reserve_normal=0, reserve_high=0)
+    assert pool.try_admit(TASK_LOW)  # the blocker
+    order = []
+
+    def job(tag, priority):
+        pool.admit(priority)
+        order.append(tag)
+        pool.release()
+
+    glets = [
+        gevent.spawn(job, tag, prio)
+        for tag, prio in [("low1", TASK_LOW), ("normal1", TASK_NORMAL), ("high", TASK_HIGH),
+                          ("low2", TASK_LOW), ("normal2", TASK_NORMAL)]
+    ]
+    gevent.sleep(0)
+    assert order == [] and pool.waiting == 5
+    pool.release()  # one slot frees: handed straight to the most urgent waiter
+    gevent.joinall(glets, timeout=5, raise_error=True)
+    assert order == ["high", "normal1", "normal2", "low1", "low2"]
+    assert pool.running == 0
+
+
+def test_killed_waiter_gives_up_its_place():
+    pool = PriorityPool(pool_size=1, reserve_normal=0, reserve_high=0)
+    assert pool.try_admit(TASK_LOW)
+    ran = Event()
+    waiter = gevent.spawn(pool.admit, TASK_HIGH)
+    gevent.sleep(0)
+    waiter.kill()
+    other = gevent.spawn(lambda: (pool.admit(TASK_LOW), ran.set()))
+    gevent.sleep(0)
+    pool.release()
+    assert ran.wait(2)
+    other.join(2)
+    assert pool.running == 1
+
+
+def test_deferred_start_and_cancel():
+    pool = PriorityPool(pool_size=1, reserve_normal=0, reserve_high=0)
+    started = []
+    pool.defer(TASK_LOW, lambda: started.append("a"))
+    cancel_b = pool.defer(TASK_LOW, lambda: started.append("b"))
+    pool.defer(TASK_LOW, lambda: started.append("c"))
+    gevent.sleep(0)
+    assert started == ["a"]
+    assert cancel_b() is True
+    pool.release()
+    gevent.sleep(0)
+    assert started == ["a", "c"]
+
+
+def test_resize_admits_waiters():
+    pool = PriorityPool(pool_size=1, reserve_normal=0, reserve_high=0)
+    assert pool.try_admit(TASK_LOW)
+    got = Event()
+    gevent.spawn(lambda: (pool.admit(TASK_LOW), got.set()))
+    gevent.sleep(0)
+    assert not got.is_set()
+    pool.configure(pool_size=2, reserve_normal=0, reserve_high=0)
+    assert got.wait(2)
+
+
+def test_ready_heap_starts_in_priority_order():
+    pool = PriorityPool()
+    order = []
+    for prio in (TASK_LOW, TASK_NORMAL, TASK_CRITICAL, TASK_HIGH):
+        pool.start_soon(prio, order.append, prio)
+    gevent.sleep(0)
+    assert order == [TASK_CRITICAL, TASK_HIGH, TASK_NORMAL, TASK_LOW]
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, word",
+    [
+        (dict(pool_size=-1), ValueError, "pool_size"),
+        (dict(pool_size="3"), TypeError, "pool_size"),
+        (dict(reserve_normal=-1), ValueError, "reserve_normal"),
+        (dict(reserve_high=1.5), TypeError, "reserve_high"),
+        (dict(min_size=-2), ValueError, "min_size"),
+        (dict(max_size=-2), ValueError, "max_size"),
+    ],
+)
+def test_bad_pool_settings(kwargs, exc, word, supervisor):
+    with pytest.raises(exc, match=word):
+        PriorityPool(**kwargs)
+    with pytest.raises(exc, match=word):
+        supervisor.set_thread_pool(**kwargs)
+
+
+def test_priority_admission_order_with_pool_of_one(supervisor):
+    """CRITICAL at once; then HIGH, NORMAL, LOW, as slots free."""
+    supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
+    release = Event()
+    order = []
+    blocker = supervisor.put_task(lambda **kw: release.wait(5))
+    gevent.sleep(0.01)
+    assert blocker.is_started()
+    tasks = [
+        supervisor.put_task(lambda tag=tag, **kw: order.append(tag), priority=prio)
+        for tag, prio in [("LOW", TASK_LOW), ("NORMAL", TASK_NORMAL),
+                          ("HIGH", TASK_HIGH), ("CRITICAL", TASK_CRITICAL)]
+    ]
+    tasks[-1].wait(2)
+    assert order == ["CRITICAL"]
+    release.set()
+    for task in tasks:
+        task.wait(2)
+    assert order == ["CRITICAL", "HIGH", "NORMAL", "LOW"]
+    info = supervisor.get_info()
+    assert info.thread_pool["running"] == 0
+
+
+def test_min_size_is_accepted_and_changes_nothing(supervisor):
+    supervisor.set_thread_pool(pool_size=3, min_size=2)
+    assert supervisor.thread_pool.running == 0
+    assert supervisor.thread_pool.min_size == 2
