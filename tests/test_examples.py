@@ -1,0 +1,25 @@
+"""Every example in examples/ runs as-is (in this test run's world) and exits 0."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PATCHED
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_example(name, timeout=30):
+    cmd = [sys.executable]
+    if PATCHED:
+        cmd += ["-m", "gevent.monkey"]
+    cmd.append(os.path.join(ROOT, "examples", name))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_quickstart():
+    out = run_example("quickstart.py")
+    assert out.returncode == 0, out.stderr
+    assert "queue worker got [0, 1, 2, 3, 4]" in out.stdout
+    assert "event worker ran 1 time" in out.stdout
