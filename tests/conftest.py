@@ -61,14 +61,27 @@ def _monitor_thread_is_on():
     gevent.config.monitor_thread = True
     gevent.config.max_blocking_time = float(os.environ["GEVENT_MAX_BLOCKING_TIME"])
     gevent.config.print_blocking_reports = False  # the ones gworker caused fail their test
+    _ensure_monitor()
+    yield
+
+
+def _ensure_monitor():
+    # The monitor thread ends itself when it finds the hub greenlet not running,
+    # which is the case until something first switches into the hub (e.g. a test
+    # that blocks in a subprocess first thing). Start the hub, and the monitor
+    # again if it ended.
     hub = gevent.get_hub()
+    gevent.sleep(0)
+    monitor = hub.periodic_monitoring_thread
+    if monitor is not None and not monitor.should_run:
+        hub.periodic_monitoring_thread = None
     hub.start_periodic_monitoring_thread()
     assert hub.periodic_monitoring_thread is not None, "gevent's monitor thread is off"
-    yield
 
 
 @pytest.fixture(autouse=True)
 def _no_blocked_hub(request):
+    _ensure_monitor()
     del _blocked_reports[:]
     yield
     reports = [e for e in _blocked_reports if _caused_by_gworker(e)]
