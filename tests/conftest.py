@@ -47,8 +47,15 @@ gevent.events.subscribers.append(_on_gevent_event)
 
 
 def _caused_by_gworker(event):
-    text = "\n".join(str(line) for line in (event.info or ()))
-    return GWORKER_DIR in text
+    # Only the blocked stack counts: the "Info:" part that follows lists every
+    # greenlet with the stack that spawned it, and a supervisor's timer
+    # dispatcher (spawned in gworker) is in that tree whoever blocked the hub.
+    stack = []
+    for line in event.info or ():
+        if str(line).strip() == "Info:":
+            break
+        stack.append(str(line))
+    return GWORKER_DIR in "\n".join(stack)
 
 
 def pytest_report_header(config):
