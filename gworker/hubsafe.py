@@ -22,8 +22,7 @@ from gevent.hub import Hub, get_hub
 from gevent.monkey import get_original
 
 __all__ = [
-    "os_thread_ident", "in_hub_thread", "call_in_hub", "post_to_hub", "HubNotRunning",
-    "yield_to_hub",
+    "os_thread_ident", "in_hub_thread", "call_in_hub", "post_to_hub", "yield_to_hub", "HubNotRunning",
 ]
 
 T = TypeVar("T")
@@ -82,23 +81,22 @@ def call_in_hub(hub: Hub, fn: Callable[..., T], *args: Any, timeout: Optional[fl
     raise value
 
 
-#: A positive sleep short enough to cost nothing but a turn of the loop.
-_ONE_LOOP_TURN = 1e-6
-
-
-def yield_to_hub() -> None:
-    """Let the hub run one full turn of its loop: I/O, due timers, ready greenlets.
-
-    ``gevent.sleep(0)`` is not enough for a greenlet that stays busy: it only
-    queues a callback, and the hub runs callbacks in groups of 50 before it
-    looks at the clock again, so a greenlet that works 4 ms and then yields
-    with ``sleep(0)`` keeps timers and I/O waiting for ~200 ms (measured: a
-    1 ms ticker saw gaps of 50-100 ms during a 20,000-item queue burst). A
-    tiny positive sleep waits on a timer instead, which fires only after the
-    loop has polled for I/O and run every earlier timer. Cost: ~6 µs."""
-    gevent.sleep(_ONE_LOOP_TURN)
-
-
 def current_hub() -> Hub:
     """The hub of the calling OS thread (created if it has none yet)."""
     return get_hub()
+
+
+def yield_to_hub() -> None:
+    """Let the hub run a whole loop iteration — I/O, due timers and callbacks —
+    before the calling greenlet goes on.
+
+    ``gevent.sleep(0)`` is not enough for that: it only queues the caller behind
+    the pending *callbacks*, so a greenlet that loops on it (or on anything that
+    only schedules callbacks) keeps timers and I/O waiting: measured, a 5 ms
+    ticker ticked every ~110 ms beside such a loop. A timer that is due at once
+    makes the loop go round: poll I/O, fire timers, then resume the caller.
+    """
+    gevent.sleep(_ONE_ITERATION)
+
+
+_ONE_ITERATION = 1e-6

@@ -26,6 +26,8 @@ from typing import Any, Callable, List, Optional
 import gevent
 from gevent.event import Event
 
+from .hubsafe import yield_to_hub
+
 __all__ = ["Timers", "TimerEntry", "SLICE", "PRECISE_EARLY"]
 
 #: The dispatcher yields to the hub after firing entries for this many seconds.
@@ -132,6 +134,6 @@ class Timers:
             entry.cancelled = True  # fired: cancelling it later is a no-op
             entry.fn(*entry.args)
             if monotonic() >= slice_end:
-                gevent.sleep(0)  # let the hub run I/O and the runs just started
+                yield_to_hub()  # let the hub run I/O, timers and the runs just started
                 now = monotonic()
                 slice_end = now + SLICE

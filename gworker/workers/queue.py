@@ -24,6 +24,7 @@ import gevent
 import gevent.queue
 
 from .. import hubsafe
+from ..hubsafe import yield_to_hub
 from .base import YIELD_EVERY, Halt
 from .continuous import BackgroundWorker
 
@@ -161,7 +162,7 @@ class BackgroundQueueWorker(BackgroundWorker):
                     task = q.get()
                     now = monotonic()
                     if now - last_yield >= YIELD_EVERY:
-                        hubsafe.yield_to_hub()  # a burst: let timers and I/O run
+                        yield_to_hub()  # a burst: let the hub run I/O and timers
                         last_yield = monotonic()
                 else:
                     if not self._active:
