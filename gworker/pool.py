@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 from itertools import count
+from time import monotonic
 from typing import Any, Callable, List, Optional, Tuple
 
 from gevent.hub import Hub, Waiter, get_hub
@@ -39,6 +40,10 @@ __all__ = ["PriorityPool"]
 _seq = count()
 
 _WAITING, _GRANTED, _CANCELLED = 0, 1, 2
+
+#: One flush of the ready heap works at most this long (seconds) in a hub
+#: callback; the rest waits for the next turn of the loop.
+FLUSH_SLICE = 0.002
 
 
 def _check_size(value: Any, parameter: str, allow_none: bool = False) -> Optional[int]:
@@ -217,9 +222,25 @@ class PriorityPool:
 
     def _flush(self) -> None:
         # Runs in the hub greenlet: every fn here only schedules, never blocks.
+        # Each fn is cheap (spawning a greenlet is a few µs, more with gevent's
+        # greenlet-tree tracking), but a thousand interval runs falling due
+        # together add up to tens of ms: past FLUSH_SLICE the rest is left for
+        # a zero timer, which fires only after the loop has polled I/O and
+        # run the timers and greenlets already due. Priority order holds
+        # across slices: the heap keeps everything not yet started.
         self._flush_scheduled = False
         ready = self._ready
+        deadline = monotonic() + FLUSH_SLICE
         while ready:
             _, _, fn, args = heapq.heappop(ready)
             fn(*args)
+            if ready and monotonic() >= deadline:
+                self._flush_scheduled = True
+                timer = self.hub.loop.timer(0)
+                timer.start(self._flush_later, timer)
+                return
+
+    def _flush_later(self, timer: Any) -> None:
+        timer.close()
+        self._flush()
 

@@ -1,0 +1,529 @@
+"""BackgroundIntervalWorker with sync executors: timing (interval, delay,
+delay_before), overrides, overruns, triggers, cost while idle, hub fairness,
+stopping, and the parameter checks."""
+import time
+
+import gevent
+import pytest
+from gevent.event import Event
+
+import gworker
+from gworker import TASK_LOW, BackgroundIntervalWorker
+
+from conftest import greenlet_count, wait_until
+
+
+class Recorder:
+    """An executor that records the start and end of each run."""
+
+    def __init__(self, duration=0.0, durations=None):
+        self.starts = []
+        self.ends = []
+        self.kwargs = []
+        self.inside = 0
+        self.most_inside = 0
+        self.duration = duration
+        self.durations = durations or {}
+
+    def __call__(self, *args, **kwargs):
+        self.starts.append(time.monotonic())
+        self.kwargs.append(kwargs)
+        self.inside += 1
+        self.most_inside = max(self.most_inside, self.inside)
+        try:
+            d = self.durations.get(len(self.starts), self.duration)
+            if d:
+                gevent.sleep(d)
+        finally:
+            self.inside -= 1
+            self.ends.append(time.monotonic())
+
+    def gaps(self, a, b):
+        return [y - x for x, y in zip(a, b)]
+
+    def start_to_start(self):
+        return self.gaps(self.starts, self.starts[1:])
+
+    def end_to_start(self):
+        return self.gaps(self.ends, self.starts[1:])
+
+
+def ms(values):
+    return [round(v * 1000, 1) for v in values]
+
+
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
+
+# Timing checks use medians and spans rather than every single gap: the test
+# machine may be shared, and one late wake-up of the whole process must not
+# fail a test about gworker's schedule.
+
+
+def test_20ms_interval_runs_50_times_a_second(supervisor):
+    rec = Recorder()
+    w = BackgroundIntervalWorker(func=rec, interval=0.02, supervisor=supervisor)
+    t0 = time.monotonic()
+    w.start()
+    gevent.sleep(1.05)
+    w.stop()
+    in_window = [s for s in rec.starts if s - t0 < 1.0]
+    assert 48 <= len(in_window) <= 52, ms(rec.start_to_start())
+    assert rec.starts[0] - t0 < 0.01, "the first run happens at start()"
+
+
+def test_interval_is_start_to_start(supervisor):
+    rec = Recorder(duration=0.03)
+    w = BackgroundIntervalWorker(func=rec, interval=0.05, supervisor=supervisor)
+    w.start()
+    wait_until(lambda: len(rec.ends) >= 11, timeout=3)
+    w.stop()
+    gaps = rec.start_to_start()[:10]
+    assert 0.045 <= median(gaps) <= 0.055, ms(gaps)
+    # scheduled against the clock: lateness does not accumulate
+    assert abs((rec.starts[10] - rec.starts[0]) - 0.5) < 0.015
+    assert rec.most_inside == 1
+
+
+def test_delay_is_end_to_start(supervisor):
+    rec = Recorder(duration=0.02)
+    w = BackgroundIntervalWorker(func=rec, delay=0.04, supervisor=supervisor)
+    w.start()
+    wait_until(lambda: len(rec.starts) >= 6, timeout=3)
+    w.stop()
+    pauses = rec.end_to_start()[:5]
+    assert 0.038 <= median(pauses) <= 0.05, ms(pauses)
+    assert median(rec.start_to_start()[:5]) >= 0.058, ms(rec.start_to_start())
+
+
+def test_default_is_delay_1(supervisor):
+    w = BackgroundIntervalWorker(func=lambda **kw: None, supervisor=supervisor)
+    assert w.interval is None and w.delay == 1
+    w = BackgroundIntervalWorker(func=lambda **kw: None, delay_before=0.5, supervisor=supervisor)
+    assert w.interval is None and w.delay == 1 and w.delay_before == 0.5
+
+
+def test_delay_before_each_run_and_first_run_after_it(supervisor):
+    rec = Recorder(duration=0.01)
+    w = BackgroundIntervalWorker(func=rec, delay=0.03, delay_before=0.05, supervisor=supervisor)
+    t0 = time.monotonic()
+    w.start()
+    wait_until(lambda: len(rec.starts) >= 4, timeout=3)
+    w.stop()
+    assert 0.045 <= rec.starts[0] - t0 <= 0.065, ms([rec.starts[0] - t0])
+    pauses = rec.end_to_start()[:3]
+    assert 0.077 <= median(pauses) <= 0.095, ms(pauses)
+
+
+def test_delay_before_with_an_interval(supervisor):
+    rec = Recorder()
+    w = BackgroundIntervalWorker(func=rec, interval=0.05, delay_before=0.03, supervisor=supervisor)
+    t0 = time.monotonic()
+    w.start()
+    wait_until(lambda: len(rec.starts) >= 5, timeout=3)
+    w.stop()
+    assert 0.025 <= rec.starts[0] - t0 <= 0.045, ms([rec.starts[0] - t0])
+    gaps = rec.start_to_start()[:4]
+    assert 0.045 <= median(gaps) <= 0.055, ms(gaps)
+
+
+def test_first_run_at_start_without_delay_before(supervisor):
+    rec = Recorder()
+    w = BackgroundIntervalWorker(func=rec, delay=10, supervisor=supervisor)
+    t0 = time.monotonic()
+    w.start()
+    wait_until(lambda: rec.starts, timeout=1)
+    w.stop()
+    assert rec.starts[0] - t0 < 0.01
+
+
+def test_start_overrides_stay_on_the_worker(supervisor):
+    rec = Recorder()
+    w = BackgroundIntervalWorker(func=rec, delay=10, supervisor=supervisor)
+
+    # _interval turns a delay worker into an interval one
+    w.start(_interval=0.02)
+    wait_until(lambda: len(rec.starts) >= 6, timeout=2)
+    w.stop()
+    assert w.interval == 0.02 and w.delay is None
+    assert 0.017 <= median(rec.start_to_start()[:5]) <= 0.025, ms(rec.start_to_start())
+    assert rec.kwargs[0]["_interval"] == 0.02, "overrides are passed on as-is"
+
+    # with no override it keeps the interval
+    rec.starts.clear()
+    rec.ends.clear()
+    w.start()
+    wait_until(lambda: len(rec.starts) >= 3, timeout=2)
+    w.stop()
+    assert w.interval == 0.02
+    assert "_interval" not in rec.kwargs[-1]
+
+    # _delay makes it a delay worker again
+    rec.starts.clear()
+    rec.ends.clear()
+    w.start(_delay=0.03)
+    wait_until(lambda: len(rec.starts) >= 3, timeout=2)
+    w.stop()
+    assert w.delay == 0.03 and w.interval is None
+    assert 0.027 <= min(rec.end_to_start()[:2]) <= 0.045, ms(rec.end_to_start())
+
+    # _delay_before: the first run waits for it, and it stays
+    rec.starts.clear()
+    rec.ends.clear()
+    t0 = time.monotonic()
+    w.start(_delay_before=0.05)
+    wait_until(lambda: rec.starts, timeout=2)
+    w.stop()
+    assert 0.045 <= rec.starts[0] - t0 <= 0.07
+    assert w.delay_before == 0.05 and w.delay == 0.03
+
+
+def test_overrun_runs_at_once_without_overlap_or_catch_up(supervisor):
+    # the first run takes 5 intervals, the rest are quick
+    rec = Recorder(durations={1: 0.1})
+    w = BackgroundIntervalWorker(func=rec, interval=0.02, supervisor=supervisor)
+    w.start()
+    wait_until(lambda: len(rec.starts) >= 6, timeout=2)
+    w.stop()
+    assert rec.most_inside == 1
+    assert rec.starts[1] - rec.ends[0] < 0.01, "the next run follows an overrun at once"
+    later = rec.start_to_start()[1:5]
+    # on schedule again (~80 ms for 4 gaps), not 4 catch-up runs back to back
+    assert sum(later) >= 0.06, "a burst of catch-up runs: %s" % ms(later)
+
+
+def test_executor_always_slower_than_its_interval(supervisor):
+    rec = Recorder(duration=0.03)
+    w = BackgroundIntervalWorker(func=rec, interval=0.01, supervisor=supervisor)
+    w.start()
+    wait_until(lambda: len(rec.ends) >= 8, timeout=2)
+    w.stop()
+    assert rec.most_inside == 1
+    assert median(rec.end_to_start()[:7]) < 0.003, ms(rec.end_to_start())
+    assert len(rec.starts) == len(rec.ends), "stop() waited for the run"
+
+
+def test_trigger_runs_an_extra_run(supervisor):
+    gate = Event()
+    gate.set()
+    entered = Event()
+    starts = []
+
+    def run(**kw):
+        starts.append(time.monotonic())
+        entered.set()
+        gate.wait()
+
+    w = BackgroundIntervalWorker(func=run, interval=10, supervisor=supervisor)
+    w.start()
+    wait_until(lambda: len(starts) == 1)
+    gevent.sleep(0.01)
+    sent = time.monotonic()
+    w.trigger_threadsafe()
+    wait_until(lambda: len(starts) == 2)
+    assert starts[1] - sent < 0.02, "an idle worker runs at once when triggered"
+
+    # triggers during a run: one extra run, right after it
+    gate.clear()
+    entered.clear()
+    w.trigger_threadsafe()
+    assert entered.wait(1)
+    for _ in range(3):
+        w.trigger_threadsafe()
+    gevent.sleep(0.02)
+    assert len(starts) == 3, "a trigger never overlaps a run"
+    gate.set()
+    wait_until(lambda: len(starts) == 4)
+    gevent.sleep(0.05)
+    w.stop()
+    assert len(starts) == 4
+
+
+def test_trigger_from_a_native_thread(supervisor):
+    from conftest import native_thread
+
+    starts = []
+    w = BackgroundIntervalWorker(func=lambda **kw: starts.append(1), interval=10, supervisor=supervisor)
+    w.start()
+    wait_until(lambda: len(starts) == 1)
+    native_thread(w.trigger_threadsafe).join(5)
+    wait_until(lambda: len(starts) == 2, timeout=1)
+    w.stop()
+
+
+def test_an_idle_interval_worker_has_no_greenlet(supervisor):
+    runs = [0]
+
+    def run(**kw):
+        runs[0] += 1
+
+    before = greenlet_count()
+    workers = [BackgroundIntervalWorker(func=run, interval=10, supervisor=supervisor)
+               for _ in range(1000)]
+    for w in workers:
+        w.start()
+    wait_until(lambda: runs[0] == 1000, timeout=5)
+    wait_until(lambda: supervisor.thread_pool.running == 0)
+    gevent.sleep(0.02)
+    during = greenlet_count()
+    assert during - before < 10, "1,000 idle interval workers hold %d greenlets" % (during - before)
+    assert all(w.is_active() for w in workers)
+    for w in workers:
+        w.stop(wait=False)
+    for w in workers:
+        w.stop()
+    assert greenlet_count() - before < 10
+
+
+def test_many_due_together_keep_the_hub_responsive(supervisor):
+    runs = [0]
+
+    def run(**kw):
+        runs[0] += 1
+        sum(range(50))
+
+    workers = [BackgroundIntervalWorker(func=run, interval=0.2, supervisor=supervisor)
+               for _ in range(1000)]
+    gaps = []
+    stop_ticking = Event()
+
+    def ticker():
+        last = time.monotonic()
+        while not stop_ticking.is_set():
+            gevent.sleep(0.001)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    t = gevent.spawn(ticker)
+    gevent.sleep(0.01)
+    for w in workers:
+        w.start()
+    gevent.sleep(0.65)  # the start runs, then three more rounds due together
+    stop_ticking.set()
+    t.join()
+    for w in workers:
+        w.stop(wait=False)
+    for w in workers:
+        w.stop()
+    assert runs[0] >= 3500
+    assert max(gaps) < 0.03, "the ticker waited %.1f ms" % (max(gaps) * 1000)
+
+
+def test_runs_hold_a_pool_slot_at_the_workers_priority(supervisor):
+    seen = []
+    w = BackgroundIntervalWorker(func=lambda **kw: seen.append(supervisor.thread_pool.running),
+                                 interval=10, priority=TASK_LOW, supervisor=supervisor)
+    supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
+    release = Event()
+    blocker_started = Event()
+    supervisor.put_task(lambda **kw: (blocker_started.set(), release.wait()))
+    assert blocker_started.wait(2)
+    w.start()
+    gevent.sleep(0.1)
+    assert seen == [], "ran while the only slot was held"
+    release.set()
+    wait_until(lambda: seen == [1])
+    w.stop()
+
+
+def test_stop_waits_for_the_run_in_progress(supervisor):
+    entered = Event()
+    ended = []
+
+    def run(**kw):
+        entered.set()
+        gevent.sleep(0.1)
+        ended.append(time.monotonic())
+
+    w = BackgroundIntervalWorker(func=run, interval=0.01, supervisor=supervisor)
+    w.start()
+    assert entered.wait(1)
+    w.stop()
+    assert len(ended) == 1, "stop() returned before the run ended"
+    assert w.is_stopped()
+    gevent.sleep(0.05)
+    assert len(ended) == 1
+
+
+def test_stop_from_inside_the_executor(supervisor):
+    runs = []
+
+    def run(_worker, **kw):
+        runs.append(1)
+        with gevent.Timeout(2, AssertionError("stop() from the executor deadlocked")):
+            _worker.stop()
+
+    w = BackgroundIntervalWorker(func=run, interval=0.01, supervisor=supervisor)
+    w.start()
+    wait_until(w.is_stopped, timeout=2)
+    gevent.sleep(0.05)
+    assert runs == [1]
+    assert supervisor.get_schedulers() == []
+
+
+def test_return_false_stops(supervisor):
+    runs = []
+
+    def run(**kw):
+        runs.append(1)
+        return len(runs) < 3
+
+    w = BackgroundIntervalWorker(func=run, interval=0.01, supervisor=supervisor)
+    w.start()
+    wait_until(w.is_stopped, timeout=2)
+    gevent.sleep(0.05)
+    assert len(runs) == 3
+    # and it starts again
+    runs.clear()
+    w.start()
+    wait_until(w.is_stopped, timeout=2)
+    assert len(runs) == 3
+
+
+def test_restart_cycles_leave_nothing_behind(supervisor):
+    runs = [0]
+    w = BackgroundIntervalWorker(func=lambda **kw: runs.__setitem__(0, runs[0] + 1),
+                                 interval=0.005, supervisor=supervisor)
+    for _ in range(30):
+        w.start()
+        gevent.sleep(0.002)
+        w.stop()
+        assert w.is_stopped()
+    before = runs[0]
+    gevent.sleep(0.05)
+    assert runs[0] == before, "a stopped worker ran"
+    w.start()
+    wait_until(lambda: runs[0] >= before + 3)
+    w.stop()
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, pattern",
+    [
+        ({"interval": 1, "delay": 1}, ValueError, "interval and delay"),
+        ({"interval": -1}, ValueError, "^interval"),
+        ({"interval": "1"}, TypeError, "^interval"),
+        ({"interval": float("nan")}, ValueError, "^interval"),
+        ({"interval": True}, TypeError, "^interval"),
+        ({"delay": -0.1}, ValueError, "^delay"),
+        ({"delay": [1]}, TypeError, "^delay"),
+        ({"delay_before": -1}, ValueError, "^delay_before"),
+        ({"delay_before": "soon"}, TypeError, "^delay_before"),
+        ({"poll_delay": -1}, ValueError, "^poll_delay"),
+        ({"priority": 7}, ValueError, "^priority"),
+        ({"func": 5}, TypeError, "func"),
+    ],
+)
+def test_bad_parameters_raise_at_construction(supervisor, kwargs, exc, pattern):
+    kwargs.setdefault("func", lambda **kw: None)
+    with pytest.raises(exc, match=pattern):
+        BackgroundIntervalWorker(supervisor=supervisor, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, pattern",
+    [
+        ({"_interval": -1}, ValueError, "^_interval"),
+        ({"_delay": "x"}, TypeError, "^_delay"),
+        ({"_interval": 1, "_delay": 1}, ValueError, "_interval and _delay"),
+        ({"_delay_before": -1}, ValueError, "^_delay_before"),
+    ],
+)
+def test_bad_overrides_raise_at_start(supervisor, kwargs, exc, pattern):
+    w = BackgroundIntervalWorker(func=lambda **kw: None, interval=10, supervisor=supervisor)
+    with pytest.raises(exc, match=pattern):
+        w.start(**kwargs)
+    assert not w.is_active()
+    assert w.interval == 10 and w.delay is None and w.delay_before is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, attrs",
+    [
+        ({"i": 2}, {"interval": 2, "delay": None}),
+        ({"interval": 2}, {"interval": 2, "delay": None}),
+        ({"delay": 3}, {"interval": None, "delay": 3}),
+        ({"delay_before": 4}, {"interval": None, "delay": 1, "delay_before": 4}),
+        ({"i": 2, "delay_before": 0.5}, {"interval": 2, "delay_before": 0.5}),
+    ],
+)
+def test_decorator_makes_interval_workers(supervisor, kwargs, attrs):
+    @gworker.background_worker(supervisor=supervisor, **kwargs)
+    def tick(**kw):
+        pass
+
+    assert type(tick) is BackgroundIntervalWorker
+    assert tick.name == "tick"
+    for name, value in attrs.items():
+        assert getattr(tick, name) == value
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, pattern",
+    [
+        ({"i": 1, "interval": 2}, TypeError, "i or interval"),
+        ({"i": 1, "delay": 2}, ValueError, "interval and delay"),
+        ({"i": -1}, ValueError, "interval"),
+        ({"delay_before": "x"}, TypeError, "delay_before"),
+    ],
+)
+def test_decorator_bad_parameters(supervisor, kwargs, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        @gworker.background_worker(supervisor=supervisor, **kwargs)
+        def tick(**kw):
+            pass
+
+
+def test_decorator_picks_the_class(supervisor):
+    import gevent.queue
+
+    def f(*a, **kw):
+        pass
+
+    bw = gworker.background_worker
+    assert type(bw(f)) is gworker.BackgroundWorker
+    assert type(bw(supervisor=supervisor)(f)) is gworker.BackgroundWorker
+    assert type(bw(q=True, supervisor=supervisor)(f)) is gworker.BackgroundQueueWorker
+    assert type(bw(queue=gevent.queue.LifoQueue, supervisor=supervisor)(f)) is gworker.BackgroundQueueWorker
+    assert type(bw(e=True, supervisor=supervisor)(f)) is gworker.BackgroundEventWorker
+    assert type(bw(event=True, supervisor=supervisor)(f)) is gworker.BackgroundEventWorker
+    assert type(bw(i=1, supervisor=supervisor)(f)) is BackgroundIntervalWorker
+    assert type(bw(interval=1, supervisor=supervisor)(f)) is BackgroundIntervalWorker
+    assert type(bw(delay=1, supervisor=supervisor)(f)) is BackgroundIntervalWorker
+    assert type(bw(delay_before=1, supervisor=supervisor)(f)) is BackgroundIntervalWorker
+
+
+def test_runs_made_ready_together_are_started_in_slices(supervisor):
+    # Interval runs due together are started from the pool's ready heap, in a
+    # hub callback; thousands of them must not hold the hub in one callback.
+    pool = supervisor.thread_pool
+    started = []
+
+    def start(i):
+        started.append(i)
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.00001:  # ~10 µs: what spawning a run costs
+            pass
+
+    gaps = []
+    stop_ticking = Event()
+
+    def ticker():
+        last = time.monotonic()
+        while not stop_ticking.is_set():
+            gevent.sleep(0.001)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    t = gevent.spawn(ticker)
+    gevent.sleep(0.01)
+    for i in range(3000):
+        pool.start_soon(TASK_LOW if i % 2 else gworker.TASK_HIGH, start, i)
+    wait_until(lambda: len(started) == 3000, timeout=5)
+    stop_ticking.set()
+    t.join()
+    assert started[:1500] == list(range(0, 3000, 2)), "priority order holds across slices"
+    assert max(gaps) < 0.015, "the ticker waited %.1f ms" % (max(gaps) * 1000)

@@ -1,0 +1,468 @@
+"""BackgroundQueueWorker with sync executors: order, arguments, queue classes,
+thread safety, the stop policy, hooks, hub fairness and pool admission."""
+import asyncio
+import time
+
+import gevent
+import gevent.queue
+import pytest
+from gevent.event import Event
+
+import gworker
+from gworker import TASK_LOW, BackgroundQueueWorker
+
+from conftest import native_thread, wait_until
+
+
+def test_calls_in_order_with_start_arguments(supervisor):
+    calls = []
+    marker = object()
+
+    def run(task, *args, **kwargs):
+        calls.append((task, args, kwargs))
+
+    w = BackgroundQueueWorker(func=run, o=marker, supervisor=supervisor)
+    assert w.start(1, "two", key="value") is True
+    for i in range(10):
+        w.put_threadsafe(i)
+    wait_until(lambda: len(calls) == 10)
+    w.stop()
+
+    assert [c[0] for c in calls] == list(range(10))
+    task_ids = set()
+    for task, args, kwargs in calls:
+        assert args == (1, "two")
+        assert set(kwargs) == {"key", "_worker", "_name", "_task_id", "o"}
+        assert kwargs["key"] == "value"
+        assert kwargs["_worker"] is w
+        assert kwargs["_name"] == "run" == w.name
+        assert kwargs["o"] is marker
+        task_ids.add(kwargs["_task_id"])
+    assert len(task_ids) == 10, "each call has its own _task_id"
+    assert all(supervisor.get_task(t) is None for t in task_ids), "_task_id is not registered"
+
+
+def test_start_overrides_are_passed_on_and_stay(supervisor):
+    calls = []
+    w = BackgroundQueueWorker(func=lambda task, **kw: calls.append(kw), supervisor=supervisor)
+    w.start(_name="renamed", o=42)
+    w.put_threadsafe("x")
+    wait_until(lambda: calls)
+    w.stop()
+    assert calls[0]["_name"] == "renamed" and calls[0]["o"] == 42
+    assert w.name == "renamed" and w.o == 42
+
+
+@pytest.mark.parametrize(
+    "spec, expected_class",
+    [
+        (gevent.queue.PriorityQueue, gevent.queue.PriorityQueue),
+        (asyncio.PriorityQueue, gevent.queue.PriorityQueue),
+        (gevent.queue.LifoQueue, gevent.queue.LifoQueue),
+        (asyncio.LifoQueue, gevent.queue.LifoQueue),
+        (asyncio.Queue, gevent.queue.Queue),
+        (True, gevent.queue.Queue),
+    ],
+)
+def test_queue_classes(supervisor, spec, expected_class):
+    seen = []
+    w = BackgroundQueueWorker(func=lambda task, **kw: seen.append(task), q=spec, supervisor=supervisor)
+    q = w.get_queue_obj()
+    assert type(q) is expected_class
+    items = [5, 1, 4, 2, 3]
+    for item in items:  # queued before the start: the order is the queue's own
+        w.put_threadsafe(item)
+    w.start()
+    wait_until(lambda: len(seen) == 5)
+    w.stop()
+    if expected_class is gevent.queue.PriorityQueue:
+        assert seen == [1, 2, 3, 4, 5]
+    elif expected_class is gevent.queue.LifoQueue:
+        assert seen == [3, 2, 4, 1, 5]
+    else:
+        assert seen == items
+
+
+def test_queue_keyword_and_queue_object(supervisor):
+    mine = gevent.queue.PriorityQueue()
+    w = BackgroundQueueWorker(func=lambda task, **kw: None, queue=mine, supervisor=supervisor)
+    assert w.get_queue_obj() is mine
+
+
+def test_never_two_concurrent_calls(supervisor):
+    inside = [0]
+    most = [0]
+    done = []
+
+    def run(task, **kw):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        gevent.sleep(0.0005 if task % 3 else 0)
+        inside[0] -= 1
+        done.append(task)
+
+    w = BackgroundQueueWorker(func=run, supervisor=supervisor)
+    w.start()
+    for i in range(150):
+        w.put_threadsafe(i)
+    # more items from other greenlets while it works
+    feeders = [gevent.spawn(lambda base=b: [w.put_threadsafe(base + i) for i in range(50)])
+               for b in (1000, 2000)]
+    gevent.joinall(feeders)
+    wait_until(lambda: len(done) == 250)
+    w.stop()
+    assert most[0] == 1
+    assert sorted(done) == list(range(150)) + list(range(1000, 1050)) + list(range(2000, 2050))
+
+
+def test_put_threadsafe_from_native_threads(supervisor):
+    got = []
+    w = BackgroundQueueWorker(func=lambda task, **kw: got.append(task), supervisor=supervisor)
+    w.start()
+    per_thread = 5000
+
+    def feed(tid):
+        for i in range(per_thread):
+            w.put_threadsafe((tid, i))
+
+    handles = [native_thread(feed, tid) for tid in range(4)]
+    idents = set()
+    for h in handles:
+        h.join(20)
+        idents.add(h.ident)
+    assert len(idents) == 4 and gevent.monkey.get_original("_thread", "get_ident")() not in idents
+    wait_until(lambda: len(got) >= 4 * per_thread, timeout=10)
+    gevent.sleep(0.05)  # anything duplicated would show up now
+    w.stop()
+    assert len(got) == 4 * per_thread
+    assert set(got) == {(t, i) for t in range(4) for i in range(per_thread)}
+    for tid in range(4):  # each thread's items in the order it put them
+        assert [i for t, i in got if t == tid] == list(range(per_thread))
+
+
+def _blocking_worker(supervisor, **options):
+    """A worker whose executor waits on ``gate`` for the item 'block'."""
+    processed = []
+    gate = Event()
+    entered = Event()
+
+    def run(task, **kw):
+        if task == "block":
+            entered.set()
+            gate.wait()
+        processed.append(task)
+
+    w = BackgroundQueueWorker(func=run, supervisor=supervisor, **options)
+    return w, processed, gate, entered
+
+
+def test_stop_leaves_queued_items_for_the_next_start(supervisor):
+    w, processed, gate, entered = _blocking_worker(supervisor)
+    q = w.get_queue_obj()
+    w.start()
+    w.put_threadsafe("block")
+    entered.wait(5)
+    for i in range(5):
+        w.put_threadsafe(i)
+    stopper = gevent.spawn(w.stop)
+    wait_until(lambda: not w.is_active())
+    assert not stopper.ready(), "stop() waits for the run in progress"
+    gate.set()
+    stopper.get(timeout=5)
+    assert w.is_stopped()
+    assert processed == ["block"]
+    assert q.qsize() == 5, "items queued at stop() stay in the queue"
+    assert w.get_queue_obj() is q
+
+    w.start()
+    wait_until(lambda: len(processed) == 6)
+    w.stop()
+    assert processed == ["block", 0, 1, 2, 3, 4]
+    assert w.get_queue_obj() is q, "the queue object survives restarts"
+
+
+def test_stop_drain_processes_every_queued_item_first(supervisor):
+    w, processed, gate, entered = _blocking_worker(supervisor)
+    w.start()
+    w.put_threadsafe("block")
+    entered.wait(5)
+    for i in range(20):
+        w.put_threadsafe(i)
+    gevent.spawn_later(0.02, gate.set)
+    w.stop(drain=True)
+    assert processed == ["block"] + list(range(20))
+    assert w.get_queue_obj().qsize() == 0
+    assert w.is_stopped()
+    # and it can be started again, working normally
+    w.start()
+    w.put_threadsafe("again")
+    wait_until(lambda: processed[-1] == "again")
+    w.stop()
+
+
+def test_stop_drain_when_idle_returns(supervisor):
+    w = BackgroundQueueWorker(func=lambda task, **kw: None, supervisor=supervisor)
+    w.start()
+    with gevent.Timeout(2):
+        w.stop(drain=True)
+    assert w.is_stopped()
+
+
+def test_restarts_keep_the_queue_and_never_put_a_sentinel(supervisor, caplog):
+    seen = []
+    w = BackgroundQueueWorker(
+        func=lambda task, **kw: seen.append(task), q=gevent.queue.PriorityQueue,
+        supervisor=supervisor,
+    )
+    q = w.get_queue_obj()
+    for round_ in range(5):
+        w.start()
+        wait_until(lambda: len(seen) == 3 * round_)
+        gevent.sleep(0.002)  # let it park on the empty queue
+        w.stop()
+        assert w.is_stopped()
+        assert q.qsize() == 0, "stop() put something into the queue"
+        assert w.get_queue_obj() is q
+        for i in (3, 1, 2):
+            w.put_threadsafe((i, "r%d" % round_))
+    # each start processed the items put while it was stopped, in priority order
+    assert seen == [(i, "r%d" % r) for r in range(4) for i in (1, 2, 3)]
+    w.start()
+    wait_until(lambda: len(seen) == 15)
+    w.stop()
+    assert seen[12:] == [(1, "r4"), (2, "r4"), (3, "r4")]
+    assert all(isinstance(t, tuple) for t in seen)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_restart_many_times_while_busy(supervisor):
+    seen = []
+    w = BackgroundQueueWorker(func=lambda task, **kw: (seen.append(task), gevent.sleep(0)),
+                              supervisor=supervisor)
+    for i in range(200):
+        w.put_threadsafe(i)
+    for _ in range(20):
+        w.start()
+        gevent.sleep(0)
+        w.stop()
+    w.start()
+    wait_until(lambda: len(seen) == 200)
+    w.stop()
+    assert seen == list(range(200)), "nothing lost, duplicated or reordered by restarts"
+
+
+def test_hooks_in_a_subclass_with_run(supervisor):
+    events = []
+
+    class MyWorker(BackgroundQueueWorker):
+        def before_queue_get(self):
+            events.append(("before",))
+
+        def after_queue_get(self, task):
+            events.append(("after", task))
+
+        def run(self, task, **kwargs):
+            assert kwargs["_worker"] is self
+            events.append(("run", task))
+
+    w = MyWorker(supervisor=supervisor)
+    assert w.name.startswith("MyWorker")
+    w.start()
+    w.put_threadsafe("a")
+    wait_until(lambda: ("run", "a") in events)
+    w.put_threadsafe("b")
+    wait_until(lambda: ("run", "b") in events)
+    w.stop()
+    assert events[:6] == [
+        ("before",), ("after", "a"), ("run", "a"),
+        ("before",), ("after", "b"), ("run", "b"),
+    ]
+
+
+def test_yields_to_the_hub_during_a_burst_and_poll_delay_does_not_throttle(supervisor):
+    n = 20000
+    done = [0]
+
+    def run(task, **kw):
+        done[0] += 1
+        sum(range(20))  # a little CPU, no yield
+
+    w = BackgroundQueueWorker(func=run, poll_delay=1, supervisor=supervisor)
+    for i in range(n):
+        w.put_threadsafe(i)
+
+    gaps = []
+    stop_ticking = Event()
+
+    def ticker():
+        last = time.monotonic()
+        while not stop_ticking.is_set():
+            gevent.sleep(0.001)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    t = gevent.spawn(ticker)
+    gevent.sleep(0.01)
+    started = time.monotonic()
+    w.start()
+    wait_until(lambda: done[0] == n, timeout=10)
+    elapsed = time.monotonic() - started
+    stop_ticking.set()
+    t.join()
+    w.stop()
+    assert elapsed < 3, "%d items took %.2fs" % (n, elapsed)
+    assert max(gaps) < 0.03, "the ticker waited %.1f ms" % (max(gaps) * 1000)
+    assert len(gaps) > elapsed / 0.01, "the ticker barely ran"
+
+
+def test_poll_delay_is_no_pause_between_items(supervisor):
+    done = []
+    w = BackgroundQueueWorker(func=lambda task, **kw: done.append(task), poll_delay=1,
+                              supervisor=supervisor)
+    w.start()
+    started = time.monotonic()
+    for i in range(30):  # one at a time: the worker parks between items
+        w.put_threadsafe(i)
+        wait_until(lambda: len(done) == i + 1, timeout=2)
+    elapsed = time.monotonic() - started
+    w.stop()
+    assert elapsed < 0.5, "30 single items took %.2fs with poll_delay=1" % elapsed
+
+
+def test_each_call_holds_one_pool_slot(supervisor):
+    running = []
+    w = BackgroundQueueWorker(func=lambda task, **kw: running.append(supervisor.thread_pool.running),
+                              supervisor=supervisor)
+    w.start()
+    assert supervisor.thread_pool.running == 0, "a parked queue worker holds no slot"
+    for i in range(5):
+        w.put_threadsafe(i)
+    wait_until(lambda: len(running) == 5)
+    wait_until(lambda: supervisor.thread_pool.running == 0)
+    w.stop()
+    assert running == [1] * 5
+
+
+def test_a_low_queue_worker_waits_for_a_free_slot(supervisor):
+    supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
+    release = Event()
+    blocker_started = Event()
+
+    def blocker(**kw):
+        blocker_started.set()
+        release.wait()
+
+    task = supervisor.put_task(blocker)
+    blocker_started.wait(5)
+    assert supervisor.thread_pool.running == 1
+
+    ran = Event()
+    seen = []
+
+    def run(item, **kw):
+        seen.append(supervisor.thread_pool.running)
+        ran.set()
+
+    w = BackgroundQueueWorker(func=run, priority=TASK_LOW, supervisor=supervisor)
+    w.start()
+    w.put_threadsafe("x")
+    assert not ran.wait(0.15), "ran while the only slot was held"
+    release.set()
+    assert ran.wait(2)
+    assert seen == [1]
+    wait_until(task.is_completed)
+    w.stop()
+    assert supervisor.thread_pool.running == 0
+
+
+def test_stop_while_waiting_for_a_slot_lets_the_taken_item_run(supervisor):
+    supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
+    release = Event()
+    started = Event()
+    supervisor.put_task(lambda **kw: (started.set(), release.wait()))
+    started.wait(5)
+    seen = []
+    w = BackgroundQueueWorker(func=lambda task, **kw: seen.append(task), priority=TASK_LOW,
+                              supervisor=supervisor)
+    w.start()
+    w.put_threadsafe("taken")
+    gevent.sleep(0.02)
+    stopper = gevent.spawn(w.stop)
+    gevent.sleep(0.02)
+    assert not stopper.ready()
+    release.set()
+    stopper.get(timeout=5)
+    assert seen == ["taken"]
+    assert w.get_queue_obj().qsize() == 0
+    wait_until(lambda: supervisor.thread_pool.running == 0)
+
+
+def test_return_false_stops_and_leaves_the_rest(supervisor):
+    seen = []
+
+    def run(task, **kw):
+        seen.append(task)
+        return task != 2
+
+    w = BackgroundQueueWorker(func=run, supervisor=supervisor)
+    for i in range(5):
+        w.put_threadsafe(i)
+    w.start()
+    wait_until(w.is_stopped)
+    assert seen == [0, 1, 2]
+    assert w.get_queue_obj().qsize() == 2
+
+
+def test_stop_from_inside_the_executor(supervisor):
+    seen = []
+
+    def run(task, _worker, **kw):
+        seen.append(task)
+        with gevent.Timeout(2, AssertionError("stop() from the executor deadlocked")):
+            _worker.stop()
+
+    w = BackgroundQueueWorker(func=run, supervisor=supervisor)
+    w.start()
+    w.put_threadsafe(1)
+    w.put_threadsafe(2)
+    wait_until(w.is_stopped)
+    assert seen == [1]
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern, exc",
+    [
+        ({"q": 5}, "^q must", TypeError),
+        ({"q": "yes"}, "^q must", TypeError),
+        ({"q": int}, "^q must", TypeError),
+        ({"q": False}, "^q must", TypeError),
+        ({"queue": 5}, "^queue must", TypeError),
+        ({"queue": dict}, "^queue must", TypeError),
+        ({"q": True, "queue": True}, "q or queue", TypeError),
+    ],
+)
+def test_bad_queue_values_raise_at_construction(supervisor, kwargs, pattern, exc):
+    with pytest.raises(exc, match=pattern):
+        BackgroundQueueWorker(func=lambda task, **kw: None, supervisor=supervisor, **kwargs)
+
+
+def test_bad_queue_objects_raise_at_construction(supervisor):
+    for obj in (asyncio.Queue(), [1, 2], object()):
+        with pytest.raises(TypeError, match="^q must"):
+            BackgroundQueueWorker(func=lambda task, **kw: None, q=obj, supervisor=supervisor)
+
+
+def test_decorator_makes_queue_workers(supervisor):
+    @gworker.background_worker(q=True, supervisor=supervisor)
+    def plain(task, **kw):
+        pass
+
+    @gworker.background_worker(queue=asyncio.PriorityQueue, supervisor=supervisor)
+    def prio(task, **kw):
+        pass
+
+    assert type(plain) is BackgroundQueueWorker and plain.name == "plain"
+    assert type(plain.get_queue_obj()) is gevent.queue.Queue
+    assert type(prio) is BackgroundQueueWorker
+    assert type(prio.get_queue_obj()) is gevent.queue.PriorityQueue
