@@ -28,6 +28,8 @@ __all__ = [
 T = TypeVar("T")
 
 os_thread_ident: Callable[[], int] = get_original("_thread", "get_ident")
+#: The OS thread that imported gworker: the main thread in any normal program.
+MAIN_THREAD_IDENT = os_thread_ident()
 _allocate_os_lock = get_original("_thread", "allocate_lock")
 
 

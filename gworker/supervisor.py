@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import gevent
 from gevent.event import Event
+from gevent._hub_local import get_hub_if_exists
 from gevent.hub import Hub, get_hub, getcurrent
 
 from . import hubsafe
@@ -82,6 +83,31 @@ class TaskSupervisor:
         if self._hub is None:
             self._hub = get_hub()
         return self._hub
+
+    def foreign_hub(self) -> Optional[Hub]:
+        """``None`` when the caller may touch this supervisor's gevent objects
+        directly (it runs in the hub's thread), else the hub to post calls to.
+
+        Raises ``RuntimeError`` from another OS thread while the supervisor has
+        no hub yet: there is nowhere safe to carry the call."""
+        hub = self._hub
+        if hub is not None:
+            return None if hub.thread_ident == hubsafe.os_thread_ident() else hub
+        if get_hub_if_exists() is not None or hubsafe.os_thread_ident() == hubsafe.MAIN_THREAD_IDENT:
+            return None
+        raise RuntimeError(
+            "supervisor %s has no hub yet: start it in its hub's thread before"
+            " calling it from another OS thread" % self.id
+        )
+
+    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` now if the caller is in the hub's thread, else as
+        a hub callback posted from this thread (``fn`` must not block)."""
+        hub = self.foreign_hub()
+        if hub is None:
+            fn(*args)
+        else:
+            hub.loop.run_callback_threadsafe(fn, *args)
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn`` in this supervisor's hub: directly when already there."""

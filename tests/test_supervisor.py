@@ -212,3 +212,12 @@ def test_get_info_shape(supervisor):
     assert supervisor.get_schedulers() == [w]
     w.stop()
     assert supervisor.get_schedulers() == []
+
+
+def test_threadsafe_call_before_the_supervisor_has_a_hub_is_refused():
+    sup = TaskSupervisor()
+    w = gworker.BackgroundQueueWorker(func=lambda item, **kw: None, supervisor=sup)
+    with pytest.raises(RuntimeError, match="no hub yet"):
+        native_thread(w.put_threadsafe, 1).join(10)
+    w.put_threadsafe(2)  # from the hub's thread it is fine: the queue exists already
+    assert w.get_queue_obj().qsize() == 1

@@ -39,7 +39,6 @@ from gevent import GreenletExit
 from gevent.event import Event
 from gevent.hub import getcurrent
 
-from .. import hubsafe
 from ..priorities import TASK_NORMAL, check_priority
 from ..supervisor import TaskSupervisor, check_seconds
 
@@ -422,7 +421,3 @@ def is_static_run(worker: Worker) -> bool:
     """True if the worker's class defines ``run`` as a ``@staticmethod``."""
     return isinstance(inspect.getattr_static(type(worker), "run", None), staticmethod)
 
-
-def in_hub_thread(worker: Worker) -> bool:
-    """True when called from the thread of the worker's supervisor's hub."""
-    return hubsafe.in_hub_thread(worker.supervisor._hub)

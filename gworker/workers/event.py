@@ -12,7 +12,6 @@ from typing import Any
 
 from gevent.event import Event
 
-from .. import hubsafe
 from .base import Halt
 from .continuous import BackgroundWorker
 
@@ -37,11 +36,7 @@ class BackgroundEventWorker(BackgroundWorker):
 
     def trigger_threadsafe(self, force: bool = False) -> None:
         """Trigger a run, from any greenlet or any OS thread (see ``force`` above)."""
-        hub = self.supervisor._hub
-        if hub is None or hub.thread_ident == hubsafe.os_thread_ident():
-            self._trigger(force)
-        else:
-            hub.loop.run_callback_threadsafe(self._trigger, force)
+        self.supervisor.call_soon_threadsafe(self._trigger, force)
 
     async def trigger(self, force: bool = False) -> None:
         """Trigger a run from a coroutine running on an aloop."""

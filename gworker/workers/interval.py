@@ -31,7 +31,6 @@ from typing import Any, Dict, Optional
 import gevent
 from gevent.hub import getcurrent
 
-from .. import hubsafe
 from ..supervisor import check_seconds
 from ..timers import TimerEntry
 from .continuous import BackgroundWorker
@@ -132,11 +131,7 @@ class BackgroundIntervalWorker(BackgroundWorker):
     def trigger_threadsafe(self, force: bool = False) -> None:
         """Ask for an extra run as soon as none is in progress; from any greenlet
         or OS thread. ``force`` is accepted for symmetry with event workers."""
-        hub = self.supervisor._hub
-        if hub is None or hub.thread_ident == hubsafe.os_thread_ident():
-            self._trigger()
-        else:
-            hub.loop.run_callback_threadsafe(self._trigger)
+        self.supervisor.call_soon_threadsafe(self._trigger)
 
     async def trigger(self, force: bool = False) -> None:
         """Ask for an extra run, from a coroutine running on an aloop."""

@@ -23,7 +23,6 @@ from typing import Any, Deque, Dict
 import gevent
 import gevent.queue
 
-from .. import hubsafe
 from ..hubsafe import yield_to_hub
 from .base import YIELD_EVERY, Halt
 from .continuous import BackgroundWorker
@@ -92,8 +91,8 @@ class BackgroundQueueWorker(BackgroundWorker):
         queue the calling greenlet waits). From another OS thread items are
         collected and handed to the hub in batches, in the order each thread
         put them."""
-        hub = self.supervisor._hub
-        if hub is None or hub.thread_ident == hubsafe.os_thread_ident():
+        hub = self.supervisor.foreign_hub()
+        if hub is None:
             self._queue.put(task)
             return
         self._inbox.append(task)
