@@ -47,14 +47,28 @@ How it works
 * **Children start at construction**, one slot greenlet per child: each slot
   greenlet forks its child when it first runs (the next turn of the hub, never at
   import), serves it, and forks a replacement when the child dies or retires
-  (``maxtasksperchild``). Calls submitted before the children are up wait in the
-  FIFO queue.
+  (``maxtasksperchild``: the child is told to exit together with its last call).
+  Calls submitted before the children are up wait in the FIFO queue. A child
+  also exits on its own when its socket reports EOF, i.e. when the parent is
+  gone, so a parent that dies without shutting its pool down leaves nothing
+  running once the children finish their current call.
 
 * **One reader per child.** The slot greenlet waits on its child's socket through
   the hub (a libev io watcher) and wakes the moment a result arrives — no
-  polling. A child runs one call at a time; when its result arrives the next
-  queued call is written to it *before* the result is settled, so the child keeps
-  working while the parent unpickles and runs callbacks.
+  polling, no greenlet per call. A child runs its calls one at a time, in the
+  order they were written to it. When a result arrives the child's next call is
+  written *before* the result is settled, so the child keeps working while the
+  parent unpickles and runs callbacks.
+
+* **Writing ahead, only under a backlog.** A call goes to an idle child, else
+  into the pool's FIFO queue. When the queue holds at least two calls per child,
+  a child is given its fair share of it (``len(queue) // processes``, at most 8)
+  in one write, so it finds its next call already in its socket and many results
+  come back per wake-up (this doubles throughput for small calls). Without such a
+  backlog nothing is written ahead, so a short call never waits behind a long
+  one while another child is free. Calls written ahead to a child that dies had
+  not started (a child runs them in order): they go back to the head of the
+  queue; only the call that was running fails.
 
 * **Writes never wait.** ``submit`` writes the pickled call straight into an idle
   child's socket (non-blocking); what does not fit is finished by a write watcher.
@@ -558,12 +572,13 @@ class ProcessPool:
         result = ProcessResult(hub, fn)
         entry = (_HEADER.pack(len(payload), _K_CALL) + payload, result)
         idle = self._idle
-        if idle:
+        while idle:
             child = idle.pop()
             child.idle = False
-            self._give(child, [entry])
-        else:
-            self._queue.append(entry)
+            if not child.exited:  # (one that died idle is being buried)
+                self._give(child, [entry])
+                return result
+        self._queue.append(entry)
         return result
 
     def apply_async(
@@ -669,27 +684,28 @@ class ProcessPool:
 
     # -- one slot: fork a child, serve it, repeat ------------------------------------
     def _run_slot(self, index: int) -> None:
-        slot = getcurrent()
+        # (No frame here keeps the greenlet in a local: a GreenletExit's
+        # traceback would make a cycle that outlives the pool.)
         try:
-            self._slot_loop(slot)
+            self._slot_loop()
         finally:
             # Done for good: forget the finished greenlet.
             try:
-                self._slots.remove(slot)
+                self._slots.remove(getcurrent())
             except ValueError:
                 pass
             if not self._slots and self._state != _RUNNING:
                 self._state = _CLOSED
 
-    def _slot_loop(self, slot: Any) -> None:
+    def _slot_loop(self) -> None:
         backoff = 0.0
         while self._state == _RUNNING:
             if backoff:
-                self._backing_off.add(slot)
+                self._backing_off.add(getcurrent())
                 try:
                     gevent.sleep(backoff)
                 finally:
-                    self._backing_off.discard(slot)
+                    self._backing_off.discard(getcurrent())
                 if self._state != _RUNNING:
                     break
             try:
@@ -857,7 +873,8 @@ class ProcessPool:
         while idle and self._queue:
             child = idle.pop()
             child.idle = False
-            self._refill(child)
+            if not child.exited:
+                self._refill(child)
 
     def _send(self, child: _Child, frame: bytes) -> None:
         if child.outbuf is not None:
@@ -992,10 +1009,26 @@ def _flush_std_streams() -> None:
 
 
 def _register_atexit() -> None:
+    # Done when the first pool is made, never at import.
     global _atexit_registered
     if not _atexit_registered:
         _atexit_registered = True
         atexit.register(_kill_leftovers)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_forget_parent_sockets)
+
+
+def _forget_parent_sockets() -> None:
+    # In any forked child (ours, multiprocessing's, a user's os.fork()): the
+    # parent's ends of the pool sockets are not its business, and holding them
+    # would keep the pool's children from seeing their parent go away.
+    for sock in list(_parent_sockets):
+        try:
+            sock.close()
+        except OSError:
+            pass
+    _parent_sockets.clear()
+    _live_pids.clear()
 
 
 def _kill_leftovers() -> None:
@@ -1015,10 +1048,7 @@ def _child_main(sock: Any, own_parent_sock: Any, initializer: Any, initargs: tup
     try:
         try:
             own_parent_sock.close()
-            for other in list(_parent_sockets):
-                other.close()
-            _parent_sockets.clear()
-            _live_pids.clear()
+            _forget_parent_sockets()  # (the at-fork hook did it already)
             _fresh_hub()
             code = _serve_parent(sock, initializer, initargs)
         except BaseException:

@@ -47,6 +47,7 @@ def open_fds():
 @pytest.fixture
 def pool():
     p = ProcessPool(2)
+    wait_until(lambda: p.size == 2)  # children up (and the hub turned) before the test
     yield p
     p.shutdown(timeout=5)
     assert not p.pids
@@ -57,6 +58,7 @@ def pool():
 def pool1():
     """One child only: makes "which child ran it" deterministic."""
     p = ProcessPool(1)
+    wait_until(lambda: p.size == 1)
     yield p
     p.shutdown(timeout=5)
 
@@ -232,25 +234,32 @@ def test_system_exit_in_child_is_reported_and_child_replaced(pool1):
     assert pool1.submit(pf.getpid).get(timeout=5) != pid
 
 
-def test_sigkill_mid_call_then_a_normal_call(pool1):
+def test_sigkill_mid_call_then_a_normal_call():
     started = time.monotonic()
-    pid = pool1.submit(pf.getpid).get(timeout=5)
-    doomed = pool1.submit(pf.sleep_forever)
-    behind = [pool1.submit(pf.echo, (i,)) for i in range(5)]  # queued or written ahead
-    wait_until(lambda: pool1.busy == 1)
-    gevent.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    with pytest.raises(ChildProcessDied) as info:
-        doomed.get(timeout=10)
-    err = info.value
-    assert err.pid == pid and err.exitcode == -signal.SIGKILL
-    assert str(pid) in str(err) and "SIGKILL" in str(err) and "sleep_forever" in str(err)
-    # Calls behind it never started: they run in the replacement child.
-    assert [r.get(timeout=10) for r in behind] == list(range(5))
-    new_pid = pool1.submit(pf.getpid).get(timeout=10)
-    assert new_pid != pid
-    assert pool1.pids == [new_pid]
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    pool = ProcessPool(1)
+    try:
+        # Submitted before the child is up: the queue is a backlog, so the calls
+        # behind the doomed one are written ahead into the child's socket.
+        doomed = pool.submit(pf.sleep_forever)
+        behind = [pool.submit(pf.echo, (i,)) for i in range(5)]
+        wait_until(lambda: pool.busy == 1)
+        assert pool.pending == 0  # all written ahead to the one child
+        pid = pool.pids[0]
+        gevent.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(ChildProcessDied) as info:
+            doomed.get(timeout=10)
+        err = info.value
+        assert err.pid == pid and err.exitcode == -signal.SIGKILL
+        assert str(pid) in str(err) and "SIGKILL" in str(err) and "sleep_forever" in str(err)
+        # The calls behind it never started: they run in the replacement child.
+        assert [r.get(timeout=10) for r in behind] == list(range(5))
+        new_pid = pool.submit(pf.getpid).get(timeout=10)
+        assert new_pid != pid
+        assert pool.pids == [new_pid]
+        assert not psutil.pid_exists(pid)  # reaped, not a zombie
+    finally:
+        pool.shutdown(timeout=5)
     assert time.monotonic() - started < 30
 
 
@@ -458,3 +467,33 @@ def test_import_starts_nothing():
                          stderr=subprocess.PIPE, universal_newlines=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_children_leave_when_the_parent_dies_without_shutdown(tmp_path):
+    code = textwrap.dedent(
+        """
+        import os, sys
+        sys.path[:0] = %r
+        import proc_funcs as pf
+        from gworker.processes import ProcessPool
+        pool = ProcessPool(2)
+        pids = {pool.submit(pf.getpid).get(timeout=10) for _ in range(20)}
+        pool.submit(pf.sleep_then, (0.3,))  # one child is busy when the parent dies
+        print(" ".join(map(str, pool.pids)), flush=True)
+        os._exit(0)  # no shutdown, no atexit
+        """
+        % ([os.path.dirname(os.path.abspath(__file__)),
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__)))],)
+    )
+    env = dict(os.environ, GEVENT_MONITOR_THREAD_ENABLE="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    pids = [int(x) for x in out.stdout.split()]
+    assert len(pids) == 2
+
+    def gone():
+        return not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                       for p in pids)
+
+    wait_until(gone, timeout=5)
