@@ -95,11 +95,19 @@ How it works
   calling thread waits, the hub never does.
 
 * **Callbacks** given to :meth:`ProcessResult.rawlink` / ``add_done_callback`` are
-  called with the result, in the hub's thread, in a greenlet — normally the slot
-  greenlet that read the result (no greenlet is made per call), so a callback that
-  waits delays only the next result of that one child. A callback added to a
-  result that is already done is called at once, or in a new greenlet when the
-  caller is the hub itself.
+  called with the result, in the hub's thread, in a greenlet — normally the reader
+  (slot) greenlet that read the result, so no greenlet is made per call. A
+  callback that waits therefore delays the next results of that one child, and a
+  callback must not wait for another pool result: :meth:`ProcessResult.get` /
+  ``wait`` called in a reader greenlet raise ``RuntimeError`` at once (they could
+  be waiting for the very greenlet that has to read the answer) — spawn a greenlet
+  for such work. A callback added to a result that is already done is called at
+  once, or in a new greenlet when the caller is the hub itself. ``get()`` and
+  ``wait()`` need a greenlet (not a raw hub callback).
+
+* **Figures** for ``get_info``: ``processes`` (configured), ``size`` (children
+  alive), ``busy`` (children with a call), ``pending`` (calls queued in the pool,
+  not yet written to a child), ``pids``.
 """
 from __future__ import annotations
 
@@ -310,6 +318,13 @@ class ProcessResult:
             return True
         if not in_hub_thread(self._hub):
             return call_in_hub(self._hub, self.wait, timeout)
+        if getattr(getcurrent(), "_gworker_reader", False):
+            # A callback runs in a reader greenlet; waiting there could wait for
+            # the very greenlet that has to read the result: refuse, always.
+            raise RuntimeError(
+                "cannot wait for %r inside a ProcessResult callback (callbacks run in"
+                " the pool's reader greenlet): spawn a greenlet to wait, or use rawlink" % self
+            )
         waiter = Waiter(self._hub)
         if self._waiters is None:
             self._waiters = [waiter]
@@ -686,6 +701,7 @@ class ProcessPool:
     def _run_slot(self, index: int) -> None:
         # (No frame here keeps the greenlet in a local: a GreenletExit's
         # traceback would make a cycle that outlives the pool.)
+        getcurrent()._gworker_reader = True
         try:
             self._slot_loop()
         finally:

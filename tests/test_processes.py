@@ -138,6 +138,23 @@ def test_callbacks_run_in_a_greenlet(pool):
     wait_until(lambda: late == [result])
 
 
+def test_waiting_inside_a_callback_fails_instead_of_deadlocking(pool1):
+    errors = []
+    done = gevent.event.Event()
+
+    def callback(result):
+        try:
+            pool1.submit(pf.echo, (2,)).get(timeout=5)
+        except RuntimeError as exc:
+            errors.append(exc)
+        done.set()
+
+    pool1.submit(pf.echo, (1,)).rawlink(callback)
+    assert done.wait(5)
+    assert errors and "inside a ProcessResult callback" in str(errors[0])
+    assert pool1.submit(pf.echo, (3,)).get(timeout=5) == 3
+
+
 def test_apply_async_lookalike(pool):
     got = []
     pool.apply_async(pf.add, (1, 2), callback=got.append)
