@@ -1,0 +1,516 @@
+"""gworker.processes.ProcessPool: a process pool that never blocks the hub.
+
+Functions sent to the children live in ``tests/proc_funcs.py``: a call is pickled,
+and a function travels by reference (module and name), so it must be a
+module-level function of an importable module.
+"""
+import os
+import pickle
+import signal
+import sys
+import textwrap
+import threading
+import time
+
+import gevent
+import gevent.event
+import gevent.subprocess as subprocess
+import psutil
+import pytest
+
+from conftest import greenlet_count, native_thread, wait_until
+
+import proc_funcs as pf
+from gworker.hubsafe import os_thread_ident
+from gworker.processes import (
+    ChildProcessDied,
+    PoolClosed,
+    ProcessPool,
+    ProcessResult,
+    RemoteError,
+    RemoteTraceback,
+    ResultTimeout,
+    TaskPickleError,
+)
+
+ME = psutil.Process()
+
+
+def children():
+    return ME.children(recursive=True)
+
+
+def open_fds():
+    return sorted(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def pool():
+    p = ProcessPool(2)
+    wait_until(lambda: p.size == 2)  # children up (and the hub turned) before the test
+    yield p
+    p.shutdown(timeout=5)
+    assert not p.pids
+    assert not [c for c in children() if c.pid in p.pids]
+
+
+@pytest.fixture
+def pool1():
+    """One child only: makes "which child ran it" deterministic."""
+    p = ProcessPool(1)
+    wait_until(lambda: p.size == 1)
+    yield p
+    p.shutdown(timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def _no_children_left():
+    yield
+    # Every pool of the test is shut down by now: no child may survive it.
+    wait_until(lambda: not children(), timeout=5)
+
+
+# -- results ---------------------------------------------------------------------
+def test_results_come_back_in_order(pool):
+    results = [pool.submit(pf.add, (i,), {"b": 1000}) for i in range(100)]
+    assert all(isinstance(r, ProcessResult) for r in results)
+    assert [r.get(timeout=10) for r in results] == [i + 1000 for i in range(100)]
+    assert all(r.ready() and r.successful() for r in results)
+    assert pool.submit(pf.echo, ({"a": [1, 2]},)).get(timeout=5) == {"a": [1, 2]}
+
+
+def test_calls_run_in_other_processes(pool):
+    pids = {pool.submit(pf.getpid).get(timeout=5) for _ in range(20)}
+    assert os.getpid() not in pids
+    assert pids <= set(pool.pids)
+    assert {c.pid for c in children()} >= pids
+    info = pool.submit(pf.child_info).get(timeout=5)
+    assert info["ppid"] == os.getpid()
+    assert info["monitor"] is False  # the child's fresh hub runs no monitor thread
+
+
+def test_counts(pool1):
+    assert pool1.processes == 1
+    wait_until(lambda: pool1.size == 1)
+    first = pool1.submit(pf.sleep_then, (0.3, "a"))
+    queued = [pool1.submit(pf.echo, (i,)) for i in range(3)]
+    assert pool1.busy == 1
+    assert pool1.pending + len(queued) >= 3  # queued, or written ahead to the busy child
+    assert first.get(timeout=5) == "a"
+    assert [r.get(timeout=5) for r in queued] == [0, 1, 2]
+    assert (pool1.busy, pool1.pending) == (0, 0)
+
+
+def test_big_arguments_and_results_travel(pool):
+    data = os.urandom(3 * 1024 * 1024)
+    assert pool.submit(pf.length, (data,)).get(timeout=10) == len(data)
+    assert pool.submit(pf.big, (5 * 1024 * 1024,)).get(timeout=10) == b"x" * (5 * 1024 * 1024)
+
+
+def test_get_times_out_cooperatively(pool):
+    result = pool.submit(pf.sleep_then, (0.5, "late"))
+    started = time.monotonic()
+    with pytest.raises(ResultTimeout):
+        result.get(timeout=0.05)
+    assert time.monotonic() - started < 0.4
+    assert not result.ready()
+    with pytest.raises(ValueError):
+        result.successful()
+    assert result.get(timeout=5) == "late"
+
+
+def test_callbacks_run_in_a_greenlet(pool):
+    seen = []
+    done = gevent.event.Event()
+    hub = gevent.get_hub()
+
+    def callback(result):
+        seen.append((result.get(), gevent.getcurrent() is not hub))
+        done.set()
+
+    result = pool.submit(pf.add, (2, 3))
+    result.rawlink(callback)
+    assert done.wait(5)
+    assert seen == [(5, True)]
+    # Added after the result is in: called too.
+    late = []
+    result.add_done_callback(late.append)
+    wait_until(lambda: late == [result])
+
+
+def test_waiting_inside_a_callback_fails_instead_of_deadlocking(pool1):
+    errors = []
+    done = gevent.event.Event()
+
+    def callback(result):
+        try:
+            pool1.submit(pf.echo, (2,)).get(timeout=5)
+        except RuntimeError as exc:
+            errors.append(exc)
+        done.set()
+
+    pool1.submit(pf.echo, (1,)).rawlink(callback)
+    assert done.wait(5)
+    assert errors and "inside a ProcessResult callback" in str(errors[0])
+    assert pool1.submit(pf.echo, (3,)).get(timeout=5) == 3
+
+
+def test_apply_async_lookalike(pool):
+    got = []
+    pool.apply_async(pf.add, (1, 2), callback=got.append)
+    pool.apply_async(pf.boom, ("no",), error_callback=got.append)
+    wait_until(lambda: len(got) == 2)
+    assert 3 in got
+    assert any(isinstance(x, ValueError) for x in got)
+    assert pool.apply(pf.add, (4, 5)) == 9
+
+
+# -- the hub keeps running ---------------------------------------------------------
+def test_ticker_keeps_ticking_while_200_calls_go_through(pool):
+    gaps = []
+    stop = gevent.event.Event()
+
+    def ticker():
+        last = time.monotonic()
+        while not stop.is_set():
+            gevent.sleep(0.005)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    tick = gevent.spawn(ticker)
+    gevent.sleep(0.05)
+    batch = [pool.submit(pf.sleep_then, (0.001, i)) for i in range(100)]
+    sequential = [pool.submit(pf.echo, (i,)).get(timeout=10) for i in range(100)]
+    assert [r.get(timeout=10) for r in batch] == list(range(100))
+    assert sequential == list(range(100))
+    stop.set()
+    tick.join(timeout=2)
+    assert len(gaps) >= 10
+    assert max(gaps) < 0.05, "the hub stalled for %.1f ms" % (max(gaps) * 1000)
+
+
+def test_child_never_runs_the_parents_greenlets(pool):
+    # A greenlet of the parent reports the pid it runs in through a pipe, while
+    # a call sleeps cooperatively in the child (the child's hub turns around).
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    stop = gevent.event.Event()
+
+    def reporter():
+        while not stop.is_set():
+            os.write(w, b"%d\n" % os.getpid())
+            gevent.sleep(0.005)
+
+    g = gevent.spawn(reporter)
+    try:
+        assert pool.submit(pf.gevent_sleep, (0.2, "ok")).get(timeout=5) == "ok"
+    finally:
+        stop.set()
+        g.join(timeout=2)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(r, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    os.close(w)
+    assert {int(x) for x in data.split()} == {os.getpid()}
+
+
+# -- faults --------------------------------------------------------------------------
+def test_exception_in_child_then_a_normal_call(pool1):
+    pid = pool1.submit(pf.getpid).get(timeout=5)
+    result = pool1.submit(pf.boom, ("bad input",))
+    with pytest.raises(ValueError, match="bad input") as info:
+        result.get(timeout=5)
+    assert not result.successful()
+    assert isinstance(result.exception(), ValueError)
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "in boom" in cause.tb and "ValueError: bad input" in cause.tb
+    # The same child keeps serving.
+    assert pool1.submit(pf.add, (1, 1)).get(timeout=5) == 2
+    assert pool1.submit(pf.getpid).get(timeout=5) == pid
+
+
+def test_exception_that_cannot_travel_becomes_remote_error(pool1):
+    with pytest.raises(RemoteError, match="NeedsTwoArgs"):
+        pool1.submit(pf.raise_odd_exception).get(timeout=5)
+    assert pool1.submit(pf.add, (2, 2)).get(timeout=5) == 4
+
+
+def test_system_exit_in_child_is_reported_and_child_replaced(pool1):
+    pid = pool1.submit(pf.getpid).get(timeout=5)
+    with pytest.raises(RemoteError, match="SystemExit"):
+        pool1.submit(pf.sys_exit, (3,)).get(timeout=5)
+    assert pool1.submit(pf.getpid).get(timeout=5) != pid
+
+
+def test_sigkill_mid_call_then_a_normal_call():
+    started = time.monotonic()
+    pool = ProcessPool(1)
+    try:
+        # Submitted before the child is up: the queue is a backlog, so the calls
+        # behind the doomed one are written ahead into the child's socket.
+        doomed = pool.submit(pf.sleep_forever)
+        behind = [pool.submit(pf.echo, (i,)) for i in range(5)]
+        wait_until(lambda: pool.busy == 1)
+        assert pool.pending == 0  # all written ahead to the one child
+        pid = pool.pids[0]
+        gevent.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(ChildProcessDied) as info:
+            doomed.get(timeout=10)
+        err = info.value
+        assert err.pid == pid and err.exitcode == -signal.SIGKILL
+        assert str(pid) in str(err) and "SIGKILL" in str(err) and "sleep_forever" in str(err)
+        # The calls behind it never started: they run in the replacement child.
+        assert [r.get(timeout=10) for r in behind] == list(range(5))
+        new_pid = pool.submit(pf.getpid).get(timeout=10)
+        assert new_pid != pid
+        assert pool.pids == [new_pid]
+        assert not psutil.pid_exists(pid)  # reaped, not a zombie
+    finally:
+        pool.shutdown(timeout=5)
+    assert time.monotonic() - started < 30
+
+
+def test_child_that_exits_or_kills_itself(pool):
+    with pytest.raises(ChildProcessDied, match="exit code 7") as info:
+        pool.submit(pf.exit_hard, (7,)).get(timeout=10)
+    assert info.value.exitcode == 7
+    with pytest.raises(ChildProcessDied, match="SIGKILL"):
+        pool.submit(pf.kill_self).get(timeout=10)
+    assert [pool.submit(pf.add, (i, i)).get(timeout=10) for i in range(4)] == [0, 2, 4, 6]
+    wait_until(lambda: pool.size == 2)
+
+
+def test_unpicklable_argument_fails_at_once(pool):
+    result = pool.submit(pf.echo, (threading.Lock(),))
+    assert result.ready() and not result.successful()
+    with pytest.raises(TaskPickleError, match="(?i)lock") as info:
+        result.get(timeout=0)
+    assert isinstance(info.value, TypeError) and isinstance(info.value, pickle.PicklingError)
+    assert "proc_funcs.echo" in str(info.value)
+    with pytest.raises(TaskPickleError, match="lambda"):
+        pool.submit(lambda: 1).get(timeout=0)
+    assert pool.submit(pf.add, (1, 2)).get(timeout=5) == 3
+
+
+def test_unpicklable_result_fails_that_call_only(pool1):
+    pid = pool1.submit(pf.getpid).get(timeout=5)
+    with pytest.raises(TaskPickleError, match="(?i)unpicklable_result.*lock"):
+        pool1.submit(pf.unpicklable_result).get(timeout=5)
+    assert pool1.submit(pf.getpid).get(timeout=5) == pid  # the child survived
+
+
+def test_maxtasksperchild_replaces_children():
+    pool = ProcessPool(1, maxtasksperchild=2)
+    try:
+        pids = [pool.submit(pf.getpid).get(timeout=10) for _ in range(6)]
+        assert pids[0] == pids[1] and pids[2] == pids[3] and pids[4] == pids[5]
+        assert len(set(pids)) == 3
+        # Also under a backlog (calls written ahead must not pass the limit).
+        burst = [pool.submit(pf.getpid) for _ in range(10)]
+        counts = {}
+        for r in burst:
+            pid = r.get(timeout=10)
+            counts[pid] = counts.get(pid, 0) + 1
+        assert max(counts.values()) <= 2
+    finally:
+        pool.shutdown(timeout=5)
+
+
+def test_initializer_and_its_failure():
+    pool = ProcessPool(1, initializer=pf.init_state, initargs=("ready",))
+    try:
+        assert pool.submit(pf.read_state).get(timeout=5) == "ready"
+    finally:
+        pool.shutdown(timeout=5)
+    pool = ProcessPool(1, initializer=pf.failing_init)
+    try:
+        with pytest.raises(ChildProcessDied, match="initializer says no"):
+            pool.submit(pf.add, (1, 2)).get(timeout=10)
+    finally:
+        pool.shutdown(timeout=5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, word",
+    [
+        ({"processes": 0}, ValueError, "processes"),
+        ({"processes": "2"}, TypeError, "processes"),
+        ({"processes": True}, TypeError, "processes"),
+        ({"maxtasksperchild": 0}, ValueError, "maxtasksperchild"),
+        ({"initializer": 3}, TypeError, "initializer"),
+        ({"initargs": 5}, TypeError, "initargs"),
+        ({"context": "spawn"}, ValueError, "context"),
+        ({"context": object()}, TypeError, "context"),
+    ],
+)
+def test_arguments_are_validated(kwargs, error, word):
+    with pytest.raises(error, match=word):
+        ProcessPool(**kwargs)
+    assert not children()
+
+
+def test_fork_context_is_accepted():
+    import multiprocessing
+
+    pool = ProcessPool(1, context=multiprocessing.get_context("fork"))
+    try:
+        assert pool.submit(pf.add, (1, 1)).get(timeout=5) == 2
+    finally:
+        pool.shutdown(timeout=5)
+
+
+# -- stopping ----------------------------------------------------------------------------
+def test_shutdown_finishes_running_calls_and_fails_queued_ones(pool1):
+    running = pool1.submit(pf.sleep_then, (0.3, "done"))
+    wait_until(lambda: pool1.busy == 1)
+    queued = [pool1.submit(pf.echo, (i,)) for i in range(3)]
+    pool1.shutdown(wait=True, timeout=5)
+    assert running.get(timeout=0) == "done"
+    for r in queued:
+        # Written ahead to the busy child (then run), or failed as never started.
+        if not r.successful():
+            with pytest.raises(PoolClosed):
+                r.get(timeout=0)
+    assert not children()
+    with pytest.raises(PoolClosed):
+        pool1.submit(pf.echo, (1,))
+    pool1.shutdown()  # twice is fine
+    pool1.terminate()
+
+
+def test_shutdown_fails_pending_calls_with_a_clear_error():
+    pool = ProcessPool(1)
+    try:
+        # Submitted before the child is even forked: all pending.
+        pending = [pool.submit(pf.echo, (i,)) for i in range(5)]
+        pool.shutdown(wait=False)
+        for r in pending:
+            with pytest.raises(PoolClosed, match="shut down before proc_funcs.echo started"):
+                r.get(timeout=5)
+    finally:
+        pool.shutdown(timeout=5)
+    assert not children()
+
+
+def test_shutdown_timeout_kills_a_hung_child():
+    pool = ProcessPool(1)
+    result = pool.submit(pf.sleep_forever)
+    wait_until(lambda: pool.busy == 1)
+    started = time.monotonic()
+    pool.shutdown(timeout=0.3)
+    assert time.monotonic() - started < 5
+    with pytest.raises(PoolClosed, match="timed out"):
+        result.get(timeout=0)
+    assert not children()
+
+
+def test_terminate_stops_at_once(pool):
+    results = [pool.submit(pf.sleep_forever) for _ in range(2)]
+    wait_until(lambda: pool.busy == 2)
+    started = time.monotonic()
+    pool.terminate()
+    assert time.monotonic() - started < 3
+    for r in results:
+        with pytest.raises(PoolClosed, match="terminated"):
+            r.get(timeout=0)
+    assert not children()
+    pool.terminate()  # twice is fine
+
+
+def test_no_leaks_across_20_create_shutdown_cycles():
+    # Warm up once (imports, lazily created gevent objects), then compare.
+    warm = ProcessPool(2)
+    warm.submit(pf.echo, (1,)).get(timeout=5)
+    warm.shutdown(timeout=5)
+    fds_before = open_fds()
+    greenlets_before = greenlet_count()
+    for i in range(20):
+        p = ProcessPool(2)
+        assert p.submit(pf.add, (i, 1)).get(timeout=10) == i + 1
+        p.shutdown(timeout=5)
+        assert not children()
+    assert open_fds() == fds_before
+    assert greenlet_count() <= greenlets_before
+
+
+def test_context_manager_shuts_down():
+    with ProcessPool(1) as p:
+        assert p.submit(pf.add, (1, 1)).get(timeout=5) == 2
+    assert p.closed and not children()
+
+
+# -- threads -----------------------------------------------------------------------------
+def test_submit_and_get_from_a_native_thread(pool):
+    hub_thread = os_thread_ident()
+
+    def from_thread():
+        result = pool.submit(pf.add, (20, 22))
+        return os_thread_ident(), result.get(timeout=10)
+
+    handle = native_thread(from_thread)
+    ident, value = handle.join(timeout=15)
+    assert value == 42
+    assert ident != hub_thread
+
+
+# -- import ------------------------------------------------------------------------------
+def test_import_starts_nothing():
+    code = textwrap.dedent(
+        """
+        import psutil, threading
+        import gworker.processes
+        from gevent._hub_local import get_hub_if_exists
+        assert get_hub_if_exists() is None, "a hub was created at import"
+        assert not psutil.Process().children(), "a child was started at import"
+        assert threading.active_count() == 1
+        print("ok")
+        """
+    )
+    env = dict(os.environ, GEVENT_MONITOR_THREAD_ENABLE="0")
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+                                        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    # gevent's subprocess: a plain one would block this test's hub for a second.
+    out = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_children_leave_when_the_parent_dies_without_shutdown(tmp_path):
+    code = textwrap.dedent(
+        """
+        import os, sys
+        sys.path[:0] = %r
+        import proc_funcs as pf
+        from gworker.processes import ProcessPool
+        pool = ProcessPool(2)
+        pids = {pool.submit(pf.getpid).get(timeout=10) for _ in range(20)}
+        pool.submit(pf.sleep_then, (0.3,))  # one child is busy when the parent dies
+        print(" ".join(map(str, pool.pids)), flush=True)
+        os._exit(0)  # no shutdown, no atexit
+        """
+        % ([os.path.dirname(os.path.abspath(__file__)),
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__)))],)
+    )
+    env = dict(os.environ, GEVENT_MONITOR_THREAD_ENABLE="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    pids = [int(x) for x in out.stdout.split()]
+    assert len(pids) == 2
+
+    def gone():
+        return not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                       for p in pids)
+
+    wait_until(gone, timeout=5)
