@@ -112,7 +112,6 @@ How it works
 from __future__ import annotations
 
 import atexit
-import errno
 import logging
 import os
 import pickle

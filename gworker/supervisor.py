@@ -17,6 +17,7 @@ greenlet.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from itertools import count
 from types import SimpleNamespace
@@ -29,7 +30,7 @@ from gevent.hub import Hub, get_hub, getcurrent
 
 from . import hubsafe
 from .pool import PriorityPool
-from .priorities import TASK_NORMAL, TASK_TYPES, TT_THREAD, check_priority
+from .priorities import TASK_NORMAL, TASK_TYPES, TT_MP, TT_THREAD, check_priority
 from .tasks import (
     TASK_STATUS_CANCELED, TASK_STATUS_COMPLETED, TASK_STATUS_FAILED, Task,
 )
@@ -67,6 +68,7 @@ class TaskSupervisor:
         self.poll_delay = DEFAULT_POLL_DELAY
         self.thread_pool = PriorityPool()
         self.mp_pool: Any = None
+        self.mp_admission: Optional[PriorityPool] = None
         self.timers = Timers()
         self._hub: Optional[Hub] = None
         self._active = False
@@ -208,7 +210,13 @@ class TaskSupervisor:
         logger.debug("supervisor %s stopped", self.id)
 
     def _stop_extras(self, deadline: Optional[float], cancel_tasks: bool) -> None:
-        """Stop what other modules attached (aloops, the process pool)."""
+        """Stop the aloops and the process pool (which leaves no child behind)."""
+        pool, self.mp_pool = self.mp_pool, None
+        if pool is not None:
+            if cancel_tasks:
+                pool.terminate()
+            else:
+                pool.shutdown(wait=True, timeout=_remaining(deadline))
 
     def block(self) -> None:
         """Wait cooperatively until the supervisor is stopped."""
@@ -240,6 +248,69 @@ class TaskSupervisor:
             pool.min_size if min_size is None else min_size,
             max_size if max_size is not None else pool.max_size,
         )
+
+    def create_mp_pool(self, *args: Any, **kwargs: Any) -> Any:
+        """Make the process pool for static ``run`` executors and ``TT_MP`` tasks.
+
+        Takes ``multiprocessing.Pool``'s arguments (``processes``, ``initializer``,
+        ``initargs``, ``maxtasksperchild``, ``context``); see
+        :class:`gworker.processes.ProcessPool`. Calls are admitted by priority
+        like the thread pool: by default every priority may use every process
+        (``set_mp_pool`` sets reserves). A pool made before is shut down first.
+        Must be called in the hub's thread (children are watched by its loop)."""
+        from .processes import ProcessPool
+
+        pool = ProcessPool(*args, **kwargs)
+        old, self.mp_pool = self.mp_pool, pool
+        if old is not None:
+            old.shutdown(wait=False)
+        if self.mp_admission is None:
+            self.mp_admission = PriorityPool(pool.processes, 0, 0, hub=pool._hub)
+        return pool
+
+    def set_mp_pool(
+        self,
+        pool_size: Optional[int] = None,
+        reserve_normal: Optional[int] = None,
+        reserve_high: Optional[int] = None,
+    ) -> None:
+        """Set admission to the process pool, making the pool if there is none.
+
+        Limits work as for the thread pool: ``TASK_LOW`` while fewer than
+        ``pool_size`` calls run in children, ``TASK_NORMAL`` ``+reserve_normal``,
+        ``TASK_HIGH`` ``+reserve_high``, ``TASK_CRITICAL`` always (it then waits
+        in the pool's own queue for a free child). A new pool gets
+        ``pool_size + reserve_normal + reserve_high`` processes; the defaults are
+        ``os.cpu_count()``, 0 and 0."""
+        admission = self.mp_admission
+        if pool_size is None:
+            pool_size = admission.pool_size if admission is not None else (os.cpu_count() or 1)
+        if reserve_normal is None:
+            reserve_normal = admission.reserve_normal if admission is not None else 0
+        if reserve_high is None:
+            reserve_high = admission.reserve_high if admission is not None else 0
+        if admission is None:
+            self.mp_admission = PriorityPool(pool_size, reserve_normal, reserve_high)
+        else:
+            admission.configure(pool_size, reserve_normal, reserve_high)
+        if self.mp_pool is None:
+            self.create_mp_pool(processes=max(1, pool_size + reserve_normal + reserve_high))
+
+    def run_in_mp_pool(
+        self, fn: Callable[..., Any], args: tuple, kwargs: Dict[str, Any], priority: int
+    ) -> Any:
+        """Run ``fn`` in the process pool at ``priority`` and return its result
+        (the calling greenlet waits cooperatively; the child's exception is
+        raised here)."""
+        pool = self.mp_pool
+        if pool is None:
+            raise RuntimeError("supervisor %s has no process pool: call create_mp_pool() first" % self.id)
+        admission = self.mp_admission
+        admission.admit(priority)
+        try:
+            return pool.submit(fn, args, kwargs).get()
+        finally:
+            admission.release()
 
     # -- workers ----------------------------------------------------------------------
     def register_worker(self, worker: Any) -> None:
@@ -286,6 +357,8 @@ class TaskSupervisor:
             raise TypeError("args must be a tuple or list; got %r" % (args,))
         if kwargs is not None and not isinstance(kwargs, dict):
             raise TypeError("kwargs must be a dict; got %r" % (kwargs,))
+        if tt == TT_MP and self.mp_pool is None:
+            raise RuntimeError("tt=TT_MP needs a process pool: call create_mp_pool() first")
         task = Task(target, tuple(args), kwargs, callback, priority, tt, task_id, worker, delay)
         return self._call(self._put, task)
 
@@ -312,8 +385,48 @@ class TaskSupervisor:
             self._submit_other(task)
 
     def _submit_other(self, task: Task) -> None:
-        """Submit TT_MP and TT_COROUTINE tasks (extended where those pools live)."""
-        raise ValueError("tt=%r is not supported by this supervisor" % (task.tt,))
+        if task.tt == TT_MP:
+            task._cancel = self.mp_admission.defer(task.priority, lambda: self._send_to_mp(task))
+        else:
+            self._submit_coroutine(task)
+
+    def _submit_coroutine(self, task: Task) -> None:
+        raise ValueError("tt=TT_COROUTINE needs gworker.aio")
+
+    def _send_to_mp(self, task: Task) -> None:
+        # Runs from the admission pool (a hub callback or a releasing greenlet): only schedules.
+        task._begin()
+        kwargs = dict(task.kwargs)
+        kwargs["_task_id"] = task.id
+        try:
+            result = self.mp_pool.submit(task.target, task.args, kwargs)
+        except Exception as exc:  # the pool was shut down meanwhile
+            self.mp_admission.release()
+            self._tasks.pop(task.id, None)
+            task._finish(TASK_STATUS_FAILED, exception=exc)
+            return
+        result.rawlink(lambda res: self._mp_task_done(task, res))
+
+    def _mp_task_done(self, task: Task, res: Any) -> None:
+        # Runs in the pool's reader greenlet, which must not wait on pool results:
+        # the user's callback gets a greenlet of its own.
+        self.mp_admission.release()
+        self._tasks.pop(task.id, None)
+        exc = res.exception()
+        if exc is not None:
+            logger.error("task %s (%s) failed in a child process", task.id, _name_of(task.target),
+                         exc_info=(type(exc), exc, exc.__traceback__))
+            task._finish(TASK_STATUS_FAILED, exception=exc)
+            return
+        task._finish(TASK_STATUS_COMPLETED, res.value)
+        if task.callback is not None:
+            gevent.spawn(self._run_callback, task)
+
+    def _run_callback(self, task: Task) -> None:
+        try:
+            task.callback(task.result)
+        except Exception:
+            logger.exception("callback of task %s failed", task.id)
 
     def _spawn_task(self, task: Task) -> None:
         glet = gevent.spawn(self._run_task, task)
@@ -336,10 +449,7 @@ class TaskSupervisor:
             else:
                 task._finish(TASK_STATUS_COMPLETED, result)
                 if task.callback is not None:
-                    try:
-                        task.callback(result)
-                    except Exception:
-                        logger.exception("callback of task %s failed", task.id)
+                    self._run_callback(task)
         finally:
             pool.release()
             self._task_glets.pop(task.id, None)

@@ -242,6 +242,9 @@ class Worker:
     def _choose_invoker(self, executor: Callable[..., Any], kw: Dict[str, Any]) -> None:
         """Pick sync / async / process for this start (see the module docstring)."""
         self._executor = executor
+        if self._func is None and is_static_run(self) and self.supervisor.mp_pool is not None:
+            self._invoke = self._invoke_mp  # no _worker: the call crosses a process boundary
+            return
         kw["_worker"] = self
         self._invoke = self._invoke_sync_slot if self.holds_slot else self._invoke_sync
 
@@ -385,6 +388,15 @@ class Worker:
             return self._executor(*pre, *self._args, **kw)
         finally:
             pool.release()
+
+    def _invoke_mp(self, pre: tuple, kw: Dict[str, Any]) -> Any:
+        result = self.supervisor.run_in_mp_pool(self._executor, pre + self._args, kw, self.priority)
+        return self.process_result(result)
+
+    def process_result(self, result: Any) -> Any:
+        """Called in the hub with what a static ``run`` returned from its child
+        process; returning ``False`` stops the worker. Override it."""
+        return result
 
     def _failed(self) -> None:
         """Route the exception being handled to on_error, or to the log."""

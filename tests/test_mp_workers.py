@@ -1,0 +1,162 @@
+"""Static ``run`` executors go to the supervisor's process pool; TT_MP tasks too."""
+import os
+import sys
+import threading
+import time
+
+import gevent
+import psutil
+import pytest
+from gevent.event import Event
+
+from gworker import TASK_LOW, TT_MP, TaskSupervisor
+
+import mp_workers
+from conftest import wait_until
+
+
+def children():
+    return psutil.Process().children(recursive=True)
+
+
+@pytest.fixture
+def mp_supervisor():
+    sup = TaskSupervisor()
+    sup.start()
+    sup.create_mp_pool(processes=2)
+    yield sup
+    sup.stop(wait=10)
+    assert sup.mp_pool is None
+    wait_until(lambda: not children(), 10)
+
+
+def test_queue_worker_runs_in_another_process_in_order_without_worker_keyword(mp_supervisor):
+    w = mp_workers.PidQueueWorker(supervisor=mp_supervisor)
+    w.start("arg", k=1)
+    for i in range(20):
+        w.put_threadsafe(i)
+    wait_until(lambda: len(w.results) == 20, 15)
+    w.stop()
+    assert [r[0] for r in w.results] == list(range(20))
+    pids = {r[1] for r in w.results}
+    assert os.getpid() not in pids
+    assert pids <= {c.pid for c in children()} | pids  # ran in our children
+    task, pid, args, keys = w.results[0]
+    assert args == ("arg",)
+    assert keys == ["_name", "_task_id", "k", "o"]  # no _worker across the process boundary
+
+
+def test_static_interval_worker_with_process_result_that_stops_it(mp_supervisor):
+    w = mp_workers.CountingIntervalWorker(interval=0.01, supervisor=mp_supervisor)
+    w.start()
+    wait_until(w.is_stopped, 15)
+    assert len(w.seen) == 3 and os.getpid() not in w.seen
+
+
+def test_static_run_without_a_pool_runs_in_the_hub(supervisor):
+    w = mp_workers.PidQueueWorker(supervisor=supervisor)
+    w.start()
+    w.put_threadsafe(1)
+    wait_until(lambda: w.runs == 1)
+    w.stop()
+    assert w.errors == 0
+    assert w.results == []  # process_result is for results coming back from a child
+
+
+def test_ticker_keeps_ticking_while_200_items_go_through_the_pool(mp_supervisor):
+    ticks, stop = [], Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            gevent.sleep(0.005)
+
+    t = gevent.spawn(ticker)
+    w = mp_workers.PidQueueWorker(supervisor=mp_supervisor)
+    w.start()
+    for i in range(200):
+        w.put_threadsafe(i)
+    wait_until(lambda: len(w.results) == 200, 20)
+    w.stop()
+    stop.set()
+    t.join(2)
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    assert len(ticks) > 3 and max(gaps) < 0.05
+
+
+def test_exception_in_child_then_a_normal_item(mp_supervisor):
+    errors = []
+    w = mp_workers.PidQueueWorker(supervisor=mp_supervisor,
+                                  on_error=lambda: errors.append(sys.exc_info()[1]))
+    w.start()
+    w.put_threadsafe("boom")
+    w.put_threadsafe("fine")
+    wait_until(lambda: len(w.results) == 1, 15)
+    w.stop()
+    assert isinstance(errors[0], ValueError) and "boom in the child" in str(errors[0])
+    assert w.results[0][0] == "fine"
+
+
+def test_sigkill_of_the_child_mid_task_then_a_normal_item(mp_supervisor):
+    errors = []
+    w = mp_workers.PidQueueWorker(supervisor=mp_supervisor,
+                                  on_error=lambda: errors.append(sys.exc_info()[1]))
+    w.start()
+    t0 = time.monotonic()
+    w.put_threadsafe("die")
+    w.put_threadsafe("after")
+    wait_until(lambda: len(w.results) == 1, 30)
+    assert time.monotonic() - t0 < 30
+    w.stop()
+    from gworker.processes import ChildProcessDied
+
+    assert isinstance(errors[0], ChildProcessDied)
+    assert w.results[0][0] == "after" and w.is_stopped()
+
+
+def test_unpicklable_argument_is_a_clear_error(mp_supervisor):
+    errors = []
+    w = mp_workers.PidQueueWorker(supervisor=mp_supervisor,
+                                  on_error=lambda: errors.append(sys.exc_info()[1]))
+    w.start()
+    w.put_threadsafe(threading.Lock())
+    w.put_threadsafe("ok")
+    wait_until(lambda: len(w.results) == 1, 15)
+    w.stop()
+    assert isinstance(errors[0], TypeError) and "pickle" in str(errors[0]).lower()
+
+
+def test_no_child_processes_left_after_supervisor_stop():
+    sup = TaskSupervisor()
+    sup.start()
+    sup.set_mp_pool(pool_size=2, reserve_normal=1, reserve_high=0)
+    assert sup.mp_pool.processes == 3
+    w = mp_workers.PidQueueWorker(supervisor=sup)
+    w.start()
+    w.put_threadsafe(1)
+    wait_until(lambda: len(w.results) == 1, 15)
+    assert children()
+    sup.stop()
+    assert sup.mp_pool is None
+    wait_until(lambda: not children(), 10)
+
+
+def test_mp_task_with_callback_and_task_id(mp_supervisor):
+    got = Event()
+    results = []
+    task = mp_supervisor.put_task(mp_workers.square, args=(7,), tt=TT_MP, priority=TASK_LOW,
+                                  callback=lambda r: (results.append(r), got.set()))
+    assert got.wait(15)
+    assert results == [(49, ["_task_id"])]
+    assert task.result == (49, ["_task_id"]) and task.is_completed()
+
+
+def test_tt_mp_without_a_pool_is_refused(supervisor):
+    with pytest.raises(RuntimeError, match="create_mp_pool"):
+        supervisor.put_task(mp_workers.square, args=(1,), tt=TT_MP)
+
+
+def test_set_mp_pool_bad_input(supervisor):
+    with pytest.raises(ValueError, match="pool_size"):
+        supervisor.set_mp_pool(pool_size=-1)
+    assert supervisor.mp_pool is None
