@@ -22,3 +22,9 @@ def test_quickstart():
     assert out.returncode == 0, out.stderr
     assert "queue worker got [0, 1, 2, 3, 4]" in out.stdout
     assert "event worker ran 1 time" in out.stdout
+
+
+def test_cpu_bound():
+    out = run_example("cpu_bound.py", timeout=90)
+    assert out.returncode == 0, out.stderr
+    assert "primes below 3000000: 216816" in out.stdout
