@@ -338,6 +338,7 @@ class Aloop:
     @staticmethod
     async def _drain(loop: asyncio.AbstractEventLoop, cancel_tasks: bool) -> None:
         me = asyncio.current_task()
+        cancelled: set = set()  # each task is cancelled once: its clean-up may await
         try:
             while True:
                 pending = [t for t in asyncio.all_tasks(loop) if t is not me]
@@ -345,8 +346,17 @@ class Aloop:
                     break
                 if cancel_tasks:
                     for task in pending:
-                        task.cancel()
-                await asyncio.wait(pending)
+                        if task not in cancelled:
+                            cancelled.add(task)
+                            task.cancel()
+                try:
+                    await asyncio.wait(pending)
+                except asyncio.CancelledError:
+                    # stop(wait=<seconds>) ran out and cancelled every task,
+                    # this one included: keep draining (cancelling tasks made
+                    # from now on), so the loop never closes over pending tasks.
+                    cancelled.update(pending)
+                    cancel_tasks = True
         finally:
             loop.stop()
 

@@ -26,6 +26,16 @@ from gworker.aio import (
 running_loop = asyncio.events._get_running_loop
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _settle_after_collection():
+    """Collecting this module imports asyncio and gworker.aio in the main
+    greenlet, which can hold the hub past the monitor's threshold; the monitor
+    reports that up to one period later. Let it arrive before the first test's
+    blocked-hub check starts, so it is not blamed on that test."""
+    gevent.sleep(0.25)
+    yield
+
+
 @pytest.fixture
 def make_aloop():
     """Start aloops for a test; stop them (and check they ended) afterwards."""
@@ -422,10 +432,17 @@ def test_stop_wait_false_and_numeric_wait():
     aloop = Aloop("numeric")
     aloop.start()
 
+    cleaned = []
+
     async def slow():
-        await asyncio.sleep(30)
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await asyncio.sleep(0.03)  # slow clean-up after the cancellation
+            cleaned.append(1)
 
     task = aloop.background_task(slow())
+    loop = aloop.get_loop()
     gevent.sleep(0.01)
     assert aloop.stop(wait=False) is False  # returns at once, loop still draining
     assert not aloop.is_active()
@@ -433,7 +450,8 @@ def test_stop_wait_false_and_numeric_wait():
     assert aloop.stop(wait=0.1) is False  # timed out: remaining tasks cancelled
     assert 0.05 < time.monotonic() - t0 < 1
     wait_until(lambda: aloop.greenlet is None, 2)
-    assert task.cancelled()
+    # the loop closed only after the cancelled task finished its clean-up
+    assert loop.is_closed() and task.cancelled() and cleaned == [1]
 
 
 def test_stop_from_inside_its_own_coroutine_does_not_deadlock():
@@ -462,14 +480,24 @@ def test_create_stop_cycles_leak_nothing():
         assert aloop.run(touch()) == 1
         assert aloop.stop() is True
 
+    def measure():
+        # Each gc scan holds the hub for tens of ms: yield between them so the
+        # test's own counting is not reported as a blocked hub.
+        counts = []
+        for count in (proc.num_fds, greenlet_count, open_loops):
+            counts.append(count())
+            gevent.sleep(0)
+        return counts
+
     for _ in range(5):  # warm-up: lazily made objects
         cycle()
-    fds, glets, loops = proc.num_fds(), greenlet_count(), open_loops()
+    fds, glets, loops = measure()
     for _ in range(100):
         cycle()
-    assert proc.num_fds() <= fds
-    assert greenlet_count() <= glets
-    assert open_loops() <= loops
+    fds_after, glets_after, loops_after = measure()
+    assert fds_after <= fds
+    assert glets_after <= glets
+    assert loops_after <= loops
     assert not _running_loop.is_installed()
 
 
