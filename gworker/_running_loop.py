@@ -52,7 +52,7 @@ from typing import Any, Callable, Dict, Optional
 import greenlet
 from gevent.monkey import get_original
 
-__all__ = ["acquire", "release", "is_installed", "get_running_loop_of"]
+__all__ = ["acquire", "release", "is_installed", "forget"]
 
 try:
     _get_running_loop: Callable[[], Optional[asyncio.AbstractEventLoop]]
@@ -158,17 +158,6 @@ def release() -> None:
 def is_installed() -> bool:
     """True when the seam's trace function is active in the calling OS thread."""
     return _seam.tracer is not None and _in_chain(greenlet.gettrace(), _seam.tracer)
-
-
-def get_running_loop_of(glet: greenlet.greenlet) -> Optional[asyncio.AbstractEventLoop]:
-    """The loop running in ``glet`` (a greenlet of the calling thread), or None.
-
-    For the current greenlet that is asyncio's running loop; for a switched-out
-    greenlet, the one the seam remembered for it.
-    """
-    if glet is greenlet.getcurrent():
-        return _get_running_loop()
-    return _seam.saved.get(glet)
 
 
 def forget(glet: greenlet.greenlet) -> None:

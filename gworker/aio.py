@@ -254,6 +254,9 @@ class Aloop:
         self._active = True
         self._greenlet = glet = gevent.Greenlet(self._run_loop, loop)
         glet.name = "aloop:%s" % self.name  # type: ignore[attr-defined]
+        # Normally _run_loop cleans up as it ends; the link covers a greenlet
+        # killed before it ever ran (its body then never runs).
+        glet.rawlink(lambda g: self._finish(loop, g))
         glet.start()
         logger.debug("aloop %s started", self.name)
         return True
@@ -269,19 +272,24 @@ class Aloop:
             if shutdown_executor is not None:
                 loop.run_until_complete(shutdown_executor())
         finally:
+            self._finish(loop, getcurrent())
+
+    def _finish(self, loop: asyncio.AbstractEventLoop, glet: Any) -> None:
+        # Once per loop, in its greenlet or (if that never ran) in a hub link:
+        # nothing here blocks.
+        if _owners.pop(loop, None) is None:
+            return
+        if self._loop is loop:
             self._active = False
-            try:
-                if loop.is_running():  # pragma: no cover - killed mid-run
-                    loop.stop()
-                loop.close()  # releases the self-pipe and the selector's watchers
-            finally:
-                _owners.pop(loop, None)
-                _running_loop.forget(getcurrent())
-                _running_loop.release()
-                if self._loop is loop:
-                    self._loop = None
-                    self._greenlet = None
-                logger.debug("aloop %s finished", self.name)
+        try:
+            loop.close()  # releases the self-pipe and the selector's watchers
+        finally:
+            _running_loop.forget(glet)
+            _running_loop.release()
+            if self._loop is loop:
+                self._loop = None
+                self._greenlet = None
+            logger.debug("aloop %s finished", self.name)
 
     def stop(self, wait: Union[bool, float] = True, cancel_tasks: bool = False) -> bool:
         """Stop the loop: no new coroutines are accepted, then it ends.

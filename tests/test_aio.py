@@ -6,12 +6,13 @@ import time
 
 import gevent
 import gevent.event
+import gevent.monkey
 import gevent.subprocess
 import greenlet
 import psutil
 import pytest
 
-from conftest import PATCHED, greenlet_count, native_thread, wait_until
+from conftest import greenlet_count, native_thread, wait_until
 from gworker import _running_loop
 from gworker.aio import (
     SUPERVISOR_ALOOP,
@@ -162,6 +163,22 @@ def test_background_task_returns_the_task(make_aloop):
     assert task.get_loop() is aloop.get_loop()
     assert started.wait(2)  # it runs without anyone waiting for it
     assert wait_future(task, timeout=2) == "done"
+
+
+def test_background_task_in_asyncio_debug_mode(make_aloop):
+    # Debug mode insists that tasks are made by the loop's own thread, which
+    # after patch_all() means the loop's greenlet.
+    aloop = make_aloop()
+    aloop.get_loop().set_debug(True)
+
+    async def where():
+        await asyncio.sleep(0)
+        return asyncio.get_running_loop()
+
+    task = aloop.background_task(where())
+    assert isinstance(task, asyncio.Task)
+    assert wait_future(task, timeout=2) is aloop.get_loop()
+    assert aloop.run(where(), timeout=2) is aloop.get_loop()
 
 
 def test_inactive_aloop_refuses_work_and_closes_the_coroutine():
@@ -465,6 +482,26 @@ def test_stop_from_inside_its_own_coroutine_does_not_deadlock():
     task = aloop.background_task(stopper())
     wait_until(lambda: loop.is_closed(), 3)
     assert task.result() is False
+
+
+def test_killed_loop_greenlet_cleans_up():
+    proc = psutil.Process()
+    aloop = Aloop("killed")
+    aloop.start()
+    aloop.stop()  # the hub, the seam and friends exist now
+    fds = proc.num_fds()
+    for settle in (0, 0.01):  # killed before its greenlet ever ran; killed while idle
+        aloop.start()
+        loop = aloop.get_loop()
+        gevent.sleep(settle)
+        aloop.greenlet.kill()
+        wait_until(lambda: aloop.greenlet is None, 2)
+        assert loop.is_closed() and not aloop.is_active()
+        assert proc.num_fds() == fds
+        assert not _running_loop.is_installed()
+    assert aloop.start() is True
+    assert aloop.run(asyncio.sleep(0, result=3)) == 3
+    assert aloop.stop() is True
 
 
 def test_create_stop_cycles_leak_nothing():
