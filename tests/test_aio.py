@@ -490,10 +490,11 @@ def test_killed_loop_greenlet_cleans_up():
     aloop.start()
     aloop.stop()  # the hub, the seam and friends exist now
     fds = proc.num_fds()
-    for settle in (0, 0.01):  # killed before its greenlet ever ran; killed while idle
+    for settle in (None, 0.01):  # killed before its greenlet ever ran; killed while idle
         aloop.start()
         loop = aloop.get_loop()
-        gevent.sleep(settle)
+        if settle is not None:
+            gevent.sleep(settle)
         aloop.greenlet.kill()
         wait_until(lambda: aloop.greenlet is None, 2)
         assert loop.is_closed() and not aloop.is_active()
