@@ -114,8 +114,8 @@ def wait_future(fut: "asyncio.Future[T]", timeout: Optional[float] = None) -> T:
     Call it from a greenlet of the hub thread — not from the hub greenlet
     itself (a hub callback must not wait) and not from a coroutine of
     ``fut``'s own loop (the loop could never finish ``fut``): both raise
-    ``RuntimeError``. From another OS thread, use :meth:`Aloop.run` or
-    ``gworker.hubsafe.call_in_hub(hub, wait_future, fut)``.
+    ``RuntimeError``. From another OS thread it works too: that thread waits
+    and a greenlet of the aloop's hub does the waiting there.
     """
     if not asyncio.isfuture(fut):
         raise TypeError("fut must be an asyncio Future or Task; got %r" % (fut,))
@@ -125,6 +125,9 @@ def wait_future(fut: "asyncio.Future[T]", timeout: Optional[float] = None) -> T:
     owner = _owners.get(loop)
     if owner is None:
         raise ValueError("fut belongs to an asyncio loop that is not a gworker aloop: %r" % (loop,))
+    if owner.hub is not None and not in_hub_thread(owner.hub):
+        # Another OS thread: that thread waits, a greenlet of the hub does the work.
+        return call_in_hub(owner.hub, wait_future, fut, timeout)
     owner._check_can_wait("wait_future()")
     done = Event()
 

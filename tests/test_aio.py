@@ -556,13 +556,15 @@ def test_run_and_background_task_from_a_native_thread(make_aloop):
         with pytest.raises(ValueError):
             aloop.run(_raise(ValueError("in thread")))
         task = aloop.background_task(where(2))
-        return result, task, os_ident()
+        other = aloop.background_task(where(3))
+        return result, task, wait_future(other, timeout=5), os_ident()
 
     handle = native_thread(from_thread)
-    (value, ran_in, loop), task, thread_ident = handle.join(10)
+    (value, ran_in, loop), task, other, thread_ident = handle.join(10)
     assert value == 1 and loop is aloop.get_loop()
     assert ran_in == hub_ident != thread_ident
     assert wait_future(task, timeout=2)[0] == 2
+    assert other[0] == 3
 
 
 def test_stop_from_a_native_thread():
