@@ -557,7 +557,12 @@ def test_run_and_background_task_from_a_native_thread(make_aloop):
             aloop.run(_raise(ValueError("in thread")))
         task = aloop.background_task(where(2))
         other = aloop.background_task(where(3))
-        return result, task, wait_future(other, timeout=5), os_ident()
+        waited = wait_future(other, timeout=5)
+        # everything went through the aloop's hub: no hub was made in this thread
+        from gevent._hub_local import get_hub_if_exists
+
+        assert get_hub_if_exists() is None
+        return result, task, waited, os_ident()
 
     handle = native_thread(from_thread)
     (value, ran_in, loop), task, other, thread_ident = handle.join(10)
