@@ -233,7 +233,15 @@ class Aloop:
 
     @property
     def greenlet(self) -> Optional[gevent.Greenlet]:
-        """The greenlet running the loop (None when not running)."""
+        """The greenlet running the loop (None when not running).
+
+        Use :meth:`stop`, not ``greenlet.kill()``: a kill that lands while one of
+        the loop's coroutines sits in a gevent-blocking call raises
+        ``GreenletExit`` *in that coroutine*, and asyncio's task machinery
+        stores it as that task's exception — the loop runs on, and a blocking
+        ``kill()`` waits for ever. (A kill while the loop idles does end it, and
+        the aloop cleans up.)
+        """
         return self._greenlet
 
     # -- start / stop ----------------------------------------------------------
