@@ -18,8 +18,9 @@ from .priorities import (
 )
 from .supervisor import TaskSupervisor
 from .tasks import Task
+from .aio import Aloop
 from .workers import (
-    BackgroundEventWorker, BackgroundIntervalWorker, BackgroundQueueWorker,
+    BackgroundAsyncWorker, BackgroundEventWorker, BackgroundIntervalWorker, BackgroundQueueWorker,
     BackgroundWorker, background_worker,
 )
 
@@ -32,7 +33,7 @@ __all__ = [
     "task_supervisor", "TaskSupervisor", "Task",
     "TASK_LOW", "TASK_NORMAL", "TASK_HIGH", "TASK_CRITICAL",
     "TT_COROUTINE", "TT_THREAD", "TT_MP",
-    "background_worker", "BackgroundWorker", "BackgroundQueueWorker",
+    "background_worker", "BackgroundWorker", "BackgroundAsyncWorker", "BackgroundQueueWorker", "Aloop",
     "BackgroundEventWorker", "BackgroundIntervalWorker",
 ]
 

@@ -16,6 +16,7 @@ greenlet.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -29,8 +30,9 @@ from gevent._hub_local import get_hub_if_exists
 from gevent.hub import Hub, get_hub, getcurrent
 
 from . import hubsafe
+from .aio import Aloop, AloopRegistry, UnknownAloopError
 from .pool import PriorityPool
-from .priorities import TASK_NORMAL, TASK_TYPES, TT_MP, TT_THREAD, check_priority
+from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
 from .tasks import (
     TASK_STATUS_CANCELED, TASK_STATUS_COMPLETED, TASK_STATUS_FAILED, Task,
 )
@@ -70,6 +72,7 @@ class TaskSupervisor:
         self.mp_pool: Any = None
         self.mp_admission: Optional[PriorityPool] = None
         self.timers = Timers()
+        self.aloops = AloopRegistry()
         self._hub: Optional[Hub] = None
         self._active = False
         self._started = False
@@ -128,6 +131,7 @@ class TaskSupervisor:
             return False
         hub = self.hub
         self.thread_pool._hub = hub
+        self.aloops._hub = hub
         self._stopped = Event()
         self._active = True
         self._started = True
@@ -211,6 +215,8 @@ class TaskSupervisor:
 
     def _stop_extras(self, deadline: Optional[float], cancel_tasks: bool) -> None:
         """Stop the aloops and the process pool (which leaves no child behind)."""
+        remaining = _remaining(deadline)
+        self.aloops.stop_all(wait=True if remaining is None else remaining, cancel_tasks=cancel_tasks)
         pool, self.mp_pool = self.mp_pool, None
         if pool is not None:
             if cancel_tasks:
@@ -312,6 +318,38 @@ class TaskSupervisor:
         finally:
             admission.release()
 
+    # -- aloops -------------------------------------------------------------------------
+    def create_aloop(self, name: str, daemon: bool = False, start: bool = True, default: bool = False) -> Aloop:
+        """Make an aloop — an asyncio loop running in a greenlet of this hub —
+        named ``name`` (``ValueError`` if taken); start it unless ``start=False``;
+        make it the default for async executors if ``default=True``."""
+        if not isinstance(name, str):
+            raise TypeError("name must be a string; got %r" % (name,))
+        if start:
+            self.ensure_started("aloop %s" % name)
+        return self._call(self.aloops.create, name, daemon, start, default)
+
+    def get_aloop(self, name: Optional[str] = None) -> Optional[Aloop]:
+        """The aloop named ``name``, or the default aloop when no name is given;
+        None if there is no such aloop (as in atasker)."""
+        try:
+            return self.aloops.get(name)
+        except UnknownAloopError:
+            return None
+
+    def start_aloop(self, name: str) -> bool:
+        """Start a registered aloop (``False`` if it runs already)."""
+        return self._call(self.aloops.start, name)
+
+    def stop_aloop(self, name: str, wait: Union[bool, float] = True, cancel_tasks: bool = False) -> bool:
+        """Stop aloop ``name`` and forget it: pending tasks finish first, or are
+        cancelled with ``cancel_tasks=True``; ``wait`` as in ``Aloop.stop``."""
+        return self._call(self.aloops.stop, name, wait, cancel_tasks)
+
+    def set_default_aloop(self, aloop: Union[Aloop, str, None]) -> None:
+        """Make ``aloop`` (or the aloop of that name) the default one."""
+        self._call(self.aloops.set_default, aloop)
+
     # -- workers ----------------------------------------------------------------------
     def register_worker(self, worker: Any) -> None:
         """Called by a worker when it starts."""
@@ -337,12 +375,14 @@ class TaskSupervisor:
         tt: int = TT_THREAD,
         task_id: Optional[str] = None,
         worker: Any = None,
+        loop: Any = None,
     ) -> Task:
         """Run ``target(*args, _task_id=..., **kwargs)`` as a task; return the Task.
 
         ``tt=TT_THREAD`` runs it in a greenlet admitted by the thread pool at
         ``priority``; ``TT_MP`` in the process pool; ``TT_COROUTINE`` (a coroutine
-        function) on an aloop. ``delay`` starts it that many seconds later.
+        function) on an aloop: ``loop`` (an aloop, its name or its asyncio loop),
+        else the default aloop, else the supervisor's own. ``delay`` starts it that many seconds later.
         ``callback(result)`` is called in the hub once it has completed.
         Thread-safe. Starts the supervisor if it is not started."""
         if not callable(target):
@@ -357,9 +397,11 @@ class TaskSupervisor:
             raise TypeError("args must be a tuple or list; got %r" % (args,))
         if kwargs is not None and not isinstance(kwargs, dict):
             raise TypeError("kwargs must be a dict; got %r" % (kwargs,))
+        if tt == TT_COROUTINE and not inspect.iscoroutinefunction(target):
+            raise TypeError("target must be a coroutine function for tt=TT_COROUTINE; got %r" % (target,))
         if tt == TT_MP and self.mp_pool is None:
             raise RuntimeError("tt=TT_MP needs a process pool: call create_mp_pool() first")
-        task = Task(target, tuple(args), kwargs, callback, priority, tt, task_id, worker, delay)
+        task = Task(target, tuple(args), kwargs, callback, priority, tt, task_id, worker, delay, loop)
         return self._call(self._put, task)
 
     def _put(self, task: Task) -> Task:
@@ -391,7 +433,29 @@ class TaskSupervisor:
             self._submit_coroutine(task)
 
     def _submit_coroutine(self, task: Task) -> None:
-        raise ValueError("tt=TT_COROUTINE needs gworker.aio")
+        # Coroutines take no pool slot (as in atasker, priority does not apply).
+        aloop = self.aloops.resolve(task.loop)
+        task._begin()
+        future = aloop.background_task(task.target(*task.args, _task_id=task.id, **task.kwargs))
+        task._cancel = lambda: bool(future.cancel())
+        future.add_done_callback(lambda fut: self._coroutine_done(task, fut))
+
+    def _coroutine_done(self, task: Task, fut: Any) -> None:
+        # Runs in the aloop's greenlet as a loop callback: the user's callback
+        # gets a greenlet of its own.
+        self._tasks.pop(task.id, None)
+        if fut.cancelled():
+            task._finish(TASK_STATUS_CANCELED)
+            return
+        exc = fut.exception()
+        if exc is not None:
+            logger.error("task %s (%s) failed", task.id, _name_of(task.target),
+                         exc_info=(type(exc), exc, exc.__traceback__))
+            task._finish(TASK_STATUS_FAILED, exception=exc)
+            return
+        task._finish(TASK_STATUS_COMPLETED, fut.result())
+        if task.callback is not None:
+            gevent.spawn(self._run_callback, task)
 
     def _send_to_mp(self, task: Task) -> None:
         # Runs from the admission pool (a hub callback or a releasing greenlet): only schedules.
@@ -491,6 +555,7 @@ class TaskSupervisor:
             mp_pool=None if mp is None else dict(size=mp.size, busy=mp.busy, pending=mp.pending),
             tasks=len(self._tasks),
             timers=len(self.timers),
+            aloops=self.aloops.names(),
             workers=[w.get_info() for w in list(self._workers.values())],
         )
 

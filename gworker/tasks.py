@@ -50,6 +50,7 @@ class Task:
         task_id: Optional[str] = None,
         worker: Any = None,
         delay: Optional[float] = None,
+        loop: Any = None,
     ) -> None:
         self.id = task_id if task_id is not None else new_task_id()
         self.target = target
@@ -60,6 +61,7 @@ class Task:
         self.tt = tt
         self.worker = worker
         self.delay = delay
+        self.loop = loop
         self.status = TASK_STATUS_DELAYED if delay else TASK_STATUS_QUEUED
         self.result: Any = None
         self.exception: Optional[BaseException] = None

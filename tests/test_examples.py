@@ -28,3 +28,9 @@ def test_cpu_bound():
     out = run_example("cpu_bound.py", timeout=90)
     assert out.returncode == 0, out.stderr
     assert "primes below 3000000: 216816" in out.stdout
+
+
+def test_async_workers():
+    out = run_example("async_workers.py")
+    assert out.returncode == 0, out.stderr
+    assert "['stored 0', 'stored 1', 'stored 2']" in out.stdout

@@ -27,6 +27,7 @@ a hub callback, so a running executor is never interrupted.
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import sys
@@ -39,6 +40,7 @@ from gevent import GreenletExit
 from gevent.event import Event
 from gevent.hub import getcurrent
 
+from ..aio import Aloop
 from ..priorities import TASK_NORMAL, check_priority
 from ..supervisor import TaskSupervisor, check_seconds
 
@@ -153,7 +155,8 @@ class Worker:
         self.on_error_kwargs = on_error_kwargs if on_error_kwargs is not None else {}
         self.supervisor = supervisor if supervisor is not None else default_supervisor()
         self._poll_delay = check_seconds(poll_delay, "poll_delay")
-        self.loop = loop
+        self.loop = _check_loop(loop, "loop")
+        self._aloop: Optional[Aloop] = None
         self._active = False
         self._started = False
         self._gen = 0
@@ -194,7 +197,7 @@ class Worker:
         if "o" in kwargs:
             self.o = kwargs["o"]
         if "_loop" in kwargs:
-            self.loop = kwargs["_loop"]
+            self.loop = _check_loop(kwargs["_loop"], "_loop")
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self, *args: Any, **kwargs: Any) -> bool:
@@ -246,6 +249,11 @@ class Worker:
             self._invoke = self._invoke_mp  # no _worker: the call crosses a process boundary
             return
         kw["_worker"] = self
+        if inspect.iscoroutinefunction(executor):
+            # Coroutines take no pool slot (as in atasker, priority does not apply).
+            self._aloop = self.supervisor.aloops.resolve(self.loop)
+            self._invoke = self._invoke_async
+            return
         self._invoke = self._invoke_sync_slot if self.holds_slot else self._invoke_sync
 
     def restart(self, *args: Any, **kwargs: Any) -> bool:
@@ -389,6 +397,10 @@ class Worker:
         finally:
             pool.release()
 
+    def _invoke_async(self, pre: tuple, kw: Dict[str, Any]) -> Any:
+        # The worker's greenlet waits cooperatively while the coroutine runs on its aloop.
+        return self._aloop.run(self._executor(*pre, *self._args, **kw))
+
     def _invoke_mp(self, pre: tuple, kw: Dict[str, Any]) -> Any:
         result = self.supervisor.run_in_mp_pool(self._executor, pre + self._args, kw, self.priority)
         return self.process_result(result)
@@ -427,6 +439,14 @@ class Worker:
 
     def __repr__(self) -> str:
         return "<%s %s active=%s>" % (type(self).__name__, self.name, self._active)
+
+
+def _check_loop(loop: Any, parameter: str) -> Any:
+    if loop is not None and not isinstance(loop, (str, Aloop, asyncio.AbstractEventLoop)):
+        raise TypeError(
+            "%s must be an aloop, an aloop name or an asyncio loop of an aloop; got %r" % (parameter, loop)
+        )
+    return loop
 
 
 def is_static_run(worker: Worker) -> bool:

@@ -13,7 +13,7 @@ import gevent
 from ..hubsafe import yield_to_hub
 from .base import Halt, Worker
 
-__all__ = ["BackgroundWorker"]
+__all__ = ["BackgroundWorker", "BackgroundAsyncWorker"]
 
 
 class BackgroundWorker(Worker):
@@ -41,3 +41,19 @@ class BackgroundWorker(Worker):
             pass
         finally:
             self._finished(gen)
+
+
+class BackgroundAsyncWorker(BackgroundWorker):
+    """Like :class:`BackgroundWorker`, for an ``async def`` executor.
+
+    Each call runs on the worker's aloop — its ``loop``/``_loop`` (an aloop,
+    an aloop name, or the asyncio loop of an aloop), else the supervisor's
+    default aloop, else one the supervisor keeps for itself — while the
+    worker's greenlet waits for it cooperatively. Between calls it pauses
+    ``poll_delay`` seconds. ``stop(wait=True)`` lets the running coroutine
+    finish; nothing is cancelled."""
+
+    kind = "async"
+
+    def _pause(self) -> None:
+        self._park(gevent.sleep, self.poll_delay)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-from .continuous import BackgroundWorker
+from .continuous import BackgroundAsyncWorker, BackgroundWorker
 from .event import BackgroundEventWorker
 from .interval import BackgroundIntervalWorker
 from .queue import BackgroundQueueWorker
@@ -34,8 +34,6 @@ def pick_worker_class(func: Callable[..., Any], kwargs: dict) -> type:
     if any(kwargs.get(k) is not None for k in ("interval", "delay", "delay_before")):
         return BackgroundIntervalWorker
     if inspect.iscoroutinefunction(func):
-        from .continuous import BackgroundAsyncWorker
-
         return BackgroundAsyncWorker
     return BackgroundWorker
 
