@@ -520,10 +520,12 @@ def test_runs_made_ready_together_are_started_in_slices(supervisor):
 
     t = gevent.spawn(ticker)
     gevent.sleep(0.01)
-    for i in range(3000):
+    for i in range(6000):
         pool.start_soon(TASK_LOW if i % 2 else gworker.TASK_HIGH, start, i)
-    wait_until(lambda: len(started) == 3000, timeout=5)
+    wait_until(lambda: len(started) == 6000, timeout=5)
     stop_ticking.set()
     t.join()
-    assert started[:1500] == list(range(0, 3000, 2)), "priority order holds across slices"
-    assert max(gaps) < 0.015, "the ticker waited %.1f ms" % (max(gaps) * 1000)
+    assert started[:3000] == list(range(0, 6000, 2)), "priority order holds across slices"
+    # Unsliced, the batch holds the hub ~60 ms; sliced, a gap is a few ms on a
+    # quiet machine (the bound leaves room for a loaded one).
+    assert max(gaps) < 0.025, "the ticker waited %.1f ms" % (max(gaps) * 1000)
