@@ -529,3 +529,22 @@ def test_runs_made_ready_together_are_started_in_slices(supervisor):
     # Unsliced, the batch holds the hub ~60 ms; sliced, a gap is a few ms on a
     # quiet machine (the bound leaves room for a loaded one).
     assert max(gaps) < 0.025, "the ticker waited %.1f ms" % (max(gaps) * 1000)
+
+
+def test_precise_mode_keeps_a_tight_schedule(supervisor):
+    # precise=True wakes early and yields until due: each start lands within a
+    # fraction of a millisecond of t0 + k * interval (generous bound: shared CPU).
+    starts = []
+    w = BackgroundIntervalWorker(func=lambda **kw: starts.append(time.monotonic()),
+                                 interval=0.01, precise=True, supervisor=supervisor)
+    w.start()
+    wait_until(lambda: len(starts) >= 30, 5)
+    w.stop()
+    t0 = starts[0]
+    errors = sorted(abs(s - (t0 + k * 0.01)) for k, s in enumerate(starts[:30]))
+    assert median(errors) < 0.0005, ms(errors)
+
+
+def test_precise_must_be_a_bool():
+    with pytest.raises(TypeError, match="precise"):
+        BackgroundIntervalWorker(func=lambda **kw: None, interval=1, precise="yes")
