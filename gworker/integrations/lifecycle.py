@@ -17,12 +17,15 @@ requests. Two moments matter:
   1. every started queue worker is stopped with ``stop(drain=True)``: it keeps
      processing until its queue is empty;
   2. every other worker is stopped (the run in progress finishes);
-  3. at the deadline whatever is still queued is taken out of the queues and
-     *reported* — handed to ``on_undrained(worker, items)`` (by default logged
-     as a warning on the ``gworker`` logger), so the application can persist or
-     re-queue it elsewhere. An item is processed or reported, never both, never
-     silently dropped. A worker still inside a run at the deadline is named in
-     the report (``unfinished``): the process exits under it.
+  3. at the deadline a queue worker still busy is interrupted (``GreenletExit``
+     is thrown into its run), and the item of that run plus whatever is still
+     queued are taken out and *reported* — handed to
+     ``on_undrained(worker, items)`` (by default logged as a warning on the
+     ``gworker`` logger), so the application can persist or re-queue them. An
+     item is processed or reported, never both, never silently dropped; an
+     interrupted item may have been partly processed, so treat reported items
+     as "at least once". Other workers still running at the deadline are named
+     in the report (``unfinished``); the process exits under them.
 
 The report is a :class:`ShutdownReport`. The server integrations in
 :mod:`gworker.integrations.gunicorn` and :mod:`gworker.integrations.pywsgi`
@@ -45,6 +48,9 @@ __all__ = ["WorkerSet", "ShutdownReport", "server_workers", "autostart"]
 
 logger = logging.getLogger("gworker")
 
+#: Seconds a queue worker's interrupted run gets to unwind at the deadline.
+INTERRUPT_TIMEOUT = 0.2
+
 
 class ShutdownReport:
     """What a graceful shutdown did.
@@ -53,7 +59,10 @@ class ShutdownReport:
       every queue worker;
     * ``undrained`` — ``{worker name: [items]}``: items still queued at the
       deadline, taken out of the queue and handed to ``on_undrained``;
-    * ``unfinished`` — names of workers still inside a run at the deadline;
+    * ``interrupted`` — ``{worker name: item}``: a queue worker's run still in
+      progress at the deadline was interrupted, and its item is reported (it is
+      also the first item in ``undrained``) — it may have been partly processed;
+    * ``unfinished`` — names of workers still running at the deadline;
     * ``elapsed`` — seconds the shutdown took; ``timeout`` — the budget it had.
 
     ``ok`` is true when nothing was left undrained or unfinished.
@@ -65,6 +74,7 @@ class ShutdownReport:
         self.drained: Dict[str, int] = {}
         self.undrained: Dict[str, List[Any]] = {}
         self.unfinished: List[str] = []
+        self.interrupted: Dict[str, Any] = {}
 
     @property
     def ok(self) -> bool:
@@ -179,19 +189,27 @@ class WorkerSet:
                 if w.is_active():
                     w.stop(wait=False, drain=True)
         sup.stop(wait=_remaining(deadline))
+        interrupted: Dict[int, List[Any]] = {}
         for w in queue_workers:
             if not w.is_stopped():
-                # Past the deadline: stop taking items (the item in progress finishes
-                # under the process's exit); what is still queued is reported below.
+                # Past the deadline: take no more items, and interrupt the run in
+                # progress so that its item is reported instead of being cut off by
+                # the process's exit (or finishing *and* being reported).
                 w._draining = False
-                w.stop(wait=False)
+                glet = w._greenlet
+                if glet is not None:
+                    glet.kill(block=True, timeout=INTERRUPT_TIMEOUT)
+                in_progress = w._in_progress  # still set: the run did not return
+                if in_progress is not None:
+                    interrupted[id(w)] = [in_progress[0]]
+                    report.interrupted[w.name] = in_progress[0]
                 report.unfinished.append(w.name)
         for w in sup.get_schedulers():
             if not w.is_stopped() and w.name not in report.unfinished:
                 report.unfinished.append(w.name)
         for w in queue_workers:
             report.drained[w.name] = report.drained.get(w.name, 0) + w.runs - runs_before[id(w)]
-            items = _take_all(w.get_queue_obj())
+            items = interrupted.get(id(w), []) + _take_all(w.get_queue_obj())
             if items:
                 report.undrained.setdefault(w.name, []).extend(items)
                 handler = self.on_undrained or _log_undrained
