@@ -181,7 +181,9 @@ def install(config: Dict[str, Any], workers: Optional[WorkerSet] = None) -> None
         use_worker_set(workers)
     for name, ours, arity, ours_first in _HOOKS:
         theirs = config.get(name)
-        if theirs is None or getattr(theirs, "_gworker", False):
+        if getattr(theirs, "_gworker", False):
+            continue  # ours already, alone or chained
+        if theirs is None:
             config[name] = ours
             continue
         config[name] = _chain(ours, theirs, arity) if ours_first else _chain(theirs, ours, arity)
