@@ -123,9 +123,9 @@ def main():
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     print("serving on http://%s:%d (pid %d)" % (args.host, args.port, os.getpid()), flush=True)
-    report = serve(application, (args.host, args.port), graceful_timeout=args.graceful_timeout,
-                   log="default" if args.access_log else None)
-    print(report.summary(), flush=True)
+    # Returns after SIGTERM/SIGINT and the graceful stop; the report was logged.
+    serve(application, (args.host, args.port), graceful_timeout=args.graceful_timeout,
+          log="default" if args.access_log else None)
 
 
 if __name__ == "__main__":
