@@ -78,6 +78,9 @@ class BackgroundQueueWorker(BackgroundWorker):
         self._draining = False
         self._inbox: Deque[Any] = deque()
         self._inbox_scheduled = False
+        #: ``(item,)`` while the executor runs on ``item`` (still set if that run was
+        #: interrupted), else None.
+        self._in_progress: Any = None
 
     # -- feeding the queue --------------------------------------------------------------------
     def get_queue_obj(self) -> gevent.queue.Queue:
@@ -151,6 +154,7 @@ class BackgroundQueueWorker(BackgroundWorker):
     # -- the loop -----------------------------------------------------------------------------------
     def _loop(self, gen: int) -> None:
         q = self._queue
+        self._in_progress = None
         last_yield = monotonic()
         try:
             while self._gen == gen:
@@ -169,7 +173,12 @@ class BackgroundQueueWorker(BackgroundWorker):
                     task = self._park(q.get)
                     last_yield = monotonic()
                 self.after_queue_get(task)
-                if not self._execute((task,)) and not self._draining:
+                # Cleared only when the call returns: after a kill at shutdown it still
+                # names the interrupted item (see gworker.integrations.lifecycle).
+                self._in_progress = (task,)
+                go_on = self._execute((task,))
+                self._in_progress = None
+                if not go_on and not self._draining:
                     break
         except Halt:
             pass
