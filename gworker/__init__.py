@@ -23,6 +23,7 @@ from .workers import (
     BackgroundAsyncWorker, BackgroundEventWorker, BackgroundIntervalWorker, BackgroundQueueWorker,
     BackgroundWorker, background_worker,
 )
+from .tasks import background_task, wait_completed
 
 if TYPE_CHECKING:
     task_supervisor: TaskSupervisor
@@ -35,6 +36,7 @@ __all__ = [
     "TT_COROUTINE", "TT_THREAD", "TT_MP",
     "background_worker", "BackgroundWorker", "BackgroundAsyncWorker", "BackgroundQueueWorker", "Aloop",
     "BackgroundEventWorker", "BackgroundIntervalWorker",
+    "background_task", "wait_completed",
 ]
 
 _default = None
