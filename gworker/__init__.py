@@ -24,6 +24,9 @@ from .workers import (
     BackgroundWorker, background_worker,
 )
 from .tasks import background_task, wait_completed
+from .locks import Locker
+from .local import LocalProxy, g
+from .logs import set_debug
 
 if TYPE_CHECKING:
     task_supervisor: TaskSupervisor
@@ -37,6 +40,7 @@ __all__ = [
     "background_worker", "BackgroundWorker", "BackgroundAsyncWorker", "BackgroundQueueWorker", "Aloop",
     "BackgroundEventWorker", "BackgroundIntervalWorker",
     "background_task", "wait_completed",
+    "Locker", "g", "LocalProxy", "set_debug",
 ]
 
 _default = None
