@@ -27,6 +27,7 @@ from .tasks import background_task, wait_completed
 from .locks import Locker
 from .local import LocalProxy, g
 from .logs import set_debug
+from .task_collections import FunctionCollection, TaskCollection
 
 if TYPE_CHECKING:
     task_supervisor: TaskSupervisor
@@ -41,6 +42,7 @@ __all__ = [
     "BackgroundEventWorker", "BackgroundIntervalWorker",
     "background_task", "wait_completed",
     "Locker", "g", "LocalProxy", "set_debug",
+    "FunctionCollection", "TaskCollection",
 ]
 
 _default = None
