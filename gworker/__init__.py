@@ -28,6 +28,10 @@ from .locks import Locker
 from .local import LocalProxy, g
 from .logs import set_debug
 from .task_collections import FunctionCollection, TaskCollection
+from .co import co_mp_apply
+from .jobs import (
+    AsyncJob, AsyncJobScheduler, cancel_async_job, create_async_job, create_async_job_scheduler,
+)
 
 if TYPE_CHECKING:
     task_supervisor: TaskSupervisor
@@ -43,6 +47,9 @@ __all__ = [
     "background_task", "wait_completed",
     "Locker", "g", "LocalProxy", "set_debug",
     "FunctionCollection", "TaskCollection",
+    "co_mp_apply",
+    "create_async_job_scheduler", "create_async_job", "cancel_async_job",
+    "AsyncJobScheduler", "AsyncJob",
 ]
 
 _default = None
