@@ -266,7 +266,10 @@ class AsyncJobScheduler:
             resolved = spec
         elif self.supervisor is not None:
             self.supervisor.ensure_started("async job scheduler %s" % self.name)
-            resolved = self.supervisor.aloops.resolve(spec)
+            try:
+                resolved = self.supervisor.aloops.resolve(spec)
+            except (TypeError, ValueError) as exc:  # it says "loop"; the parameter here is aloop
+                raise type(exc)("aloop (scheduler %s): %s" % (self.name, exc)) from None
         else:
             raise TypeError("aloop must be an Aloop when the scheduler has no supervisor; got %r" % (spec,))
         if not resolved.is_active():
