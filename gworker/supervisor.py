@@ -444,9 +444,12 @@ class TaskSupervisor:
         default aloop or its own). Keywords: ``target``, ``args``, ``kwargs``,
         ``interval``, ``timer``, ``number`` (see :mod:`gworker.jobs`). Returns
         the :class:`~gworker.jobs.AsyncJob`."""
-        if target is None:
-            raise TypeError("target must be a coroutine function; got None")
-        return self._job_scheduler(scheduler).create_threadsafe(target, **kwargs)
+        from .jobs import AsyncJob
+
+        job = AsyncJob(target, **kwargs)  # bad parameters raise before any scheduler is made
+        chosen = self._job_scheduler(scheduler)
+        job.scheduler = chosen
+        return chosen._here(chosen._add, job)
 
     def cancel_async_job(self, scheduler: Any = None, job: Any = None) -> None:
         """Cancel ``job`` (no run starts after this; a run in progress finishes).

@@ -224,11 +224,13 @@ def test_bad_input_names_the_parameter(supervisor):
         supervisor.create_async_job(target=co, interval=0)
     with pytest.raises(ValueError, match="interval"):
         supervisor.create_async_job(target=co, interval=-0.5)
+    with pytest.raises(TypeError, match="target"):
+        supervisor.create_async_job(interval=1)
     with pytest.raises(TypeError, match="job"):
         supervisor.cancel_async_job(job="j")
     with pytest.raises(ValueError, match="aloop"):
         supervisor.create_async_job_scheduler("s", aloop="no-such-aloop")
-    assert "s" not in supervisor.get_info().async_job_schedulers
+    assert supervisor.get_info().async_job_schedulers == []  # nothing made by failed calls
     wait_completed(task, timeout=2)
 
 
