@@ -23,6 +23,15 @@ from .workers import (
     BackgroundAsyncWorker, BackgroundEventWorker, BackgroundIntervalWorker, BackgroundQueueWorker,
     BackgroundWorker, background_worker,
 )
+from .tasks import background_task, wait_completed
+from .locks import Locker
+from .local import LocalProxy, g
+from .logs import set_debug
+from .task_collections import FunctionCollection, TaskCollection
+from .co import co_mp_apply
+from .jobs import (
+    AsyncJob, AsyncJobScheduler, cancel_async_job, create_async_job, create_async_job_scheduler,
+)
 
 if TYPE_CHECKING:
     task_supervisor: TaskSupervisor
@@ -35,6 +44,12 @@ __all__ = [
     "TT_COROUTINE", "TT_THREAD", "TT_MP",
     "background_worker", "BackgroundWorker", "BackgroundAsyncWorker", "BackgroundQueueWorker", "Aloop",
     "BackgroundEventWorker", "BackgroundIntervalWorker",
+    "background_task", "wait_completed",
+    "Locker", "g", "LocalProxy", "set_debug",
+    "FunctionCollection", "TaskCollection",
+    "co_mp_apply",
+    "create_async_job_scheduler", "create_async_job", "cancel_async_job",
+    "AsyncJobScheduler", "AsyncJob",
 ]
 
 _default = None

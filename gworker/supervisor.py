@@ -80,6 +80,9 @@ class TaskSupervisor:
         self._workers: Dict[int, Any] = {}
         self._tasks: Dict[str, Task] = {}
         self._task_glets: Dict[str, gevent.Greenlet] = {}
+        #: Async job schedulers by name (see :mod:`gworker.jobs`).
+        self.async_job_schedulers: Dict[str, Any] = {}
+        self.default_async_job_scheduler: Any = None
 
     # -- where it lives ------------------------------------------------------------
     @property
@@ -214,7 +217,17 @@ class TaskSupervisor:
         logger.debug("supervisor %s stopped", self.id)
 
     def _stop_extras(self, deadline: Optional[float], cancel_tasks: bool) -> None:
-        """Stop the aloops and the process pool (which leaves no child behind)."""
+        """Stop the async job schedulers (their jobs would keep their aloops
+        busy for ever), the aloops and the process pool (which leaves no child
+        behind)."""
+        schedulers = list(self.async_job_schedulers.values())
+        for scheduler in schedulers:
+            scheduler.stop(wait=False)
+        for scheduler in schedulers:
+            remaining = _remaining(deadline)
+            scheduler.stop(wait=True if remaining is None else remaining)
+        self.async_job_schedulers.clear()
+        self.default_async_job_scheduler = None
         remaining = _remaining(deadline)
         self.aloops.stop_all(wait=True if remaining is None else remaining, cancel_tasks=cancel_tasks)
         pool, self.mp_pool = self.mp_pool, None
@@ -343,12 +356,114 @@ class TaskSupervisor:
 
     def stop_aloop(self, name: str, wait: Union[bool, float] = True, cancel_tasks: bool = False) -> bool:
         """Stop aloop ``name`` and forget it: pending tasks finish first, or are
-        cancelled with ``cancel_tasks=True``; ``wait`` as in ``Aloop.stop``."""
-        return self._call(self.aloops.stop, name, wait, cancel_tasks)
+        cancelled with ``cancel_tasks=True``; ``wait`` as in ``Aloop.stop``.
+        The async job schedulers running on it are stopped first (without
+        waiting for their runs in progress: the aloop's stop does)."""
+        return self._call(self._stop_aloop, name, wait, cancel_tasks)
+
+    def _stop_aloop(self, name: str, wait: Union[bool, float], cancel_tasks: bool) -> bool:
+        aloop = self.aloops.get(name)
+        for scheduler in list(self.async_job_schedulers.values()):
+            if scheduler.aloop is aloop and scheduler.is_active():
+                scheduler.stop(wait=False)
+        return self.aloops.stop(name, wait, cancel_tasks)
 
     def set_default_aloop(self, aloop: Union[Aloop, str, None]) -> None:
         """Make ``aloop`` (or the aloop of that name) the default one."""
         self._call(self.aloops.set_default, aloop)
+
+    # -- async jobs ---------------------------------------------------------------------
+    def create_async_job_scheduler(
+        self, name: str, aloop: Any = None, start: bool = True, default: bool = False
+    ) -> Any:
+        """Make an :class:`~gworker.jobs.AsyncJobScheduler` named ``name``
+        (``ValueError`` if taken) running its jobs on ``aloop`` (an aloop, its
+        name or its asyncio loop; ``None``: the default aloop, else the
+        supervisor's own); start it unless ``start=False``; make it the default
+        for ``create_async_job`` if ``default=True``. Starts the supervisor if
+        needed."""
+        from .jobs import AsyncJobScheduler
+
+        if not isinstance(name, str) or not name:
+            raise TypeError("name must be a non-empty string; got %r" % (name,))
+        if name == "__supervisor__":
+            raise ValueError("name %r is reserved for the supervisor's own scheduler" % name)
+        return self._call(self._create_async_job_scheduler, AsyncJobScheduler(name, aloop, self), start, default)
+
+    def _create_async_job_scheduler(self, scheduler: Any, start: bool, default: bool) -> Any:
+        if scheduler.name in self.async_job_schedulers:
+            raise ValueError("name: an async job scheduler named %r already exists" % (scheduler.name,))
+        if start:
+            scheduler.start()
+        self.async_job_schedulers[scheduler.name] = scheduler
+        if default:
+            self.default_async_job_scheduler = scheduler
+        return scheduler
+
+    def set_default_async_job_scheduler(self, scheduler: Any) -> None:
+        """Make ``scheduler`` (or the scheduler of that name; ``None`` clears)
+        the default of ``create_async_job``/``cancel_async_job``."""
+        if isinstance(scheduler, str):
+            scheduler = self.get_async_job_scheduler(scheduler)
+        self.default_async_job_scheduler = scheduler
+
+    def get_async_job_scheduler(self, name: Optional[str] = None) -> Any:
+        """The async job scheduler named ``name`` (``ValueError`` if unknown),
+        or the default one (possibly None) when no name is given."""
+        if name is None:
+            return self.default_async_job_scheduler
+        try:
+            return self.async_job_schedulers[name]
+        except KeyError:
+            raise ValueError("scheduler: no async job scheduler named %r" % (name,)) from None
+
+    def _job_scheduler(self, scheduler: Any) -> Any:
+        # The scheduler meant by a create/cancel_async_job ``scheduler=`` value.
+        from .jobs import AsyncJobScheduler
+
+        if scheduler is None:
+            if self.default_async_job_scheduler is not None:
+                return self.default_async_job_scheduler
+            own = self.async_job_schedulers.get("__supervisor__")
+            if own is None:
+                own = AsyncJobScheduler("__supervisor__", None, self)
+                self._call(self._create_async_job_scheduler, own, True, False)
+            elif not own.is_active():
+                own.start()
+            return own
+        if isinstance(scheduler, str):
+            return self.get_async_job_scheduler(scheduler)
+        if isinstance(scheduler, AsyncJobScheduler):
+            return scheduler
+        raise TypeError("scheduler must be an async job scheduler, its name or None; got %r" % (scheduler,))
+
+    def create_async_job(self, scheduler: Any = None, target: Any = None, **kwargs: Any) -> Any:
+        """Make a periodic job: ``target(*args, **kwargs)`` awaited every
+        ``interval`` seconds on ``scheduler`` (a scheduler or its name; ``None``:
+        the default scheduler, else one the supervisor makes for itself on its
+        default aloop or its own). Keywords: ``target``, ``args``, ``kwargs``,
+        ``interval``, ``timer``, ``number`` (see :mod:`gworker.jobs`). Returns
+        the :class:`~gworker.jobs.AsyncJob`."""
+        from .jobs import AsyncJob
+
+        job = AsyncJob(target, **kwargs)  # bad parameters raise before any scheduler is made
+        chosen = self._job_scheduler(scheduler)
+        job.scheduler = chosen
+        return chosen._here(chosen._add, job)
+
+    def cancel_async_job(self, scheduler: Any = None, job: Any = None) -> None:
+        """Cancel ``job`` (no run starts after this; a run in progress finishes).
+        ``scheduler``, if given, must be the job's own (``ValueError`` else)."""
+        from .jobs import AsyncJob
+
+        if not isinstance(job, AsyncJob):
+            raise TypeError("job must be an AsyncJob; got %r" % (job,))
+        if scheduler is not None:
+            expected = self.get_async_job_scheduler(scheduler) if isinstance(scheduler, str) else scheduler
+            if job.scheduler is not expected:
+                raise ValueError("scheduler: job %s belongs to scheduler %r" % (
+                    job.id, getattr(job.scheduler, "name", None)))
+        job.cancel()
 
     # -- workers ----------------------------------------------------------------------
     def register_worker(self, worker: Any) -> None:
@@ -556,6 +671,7 @@ class TaskSupervisor:
             tasks=len(self._tasks),
             timers=len(self.timers),
             aloops=self.aloops.names(),
+            async_job_schedulers=list(self.async_job_schedulers),
             workers=[w.get_info() for w in list(self._workers.values())],
         )
 

@@ -5,18 +5,35 @@ stands (queued, delayed, started, completed, failed, cancelled), its timing, and
 its ``result`` or ``exception``; ``wait()`` blocks the calling greenlet
 cooperatively until it has finished. A task's id is cheap (a counter), not a
 UUID.
+
+atasker's task API sits on top of it:
+
+* :func:`background_task` turns a function into one that, when called, runs
+  as a task and returns the :class:`Task` at once — in a greenlet admitted by
+  priority (``TT_THREAD``), in the process pool (``TT_MP``) or on an aloop (a
+  coroutine function, or ``loop=``). Unlike ``put_task`` it calls the function
+  with exactly the arguments given: no ``_task_id`` is added.
+* :func:`wait_completed` waits cooperatively for one task or a list of tasks
+  and returns their results, in order, with one overall timeout.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from itertools import count
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
+import gevent
 from gevent.event import Event
+from gevent.hub import getcurrent
+
+from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
 
 __all__ = [
     "Task", "TASK_STATUS_QUEUED", "TASK_STATUS_DELAYED", "TASK_STATUS_STARTED",
     "TASK_STATUS_COMPLETED", "TASK_STATUS_FAILED", "TASK_STATUS_CANCELED", "new_task_id",
+    "background_task", "wait_completed",
 ]
 
 TASK_STATUS_QUEUED = 0
@@ -129,3 +146,188 @@ class Task:
 
     def __repr__(self) -> str:
         return "<Task %s status=%s>" % (self.id, self.status)
+
+
+# -- atasker's task API ----------------------------------------------------------
+
+
+class _WithoutTaskId:
+    """Calls ``func`` with the arguments given, dropping the ``_task_id``
+    keyword that ``put_task`` adds.
+
+    A module-level class, so that an instance pickles (by reference to
+    ``func``) and can travel to a child of the process pool. It takes the name
+    of ``func`` for logs. ``greenlet_name``, when set, names the task's
+    greenlet while it runs (``background_task(name=...)``)."""
+
+    def __init__(self, func: Callable[..., Any], greenlet_name: Optional[str] = None) -> None:
+        self.func = func
+        self.greenlet_name = greenlet_name
+        self.__module__ = getattr(func, "__module__", None)  # type: ignore[assignment]
+        self.__name__ = getattr(func, "__name__", None) or repr(func)
+        self.__qualname__ = getattr(func, "__qualname__", None) or self.__name__
+
+    def __call__(self, *args: Any, _task_id: Any = None, **kwargs: Any) -> Any:
+        if self.greenlet_name is not None:
+            current = getcurrent()
+            if isinstance(current, gevent.Greenlet):
+                current.name = self.greenlet_name
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return "<%s.%s>" % (self.__module__, self.__qualname__)
+
+
+def _coroutine_without_task_id(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The coroutine-function counterpart of :class:`_WithoutTaskId` (an
+    ``async def``, so that ``put_task(tt=TT_COROUTINE)`` accepts it)."""
+
+    @functools.wraps(func)
+    async def call(*args: Any, _task_id: Any = None, **kwargs: Any) -> Any:
+        return await func(*args, **kwargs)
+
+    return call
+
+
+def _supervisor_or_default(supervisor: Any) -> Any:
+    if supervisor is not None:
+        return supervisor
+    from . import _default_supervisor
+
+    return _default_supervisor()
+
+
+def background_task(
+    f: Optional[Callable[..., Any]] = None,
+    *,
+    name: Optional[str] = None,
+    priority: int = TASK_NORMAL,
+    delay: Optional[float] = None,
+    tt: int = TT_THREAD,
+    callback: Optional[Callable[[Any], Any]] = None,
+    loop: Any = None,
+    supervisor: Any = None,
+) -> Any:
+    """Make ``f`` a background task: calling it runs ``f`` as a task and
+    returns the :class:`Task` at once.
+
+    Three forms, as in atasker::
+
+        @background_task
+        def job(a, b): ...
+
+        @background_task(priority=TASK_HIGH)
+        def job2(a, b): ...
+
+        task = background_task(f, priority=TASK_LOW)(1, 2, x=3)
+
+    ``f`` is called with exactly the arguments of the call — no ``_task_id`` is
+    added. The returned task has ``result``, ``exception``, ``status``,
+    ``is_started()``, ``is_completed()``, ``time_queued``/``time_started``/
+    ``time_completed``, ``duration``, ``wait()`` and ``cancel()``; see
+    :func:`wait_completed` to wait for several.
+
+    * ``tt=TT_THREAD`` (default): a greenlet admitted by the supervisor's pool
+      at ``priority`` (``TASK_CRITICAL`` starts at once even when the pool is
+      full). ``name`` names that greenlet while it runs.
+    * ``tt=TT_MP``: a child of the supervisor's process pool (made with
+      ``create_mp_pool``), admitted by ``priority``; ``f`` must be a
+      module-level function of an importable module, and so must the
+      arguments be picklable.
+    * a coroutine function (or ``tt=TT_COROUTINE``): runs on an aloop —
+      ``loop`` (an aloop, its name, or its asyncio loop), else the default
+      aloop, else the supervisor's own. Priority does not apply (as in
+      atasker).
+    * ``delay``: start that many seconds later (the task is ``DELAYED`` until
+      then). ``callback(result)`` runs in its own greenlet once ``f``
+      returned (for every task type; atasker used it for ``TT_MP`` only).
+    * ``supervisor`` (a gworker extension): the :class:`TaskSupervisor` to run
+      on; default ``task_supervisor``, looked up at each call. A supervisor
+      that is not started is started (logged at INFO).
+
+    Bad parameters raise ``TypeError``/``ValueError`` naming the parameter when
+    ``background_task`` is called, not when the task runs.
+    """
+    from .supervisor import check_seconds
+
+    if name is not None and not isinstance(name, str):
+        raise TypeError("name must be a string or None; got %r" % (name,))
+    check_priority(priority)
+    check_seconds(delay, "delay")
+    if isinstance(tt, bool) or tt not in TASK_TYPES:
+        raise ValueError("tt must be TT_THREAD, TT_MP or TT_COROUTINE; got %r" % (tt,))
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be callable or None; got %r" % (callback,))
+    if supervisor is not None and not hasattr(supervisor, "put_task"):
+        raise TypeError("supervisor must be a TaskSupervisor or None; got %r" % (supervisor,))
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Task]:
+        if not callable(func):
+            raise TypeError("f must be callable; got %r" % (func,))
+        is_coroutine = inspect.iscoroutinefunction(func)
+        if is_coroutine and tt == TT_MP:
+            raise TypeError("f: a coroutine function cannot run in the process pool (tt=TT_MP); got %r" % (func,))
+        if tt == TT_COROUTINE and not is_coroutine:
+            raise TypeError("f must be a coroutine function for tt=TT_COROUTINE; got %r" % (func,))
+        if loop is not None and not is_coroutine:
+            raise TypeError("loop applies to coroutine functions only; %r is not one" % (func,))
+        if is_coroutine:
+            target: Callable[..., Any] = _coroutine_without_task_id(func)
+            task_type = TT_COROUTINE
+        else:
+            target = _WithoutTaskId(func, name if tt == TT_THREAD else None)
+            task_type = tt
+
+        @functools.wraps(func)
+        def start_task(*args: Any, **kwargs: Any) -> Task:
+            return _supervisor_or_default(supervisor).put_task(
+                target, args, kwargs, callback=callback, priority=priority, delay=delay,
+                tt=task_type, loop=loop,
+            )
+
+        return start_task
+
+    if f is None:
+        return decorate
+    return decorate(f)
+
+
+def wait_completed(
+    tasks: Union[Task, Sequence[Task]], timeout: Optional[float] = None
+) -> Union[Any, List[Any]]:
+    """Wait cooperatively until the task(s) have finished; return the result(s).
+
+    One :class:`Task` → its ``result``; a list or tuple (any iterable) of
+    tasks → the list of their results, in the same order, whatever order they
+    finish in. As in atasker, a task that failed or was cancelled gives
+    ``None`` (its ``exception`` and ``is_failed()`` tell why); nothing is
+    raised for it. ``timeout`` bounds the whole wait: past it ``TimeoutError``
+    is raised (the tasks go on). Only the calling greenlet waits; call it from
+    a greenlet of the supervisor's hub thread (not from a coroutine, whose
+    loop it would hold: there, await the tasks' work instead).
+    """
+    from .supervisor import check_seconds
+
+    check_seconds(timeout, "timeout")
+    single = isinstance(tasks, Task)
+    if single:
+        items: List[Task] = [tasks]  # type: ignore[list-item]
+    else:
+        try:
+            items = list(tasks)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError("tasks must be a Task or a list of tasks; got %r" % (tasks,)) from None
+        for item in items:
+            if not isinstance(item, Task):
+                raise TypeError("tasks must contain Task objects only; got %r" % (item,))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for task in items:
+        if task.is_completed():
+            continue
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not task._done.wait(remaining):
+            pending = sum(1 for t in items if not t.is_completed())
+            raise TimeoutError("%d of %d task(s) did not complete within %ss" % (pending, len(items), timeout))
+    if single:
+        return items[0].result
+    return [t.result for t in items]
