@@ -29,6 +29,7 @@ def run_part(name: str, part: str, patched: bool, quick: bool, timeout: float) -
         cmd.append("--patched")
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("GEVENT_MONITOR_THREAD_ENABLE", None)  # e.g. inherited from the test suite: not measured
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
     except subprocess.TimeoutExpired:
