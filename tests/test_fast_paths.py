@@ -3,7 +3,8 @@
 A queue worker whose executor is sync and started without arguments runs a
 burst of queued items back to back in one pool slot (``_burst``). These tests
 pin down that the outcome is the same as one call at a time (they pass on the
-general path too).
+general path too). An interval run takes its pool slot before it gets a
+greenlet.
 """
 import gevent
 from gevent.event import Event
@@ -101,3 +102,50 @@ def test_burst_stop_from_inside_and_drain(supervisor):
     wait_until(w.is_stopped)
     assert seen == list(range(20))  # drain: everything queued at stop() is processed
     assert supervisor.thread_pool.running == 0
+
+
+def test_interval_runs_waiting_for_a_slot_hold_no_greenlet(supervisor):
+    from gworker import BackgroundIntervalWorker
+    from conftest import greenlet_count
+
+    supervisor.set_thread_pool(pool_size=5, reserve_normal=0, reserve_high=0)
+    release, ran = Event(), []
+
+    def run(**kwargs):
+        ran.append(1)
+        release.wait()
+
+    before = greenlet_count()
+    workers = [BackgroundIntervalWorker(func=run, interval=10, supervisor=supervisor) for _ in range(200)]
+    for w in workers:
+        w.start()
+    wait_until(lambda: len(ran) == 5)
+    gevent.sleep(0.05)
+    assert len(ran) == 5 and supervisor.thread_pool.running == 5
+    assert greenlet_count() - before < 20  # the 195 waiting runs are heap entries
+    release.set()
+    wait_until(lambda: len(ran) == 200)
+    for w in workers:
+        w.stop()
+    assert supervisor.thread_pool.running == 0
+
+
+def test_interval_stopped_while_waiting_for_a_slot(supervisor):
+    # A due run still waiting for its slot has not started: after stop() it
+    # never does (before, it ran if its greenlet had begun waiting in admit).
+    from gworker import BackgroundIntervalWorker
+
+    supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
+    release, ran = Event(), []
+    blocker = BackgroundIntervalWorker(func=lambda **k: release.wait(), interval=10, supervisor=supervisor)
+    blocker.start()
+    wait_until(lambda: supervisor.thread_pool.running == 1)
+    w = BackgroundIntervalWorker(func=lambda **k: ran.append(1), interval=10, supervisor=supervisor)
+    w.start()
+    gevent.sleep(0.02)
+    w.stop(wait=False)
+    release.set()
+    wait_until(w.is_stopped)
+    blocker.stop()
+    gevent.sleep(0.02)
+    assert ran == [] and supervisor.thread_pool.running == 0

@@ -167,6 +167,7 @@ class Worker:
         self._done: Optional[Event] = None
         self._kw: Dict[str, Any] = {}
         self._plain_kw = False
+        self._slot_held = False
         self._args: tuple = ()
         self._invoke: Callable[..., Any] = self._invoke_sync
         self._executor: Optional[Callable[..., Any]] = None
@@ -408,7 +409,9 @@ class Worker:
         # Not parked while it waits for a slot: the item or trigger is taken,
         # so this run is in progress and stop() lets it finish.
         pool = self.supervisor.thread_pool
-        if not pool.try_admit(self.priority):  # the common case costs no extra call
+        if self._slot_held:  # admitted before its greenlet existed (an interval run)
+            self._slot_held = False
+        elif not pool.try_admit(self.priority):  # the common case costs no extra call
             pool.admit(self.priority)
         try:
             if self._plain_kw and len(pre) < 2:
