@@ -75,7 +75,7 @@ def fmt(value: Any) -> str:
 
 def table_rows(scenario: scenarios.Scenario, m: Dict[str, Any]) -> List[List[str]]:
     rows = []
-    world = "patched" if scenario.patched else "plain"
+    world = scenario.world
     for row in scenario.rows:
         unit = (" " + row.unit) if row.unit else ""
         bases = []
@@ -147,7 +147,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             run: Dict[str, Dict[str, Any]] = {}
             for part in order:
                 print("[%s %d/%d] %s ..." % (scenario.name, i + 1, repeat, part), file=sys.stderr, flush=True)
-                run[part] = run_part(scenario.name, part, scenario.patched, args.quick, args.timeout)
+                run[part] = run_part(scenario.name, part, scenario.part_patched(part), args.quick, args.timeout)
             runs.append(run)
         m = medians(runs)
         for key, value in sorted(m.items()):
