@@ -17,7 +17,6 @@ what really measures: a scenario that is not ready is simply not listed.
 from __future__ import annotations
 
 import gc
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
