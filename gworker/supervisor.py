@@ -205,7 +205,7 @@ class TaskSupervisor:
                     self._tasks.pop(task.id, None)
                     task._finish(TASK_STATUS_CANCELED)
         else:
-            own = getattr(current, "gworker_task", None)
+            own = next((t for t in self._tasks.values() if t._greenlet is current), None)
             for task in list(self._tasks.values()):
                 if task is not own and not task._done.wait(_remaining(deadline)):
                     break
@@ -614,7 +614,6 @@ class TaskSupervisor:
 
     def _run_task(self, task: Task) -> None:
         pool = self.thread_pool
-        getcurrent().gworker_task = task  # lets stop() from inside a task skip waiting for it
         try:
             task._begin()
             try:

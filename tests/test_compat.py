@@ -12,7 +12,7 @@ import compat_funcs
 from conftest import wait_until
 import gworker
 from gworker import (
-    TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, TT_MP, FunctionCollection, Locker,
+    TASK_CRITICAL, TASK_HIGH, TASK_LOW, TT_MP, FunctionCollection, Locker,
     LocalProxy, TaskCollection, background_task, co_mp_apply, g, set_debug, wait_completed,
 )
 from gworker.tasks import TASK_STATUS_COMPLETED, TASK_STATUS_DELAYED, TASK_STATUS_QUEUED, Task

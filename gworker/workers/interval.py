@@ -33,6 +33,7 @@ from gevent.hub import getcurrent
 
 from ..supervisor import check_seconds
 from ..timers import TimerEntry
+from .base import Worker
 from .continuous import BackgroundWorker
 
 __all__ = ["BackgroundIntervalWorker"]
@@ -96,11 +97,19 @@ class BackgroundIntervalWorker(BackgroundWorker):
             self._begin(gen)
 
     def _begin(self, gen: int) -> None:
+        # The run's slot first, then its greenlet: a run waiting for a slot is
+        # an entry in the pool's heap, not a parked greenlet (ten thousand runs
+        # due at once on a pool of 110 used to mean ten thousand greenlets).
         self._running = True
-        self.supervisor.thread_pool.start_soon(self.priority, gevent.spawn, self._run, gen)
+        pool = self.supervisor.thread_pool
+        if getattr(self._invoke, "__func__", None) is Worker._invoke_sync_slot:
+            pool.defer(self.priority, lambda: gevent.spawn(self._run, gen, True))
+        else:  # an invoker that does not take a thread-pool slot
+            pool.start_soon(self.priority, gevent.spawn, self._run, gen)
 
-    def _run(self, gen: int) -> None:
+    def _run(self, gen: int, slot_held: bool = False) -> None:
         self._run_glet = getcurrent()
+        self._slot_held = slot_held  # the first call uses the slot defer() took
         try:
             while self._active and self._gen == gen:
                 started = monotonic()
@@ -114,6 +123,9 @@ class BackgroundIntervalWorker(BackgroundWorker):
                     self._schedule(gen)
                 break
         finally:
+            if self._slot_held:  # stopped before the first call
+                self._slot_held = False
+                self.supervisor.thread_pool.release()
             self._running = False
             self._run_glet = None
             if not self._active and self._gen == gen:

@@ -24,7 +24,7 @@ import gevent
 import gevent.queue
 
 from ..hubsafe import yield_to_hub
-from .base import YIELD_EVERY, Halt
+from .base import YIELD_EVERY, Halt, Worker, _call_ids
 from .continuous import BackgroundWorker
 
 __all__ = ["BackgroundQueueWorker", "make_queue"]
@@ -155,30 +155,46 @@ class BackgroundQueueWorker(BackgroundWorker):
     def _loop(self, gen: int) -> None:
         q = self._queue
         self._in_progress = None
+        # The hooks are called only when a subclass (or the instance) overrides them.
+        before = _overridden(self, "before_queue_get")
+        after = _overridden(self, "after_queue_get")
+        execute = self._execute
+        pool = self.supervisor.thread_pool
+        # Bursts of a plain sync executor run back to back in one pool slot (see _burst).
+        burst = (
+            before is None and after is None and self._plain_kw
+            and getattr(self._invoke, "__func__", None) is Worker._invoke_sync_slot
+        )
         last_yield = monotonic()
         try:
             while self._gen == gen:
-                if not self._active and not (self._draining and q.qsize()):
+                if not self._active and not (self._draining and len(q)):
                     break
-                self.before_queue_get()
-                if q.qsize():
+                if before is not None:
+                    before()
+                if len(q):
                     task = q.get()
-                    now = monotonic()
-                    if now - last_yield >= YIELD_EVERY:
-                        yield_to_hub()  # a burst: let the hub run I/O and timers
+                    # a burst: let the hub run I/O and timers every few ms (the
+                    # clock was read when the previous call ended)
+                    if self._ended - last_yield >= YIELD_EVERY:
+                        yield_to_hub()
                         last_yield = monotonic()
                 else:
                     if not self._active:
                         break
                     task = self._park(q.get)
                     last_yield = monotonic()
-                self.after_queue_get(task)
-                # Cleared only when the call returns: after a kill at shutdown it still
+                if after is not None:
+                    after(task)
+                # Set until the call returns: after a kill at shutdown it still
                 # names the interrupted item (see gworker.integrations.lifecycle).
-                self._in_progress = (task,)
-                go_on = self._execute((task,))
+                pre = self._in_progress = (task,)
+                if burst and self._active and len(q) and pool.try_admit(self.priority):
+                    ok = self._burst(gen, task, pool, last_yield + YIELD_EVERY)
+                else:
+                    ok = execute(pre)
                 self._in_progress = None
-                if not go_on and not self._draining:
+                if not ok and not self._draining:
                     break
         except Halt:
             pass
@@ -186,10 +202,64 @@ class BackgroundQueueWorker(BackgroundWorker):
             self._draining = False
             self._finished(gen)
 
+    def _burst(self, gen: int, task: Any, pool: Any, yield_at: float) -> bool:
+        """Call the executor for ``task``, then for the items queued behind it,
+        back to back in the one pool slot the caller took for it.
+
+        The fast path of the loop above, for a sync executor started without
+        arguments of its own and no queue hooks: each call is exactly what
+        ``_execute`` makes (keywords, ``_task_id``, stats, ``False`` stops, an
+        exception goes to ``on_error`` or the log), but the slot is not given
+        back and taken again between two items (no greenlet runs in between, so
+        no one could have used it), the keywords are spelled out, and one clock
+        read serves as the end of a call and the start of the next. Returns
+        (giving the slot back) when the queue is empty, someone waits for a
+        slot, it is time to yield (``yield_at``), or the worker stops; the
+        result is ``_execute``'s."""
+        q = self._queue
+        executor = self._executor
+        kw = self._kw
+        name, o = kw["_name"], kw["o"]
+        started = monotonic()
+        try:
+            while True:
+                kw["_task_id"] = task_id = next(_call_ids)
+                self.runs += 1
+                self._run_mono = started
+                try:
+                    result = executor(task, _name=name, o=o, _worker=self, _task_id=task_id)
+                except (Exception, gevent.Timeout):
+                    self.errors += 1
+                    self._failed()
+                    result = None
+                finally:
+                    self._ended = ended = monotonic()
+                    self.last_duration = ended - started
+                if result is False:
+                    self._active = False
+                    return False
+                if not self._active or self._gen != gen:
+                    return self._active
+                if pool._waiters or ended >= yield_at or not len(q):
+                    return True
+                task = q.get()
+                self._in_progress = (task,)
+                started = ended
+        finally:
+            pool.release()
+
     def get_info(self) -> Dict[str, Any]:
         info = super().get_info()
         info["queue_length"] = self._queue.qsize()
         return info
+
+
+def _overridden(worker: BackgroundQueueWorker, hook: str) -> Any:
+    """The bound hook if it differs from the no-op default, else None."""
+    bound = getattr(worker, hook)
+    if getattr(bound, "__func__", None) is getattr(BackgroundQueueWorker, hook):
+        return None
+    return bound
 
 
 def _put_all(q: gevent.queue.Queue, items: list) -> None:

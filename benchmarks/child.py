@@ -1,0 +1,40 @@
+"""Run one part of one scenario in this (fresh) process; print its figures.
+
+``python -m benchmarks.child SCENARIO PART [--quick] [--patched]``. With
+``--patched`` the process monkey-patches before anything imports gevent's users,
+as ``python -m gevent.monkey`` would. The last line of output is
+``RESULT {json}``.
+"""
+import sys
+
+if "--patched" in sys.argv[1:]:
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import json  # noqa: E402
+
+
+def main(argv):
+    args = [a for a in argv if not a.startswith("--")]
+    if len(args) != 2:
+        print("usage: python -m benchmarks.child SCENARIO PART [--quick] [--patched]", file=sys.stderr)
+        return 2
+    from benchmarks import scenarios
+
+    scenario = scenarios.get(args[0])
+    part = scenario.parts[args[1]]
+    figures = part("--quick" in argv)
+    figures["patched"] = "--patched" in argv
+    sys.stdout.flush()
+    print("RESULT " + json.dumps(figures), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    # Do not wait for what a part left running (greenlets, scheduler threads).
+    import os
+
+    os._exit(code)

@@ -1,0 +1,151 @@
+"""The fast paths added for speed keep the behaviour of the general path.
+
+A queue worker whose executor is sync and started without arguments runs a
+burst of queued items back to back in one pool slot (``_burst``). These tests
+pin down that the outcome is the same as one call at a time (they pass on the
+general path too). An interval run takes its pool slot before it gets a
+greenlet.
+"""
+import gevent
+from gevent.event import Event
+
+from gworker import TASK_HIGH, BackgroundQueueWorker
+
+from conftest import wait_until
+
+
+def test_burst_calls_are_exactly_the_general_calls(supervisor):
+    seen = []
+
+    def run(task, **kwargs):
+        seen.append((task, kwargs, supervisor.thread_pool.running))
+
+    w = BackgroundQueueWorker(func=run, supervisor=supervisor, o="obj")
+    w.start()
+    for i in range(500):
+        w.put_threadsafe(i)
+    wait_until(lambda: len(seen) == 500)
+    assert [t for t, _, _ in seen] == list(range(500))
+    ids = [kw["_task_id"] for _, kw, _ in seen]
+    assert ids == sorted(set(ids))
+    for _, kw, running in seen:
+        assert list(kw) == ["_name", "o", "_worker", "_task_id"]
+        assert kw["_worker"] is w and kw["o"] == "obj" and kw["_name"] == w.name
+        assert running == 1  # one slot held during each call
+    assert w.runs == 500 and w.last_duration is not None and w.last_run is not None
+    gevent.sleep(0.01)
+    assert supervisor.thread_pool.running == 0  # given back once the queue is empty
+    w.stop()
+    assert supervisor.thread_pool.running == 0
+
+
+def test_burst_failures_and_false(supervisor):
+    errors, seen = [], []
+
+    def run(task, **kwargs):
+        seen.append(task)
+        if task % 10 == 3:
+            raise ValueError(task)
+        if task == 57:
+            return False
+
+    w = BackgroundQueueWorker(func=run, supervisor=supervisor,
+                              on_error=lambda: errors.append(1))
+    w.start()
+    for i in range(100):
+        w.put_threadsafe(i)
+    wait_until(w.is_stopped)
+    assert seen == list(range(58))
+    assert len(errors) == 6 and w.errors == 6
+    assert w.get_queue_obj().qsize() == 42  # left for the next start
+    assert supervisor.thread_pool.running == 0
+    w.start()
+    wait_until(lambda: len(seen) == 100)
+    w.stop()
+    assert supervisor.thread_pool.running == 0
+
+
+def test_burst_gives_its_slot_to_a_waiter_between_items(supervisor):
+    supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
+    order = []
+
+    def task(**kwargs):
+        order.append("task")
+
+    def run(item, **kwargs):
+        order.append(item)
+        if item == 1:
+            supervisor.put_task(task, priority=TASK_HIGH)  # waits: the pool is full
+
+    w = BackgroundQueueWorker(func=run, supervisor=supervisor)
+    w.start()
+    for i in range(4):
+        w.put_threadsafe(i)
+    wait_until(lambda: len(order) == 5)
+    assert order == [0, 1, "task", 2, 3]
+    w.stop()
+
+
+def test_burst_stop_from_inside_and_drain(supervisor):
+    seen, stopped = [], Event()
+
+    def run(task, _worker, **kwargs):
+        seen.append(task)
+        if task == 5:
+            _worker.stop(drain=True)
+            stopped.set()
+
+    w = BackgroundQueueWorker(func=run, supervisor=supervisor)
+    w.start()
+    for i in range(20):
+        w.put_threadsafe(i)
+    wait_until(w.is_stopped)
+    assert seen == list(range(20))  # drain: everything queued at stop() is processed
+    assert supervisor.thread_pool.running == 0
+
+
+def test_interval_runs_waiting_for_a_slot_hold_no_greenlet(supervisor):
+    from gworker import BackgroundIntervalWorker
+    from conftest import greenlet_count
+
+    supervisor.set_thread_pool(pool_size=5, reserve_normal=0, reserve_high=0)
+    release, ran = Event(), []
+
+    def run(**kwargs):
+        ran.append(1)
+        release.wait()
+
+    before = greenlet_count()
+    workers = [BackgroundIntervalWorker(func=run, interval=10, supervisor=supervisor) for _ in range(200)]
+    for w in workers:
+        w.start()
+    wait_until(lambda: len(ran) == 5)
+    gevent.sleep(0.05)
+    assert len(ran) == 5 and supervisor.thread_pool.running == 5
+    assert greenlet_count() - before < 20  # the 195 waiting runs are heap entries
+    release.set()
+    wait_until(lambda: len(ran) == 200)
+    for w in workers:
+        w.stop()
+    assert supervisor.thread_pool.running == 0
+
+
+def test_interval_stopped_while_waiting_for_a_slot(supervisor):
+    # A due run still waiting for its slot has not started: after stop() it
+    # never does (before, it ran if its greenlet had begun waiting in admit).
+    from gworker import BackgroundIntervalWorker
+
+    supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
+    release, ran = Event(), []
+    blocker = BackgroundIntervalWorker(func=lambda **k: release.wait(), interval=10, supervisor=supervisor)
+    blocker.start()
+    wait_until(lambda: supervisor.thread_pool.running == 1)
+    w = BackgroundIntervalWorker(func=lambda **k: ran.append(1), interval=10, supervisor=supervisor)
+    w.start()
+    gevent.sleep(0.02)
+    w.stop(wait=False)
+    release.set()
+    wait_until(w.is_stopped)
+    blocker.stop()
+    gevent.sleep(0.02)
+    assert ran == [] and supervisor.thread_pool.running == 0
