@@ -129,7 +129,10 @@ def check_schedule(before, after):
         span = hb2["last_run"] - hb1["last_run"]
         expected = span / HEARTBEAT_INTERVAL
         runs = hb2["runs"] - hb1["runs"]
-        assert abs(runs - expected) <= 1.0, (pid, runs, expected, hb1, hb2)
+        # Never more runs than the schedule has slots (no catch-up bursts); at most
+        # two slots lost to a hub that was late by over an interval (100 ms) while
+        # serving the load on a loaded 2-core machine (one was seen once).
+        assert expected - 2.0 <= runs <= expected + 1.0, (pid, runs, expected, hb1, hb2)
         assert info["time"] - hb2["last_run"] <= 2 * HEARTBEAT_INTERVAL, (pid, info["time"], hb2)
         assert hb2["errors"] == 0 and hb2["active"], hb2
 
