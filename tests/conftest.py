@@ -16,7 +16,9 @@ os.environ.setdefault("GEVENT_MONITOR_THREAD_ENABLE", "1")
 os.environ.setdefault("GEVENT_MAX_BLOCKING_TIME", "0.1")
 
 import gc
+import time
 import gevent
+import gevent.event
 import gevent.events
 import gevent.monkey
 import pytest
@@ -158,3 +160,40 @@ def greenlet_count():
     import greenlet
 
     return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet) and not o.dead)
+
+
+class Ticker:
+    """A greenlet that sleeps ``period`` again and again and records the gaps
+    between its wake-ups: how late the hub let it run. Use as a context manager::
+
+        with Ticker(0.005) as ticker:
+            ...  # the work under test
+        assert ticker.max_gap < 0.05
+    """
+
+    def __init__(self, period):
+        self.period = period
+        self.gaps = []
+        self._stop = gevent.event.Event()
+        self._glet = None
+
+    def _run(self):
+        last = time.monotonic()
+        while not self._stop.is_set():
+            gevent.sleep(self.period)
+            now = time.monotonic()
+            self.gaps.append(now - last)
+            last = now
+
+    def __enter__(self):
+        self._glet = gevent.spawn(self._run)
+        gevent.sleep(0.01)  # let it take its first step
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._glet.join(2)
+
+    @property
+    def max_gap(self):
+        return max(self.gaps)

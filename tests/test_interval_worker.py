@@ -10,7 +10,7 @@ from gevent.event import Event
 import gworker
 from gworker import TASK_LOW, BackgroundIntervalWorker
 
-from conftest import greenlet_count, wait_until
+from conftest import Ticker, greenlet_count, wait_until
 
 
 class Recorder:
@@ -285,30 +285,16 @@ def test_many_due_together_keep_the_hub_responsive(supervisor):
 
     workers = [BackgroundIntervalWorker(func=run, interval=0.2, supervisor=supervisor)
                for _ in range(1000)]
-    gaps = []
-    stop_ticking = Event()
-
-    def ticker():
-        last = time.monotonic()
-        while not stop_ticking.is_set():
-            gevent.sleep(0.001)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
-    t = gevent.spawn(ticker)
-    gevent.sleep(0.01)
-    for w in workers:
-        w.start()
-    gevent.sleep(0.65)  # the start runs, then three more rounds due together
-    stop_ticking.set()
-    t.join()
+    with Ticker(0.001) as ticker:
+        for w in workers:
+            w.start()
+        gevent.sleep(0.65)  # the start runs, then three more rounds due together
     for w in workers:
         w.stop(wait=False)
     for w in workers:
         w.stop()
     assert runs[0] >= 3500
-    assert max(gaps) < 0.03, "the ticker waited %.1f ms" % (max(gaps) * 1000)
+    assert ticker.max_gap < 0.03, "the ticker waited %.1f ms" % (ticker.max_gap * 1000)
 
 
 def test_runs_hold_a_pool_slot_at_the_workers_priority(supervisor):
@@ -507,28 +493,14 @@ def test_runs_made_ready_together_are_started_in_slices(supervisor):
         while time.perf_counter() - t < 0.00001:  # ~10 µs: what spawning a run costs
             pass
 
-    gaps = []
-    stop_ticking = Event()
-
-    def ticker():
-        last = time.monotonic()
-        while not stop_ticking.is_set():
-            gevent.sleep(0.001)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
-    t = gevent.spawn(ticker)
-    gevent.sleep(0.01)
-    for i in range(6000):
-        pool.start_soon(TASK_LOW if i % 2 else gworker.TASK_HIGH, start, i)
-    wait_until(lambda: len(started) == 6000, timeout=5)
-    stop_ticking.set()
-    t.join()
+    with Ticker(0.001) as ticker:
+        for i in range(6000):
+            pool.start_soon(TASK_LOW if i % 2 else gworker.TASK_HIGH, start, i)
+        wait_until(lambda: len(started) == 6000, timeout=5)
     assert started[:3000] == list(range(0, 6000, 2)), "priority order holds across slices"
     # Unsliced, the batch holds the hub ~60 ms; sliced, a gap is a few ms on a
     # quiet machine (the bound leaves room for a loaded one).
-    assert max(gaps) < 0.025, "the ticker waited %.1f ms" % (max(gaps) * 1000)
+    assert ticker.max_gap < 0.025, "the ticker waited %.1f ms" % (ticker.max_gap * 1000)
 
 
 def test_precise_mode_keeps_a_tight_schedule(supervisor):

@@ -4,7 +4,6 @@ import sys
 import threading
 import time
 
-import gevent
 import psutil
 import pytest
 from gevent.event import Event
@@ -12,7 +11,7 @@ from gevent.event import Event
 from gworker import TASK_LOW, TT_MP, TaskSupervisor
 
 import mp_workers
-from conftest import wait_until
+from conftest import Ticker, wait_until
 
 
 def children():
@@ -64,24 +63,14 @@ def test_static_run_without_a_pool_runs_in_the_hub(supervisor):
 
 
 def test_ticker_keeps_ticking_while_200_items_go_through_the_pool(mp_supervisor):
-    ticks, stop = [], Event()
-
-    def ticker():
-        while not stop.is_set():
-            ticks.append(time.monotonic())
-            gevent.sleep(0.005)
-
-    t = gevent.spawn(ticker)
-    w = mp_workers.PidQueueWorker(supervisor=mp_supervisor)
-    w.start()
-    for i in range(200):
-        w.put_threadsafe(i)
-    wait_until(lambda: len(w.results) == 200, 20)
-    w.stop()
-    stop.set()
-    t.join(2)
-    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
-    assert len(ticks) > 3 and max(gaps) < 0.05
+    with Ticker(0.005) as ticker:
+        w = mp_workers.PidQueueWorker(supervisor=mp_supervisor)
+        w.start()
+        for i in range(200):
+            w.put_threadsafe(i)
+        wait_until(lambda: len(w.results) == 200, 20)
+        w.stop()
+    assert len(ticker.gaps) > 3 and ticker.max_gap < 0.05
 
 
 def test_exception_in_child_then_a_normal_item(mp_supervisor):

@@ -18,7 +18,7 @@ import gevent.subprocess as subprocess
 import psutil
 import pytest
 
-from conftest import greenlet_count, native_thread, wait_until
+from conftest import Ticker, greenlet_count, native_thread, wait_until
 
 import proc_funcs as pf
 from gworker.hubsafe import os_thread_ident
@@ -167,27 +167,13 @@ def test_apply_async_lookalike(pool):
 
 # -- the hub keeps running ---------------------------------------------------------
 def test_ticker_keeps_ticking_while_200_calls_go_through(pool):
-    gaps = []
-    stop = gevent.event.Event()
-
-    def ticker():
-        last = time.monotonic()
-        while not stop.is_set():
-            gevent.sleep(0.005)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
-    tick = gevent.spawn(ticker)
-    gevent.sleep(0.05)
-    batch = [pool.submit(pf.sleep_then, (0.001, i)) for i in range(100)]
-    sequential = [pool.submit(pf.echo, (i,)).get(timeout=10) for i in range(100)]
-    assert [r.get(timeout=10) for r in batch] == list(range(100))
-    assert sequential == list(range(100))
-    stop.set()
-    tick.join(timeout=2)
-    assert len(gaps) >= 10
-    assert max(gaps) < 0.05, "the hub stalled for %.1f ms" % (max(gaps) * 1000)
+    with Ticker(0.005) as ticker:
+        batch = [pool.submit(pf.sleep_then, (0.001, i)) for i in range(100)]
+        sequential = [pool.submit(pf.echo, (i,)).get(timeout=10) for i in range(100)]
+        assert [r.get(timeout=10) for r in batch] == list(range(100))
+        assert sequential == list(range(100))
+    assert len(ticker.gaps) >= 10
+    assert ticker.max_gap < 0.05, "the hub stalled for %.1f ms" % (ticker.max_gap * 1000)
 
 
 def test_child_never_runs_the_parents_greenlets(pool):

@@ -11,7 +11,7 @@ from gevent.event import Event
 import gworker
 from gworker import TASK_LOW, BackgroundQueueWorker
 
-from conftest import native_thread, wait_until
+from conftest import Ticker, native_thread, wait_until
 
 
 def test_calls_in_order_with_start_arguments(supervisor):
@@ -291,29 +291,15 @@ def test_yields_to_the_hub_during_a_burst_and_poll_delay_does_not_throttle(super
     for i in range(n):
         w.put_threadsafe(i)
 
-    gaps = []
-    stop_ticking = Event()
-
-    def ticker():
-        last = time.monotonic()
-        while not stop_ticking.is_set():
-            gevent.sleep(0.001)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
-    t = gevent.spawn(ticker)
-    gevent.sleep(0.01)
-    started = time.monotonic()
-    w.start()
-    wait_until(lambda: done[0] == n, timeout=10)
-    elapsed = time.monotonic() - started
-    stop_ticking.set()
-    t.join()
+    with Ticker(0.001) as ticker:
+        started = time.monotonic()
+        w.start()
+        wait_until(lambda: done[0] == n, timeout=10)
+        elapsed = time.monotonic() - started
     w.stop()
     assert elapsed < 3, "%d items took %.2fs" % (n, elapsed)
-    assert max(gaps) < 0.03, "the ticker waited %.1f ms" % (max(gaps) * 1000)
-    assert len(gaps) > elapsed / 0.01, "the ticker barely ran"
+    assert ticker.max_gap < 0.03, "the ticker waited %.1f ms" % (ticker.max_gap * 1000)
+    assert len(ticker.gaps) > elapsed / 0.01, "the ticker barely ran"
 
 
 def test_poll_delay_is_no_pause_between_items(supervisor):

@@ -13,7 +13,7 @@ from gworker import (
     BackgroundQueueWorker, BackgroundWorker, TaskSupervisor, background_worker,
 )
 
-from conftest import greenlet_count, native_thread, wait_until
+from conftest import Ticker, greenlet_count, native_thread, wait_until
 
 
 def collect(n, sink, done):
@@ -268,28 +268,17 @@ def test_restart_and_many_cycles_leak_no_greenlets(supervisor):
 
 
 def test_a_never_yielding_executor_cannot_starve_the_hub(supervisor):
-    ticks = []
-    ticker_stop = Event()
-
-    def ticker():
-        while not ticker_stop.is_set():
-            ticks.append(time.monotonic())
-            gevent.sleep(0.005)
-
     def busy(**kw):
         t_end = time.perf_counter() + 0.002
         while time.perf_counter() < t_end:  # CPU, never yields
             pass
 
-    t = gevent.spawn(ticker)
-    w = BackgroundWorker(func=busy, supervisor=supervisor)
-    w.start()
-    gevent.sleep(0.3)
-    w.stop()
-    ticker_stop.set()
-    t.join(2)
-    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
-    assert len(ticks) > 20 and max(gaps) < 0.05
+    with Ticker(0.005) as ticker:
+        w = BackgroundWorker(func=busy, supervisor=supervisor)
+        w.start()
+        gevent.sleep(0.3)
+        w.stop()
+    assert len(ticker.gaps) > 20 and ticker.max_gap < 0.05
 
 
 def test_starting_a_worker_starts_its_supervisor(caplog):
