@@ -424,12 +424,7 @@ class Worker:
         elif not pool.try_admit(self.priority):  # the common case costs no extra call
             pool.admit(self.priority)
         try:
-            if self._plain_kw and len(pre) < 2:
-                if pre:
-                    return self._executor(pre[0], _name=kw["_name"], o=kw["o"], _worker=self,
-                                          _task_id=kw["_task_id"])
-                return self._executor(_name=kw["_name"], o=kw["o"], _worker=self, _task_id=kw["_task_id"])
-            return self._executor(*pre, *self._args, **kw)
+            return self._invoke_sync(pre, kw)
         finally:
             pool.release()
 
