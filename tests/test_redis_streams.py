@@ -11,7 +11,6 @@ import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 import uuid
 
@@ -217,7 +216,7 @@ def test_put_threadsafe_from_a_native_thread(supervisor, redis_server, names, qu
     w.start()
 
     def feed():
-        assert threading.current_thread  # runs in a real OS thread, blocking only itself
+        # a real OS thread: its connection is a blocking one of its own
         return [q.put_threadsafe(["t", i]) for i in range(50)]
 
     ids = native_thread(feed).join(15)
