@@ -452,3 +452,77 @@ def test_decorator_makes_queue_workers(supervisor):
     assert type(plain.get_queue_obj()) is gevent.queue.Queue
     assert type(prio) is BackgroundQueueWorker
     assert type(prio.get_queue_obj()) is gevent.queue.PriorityQueue
+
+
+class _ProtocolQueue:
+    """A minimal object of the queue-object protocol, recording what the worker calls."""
+
+    def __init__(self):
+        self.q = gevent.queue.Queue()
+        self.calls = []
+
+    def get(self):
+        item = self.q.get()
+        self.calls.append(("get", item))
+        return item
+
+    def qsize(self):
+        return self.q.qsize()
+
+    def put_threadsafe(self, item):
+        self.q.put(item)
+
+    def ack(self, item):
+        self.calls.append(("ack", item))
+
+    def fail(self, item, exc):
+        self.calls.append(("fail", item, str(exc)))
+
+    def release(self):
+        self.calls.append(("release",))
+
+
+def test_a_protocol_object_is_acked_after_each_return_failed_on_raise_released_at_stop(supervisor):
+    q = _ProtocolQueue()
+    ran = []
+
+    def run(item, **kw):
+        ran.append(item)
+        assert q.calls[-1] == ("get", item), "ack comes after the executor, not before"
+        if item == "bad":
+            raise ValueError("bad item")
+        return item != "last"
+
+    w = BackgroundQueueWorker(func=run, q=q, supervisor=supervisor, on_error=lambda: None)
+    assert w.get_queue_obj() is q
+    w.start()
+    for item in ("a", "bad", "b"):
+        w.put_threadsafe(item)         # handed to the object's own put_threadsafe
+    wait_until(lambda: ("ack", "b") in q.calls)
+    assert w.get_info()["queue_length"] == 0
+    w.stop()
+    assert q.calls == [("get", "a"), ("ack", "a"), ("get", "bad"), ("fail", "bad", "bad item"),
+                       ("get", "b"), ("ack", "b"), ("release",)]
+    # an executor returning False: its item is acked (it returned), then the worker ends
+    del q.calls[:]
+    w.start()
+    w.put_threadsafe("last")
+    wait_until(w.is_stopped)
+    assert q.calls == [("get", "last"), ("ack", "last"), ("release",)]
+
+
+def test_await_put_on_a_protocol_object(supervisor):
+    q = _ProtocolQueue()
+    got = []
+    w = BackgroundQueueWorker(func=lambda item, **kw: got.append(item), q=q, supervisor=supervisor)
+    w.start()
+    aloop = supervisor.create_aloop("protocol-put")
+
+    async def feed():
+        for i in range(3):
+            await w.put(i)
+
+    aloop.run(feed())
+    wait_until(lambda: got == [0, 1, 2])
+    w.stop()
+    supervisor.stop_aloop("protocol-put")

@@ -11,11 +11,45 @@ Stopping never puts anything into the queue (a sentinel could not even be
 compared in a ``PriorityQueue`` of tuples): a parked ``get()`` is interrupted
 instead. Items still queued at ``stop()`` stay in the queue and are processed
 after the next ``start()``; ``stop(drain=True)`` processes them first.
+
+The queue-object protocol
+-------------------------
+``q=`` also takes any object that follows this small protocol (duck-typed;
+:class:`gworker.redis_streams.RedisStreamQueue` is one). The worker has one
+loop for every queue; a gevent queue is simply an object of the protocol whose
+optional methods are absent.
+
+Required:
+
+* ``get()`` — return the next item, waiting cooperatively (through the hub)
+  while there is none. The worker calls it *parked*: ``stop()`` may throw
+  :class:`~gworker.workers.base.Halt` (a ``GreenletExit``) into the wait, and an
+  interrupted ``get()`` must lose nothing.
+* ``qsize()`` — how many items ``get()`` returns without waiting; cheap and
+  local (the loop asks it before every item). It also feeds ``drain=True`` and
+  ``get_info()['queue_length']``, so for a remote queue it is what has already
+  been fetched, not the remote backlog.
+* ``put_threadsafe(item)`` — add an item, from any greenlet or OS thread. The
+  worker's own ``put_threadsafe`` (and ``await put()``) hand items to it.
+
+Optional (absent means "nothing to do"):
+
+* ``ack(item)`` — the executor *returned* (any value, ``False`` too) for the
+  item ``get()`` returned last. The worker calls ``get``, the executor and then
+  ``ack``/``fail`` strictly in turn, so the object may track that item itself.
+* ``fail(item, exc)`` — the executor raised ``exc``; the item is not
+  acknowledged (a broker leaves it pending, for a later retry).
+* ``release()`` — the worker's loop has ended (``stop()``, or an executor
+  returned ``False``): make acknowledgements durable and let go of items
+  fetched but not yet returned by ``get()``. Called in the worker's greenlet,
+  so ``stop(wait=True)`` returns after it.
 """
 from __future__ import annotations
 
 import asyncio
+import inspect
 import queue as std_queue
+import sys
 from collections import deque
 from time import monotonic
 from typing import Any, Deque, Dict
@@ -27,7 +61,7 @@ from ..hubsafe import yield_to_hub
 from .base import YIELD_EVERY, Halt, Worker, _call_ids
 from .continuous import BackgroundWorker
 
-__all__ = ["BackgroundQueueWorker", "make_queue"]
+__all__ = ["BackgroundQueueWorker", "make_queue", "is_queue_object"]
 
 _QUEUE_CLASSES = {
     asyncio.Queue: gevent.queue.Queue,
@@ -39,11 +73,24 @@ _QUEUE_CLASSES = {
 }
 
 
-def make_queue(q: Any, parameter: str = "q") -> gevent.queue.Queue:
+def is_queue_object(q: Any) -> bool:
+    """True if ``q`` follows the queue-object protocol (see the module
+    docstring): callable ``get``, ``qsize`` and ``put_threadsafe``, and a
+    ``get`` that is not a coroutine function."""
+    if isinstance(q, type):
+        return False
+    get = getattr(q, "get", None)
+    return (
+        callable(get) and not inspect.iscoroutinefunction(get)
+        and callable(getattr(q, "qsize", None)) and callable(getattr(q, "put_threadsafe", None))
+    )
+
+
+def make_queue(q: Any, parameter: str = "q") -> Any:
     """The queue for ``q=``: True → a gevent ``Queue``; a gevent queue class →
     an instance of it; asyncio's (or the standard library's) ``Queue``,
     ``PriorityQueue``, ``LifoQueue`` → gevent's class of the same name; a gevent
-    queue object → itself."""
+    queue object, or an object of the queue-object protocol → itself."""
     if q is True:
         return gevent.queue.Queue()
     if isinstance(q, type):
@@ -55,11 +102,12 @@ def make_queue(q: Any, parameter: str = "q") -> gevent.queue.Queue:
             "%s must be True, a queue class (gevent's, or asyncio's Queue/PriorityQueue/"
             "LifoQueue) or a gevent queue object; got the class %r" % (parameter, q)
         )
-    if isinstance(q, gevent.queue.Queue):
+    if isinstance(q, gevent.queue.Queue) or is_queue_object(q):
         return q
     raise TypeError(
         "%s must be True, a queue class (gevent's, or asyncio's Queue/PriorityQueue/"
-        "LifoQueue) or a gevent queue object; got %r" % (parameter, q)
+        "LifoQueue), a gevent queue object or an object with get/qsize/put_threadsafe"
+        " (the queue-object protocol); got %r" % (parameter, q)
     )
 
 
@@ -81,10 +129,17 @@ class BackgroundQueueWorker(BackgroundWorker):
         #: ``(item,)`` while the executor runs on ``item`` (still set if that run was
         #: interrupted), else None.
         self._in_progress: Any = None
+        self._failure: Any = None
+        #: the protocol object's fail(item, exc), or None (then failures are not kept)
+        self._fail = getattr(self._queue, "fail", None)
+        if not isinstance(self._queue, gevent.queue.Queue):
+            # a protocol object takes items from any thread itself
+            self.put_threadsafe = self._queue.put_threadsafe  # type: ignore[assignment]
+            self.put = self._put_to_object  # type: ignore[assignment]
 
     # -- feeding the queue --------------------------------------------------------------------
-    def get_queue_obj(self) -> gevent.queue.Queue:
-        """The worker's gevent queue."""
+    def get_queue_obj(self) -> Any:
+        """The worker's queue: a gevent queue, or the protocol object given."""
         return self._queue
 
     def put_threadsafe(self, task: Any) -> None:
@@ -127,6 +182,13 @@ class BackgroundQueueWorker(BackgroundWorker):
 
         await await_greenlet(gevent.spawn(q.put, task))
 
+    async def _put_to_object(self, task: Any) -> None:
+        # put() for a protocol object: its put_threadsafe may wait (a network
+        # round trip), so a greenlet makes it while the coroutine awaits.
+        from ..aio import await_greenlet
+
+        await await_greenlet(gevent.spawn(self._queue.put_threadsafe, task))
+
     # -- stopping --------------------------------------------------------------------------------
     def stop(self, wait: bool = True, drain: bool = False) -> None:  # type: ignore[override]
         """Stop the worker. Items still queued stay in the queue (they are
@@ -152,8 +214,16 @@ class BackgroundQueueWorker(BackgroundWorker):
         """Called with each item just taken from the queue, before the executor."""
 
     # -- the loop -----------------------------------------------------------------------------------
+    def _failed(self) -> None:
+        # inside the except block of a failed run: keep the error for fail()
+        if self._fail is not None:
+            self._failure = sys.exc_info()[1]
+        super()._failed()
+
     def _loop(self, gen: int) -> None:
         q = self._queue
+        size = q.qsize
+        ack = getattr(q, "ack", None)
         self._in_progress = None
         # The hooks are called only when a subclass (or the instance) overrides them.
         before = _overridden(self, "before_queue_get")
@@ -162,17 +232,18 @@ class BackgroundQueueWorker(BackgroundWorker):
         pool = self.supervisor.thread_pool
         # Bursts of a plain sync executor run back to back in one pool slot (see _burst).
         burst = (
-            before is None and after is None and self._plain_kw
+            isinstance(q, gevent.queue.Queue) and ack is None
+            and before is None and after is None and self._plain_kw
             and getattr(self._invoke, "__func__", None) is Worker._invoke_sync_slot
         )
         last_yield = monotonic()
         try:
             while self._gen == gen:
-                if not self._active and not (self._draining and len(q)):
+                if not self._active and not (self._draining and size()):
                     break
                 if before is not None:
                     before()
-                if len(q):
+                if size():
                     task = q.get()
                     # a burst: let the hub run I/O and timers every few ms (the
                     # clock was read when the previous call ended)
@@ -193,6 +264,10 @@ class BackgroundQueueWorker(BackgroundWorker):
                     ok = self._burst(gen, task, pool, last_yield + YIELD_EVERY)
                 else:
                     ok = execute(pre)
+                    if self._failure is not None:
+                        self._item_failed(task)
+                    elif ack is not None:
+                        ack(task)
                 self._in_progress = None
                 if not ok and not self._draining:
                     break
@@ -200,7 +275,16 @@ class BackgroundQueueWorker(BackgroundWorker):
             pass
         finally:
             self._draining = False
-            self._finished(gen)
+            try:
+                release = getattr(q, "release", None)
+                if release is not None:
+                    release()
+            finally:
+                self._finished(gen)
+
+    def _item_failed(self, task: Any) -> None:
+        exc, self._failure = self._failure, None
+        self._fail(task, exc)
 
     def _burst(self, gen: int, task: Any, pool: Any, yield_at: float) -> bool:
         """Call the executor for ``task``, then for the items queued behind it,

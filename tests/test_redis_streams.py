@@ -1,0 +1,445 @@
+"""RedisStreamQueue against a real redis-server on 127.0.0.1, in this run's world.
+
+The session fixture starts its own redis-server on a free loopback port
+(``appendonly yes``, ``appendfsync always``, in a temporary directory), so that
+what it acknowledged survives the restart test. Without the binary the file is
+skipped — except in CI (``CI=true``), where that is a failure.
+"""
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+
+import gevent
+import gevent.subprocess as gsubprocess
+import pytest
+from gevent.event import Event
+
+from gworker import BackgroundQueueWorker
+
+from conftest import PATCHED, native_thread, wait_until
+
+redis = pytest.importorskip("redis") if os.environ.get("CI") != "true" else __import__("redis")
+from gworker.redis_streams import RedisStreamQueue  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SERVER_BIN = os.environ.get("GWORKER_REDIS_SERVER") or shutil.which("redis-server")
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class RedisServer:
+    """A redis-server process of the tests' own; stop() and start() keep its data."""
+
+    def __init__(self, binary):
+        self.binary = binary
+        self.dir = tempfile.mkdtemp(prefix="gworker-redis-")
+        self.port = _free_port()
+        self.url = "redis://127.0.0.1:%d/0" % self.port
+        self.proc = None
+
+    def start(self, timeout=10):
+        self.proc = gsubprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+             "--protected-mode", "no", "--loglevel", "warning"],
+            stdout=open(os.path.join(self.dir, "server.log"), "ab"), stderr=gsubprocess.STDOUT,
+        )
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if client.ping():
+                    break
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start; see %s/server.log" % self.dir)
+                gevent.sleep(0.02)
+        client.connection_pool.disconnect()
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def client(self):
+        from gworker.redis_streams import GeventConnection
+
+        pool = redis.ConnectionPool.from_url(self.url, connection_class=GeventConnection,
+                                             socket_timeout=10)
+        return redis.Redis(connection_pool=pool)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    if SERVER_BIN is None:
+        message = "redis-server not found (install it, e.g. apt-get install redis-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " -- required in CI", pytrace=False)
+        pytest.skip(message)
+    server = RedisServer(SERVER_BIN)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def rdb(redis_server):
+    client = redis_server.client()
+    yield client
+    client.connection_pool.disconnect()
+
+
+@pytest.fixture
+def names():
+    token = uuid.uuid4().hex[:8]
+    return "s-" + token, "g-" + token
+
+
+@pytest.fixture
+def queues():
+    made = []
+    yield made
+    for q in made:
+        q.close()
+
+
+def make_queue(redis_server, names, queues, **kw):
+    stream, group = names
+    kw.setdefault("claim_idle", 1.0)
+    kw.setdefault("block_ms", 500)
+    kw.setdefault("backoff_max", 0.5)
+    q = RedisStreamQueue(stream, group, url=redis_server.url, **kw)
+    queues.append(q)
+    return q
+
+
+# -- consumer processes ------------------------------------------------------------------------------
+
+class Consumer:
+    def __init__(self, redis_server, names, out, **options):
+        stream, group = names
+        cmd = [sys.executable]
+        if PATCHED:
+            cmd += ["-m", "gevent.monkey"]
+        cmd += [os.path.join(HERE, "redis_consumer.py"), "--url", redis_server.url,
+                "--stream", stream, "--group", group, "--out", out]
+        for key, value in options.items():
+            cmd += ["--" + key.replace("_", "-"), str(value)]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HERE]))
+        self.out = out
+        self.proc = gsubprocess.Popen(cmd, stdout=gsubprocess.PIPE, stderr=gsubprocess.PIPE,
+                                      env=env, cwd=ROOT, text=True)
+
+    def readline(self, timeout=15):
+        with gevent.Timeout(timeout, AssertionError("no output from consumer in %ss" % timeout)):
+            line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=5)
+            raise AssertionError("consumer ended: %s" % self.proc.stderr.read())
+        return line.strip()
+
+    def processed(self):
+        if not os.path.exists(self.out):
+            return []
+        with open(self.out) as f:
+            return [line.strip() for line in f if line.endswith("\n")]
+
+    def terminate(self, timeout=15):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=timeout)
+        err = self.proc.stderr.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return self.proc.returncode, err
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def start_consumers(redis_server, names, tmp_path, n=3, **options):
+    consumers = [Consumer(redis_server, names, str(tmp_path / ("c%d.txt" % i)), **options)
+                 for i in range(n)]
+    for c in consumers:
+        assert c.readline().startswith("ready")
+    return consumers
+
+
+def union_done(consumers):
+    seen = []
+    for c in consumers:
+        seen.extend(c.processed())
+    return seen
+
+
+# -- in one process --------------------------------------------------------------------------------------
+
+def test_order_within_one_consumer_and_acks(supervisor, redis_server, names, queues, rdb):
+    q = make_queue(redis_server, names, queues, count=7)
+    got = []
+    w = BackgroundQueueWorker(func=lambda item, **kw: got.append(item), q=q, supervisor=supervisor)
+    assert w.get_queue_obj() is q
+    w.start()
+    items = [{"n": i, "text": "item %d" % i} for i in range(200)]
+    for item in items[:50]:
+        w.put_threadsafe(item)            # through the worker
+    q.put_many(items[50:])                # pipelined
+    wait_until(lambda: len(got) == 200, timeout=10)
+    w.stop()
+    assert got == items
+    assert q.pending() == 0, "every entry acknowledged"
+    assert rdb.xlen(q.dead_letter) == 0
+    assert q.acked == 200 and q.delivered == 200
+
+
+def test_put_threadsafe_from_a_native_thread(supervisor, redis_server, names, queues):
+    q = make_queue(redis_server, names, queues)
+    got = []
+    w = BackgroundQueueWorker(func=lambda item, **kw: got.append(item), q=q, supervisor=supervisor)
+    w.start()
+
+    def feed():
+        # a real OS thread: its connection is a blocking one of its own
+        return [q.put_threadsafe(["t", i]) for i in range(50)]
+
+    ids = native_thread(feed).join(15)
+    assert len(set(ids)) == 50
+    wait_until(lambda: len(got) == 50, timeout=10)
+    w.stop()
+    assert got == [["t", i] for i in range(50)]
+
+
+def test_stop_acks_the_current_item_and_hands_back_the_rest(supervisor, redis_server, names, queues, rdb):
+    # B allows one delivery only: entries A handed back must not count as delivered.
+    a = make_queue(redis_server, names, queues, count=10)
+    entered, gate = Event(), Event()
+    seen_a = []
+
+    def run_a(item, **kw):
+        seen_a.append(item)
+        entered.set()
+        gate.wait()
+
+    wa = BackgroundQueueWorker(func=run_a, q=a, supervisor=supervisor)
+    wa.start()
+    a.put_many(range(10))
+    assert entered.wait(10)
+    stopper = gevent.spawn(wa.stop)
+    gevent.sleep(0.05)
+    assert not stopper.ready(), "stop() waits for the item in progress"
+    gate.set()
+    stopper.get(timeout=10)
+    assert seen_a == [0]
+    assert a.acked == 1
+    assert rdb.xpending(a.stream, a.group)["pending"] == 9, "the other nine are handed back, pending"
+
+    b = make_queue(redis_server, names, queues, max_deliveries=1)
+    seen_b = []
+    wb = BackgroundQueueWorker(func=lambda item, **kw: seen_b.append(item), q=b, supervisor=supervisor)
+    started = time.monotonic()
+    wb.start()
+    wait_until(lambda: len(seen_b) == 9, timeout=5)
+    assert time.monotonic() - started < 1.0, "handed-back entries are claimable at once"
+    wb.stop()
+    assert seen_b == list(range(1, 10))
+    assert b.pending() == 0
+    assert rdb.xlen(b.dead_letter) == 0
+
+
+def test_raises_twice_then_succeeds(supervisor, redis_server, names, queues, rdb):
+    q = make_queue(redis_server, names, queues, claim_idle=0.5, max_deliveries=3)
+    attempts = {}
+    done = []
+
+    def run(item, **kw):
+        attempts[item] = attempts.get(item, 0) + 1
+        if item == "flaky" and attempts[item] <= 2:
+            raise RuntimeError("flaky attempt %d" % attempts[item])
+        done.append(item)
+
+    w = BackgroundQueueWorker(func=run, q=q, supervisor=supervisor, on_error=lambda: None)
+    w.start()
+    q.put_many(["a", "flaky", "b"])
+    wait_until(lambda: "flaky" in done, timeout=8)
+    w.stop()
+    assert attempts == {"a": 1, "flaky": 3, "b": 1}
+    assert sorted(done) == ["a", "b", "flaky"]
+    assert q.pending() == 0, "acknowledged after its success"
+    assert rdb.xlen(q.dead_letter) == 0, "not dead-lettered"
+    assert rdb.hlen(q.errors_key) == 0, "its error record is gone"
+
+
+def test_always_raising_is_dead_lettered_after_max_deliveries(supervisor, redis_server, names, queues, rdb):
+    q = make_queue(redis_server, names, queues, claim_idle=0.4, max_deliveries=3)
+    attempts = []
+    errors = []
+
+    def run(item, **kw):
+        if item == "poison":
+            attempts.append(item)
+            raise ValueError("cannot handle poison (attempt %d)" % len(attempts))
+
+    w = BackgroundQueueWorker(func=run, q=q, supervisor=supervisor,
+                              on_error=lambda: errors.append(sys.exc_info()[1]))
+    w.start()
+    q.put_many(["ok", "poison", "ok2"])
+    wait_until(lambda: rdb.xlen(q.dead_letter) == 1, timeout=8)
+    gevent.sleep(0.6)  # one more claim interval: it must not run again
+    w.stop()
+    assert len(attempts) == 3 and len(errors) == 3
+    [(dead_id, dead)] = rdb.xrange(q.dead_letter)
+    assert dead[b"d"] == b'"poison"'
+    assert dead[b"error"] == b"ValueError: cannot handle poison (attempt 3)"
+    assert dead[b"deliveries"] == b"3"
+    assert dead[b"source_stream"] == q.stream.encode() and dead[b"group"] == q.group.encode()
+    assert q.pending() == 0, "acknowledged once dead-lettered"
+    assert rdb.hlen(q.errors_key) == 0
+    assert q.dead_lettered == 1
+
+
+def test_hub_stays_responsive_while_consumers_block_in_xreadgroup(supervisor, redis_server, names,
+                                                                    queues, rdb):
+    workers = []
+    for i in range(3):
+        q = make_queue(redis_server, (names[0], names[1]), queues, block_ms=300)
+        w = BackgroundQueueWorker(func=lambda item, **kw: None, q=q, supervisor=supervisor)
+        w.start()
+        workers.append(w)
+
+    def blocked():
+        clients = rdb.client_list()
+        return sum(1 for c in clients if "b" in c["flags"] and c["cmd"] == "xreadgroup") >= 3
+
+    wait_until(blocked, timeout=5)
+    lags = []
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        t = time.monotonic()
+        gevent.sleep(0.005)
+        lags.append(time.monotonic() - t - 0.005)
+    assert blocked(), "the consumers wait in XREADGROUP BLOCK"
+    for w in workers:
+        w.stop()
+    assert max(lags) < 0.020, "hub lag %.1f ms" % (max(lags) * 1000)
+    assert len(lags) > 100
+
+
+def test_stop_interrupts_a_blocked_read_promptly(supervisor, redis_server, names, queues):
+    q = make_queue(redis_server, names, queues, block_ms=5000, claim_idle=30)
+    w = BackgroundQueueWorker(func=lambda item, **kw: None, q=q, supervisor=supervisor)
+    w.start()
+    gevent.sleep(0.2)
+    started = time.monotonic()
+    w.stop()
+    assert time.monotonic() - started < 0.5
+    # and it works after a restart
+    got = []
+    w._func = lambda item, **kw: got.append(item)
+    w.start()
+    q.put_threadsafe(1)
+    wait_until(lambda: got == [1], timeout=5)
+    w.stop()
+
+
+# -- several processes ------------------------------------------------------------------------------------
+
+def test_three_processes_share_3000_items(redis_server, names, queues, tmp_path):
+    producer = make_queue(redis_server, names, queues)
+    consumers = start_consumers(redis_server, names, tmp_path, sleep=0.0003)
+    try:
+        producer.put_many(range(3000))
+        wait_until(lambda: len(union_done(consumers)) >= 3000, timeout=20)
+        wait_until(lambda: producer.pending() == 0, timeout=5)
+    finally:
+        results = [c.terminate() for c in consumers]
+    for code, err in results:
+        assert code == 0, err
+    per = [len(c.processed()) for c in consumers]
+    seen = union_done(consumers)
+    assert set(seen) == {str(i) for i in range(3000)}, "every item processed at least once"
+    duplicates = len(seen) - 3000
+    print("3 consumers: %s items each, %d duplicates" % (per, duplicates))
+    assert all(n > 0 for n in per), per
+    assert duplicates == 0, "no failure happened, so no item ran twice"
+
+
+def test_sigkill_one_consumer_mid_item(redis_server, names, queues, tmp_path):
+    producer = make_queue(redis_server, names, queues)
+    survivors = start_consumers(redis_server, names, tmp_path, n=2, sleep=0.002, count=20)
+    victim = Consumer(redis_server, names, str(tmp_path / "victim.txt"), hold_after=5, count=20)
+    assert victim.readline().startswith("ready")
+    try:
+        producer.put_many(range(600))
+        held = victim.readline()
+        assert held.startswith("holding"), held
+        held_item = held.split()[1]
+        victim.kill()
+        killed_at = time.monotonic()
+        everyone = survivors + [victim]
+        wait_until(lambda: len(set(union_done(everyone))) >= 600, timeout=1.0 + 8)
+        finished = time.monotonic() - killed_at
+        wait_until(lambda: producer.pending() == 0, timeout=5)
+    finally:
+        results = [c.terminate() for c in survivors]
+    for code, err in results:
+        assert code == 0, err
+    seen = union_done(survivors + [victim])
+    assert set(seen) == {str(i) for i in range(600)}, "none lost"
+    assert held_item in union_done(survivors), "the item the victim held was finished by the others"
+    print("victim killed mid-item; the rest finished %.2fs later; %d duplicates"
+          % (finished, len(seen) - 600))
+    assert finished < 1.0 + 5
+
+
+def test_redis_restart_mid_run(redis_server, names, queues, tmp_path, rdb):
+    producer = make_queue(redis_server, names, queues)
+    consumers = start_consumers(redis_server, names, tmp_path, sleep=0.002, count=20)
+    try:
+        producer.put_many(range(1500))
+        wait_until(lambda: len(union_done(consumers)) >= 300, timeout=10)
+        redis_server.stop()
+        gevent.sleep(0.3)  # consumers find the server gone
+        redis_server.start()
+        producer.put_many(range(1500, 2000))  # the producer reconnects too
+        wait_until(lambda: len(set(union_done(consumers))) >= 2000, timeout=20)
+        wait_until(lambda: producer.pending() == 0, timeout=5)
+    finally:
+        if redis_server.proc is None:
+            redis_server.start()
+        results = [c.terminate() for c in consumers]
+    for code, err in results:
+        assert code == 0, err
+        assert "reconnected" in err, "the reconnect is logged"
+    seen = union_done(consumers)
+    assert set(seen) == {str(i) for i in range(2000)}, "nothing lost"
+    print("redis restarted mid-run: %d duplicates" % (len(seen) - 2000))
+
+
+def test_fanout_example(redis_server):
+    cmd = [sys.executable]
+    if PATCHED:
+        cmd += ["-m", "gevent.monkey"]
+    cmd += [os.path.join(ROOT, "examples", "redis_fanout.py"), "--url", redis_server.url,
+            "--items", "600"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = gsubprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "600 items processed by 3 consumers" in out.stdout, out.stdout
+    assert "lost: 0" in out.stdout
