@@ -47,6 +47,7 @@ from gevent.event import Event
 from gevent.hub import getcurrent
 
 from .aio import Aloop
+from .checks import check_seconds
 from .hubsafe import call_in_hub, in_hub_thread
 
 __all__ = [
@@ -57,14 +58,6 @@ __all__ = [
 logger = logging.getLogger("gworker")
 
 _job_ids = count(1)
-
-
-def _check_number(value: Any, parameter: str) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError("%s must be a number of seconds; got %r" % (parameter, value))
-    if value < 0 or value != value:
-        raise ValueError("%s must not be negative; got %r" % (parameter, value))
-    return value
 
 
 class AsyncJob:
@@ -91,12 +84,12 @@ class AsyncJob:
             raise TypeError("args must be a tuple or list; got %r" % (args,))
         if kwargs is not None and not isinstance(kwargs, dict):
             raise TypeError("kwargs must be a dict or None; got %r" % (kwargs,))
-        _check_number(timer, "timer")
+        check_seconds(timer, "timer", allow_none=False)
         if interval is None or interval == 0:
             if not timer:
                 raise ValueError("interval must be a positive number of seconds; got %r" % (interval,))
             interval = timer
-        _check_number(interval, "interval")
+        check_seconds(interval, "interval", allow_none=False)
         if isinstance(number, bool) or not isinstance(number, int) or number < 0:
             raise ValueError("number must be a non-negative integer (0: no limit); got %r" % (number,))
         self.id = "job%d" % next(_job_ids)
@@ -302,7 +295,7 @@ class AsyncJobScheduler:
         aloop = self.aloop
         if wait is False or (aloop is not None and getcurrent() is aloop.greenlet):
             return self._idle.is_set()
-        timeout = None if wait is True else _check_number(wait, "wait")
+        timeout = None if wait is True else check_seconds(wait, "wait", allow_none=False)
         done = self._idle.wait(timeout)
         logger.debug("async job scheduler %s stopped", self.name)
         return bool(done)

@@ -23,6 +23,8 @@ from typing import Any, Callable, Optional, TypeVar
 
 from gevent.lock import BoundedSemaphore, RLock
 
+from .checks import check_seconds
+
 __all__ = ["Locker"]
 
 logger = logging.getLogger("gworker")
@@ -45,7 +47,6 @@ class Locker:
     """
 
     def __init__(self, mod: str = "main", timeout: Optional[float] = 5, relative: bool = True) -> None:
-        from .supervisor import check_seconds
 
         if not isinstance(mod, str):
             raise TypeError("mod must be a string; got %r" % (mod,))

@@ -31,6 +31,7 @@ from gevent.hub import Hub, get_hub, getcurrent
 
 from . import hubsafe
 from .aio import Aloop, AloopRegistry, UnknownAloopError
+from .checks import check_seconds
 from .pool import PriorityPool
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
 from .tasks import (
@@ -45,17 +46,6 @@ logger = logging.getLogger("gworker")
 DEFAULT_POLL_DELAY = 0.1
 
 _supervisor_ids = count(1)
-
-
-def check_seconds(value: Any, parameter: str, allow_none: bool = True) -> Optional[float]:
-    """Validate a time in seconds: a non-negative number (or None when allowed)."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError("%s must be a number of seconds; got %r" % (parameter, value))
-    if value < 0 or value != value:
-        raise ValueError("%s must not be negative; got %r" % (parameter, value))
-    return value
 
 
 class TaskSupervisor:
@@ -556,21 +546,13 @@ class TaskSupervisor:
         future.add_done_callback(lambda fut: self._coroutine_done(task, fut))
 
     def _coroutine_done(self, task: Task, fut: Any) -> None:
-        # Runs in the aloop's greenlet as a loop callback: the user's callback
-        # gets a greenlet of its own.
+        # Runs in the aloop's greenlet, as a loop callback.
         self._tasks.pop(task.id, None)
         if fut.cancelled():
             task._finish(TASK_STATUS_CANCELED)
             return
         exc = fut.exception()
-        if exc is not None:
-            logger.error("task %s (%s) failed", task.id, _name_of(task.target),
-                         exc_info=(type(exc), exc, exc.__traceback__))
-            task._finish(TASK_STATUS_FAILED, exception=exc)
-            return
-        task._finish(TASK_STATUS_COMPLETED, fut.result())
-        if task.callback is not None:
-            gevent.spawn(self._run_callback, task)
+        self._settle(task, exc, None if exc is not None else fut.result(), "")
 
     def _send_to_mp(self, task: Task) -> None:
         # Runs from the admission pool (a hub callback or a releasing greenlet): only schedules.
@@ -587,17 +569,23 @@ class TaskSupervisor:
         result.rawlink(lambda res: self._mp_task_done(task, res))
 
     def _mp_task_done(self, task: Task, res: Any) -> None:
-        # Runs in the pool's reader greenlet, which must not wait on pool results:
-        # the user's callback gets a greenlet of its own.
+        # Runs in the pool's reader greenlet, which must not wait on pool results.
         self.mp_admission.release()
         self._tasks.pop(task.id, None)
         exc = res.exception()
+        self._settle(task, exc, None if exc is not None else res.value, " in a child process")
+
+    def _settle(self, task: Task, exc: Optional[BaseException], value: Any, where: str) -> None:
+        """Finish a task run outside a greenlet of ours (a coroutine, a child
+        process): log a failure, or record the result and give the user's
+        callback a greenlet of its own (we may be in a loop callback or the
+        pool's reader greenlet, neither of which may wait)."""
         if exc is not None:
-            logger.error("task %s (%s) failed in a child process", task.id, _name_of(task.target),
+            logger.error("task %s (%s) failed%s", task.id, _name_of(task.target), where,
                          exc_info=(type(exc), exc, exc.__traceback__))
             task._finish(TASK_STATUS_FAILED, exception=exc)
             return
-        task._finish(TASK_STATUS_COMPLETED, res.value)
+        task._finish(TASK_STATUS_COMPLETED, value)
         if task.callback is not None:
             gevent.spawn(self._run_callback, task)
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .checks import check_seconds
 from .priorities import TASK_NORMAL, check_priority
 from .tasks import _supervisor_or_default, wait_completed
 
@@ -177,7 +178,6 @@ class TaskCollection(FunctionCollection):
         supervisor: Any = None,
         poll_delay: Optional[float] = None,
     ) -> None:
-        from .supervisor import check_seconds
 
         super().__init__(on_error=on_error, on_error_kwargs=on_error_kwargs,
                          include_exceptions=include_exceptions)

@@ -28,6 +28,7 @@ import gevent
 from gevent.event import Event
 from gevent.hub import getcurrent
 
+from .checks import check_seconds
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
 
 __all__ = [
@@ -248,7 +249,6 @@ def background_task(
     Bad parameters raise ``TypeError``/``ValueError`` naming the parameter when
     ``background_task`` is called, not when the task runs.
     """
-    from .supervisor import check_seconds
 
     if name is not None and not isinstance(name, str):
         raise TypeError("name must be a string or None; got %r" % (name,))
@@ -306,7 +306,6 @@ def wait_completed(
     a greenlet of the supervisor's hub thread (not from a coroutine, whose
     loop it would hold: there, await the tasks' work instead).
     """
-    from .supervisor import check_seconds
 
     check_seconds(timeout, "timeout")
     single = isinstance(tasks, Task)

@@ -43,7 +43,8 @@ from gevent.hub import getcurrent
 
 from ..aio import Aloop
 from ..priorities import TASK_NORMAL, check_priority
-from ..supervisor import TaskSupervisor, check_seconds
+from ..checks import check_seconds
+from ..supervisor import TaskSupervisor
 
 __all__ = ["Worker", "Halt", "logger"]
 

@@ -31,7 +31,7 @@ from typing import Any, Dict, Optional
 import gevent
 from gevent.hub import getcurrent
 
-from ..supervisor import check_seconds
+from ..checks import check_seconds
 from ..timers import TimerEntry
 from .base import Worker
 from .continuous import BackgroundWorker
