@@ -8,8 +8,7 @@ and *rows*: the lines of the table, computed from the medians of those figures
 A part function imports gevent and gworker inside itself: the child process
 monkey-patches (when the scenario says so) before anything imports them.
 
-Adding a scenario (e.g. the async-queue one once ``gworker.aio`` lands, or the
-process-pool round trips once ``gworker.processes`` lands): write its part
+Adding a scenario: write its part
 functions here, each returning a flat dict of numbers, and append a
 ``Scenario(...)`` to ``REGISTRY`` at the bottom with its rows. Register only
 what really measures: a scenario that is not ready is simply not listed.
@@ -650,12 +649,191 @@ def tasks_raw(quick: bool) -> Figures:
     return {"tasks_per_s": n / elapsed}
 
 
+# == 7. queue worker, async executor =================================================================
+
+def async_queue_gworker(quick: bool) -> Figures:
+    import gevent
+    from gevent.event import Event
+
+    from gworker import BackgroundQueueWorker, TaskSupervisor
+
+    n = _queue_n(quick)
+    sup = TaskSupervisor("bench")
+    sup.start()
+    aloop = sup.create_aloop("bench")
+    done = Event()
+    count = [0]
+
+    async def run(task, **kwargs):
+        count[0] += 1
+        if count[0] == n:
+            done.set()
+
+    worker = BackgroundQueueWorker(func=run, loop=aloop, supervisor=sup)
+    worker.start()
+    gevent.sleep(0.03)
+    t0 = time.perf_counter()
+    for i in range(n):
+        worker.put_threadsafe(i)
+    lag = LagMeter()
+    done.wait()
+    elapsed = time.perf_counter() - t0
+    figures = lag.stop()
+    worker.stop()
+    sup.stop()
+    figures["items_per_s"] = n / elapsed
+    return figures
+
+
+def async_queue_raw(quick: bool) -> Figures:
+    import asyncio
+
+    n = _queue_n(quick)
+
+    async def main() -> float:
+        q: asyncio.Queue = asyncio.Queue()
+        done = asyncio.get_running_loop().create_future()
+
+        async def consume():
+            count = 0
+            while True:
+                await q.get()
+                count += 1
+                if count == n:
+                    done.set_result(None)
+                    return
+
+        consumer = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.03)
+        t0 = time.perf_counter()
+        for i in range(n):
+            q.put_nowait(i)
+        await done
+        elapsed = time.perf_counter() - t0
+        await consumer
+        return elapsed
+
+    loop = asyncio.new_event_loop()
+    try:
+        elapsed = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    return {"items_per_s": n / elapsed}
+
+
+# == 8. process-pool round trips ======================================================================
+
+MP_PROCESSES = 2
+
+
+def _mp_n(quick: bool) -> int:
+    return 300 if quick else 2_000
+
+
+def mp_tiny(x, **kwargs):
+    """The tiny task: module-level, so it travels to the child by reference."""
+    return x
+
+
+def _mp_worker_class():
+    # Made on first use (gworker is imported only inside the child, after patching);
+    # its static run is the module-level mp_tiny, so it pickles by reference.
+    from gworker import BackgroundQueueWorker
+
+    class MPQueueWorker(BackgroundQueueWorker):
+        run = staticmethod(mp_tiny)
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.count = 0
+            self.done = None
+
+        def process_result(self, result):
+            self.count += 1
+            if self.count == self.n:
+                self.done.set()
+
+    return MPQueueWorker
+
+
+def process_pool_gworker(quick: bool) -> Figures:
+    import gevent
+    from gevent.event import Event
+
+    from gworker import TT_MP, TaskSupervisor
+
+    n = _mp_n(quick)
+    sup = TaskSupervisor("bench")
+    sup.start()
+    sup.create_mp_pool(processes=MP_PROCESSES)
+    # warm up: every child forked and answering
+    for task in [sup.put_task(mp_tiny, args=(0,), tt=TT_MP) for _ in range(MP_PROCESSES * 4)]:
+        task.wait(30)
+    figures: Figures = {}
+
+    # 1. a static-run queue worker: its items run one after another
+    worker = _mp_worker_class()(supervisor=sup)
+    worker.n, worker.done = n, Event()
+    worker.start()
+    gevent.sleep(0.01)
+    t0 = time.perf_counter()
+    for i in range(n):
+        worker.put_threadsafe(i)
+    worker.done.wait()
+    figures["worker_seq_per_s"] = n / (time.perf_counter() - t0)
+    worker.stop()
+
+    # 2. put_task(tt=TT_MP), each waited for before the next
+    t0 = time.perf_counter()
+    for i in range(n):
+        sup.put_task(mp_tiny, args=(i,), tt=TT_MP).wait()
+    figures["task_seq_per_s"] = n / (time.perf_counter() - t0)
+
+    # 3. put_task(tt=TT_MP), all in flight
+    done = Event()
+    count = [0]
+
+    def callback(result):
+        count[0] += 1
+        if count[0] == n:
+            done.set()
+
+    t0 = time.perf_counter()
+    for i in range(n):
+        sup.put_task(mp_tiny, args=(i,), tt=TT_MP, callback=callback)
+    done.wait()
+    figures["task_flight_per_s"] = n / (time.perf_counter() - t0)
+
+    # 4. the pool itself (ProcessPool.submit, no admission by priority), all in flight
+    pool = sup.mp_pool
+    t0 = time.perf_counter()
+    for result in [pool.submit(mp_tiny, (i,)) for i in range(n)]:
+        result.get()
+    figures["pool_flight_per_s"] = n / (time.perf_counter() - t0)
+    sup.stop()
+    return figures
+
+
+def process_pool_mp(quick: bool) -> Figures:
+    import multiprocessing
+
+    n = _mp_n(quick)
+    with multiprocessing.get_context("fork").Pool(MP_PROCESSES) as pool:
+        for r in [pool.apply_async(mp_tiny, (0,)) for _ in range(MP_PROCESSES * 4)]:
+            r.get(30)
+        t0 = time.perf_counter()
+        for i in range(n):
+            pool.apply_async(mp_tiny, (i,)).get()
+        seq = n / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        results = [pool.apply_async(mp_tiny, (i,)) for i in range(n)]
+        for r in results:
+            r.get()
+        flight = n / (time.perf_counter() - t0)
+    return {"seq_per_s": seq, "flight_per_s": flight}
+
+
 # == the registry =================================================================================
-# Not registered yet, to be added by the lead when their modules land (see the
-# module docstring): "async-queue" (BackgroundQueueWorker with an async executor
-# vs a coroutine looping on asyncio.Queue; target ≥ 0.2) and "process-pool"
-# (2,000 sequential and 2,000 in-flight round trips vs multiprocessing.Pool's
-# apply_async in an un-patched process; target ≥ 2×).
 
 REGISTRY: List[Scenario] = [
     Scenario(
@@ -731,6 +909,34 @@ REGISTRY: List[Scenario] = [
             Row("tasks/s", "", "gworker.tasks_per_s", ["raw.tasks_per_s"], "≥ 0.5× gevent.pool.Pool",
                 lambda m: _cmp(_ratio(m, "gworker.tasks_per_s", "raw.tasks_per_s"), lambda r: r >= 0.5)),
         ],
+    ),
+    Scenario(
+        "async-queue", "queue worker: put_threadsafe from the hub, async executor on an aloop", True,
+        {"gworker": async_queue_gworker, "raw": async_queue_raw},
+        [
+            Row("items/s", "", "gworker.items_per_s", ["raw.items_per_s"], "≥ 0.2× asyncio.Queue loop",
+                lambda m: _cmp(_ratio(m, "gworker.items_per_s", "raw.items_per_s"), lambda r: r >= 0.2)),
+            Row("hub lag max", "ms", "gworker.lag_max_ms", [], "(reported; yields every ≤ 5 ms)",
+                lambda m: None),
+        ],
+    ),
+    Scenario(
+        "process-pool", "process-pool round trips, 2 children, tiny tasks", True,
+        {"gworker": process_pool_gworker, "mp": process_pool_mp},
+        [
+            Row("one after another: static-run worker", "/s", "gworker.worker_seq_per_s", ["mp.seq_per_s"],
+                "≥ 2× multiprocessing.Pool",
+                lambda m: _cmp(_ratio(m, "gworker.worker_seq_per_s", "mp.seq_per_s"), lambda r: r >= 2.0)),
+            Row("one after another: put_task(TT_MP)", "/s", "gworker.task_seq_per_s", ["mp.seq_per_s"],
+                "≥ 2× multiprocessing.Pool",
+                lambda m: _cmp(_ratio(m, "gworker.task_seq_per_s", "mp.seq_per_s"), lambda r: r >= 2.0)),
+            Row("2,000 in flight: put_task(TT_MP)", "/s", "gworker.task_flight_per_s", ["mp.flight_per_s"],
+                "≥ 2× multiprocessing.Pool",
+                lambda m: _cmp(_ratio(m, "gworker.task_flight_per_s", "mp.flight_per_s"), lambda r: r >= 2.0)),
+            Row("2,000 in flight: ProcessPool.submit", "/s", "gworker.pool_flight_per_s", ["mp.flight_per_s"],
+                "(reported: the pool without admission)", lambda m: None),
+        ],
+        plain_parts=("mp",),
     ),
 ]
 

@@ -212,6 +212,10 @@ class Aloop:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._greenlet: Optional[gevent.Greenlet] = None
         self._active = False
+        #: called (no arguments, in the loop) when a stop begins, before the
+        #: pending tasks are drained: lets a long-lived task that serves gworker
+        #: (an async queue worker's loop) end instead of keeping the loop alive.
+        self._stop_callbacks: List[Any] = []
 
     def __repr__(self) -> str:
         state = "active" if self._active else ("stopping" if self._greenlet else "stopped")
@@ -352,6 +356,11 @@ class Aloop:
 
     def _shutdown(self, loop: asyncio.AbstractEventLoop, cancel_tasks: bool) -> None:
         # In the loop's greenlet: finish (or cancel) what is pending, then stop.
+        for callback in list(self._stop_callbacks):
+            try:
+                callback()
+            except Exception:
+                logger.exception("aloop %s: stop callback %r failed", self.name, callback)
         loop.create_task(self._drain(loop, cancel_tasks))
 
     @staticmethod

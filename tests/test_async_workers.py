@@ -297,3 +297,270 @@ def test_unknown_loop_name_at_start(supervisor):
     assert not w.is_active()
     with pytest.raises(TypeError, match="_loop"):
         w.start(_loop=3)
+
+
+# -- the async queue worker's loop runs as a coroutine on its aloop (no task per item) --------------
+
+def test_async_queue_worker_runs_as_one_task_on_its_aloop(supervisor):
+    aloop = supervisor.create_aloop("q")
+    tasks = []
+
+    async def run(item, **kw):
+        tasks.append(asyncio.current_task())
+
+    w = BackgroundQueueWorker(func=run, loop=aloop, supervisor=supervisor)
+    w.start()
+    for i in range(5):
+        w.put_threadsafe(i)
+    wait_until(lambda: len(tasks) == 5)
+    assert w._greenlet is None and w._task is not None
+    assert all(t is w._task for t in tasks)  # the worker's own task: none made per item
+    w.stop()
+    assert w.is_stopped() and w._task is None
+    assert w.start()  # restart: a new task
+    w.put_threadsafe(5)
+    wait_until(lambda: len(tasks) == 6)
+    assert tasks[-1] is w._task and tasks[-1] is not tasks[0]
+    w.stop()
+
+
+def test_async_queue_burst_keeps_order_and_never_overlaps(supervisor):
+    n = 10_000
+    got, task_ids, running, overlaps = [], [], [0], []
+
+    async def run(item, *args, **kw):
+        running[0] += 1
+        if running[0] > 1:
+            overlaps.append(item)
+        assert args == ("a",) and kw["x"] == 1 and kw["_worker"] is w and kw["_name"] == "burst"
+        assert kw["o"] == "obj"
+        task_ids.append(kw["_task_id"])
+        if item % 7 == 0:
+            await asyncio.sleep(0)
+        if item % 1000 == 0:
+            await asyncio.sleep(0.001)
+            gevent.sleep(0)  # gevent-blocking inside the coroutine: other greenlets run
+        got.append(item)
+        running[0] -= 1
+
+    w = BackgroundQueueWorker(func=run, name="burst", o="obj", supervisor=supervisor)
+    w.start("a", x=1)
+    for i in range(n // 2):
+        w.put_threadsafe(i)
+    gevent.sleep(0.001)
+    for i in range(n // 2, n):  # more items while it works
+        w.put_threadsafe(i)
+    wait_until(lambda: len(got) == n, 20)
+    w.stop()
+    assert got == list(range(n)) and overlaps == []
+    assert len(set(task_ids)) == n and task_ids == sorted(task_ids)
+    info = w.get_info()
+    assert info["runs"] == n and info["errors"] == 0 and info["queue_length"] == 0
+    assert info["last_run"] is not None and info["last_duration"] is not None
+
+
+def test_async_queue_stop_mid_burst_leaves_the_rest_queued_and_drain_processes_it(supervisor):
+    got = []
+
+    async def run(item, **kw):
+        await asyncio.sleep(0)
+        got.append(item)
+
+    w = BackgroundQueueWorker(func=run, supervisor=supervisor)
+    w.start()
+    for i in range(5000):
+        w.put_threadsafe(i)
+    wait_until(lambda: len(got) >= 100)
+    w.stop()  # waits for the call in progress; takes no more items
+    assert w.is_stopped()
+    done = len(got)
+    assert got == list(range(done)) and done < 5000
+    assert w.get_queue_obj().qsize() == 5000 - done  # nothing lost, nothing half-taken
+    gevent.sleep(0.05)
+    assert len(got) == done
+    w.start()
+    wait_until(lambda: len(got) >= done + 50)
+    w.stop(drain=True)  # processes everything still queued, then stops
+    assert got == list(range(5000)) and w.get_queue_obj().qsize() == 0 and w.is_stopped()
+
+
+def test_async_queue_stop_while_idle_and_stop_wait_lets_the_call_finish(supervisor):
+    inside, finished = Event(), []
+
+    async def run(item, **kw):
+        inside.set()
+        await asyncio.sleep(0.1)
+        finished.append(item)
+
+    w = BackgroundQueueWorker(func=run, supervisor=supervisor)
+    w.start()
+    gevent.sleep(0.02)
+    t0 = time.monotonic()
+    w.stop()  # parked, waiting for an item: ends at once
+    assert w.is_stopped() and time.monotonic() - t0 < 0.5
+    w.start()
+    w.put_threadsafe("x")
+    w.put_threadsafe("y")
+    assert inside.wait(2)
+    w.stop()
+    assert finished == ["x"]  # the call in progress finished, nothing was cancelled
+    assert list(w.get_queue_obj().queue) == ["y"]
+
+
+def test_async_queue_stop_from_inside_the_executor_and_false(supervisor):
+    got = []
+
+    async def run(item, **kw):
+        got.append(item)
+        if item == 3:
+            kw["_worker"].stop()  # wait=True: must not deadlock
+            got.append("after stop")
+
+    w = BackgroundQueueWorker(func=run, supervisor=supervisor)
+    w.start()
+    for i in range(10):
+        w.put_threadsafe(i)
+    wait_until(w.is_stopped, 3)
+    assert got == [0, 1, 2, 3, "after stop"] and w.get_queue_obj().qsize() == 6
+
+    async def run2(item, **kw):
+        got.append(item)
+        return item != 5 and None
+
+    w2 = BackgroundQueueWorker(func=run2, supervisor=supervisor)
+    w2.start()
+    for i in range(4, 10):
+        w2.put_threadsafe(i)
+    wait_until(w2.is_stopped, 3)
+    assert got[5:] == [4, 5] and w2.get_queue_obj().qsize() == 4
+
+
+def test_async_queue_errors_hooks_and_await_put(supervisor, caplog):
+    errors, seen = [], []
+
+    class Hooked(BackgroundQueueWorker):
+        def before_queue_get(self):
+            seen.append("before")
+
+        def after_queue_get(self, task):
+            seen.append(("after", task))
+
+        async def run(self, item, **kw):
+            seen.append(("run", item))
+            if item == "bad":
+                raise ValueError("bad item")
+
+    w = Hooked(supervisor=supervisor, on_error=lambda: errors.append(sys.exc_info()[1]))
+    w.start()
+    feeder = supervisor.create_aloop("feeder")
+
+    async def feed():
+        for item in ("a", "bad", "b"):
+            await w.put(item)
+
+    feeder.run(feed())
+    wait_until(lambda: ("run", "b") in seen)
+    w.stop()
+    assert [s for s in seen if s != "before"] == [
+        ("after", "a"), ("run", "a"), ("after", "bad"), ("run", "bad"), ("after", "b"), ("run", "b")]
+    assert seen.count("before") >= 3 and seen[0] == "before"
+    assert len(errors) == 1 and isinstance(errors[0], ValueError) and w.errors == 1
+
+
+def test_tickers_keep_ticking_during_an_async_queue_burst(supervisor):
+    n = 100_000
+    count = [0]
+    aloop = supervisor.create_aloop("burst")
+    other = supervisor.create_aloop("other")
+    glet_ticks, coro_ticks, same_loop_ticks = [], [], []
+    stop = Event()
+
+    async def run(item, **kw):
+        count[0] += 1  # never awaits: only the worker's loop yields
+
+    def ticker():
+        while not stop.is_set():
+            glet_ticks.append(time.monotonic())
+            gevent.sleep(0.005)
+
+    async def coro_ticker(ticks):
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.005)
+
+    w = BackgroundQueueWorker(func=run, loop=aloop, supervisor=supervisor)
+    w.start()
+    t = gevent.spawn(ticker)
+    f1 = other.background_task(coro_ticker(coro_ticks))
+    f2 = aloop.background_task(coro_ticker(same_loop_ticks))
+    gevent.sleep(0.05)
+    start = time.monotonic()
+    for i in range(n):
+        w.put_threadsafe(i)
+    wait_until(lambda: count[0] == n, 30)
+    end = time.monotonic()
+    stop.set()
+    t.join(2)
+    wait_until(lambda: f1.done() and f2.done(), 2)
+    w.stop()
+    for ticks in (glet_ticks, coro_ticks, same_loop_ticks):
+        during = [x for x in ticks if start <= x <= end + 0.01]
+        gaps = [b - a for a, b in zip(during, during[1:])]
+        assert gaps and max(gaps) < 0.05, (len(during), max(gaps or [0]))
+
+
+def test_stopping_the_aloop_under_an_async_queue_worker_stops_it(supervisor, caplog):
+    aloop = supervisor.create_aloop("gone")
+    got = []
+
+    async def run(item, **kw):
+        got.append(item)
+
+    w = BackgroundQueueWorker(func=run, loop="gone", supervisor=supervisor)
+    w.start()
+    w.put_threadsafe(1)
+    wait_until(lambda: got == [1])
+    with caplog.at_level(logging.WARNING, logger="gworker"):
+        assert supervisor.stop_aloop("gone", wait=3) is True  # does not wait for ever
+    assert not aloop.is_active() and w.is_stopped()
+    assert "stopping" in caplog.text
+    w.put_threadsafe(2)
+    assert w.get_queue_obj().qsize() == 1  # stays queued
+
+
+def test_async_queue_worker_on_an_aloop_that_is_not_running(supervisor, caplog):
+    supervisor.create_aloop("idle", start=False)
+
+    async def run(item, **kw):
+        pass
+
+    w = BackgroundQueueWorker(func=run, loop="idle", supervisor=supervisor)
+    with caplog.at_level(logging.ERROR, logger="gworker"):
+        w.start()  # the greenlet loop: each item fails and is reported
+        w.put_threadsafe(1)
+        wait_until(lambda: w.errors == 1)
+    w.stop()
+    assert "not active" in caplog.text
+
+
+def test_graceful_shutdown_interrupts_an_async_queue_run_and_reports_its_item(supervisor):
+    from gworker.integrations.lifecycle import WorkerSet
+
+    done, reported = [], []
+
+    async def run(item, **kw):
+        await asyncio.sleep(0.05)
+        done.append(item)
+
+    q = BackgroundQueueWorker(func=run, supervisor=supervisor)
+    workers = WorkerSet(supervisor, on_undrained=lambda w, items: reported.extend(items))
+    workers.add(q)
+    workers.start()
+    for i in range(20):
+        q.put_threadsafe(i)
+    report = workers.shutdown(timeout=0.12)
+    assert report.elapsed < 0.12 + 0.5
+    gevent.sleep(0.1)
+    assert sorted(done + reported) == list(range(20))  # processed or reported, never both
+    assert reported and report.undrained[q.name] == reported
+    assert report.interrupted == {q.name: reported[0]}

@@ -526,3 +526,21 @@ def test_await_put_on_a_protocol_object(supervisor):
     wait_until(lambda: got == [0, 1, 2])
     w.stop()
     supervisor.stop_aloop("protocol-put")
+
+
+def test_a_protocol_object_with_an_async_executor_is_acked_failed_and_released(supervisor):
+    q = _ProtocolQueue()
+
+    async def run(item, **kw):
+        await asyncio.sleep(0)
+        if item == "bad":
+            raise ValueError("bad item")
+
+    w = BackgroundQueueWorker(func=run, q=q, supervisor=supervisor, on_error=lambda: None)
+    w.start()
+    for item in ("a", "bad", "b"):
+        w.put_threadsafe(item)
+    wait_until(lambda: ("ack", "b") in q.calls)
+    w.stop()
+    assert q.calls == [("get", "a"), ("ack", "a"), ("get", "bad"), ("fail", "bad", "bad item"),
+                       ("get", "b"), ("ack", "b"), ("release",)]

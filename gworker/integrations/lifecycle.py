@@ -196,9 +196,7 @@ class WorkerSet:
                 # progress so that its item is reported instead of being cut off by
                 # the process's exit (or finishing *and* being reported).
                 w._draining = False
-                glet = w._greenlet
-                if glet is not None:
-                    glet.kill(block=True, timeout=INTERRUPT_TIMEOUT)
+                w._interrupt(INTERRUPT_TIMEOUT)
                 in_progress = w._in_progress  # still set: the run did not return
                 if in_progress is not None:
                     interrupted[id(w)] = [in_progress[0]]

@@ -353,6 +353,14 @@ class Worker:
     def _launch(self, gen: int) -> None:
         raise NotImplementedError
 
+    def _interrupt(self, timeout: float) -> None:
+        """Abort the run in progress (``GreenletExit`` thrown into it) and wait
+        at most ``timeout`` seconds for the worker's loop to end. For a
+        graceful shutdown's deadline (see ``gworker.integrations.lifecycle``)."""
+        glet = self._greenlet
+        if glet is not None:
+            glet.kill(block=True, timeout=timeout)
+
     def _halt(self) -> None:
         """Interrupt the worker if it is parked waiting for work."""
         glet = self._greenlet
@@ -386,15 +394,52 @@ class Worker:
         try:
             result = self._invoke(pre, kw)
         except (Exception, gevent.Timeout):
-            self.errors += 1
-            self._failed()
-            return self._active
+            return self._run_failed()
         finally:
             self._ended = ended = monotonic()
             self.last_duration = ended - started
+        return self._outcome(result)
+
+    async def _execute_async(self, pre: tuple = ()) -> bool:
+        """``_execute`` for an ``async def`` executor, awaited by a coroutine
+        already running on the worker's aloop (a queue worker's loop, see
+        ``BackgroundQueueWorker``): the same keywords, stats and outcome, with
+        no task, no greenlet switch and no loop wake-up per call."""
+        kw = self._kw
+        kw["_task_id"] = task_id = next(_call_ids)
+        self.runs += 1
+        self._run_mono = started = monotonic()
+        try:
+            if self._plain_kw and len(pre) < 2:
+                if pre:
+                    result = await self._executor(pre[0], _name=kw["_name"], o=kw["o"], _worker=self,
+                                                  _task_id=task_id)
+                else:
+                    result = await self._executor(_name=kw["_name"], o=kw["o"], _worker=self, _task_id=task_id)
+            else:
+                result = await self._executor(*pre, *self._args, **kw)
+        except (Exception, gevent.Timeout):
+            return self._run_failed()
+        finally:
+            self._ended = ended = monotonic()
+            self.last_duration = ended - started
+        return self._outcome(result)
+
+    # The outcome routing, shared by every path that calls an executor.
+
+    def _outcome(self, result: Any) -> bool:
+        """After a call returned ``result``: ``False`` stops the worker; else
+        whether the worker is still active."""
         if result is False:
             self._active = False
             return False
+        return self._active
+
+    def _run_failed(self) -> bool:
+        """In the ``except`` block of a failed call: count it, route it to
+        on_error or the log; the worker goes on (returns whether it is active)."""
+        self.errors += 1
+        self._failed()
         return self._active
 
     @property

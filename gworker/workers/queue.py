@@ -12,12 +12,30 @@ compared in a ``PriorityQueue`` of tuples): a parked ``get()`` is interrupted
 instead. Items still queued at ``stop()`` stay in the queue and are processed
 after the next ``start()``; ``stop(drain=True)`` processes them first.
 
+An ``async def`` executor on a gevent queue: the worker's loop is itself a coroutine, one
+long-lived task on the worker's aloop per start (no greenlet of its own). It
+takes the items that are queued without switching and awaits the executor
+directly — no task, no loop wake-up and no greenlet switch per item. When the
+queue is empty it awaits a small greenlet parked in the queue's ``peek()``
+(which takes nothing out: an item is never held outside the queue while the
+worker waits), so putting an item wakes it through the hub. During a burst it
+lets the other coroutines of its loop and the hub run at least every few
+milliseconds. The rules are those of the sync loop: order, one call at a
+time, the hooks, ``False``, errors, ``stop()`` (with or without ``drain``), and
+``stop()`` from inside the executor. If its aloop is stopped under it, the
+worker stops (logged as a warning) and the items still queued stay queued.
+If the aloop is not running at ``start()``, the worker falls back to a greenlet
+that hands each item to the aloop (each call then fails and is reported, as
+for any other executor that cannot run).
+
 The queue-object protocol
 -------------------------
 ``q=`` also takes any object that follows this small protocol (duck-typed;
-:class:`gworker.redis_streams.RedisStreamQueue` is one). The worker has one
-loop for every queue; a gevent queue is simply an object of the protocol whose
-optional methods are absent.
+:class:`gworker.redis_streams.RedisStreamQueue` is one). The greenlet loop
+serves every queue; a gevent queue is simply an object of the protocol whose
+optional methods are absent. (A protocol object with an ``async def`` executor
+keeps that loop, each call handed to the aloop: the coroutine loop above
+relies on gevent's ``peek()``.)
 
 Required:
 
@@ -57,8 +75,9 @@ from typing import Any, Deque, Dict
 import gevent
 import gevent.queue
 
+from ..aio import AloopNotActive, await_greenlet
 from ..hubsafe import yield_to_hub
-from .base import YIELD_EVERY, Halt, Worker, _call_ids
+from .base import YIELD_EVERY, Halt, Worker, _call_ids, logger
 from .continuous import BackgroundWorker
 
 __all__ = ["BackgroundQueueWorker", "make_queue", "is_queue_object"]
@@ -136,6 +155,10 @@ class BackgroundQueueWorker(BackgroundWorker):
             # a protocol object takes items from any thread itself
             self.put_threadsafe = self._queue.put_threadsafe  # type: ignore[assignment]
             self.put = self._put_to_object  # type: ignore[assignment]
+        #: the async loop's task on the aloop (async executor), else None
+        self._task: Any = None
+        #: the greenlet parked in ``peek()`` while the async loop waits, else None
+        self._peeker: Any = None
 
     # -- feeding the queue --------------------------------------------------------------------
     def get_queue_obj(self) -> Any:
@@ -204,7 +227,31 @@ class BackgroundQueueWorker(BackgroundWorker):
     def _halt(self) -> None:
         if self._draining and self._queue.qsize():
             return  # the loop keeps taking items until the queue is empty
+        if self._task is not None:
+            # The async loop: wake it if it waits for an item (its peek greenlet
+            # takes nothing out of the queue); a running call is left alone.
+            peeker = self._peeker
+            if peeker is not None:
+                peeker.kill(block=False)
+            return
         super()._halt()
+
+    def _in_own_run(self, current: Any) -> bool:
+        # The async loop runs in its aloop's greenlet: waiting there for the
+        # loop to end could never end.
+        return self._task is not None and self._aloop is not None and current is self._aloop.greenlet
+
+    def _interrupt(self, timeout: float) -> None:
+        task = self._task
+        if task is None:
+            super()._interrupt(timeout)
+            return
+        loop = task.get_loop()
+        if not task.done() and not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)  # CancelledError in the running call
+        done = self._done
+        if done is not None and not self._in_own_run(gevent.getcurrent()):
+            done.wait(timeout)
 
     # -- hooks ----------------------------------------------------------------------------------
     def before_queue_get(self) -> None:
@@ -219,6 +266,94 @@ class BackgroundQueueWorker(BackgroundWorker):
         if self._fail is not None:
             self._failure = sys.exc_info()[1]
         super()._failed()
+
+    def _launch(self, gen: int) -> None:
+        if (getattr(self._invoke, "__func__", None) is Worker._invoke_async
+                and isinstance(self._queue, gevent.queue.Queue)):
+            # (a protocol object, which may want ack/fail/release, keeps the greenlet loop)
+            try:
+                self._task = self._aloop.background_task(self._aloop_loop(gen))
+                return
+            except (AloopNotActive, RuntimeError):
+                # not running (or a task cannot be made from here): the greenlet
+                # loop below hands each item to the aloop, and reports its failure
+                self._task = None
+        super()._launch(gen)
+
+    async def _aloop_loop(self, gen: int) -> None:
+        """The loop for an ``async def`` executor, as a task on the worker's aloop
+        (see the module docstring); the rules are ``_loop``'s."""
+        q = self._queue
+        self._in_progress = None
+        before = _overridden(self, "before_queue_get")
+        after = _overridden(self, "after_queue_get")
+        execute = self._execute_async
+        aloop = self._aloop
+        aloop._stop_callbacks.append(self._aloop_stopping)
+        last_yield = monotonic()
+        try:
+            while self._gen == gen:
+                if not self._active and not (self._draining and len(q)):
+                    break
+                if before is not None:
+                    before()
+                if len(q):
+                    # a burst: let this loop's other coroutines and the hub run
+                    # every few ms (the clock was read when the previous call ended)
+                    if self._ended - last_yield >= YIELD_EVERY:
+                        await _yield_async()
+                        last_yield = monotonic()
+                        if self._gen != gen:
+                            break
+                else:
+                    if not self._active:
+                        break
+                    await self._park_async(q)
+                    last_yield = monotonic()
+                    if self._gen != gen or (not self._active and not (self._draining and len(q))):
+                        break
+                try:
+                    task = q.get(False)  # ``get`` as the sync loop calls it, never waiting
+                except gevent.queue.Empty:  # another consumer of a shared queue took it
+                    continue
+                if after is not None:
+                    after(task)
+                # Set until the call returns: after an interrupt at shutdown it
+                # still names the item (see gworker.integrations.lifecycle).
+                pre = self._in_progress = (task,)
+                ok = await execute(pre)
+                self._in_progress = None
+                if not ok and not self._draining:
+                    break
+        finally:
+            try:
+                aloop._stop_callbacks.remove(self._aloop_stopping)
+            except ValueError:
+                pass
+            self._draining = False
+            if self._gen == gen:
+                self._task = None
+            self._finished(gen)
+
+    async def _park_async(self, q: gevent.queue.Queue) -> None:
+        """Wait until the queue has an item, or ``stop()`` (``_halt``) wakes us."""
+        peeker = self._peeker = gevent.spawn(q.peek)
+        self._parked = True
+        try:
+            await await_greenlet(peeker)
+        finally:
+            self._parked = False
+            self._peeker = None
+            if not peeker.dead:  # cancelled while waiting
+                peeker.kill(block=False)
+
+    def _aloop_stopping(self) -> None:
+        # The aloop's stop began (in its loop): end the worker, which would
+        # otherwise keep the loop from ever finishing its tasks.
+        if self._active:
+            logger.warning("worker %s: its aloop %s is stopping: the worker stops (queued items stay"
+                           " in its queue)", self.name, self._aloop.name if self._aloop else "?")
+            self.stop(wait=False)
 
     def _loop(self, gen: int) -> None:
         q = self._queue
@@ -313,8 +448,7 @@ class BackgroundQueueWorker(BackgroundWorker):
                 try:
                     result = executor(task, _name=name, o=o, _worker=self, _task_id=task_id)
                 except (Exception, gevent.Timeout):
-                    self.errors += 1
-                    self._failed()
+                    self._run_failed()
                     result = None
                 finally:
                     self._ended = ended = monotonic()
@@ -344,6 +478,13 @@ def _overridden(worker: BackgroundQueueWorker, hook: str) -> Any:
     if getattr(bound, "__func__", None) is getattr(BackgroundQueueWorker, hook):
         return None
     return bound
+
+
+async def _yield_async() -> None:
+    """From a coroutine on an aloop: let the loop's other coroutines run, then
+    the hub (other greenlets, other aloops, timers and I/O)."""
+    await asyncio.sleep(0)
+    yield_to_hub()
 
 
 def _put_all(q: gevent.queue.Queue, items: list) -> None:
