@@ -442,7 +442,7 @@ class BackgroundQueueWorker(BackgroundWorker):
         started = monotonic()
         try:
             while True:
-                kw["_task_id"] = task_id = next(_call_ids)
+                task_id = next(_call_ids)
                 self.runs += 1
                 self._run_mono = started
                 try:
