@@ -240,8 +240,10 @@ def background_task(
       aloop, else the supervisor's own. Priority does not apply (as in
       atasker).
     * ``delay``: start that many seconds later (the task is ``DELAYED`` until
-      then). ``callback(result)`` runs in its own greenlet once ``f``
-      returned (for every task type; atasker used it for ``TT_MP`` only).
+      then). ``callback(result)`` runs in a greenlet once ``f`` returned (for
+      every task type; atasker used it for ``TT_MP`` only): a thread task's in
+      its own, process and coroutine tasks' one after another in one greenlet
+      of the supervisor.
     * ``supervisor`` (a gworker extension): the :class:`TaskSupervisor` to run
       on; default ``task_supervisor``, looked up at each call. A supervisor
       that is not started is started (logged at INFO).

@@ -149,3 +149,17 @@ def test_set_mp_pool_bad_input(supervisor):
     with pytest.raises(ValueError, match="pool_size"):
         supervisor.set_mp_pool(pool_size=-1)
     assert supervisor.mp_pool is None
+
+
+def test_mp_task_callbacks_run_in_order_in_one_greenlet(mp_supervisor):
+    import gevent as _gevent
+
+    seen = []
+    tasks = [mp_supervisor.put_task(mp_workers.square, args=(i,), tt=TT_MP,
+                                    callback=lambda r: seen.append((r[0], _gevent.getcurrent())))
+             for i in range(20)]
+    for task in tasks:
+        task.wait(15)
+    wait_until(lambda: len(seen) == 20, 5)
+    assert sorted(r for r, _ in seen) == [i * i for i in range(20)]
+    assert len({g for _, g in seen}) <= 3  # no greenlet per callback (one drainer at a time)
