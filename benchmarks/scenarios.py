@@ -162,8 +162,27 @@ def _queue_n(quick: bool) -> int:
     return 20_000 if quick else 100_000
 
 
-def queue_gworker(quick: bool) -> Figures:
+def _drain_queue_worker(sup: Any, worker: Any, n: int, done: Any) -> Figures:
+    """Put ``n`` items from the hub, time until the executor set ``done``, and
+    measure the hub's lag while the worker drains; stop the worker and ``sup``."""
     import gevent
+
+    worker.start()
+    gevent.sleep(0.03)
+    t0 = time.perf_counter()
+    for i in range(n):
+        worker.put_threadsafe(i)
+    lag = LagMeter()  # the drain: the loop above never yields, put() does not switch
+    done.wait()
+    elapsed = time.perf_counter() - t0
+    figures = lag.stop()
+    worker.stop()
+    sup.stop()
+    figures["items_per_s"] = n / elapsed
+    return figures
+
+
+def queue_gworker(quick: bool) -> Figures:
     from gevent.event import Event
 
     from gworker import BackgroundQueueWorker, TaskSupervisor
@@ -179,20 +198,7 @@ def queue_gworker(quick: bool) -> Figures:
         if count[0] == n:
             done.set()
 
-    worker = BackgroundQueueWorker(func=run, supervisor=sup)
-    worker.start()
-    gevent.sleep(0.03)
-    t0 = time.perf_counter()
-    for i in range(n):
-        worker.put_threadsafe(i)
-    lag = LagMeter()  # the drain: the loop above never yields, put() does not switch
-    done.wait()
-    elapsed = time.perf_counter() - t0
-    figures = lag.stop()
-    worker.stop()
-    sup.stop()
-    figures["items_per_s"] = n / elapsed
-    return figures
+    return _drain_queue_worker(sup, BackgroundQueueWorker(func=run, supervisor=sup), n, done)
 
 
 def queue_raw(quick: bool) -> Figures:
@@ -652,7 +658,6 @@ def tasks_raw(quick: bool) -> Figures:
 # == 7. queue worker, async executor =================================================================
 
 def async_queue_gworker(quick: bool) -> Figures:
-    import gevent
     from gevent.event import Event
 
     from gworker import BackgroundQueueWorker, TaskSupervisor
@@ -669,20 +674,7 @@ def async_queue_gworker(quick: bool) -> Figures:
         if count[0] == n:
             done.set()
 
-    worker = BackgroundQueueWorker(func=run, loop=aloop, supervisor=sup)
-    worker.start()
-    gevent.sleep(0.03)
-    t0 = time.perf_counter()
-    for i in range(n):
-        worker.put_threadsafe(i)
-    lag = LagMeter()
-    done.wait()
-    elapsed = time.perf_counter() - t0
-    figures = lag.stop()
-    worker.stop()
-    sup.stop()
-    figures["items_per_s"] = n / elapsed
-    return figures
+    return _drain_queue_worker(sup, BackgroundQueueWorker(func=run, loop=aloop, supervisor=sup), n, done)
 
 
 def async_queue_raw(quick: bool) -> Figures:
