@@ -121,7 +121,7 @@ import sys
 import traceback
 from collections import deque
 from multiprocessing import TimeoutError as _MPTimeoutError
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple
 
 import _socket
 import gevent
@@ -770,7 +770,7 @@ class ProcessPool:
         """Read results from ``child`` until its socket reports EOF or it exits."""
         recv = child.sock.recv
         on_reply = self._on_reply
-        partial: Optional[bytearray] = None  # an incomplete frame, read so far
+        reader = _FrameReader()
         while True:
             try:
                 data = recv(_RECV_SIZE)
@@ -783,16 +783,10 @@ class ProcessPool:
                 return
             if not data:
                 return
-            if partial is not None:
-                partial += data
-                data, partial = partial, None
-            for kind, payload, rest in _frames(data):
-                if payload is None:
-                    partial = rest
-                else:
-                    on_reply(child, kind, payload)
+            for kind, payload in reader.feed(data):
+                on_reply(child, kind, payload)
             self._refill(child)
-            if partial is None and not child.exited:
+            if reader.partial is None and not child.exited:
                 # All it sent so far is read: wait rather than ask again (a
                 # recv that would only say EAGAIN).
                 self._wait(child)
@@ -1000,6 +994,28 @@ def _frames(data: Any) -> Any:
         yield None, None, rest
 
 
+class _FrameReader:
+    """Frames out of a stream of socket reads, for both ends of a pipe:
+    ``feed(data)`` yields each complete ``(kind, payload)``; an incomplete tail
+    is kept in ``partial`` and completed by the next read."""
+
+    __slots__ = ("partial",)
+
+    def __init__(self) -> None:
+        self.partial: Optional[bytearray] = None
+
+    def feed(self, data: Any) -> Iterator[Tuple[int, Any]]:
+        partial = self.partial
+        if partial is not None:
+            partial += data
+            data, self.partial = partial, None
+        for kind, payload, rest in _frames(data):
+            if payload is None:
+                self.partial = rest
+            else:
+                yield kind, payload
+
+
 def _pickle_error(message: str, exc: BaseException) -> TaskPickleError:
     err = TaskPickleError("%s: %s: %s" % (message, type(exc).__name__, exc))
     err.__cause__ = exc
@@ -1125,7 +1141,7 @@ def _serve_parent(sock: Any, initializer: Any, initargs: tuple) -> int:  # pragm
             return 1
 
     frames: Deque[Tuple[int, Any]] = deque()
-    partial: Optional[bytearray] = None
+    reader = _FrameReader()
     while True:
         # Take the next frame, reading (through the child's own hub) if needed.
         while not frames:
@@ -1138,14 +1154,7 @@ def _serve_parent(sock: Any, initializer: Any, initargs: tuple) -> int:  # pragm
                 return 0
             if not data:
                 return 0  # the parent is gone
-            if partial is not None:
-                partial += data
-                data, partial = partial, None
-            for kind, payload, rest in _frames(data):
-                if payload is None:
-                    partial = rest
-                else:
-                    frames.append((kind, payload))
+            frames.extend(reader.feed(data))
         kind, payload = frames.popleft()
         if kind == _K_STOP:
             return 0
