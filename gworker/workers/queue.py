@@ -76,7 +76,7 @@ import gevent
 import gevent.queue
 
 from ..aio import AloopNotActive, await_greenlet
-from ..hubsafe import yield_to_hub
+from ..hubsafe import os_thread_ident, yield_to_hub
 from .base import YIELD_EVERY, Halt, Worker, _call_ids, logger
 from .continuous import BackgroundWorker
 
@@ -155,6 +155,8 @@ class BackgroundQueueWorker(BackgroundWorker):
             # a protocol object takes items from any thread itself
             self.put_threadsafe = self._queue.put_threadsafe  # type: ignore[assignment]
             self.put = self._put_to_object  # type: ignore[assignment]
+        #: the OS thread of the supervisor's hub, once started (put_threadsafe's fast path)
+        self._hub_ident: Any = None
         #: the async loop's task on the aloop (async executor), else None
         self._task: Any = None
         #: the greenlet parked in ``peek()`` while the async loop waits, else None
@@ -172,6 +174,9 @@ class BackgroundQueueWorker(BackgroundWorker):
         queue the calling greenlet waits). From another OS thread items are
         collected and handed to the hub in batches, in the order each thread
         put them."""
+        if self._hub_ident == os_thread_ident():
+            self._queue.put(task)  # the common case: from a greenlet of the hub
+            return
         hub = self.supervisor.foreign_hub()
         if hub is None:
             self._queue.put(task)
@@ -268,6 +273,7 @@ class BackgroundQueueWorker(BackgroundWorker):
         super()._failed()
 
     def _launch(self, gen: int) -> None:
+        self._hub_ident = os_thread_ident()  # (start() runs in the supervisor's hub thread)
         if (getattr(self._invoke, "__func__", None) is Worker._invoke_async
                 and isinstance(self._queue, gevent.queue.Queue)):
             # (a protocol object, which may want ack/fail/release, keeps the greenlet loop)
@@ -436,17 +442,20 @@ class BackgroundQueueWorker(BackgroundWorker):
         slot, it is time to yield (``yield_at``), or the worker stops; the
         result is ``_execute``'s."""
         q = self._queue
+        get = q.get
         executor = self._executor
         kw = self._kw
         name, o = kw["_name"], kw["o"]
+        ids = _call_ids
+        waiters = pool._waiters  # (the pool's list is only ever changed in place)
+        runs = self.runs
         started = monotonic()
         try:
             while True:
-                task_id = next(_call_ids)
-                self.runs += 1
+                self.runs = runs = runs + 1
                 self._run_mono = started
                 try:
-                    result = executor(task, _name=name, o=o, _worker=self, _task_id=task_id)
+                    result = executor(task, _name=name, o=o, _worker=self, _task_id=next(ids))
                 except (Exception, gevent.Timeout):
                     self._run_failed()
                     result = None
@@ -458,9 +467,9 @@ class BackgroundQueueWorker(BackgroundWorker):
                     return False
                 if not self._active or self._gen != gen:
                     return self._active
-                if pool._waiters or ended >= yield_at or not len(q):
+                if waiters or ended >= yield_at or not len(q):
                     return True
-                task = q.get()
+                task = get()
                 self._in_progress = (task,)
                 started = ended
         finally:
