@@ -1,22 +1,27 @@
 """Timers: when interval workers are due, kept in one heap per supervisor.
 
 A waiting interval worker costs one heap entry here, not a parked greenlet and
-not a libev timer of its own. One *dispatcher* greenlet sleeps until the earliest
-entry is due, then fires every due entry. Firing only *schedules* work (an
-interval run asks the pool for a slot and gets a greenlet when admitted), and
-the dispatcher yields to the hub every couple of milliseconds (or every
-``BATCH`` entries) while it fires, so ten thousand workers falling due in the
-same millisecond do not hold the hub for the whole batch: the hub is never late
-by more than a slice. Runs due at the same moment start in priority order within
-one batch (the pool's ready heap orders them); across batches, by due time.
+not a libev timer of its own. One libev timer watcher is armed for the earliest
+entry; when it fires, its callback (in the hub, no greenlet switch) fires every
+due entry and re-arms for the next. Adding an entry later than the armed time
+changes nothing, an earlier one re-arms the watcher: no wake-up either way.
+Firing only *schedules* work (an interval run asks the pool for a slot and gets
+a greenlet when admitted), and the callback stops after a couple of
+milliseconds (or ``BATCH`` entries) and leaves the rest to a zero timer, so ten
+thousand workers falling due in the same millisecond do not hold the hub for
+the whole batch: the hub is never late by more than a slice. Runs due at the
+same moment start in priority order within one batch (the pool's ready heap
+orders them); across batches, by due time.
 
-Entries are cancelled lazily: ``cancel()`` marks them, the dispatcher drops them
-when they reach the top of the heap.
+Entries are cancelled lazily: ``cancel()`` marks them; they are dropped when
+they reach the top of the heap.
 
-*Precise* entries (opt-in) make the dispatcher wake about a millisecond early
-and then yield with ``gevent.sleep(0)`` until the exact due time: much smaller
-timing error, at the cost of keeping one CPU busy for that last millisecond of
-each wait.
+The loop's timers wait in whole milliseconds, rounded up (libev on epoll), so a
+wake-up lands 0-1 ms after the time asked for, plus the OS's own latency. The
+watcher is armed ``LEAD`` (half a millisecond) before the earliest due time and
+fires every entry due within ``LEAD`` of now: runs land about
+evenly around their time (typically within half a millisecond either side)
+instead of always late. An entry may therefore fire up to ``LEAD`` early.
 """
 from __future__ import annotations
 
@@ -25,14 +30,14 @@ from itertools import count
 from time import monotonic
 from typing import Any, Callable, List, Optional
 
-import gevent
-from gevent.event import Event
+from gevent.hub import get_hub
 
-from .hubsafe import yield_to_hub
+from .logs import logger
 
-__all__ = ["Timers", "TimerEntry", "SLICE", "BATCH", "PRECISE_EARLY"]
+__all__ = ["Timers", "TimerEntry", "SLICE", "BATCH", "LEAD"]
 
-#: The dispatcher yields to the hub after firing entries for this many seconds.
+#: The callback leaves the rest to the next turn of the loop after firing
+#: entries for this many seconds.
 SLICE = 0.002
 #: ... or after firing this many entries, whichever comes first. Firing is cheap,
 #: the runs it starts are not: the runs fired in one slice all run before the
@@ -41,23 +46,24 @@ SLICE = 0.002
 #: objects into the oldest GC generation (measured with 10,000 workers due
 #: together: 40-60 ms of hub lag each second, mostly full collections).
 BATCH = 64
-#: How early the dispatcher wakes for a precise entry before yielding until due.
-PRECISE_EARLY = 0.0015
+#: How long before an entry's due time it may fire (see the
+#: module docstring).
+LEAD = 0.0005
 
 _seq = count()
+_INF = float("inf")
 
 
 class TimerEntry:
     """One scheduled call: ``fn(*args)`` at monotonic time ``due``."""
 
-    __slots__ = ("due", "seq", "fn", "args", "precise", "cancelled")
+    __slots__ = ("due", "seq", "fn", "args", "cancelled")
 
-    def __init__(self, due: float, fn: Callable[..., Any], args: tuple, precise: bool) -> None:
+    def __init__(self, due: float, fn: Callable[..., Any], args: tuple) -> None:
         self.due = due
         self.seq = next(_seq)
         self.fn = fn
         self.args = args
-        self.precise = precise
         self.cancelled = False
 
     def __lt__(self, other: "TimerEntry") -> bool:
@@ -69,83 +75,97 @@ class TimerEntry:
 
 
 class Timers:
-    """The heap of due times and the dispatcher greenlet that fires them."""
+    """The heap of due times and the one loop timer that fires them."""
 
     def __init__(self) -> None:
         self._heap: List[TimerEntry] = []
-        self._changed = Event()
-        self._glet: Optional[gevent.Greenlet] = None
+        self._loop: Any = None
+        #: the armed libev timer watcher, or None
+        self._timer: Any = None
+        #: when the armed watcher fires (monotonic), ``inf`` when none is armed
+        self._armed_at = _INF
         self._running = False
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def start(self) -> None:
-        """Start the dispatcher (in the calling thread's hub)."""
+        """Start firing entries (in the calling thread's hub)."""
         if self._running:
             return
         self._running = True
-        self._glet = gevent.spawn(self._dispatch)
+        self._loop = get_hub().loop
+        self._arm()
 
     def stop(self) -> None:
-        """Stop the dispatcher and drop every entry."""
+        """Stop firing and drop every entry."""
         self._running = False
         for entry in self._heap:
             entry.cancelled = True
         self._heap = []
-        glet, self._glet = self._glet, None
-        if glet is not None:
-            glet.kill(block=False)
+        self._disarm()
 
-    def add(self, due: float, fn: Callable[..., Any], *args: Any, precise: bool = False) -> TimerEntry:
-        """Call ``fn(*args)`` from the dispatcher greenlet at monotonic ``due``.
+    def add(self, due: float, fn: Callable[..., Any], *args: Any) -> TimerEntry:
+        """Call ``fn(*args)`` from a hub callback at monotonic ``due`` (at most
+        ``LEAD`` early).
 
         ``fn`` must not block: it should only schedule work."""
-        entry = TimerEntry(due, fn, args, precise)
-        heap = self._heap
-        heapq.heappush(heap, entry)
-        if heap[0] is entry:  # a new earliest time: the dispatcher sleeps too long
-            self._changed.set()
+        entry = TimerEntry(due, fn, args)
+        heapq.heappush(self._heap, entry)
+        if self._running and due - LEAD < self._armed_at:
+            self._arm()  # earlier than the watcher's time: re-arm it (no wake-up)
         return entry
 
-    def _dispatch(self) -> None:
-        heap = self._heap
-        changed = self._changed
-        while self._running:
-            heap = self._heap
-            while heap and heap[0].cancelled:
-                heapq.heappop(heap)
-            if not heap:
-                changed.clear()
-                changed.wait()
-                continue
-            head = heap[0]
-            wait = head.due - monotonic()
-            if head.precise:
-                wait -= PRECISE_EARLY
-            if wait > 0:
-                changed.clear()
-                changed.wait(wait)
-                continue
-            if head.precise:
-                # The last stretch before a precise entry: yield, do not sleep.
-                while monotonic() < head.due and not head.cancelled and not changed.is_set():
-                    gevent.sleep(0)
-            self._fire_due(heap)
+    def _disarm(self) -> None:
+        timer, self._timer = self._timer, None
+        self._armed_at = _INF
+        if timer is not None:
+            timer.close()
 
-    def _fire_due(self, heap: List[TimerEntry]) -> None:
+    def _arm(self, delay: Optional[float] = None) -> None:
+        """Arm the watcher for the earliest live entry (or in ``delay`` s)."""
+        heap = self._heap
+        while heap and heap[0].cancelled:
+            heapq.heappop(heap)
+        self._disarm()
+        if not heap:
+            return
+        now = monotonic()
+        at = heap[0].due - LEAD
+        if delay is None:
+            delay = at - now if at > now else 0.0
+        self._armed_at = now + delay
+        timer = self._timer = self._loop.timer(delay)
+        # update=True: measure from the current time, not the loop's cached one
+        timer.start(self._fire_due, update=True)
+
+    def _fire_due(self) -> None:
+        # A hub callback: every entry's fn only schedules work. Past the slice
+        # (or the batch), the rest waits for a zero timer, which fires only
+        # after the loop has run the greenlets just started and polled I/O.
+        self._timer = None
+        self._armed_at = _INF
+        heap = self._heap
         now = monotonic()
         slice_end = now + SLICE
         budget = BATCH
-        while heap and heap[0].due <= now:
-            entry = heapq.heappop(heap)
+        while heap:
+            entry = heap[0]
             if entry.cancelled:
+                heapq.heappop(heap)
                 continue
+            if entry.due > now + LEAD:
+                break
+            heapq.heappop(heap)
             entry.cancelled = True  # fired: cancelling it later is a no-op
-            entry.fn(*entry.args)
+            try:
+                entry.fn(*entry.args)
+            except Exception:  # pragma: no cover - fns only schedule
+                logger.exception("gworker timers: %r failed", entry.fn)
             budget -= 1
             if not budget or monotonic() >= slice_end:
-                yield_to_hub()  # let the hub run I/O, timers and the runs just started
-                now = monotonic()
-                slice_end = now + SLICE
-                budget = BATCH
+                if self._running:
+                    self._arm(0.0)
+                return
+        if self._running:
+            self._arm()

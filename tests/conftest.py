@@ -50,8 +50,8 @@ gevent.events.subscribers.append(_on_gevent_event)
 
 def _caused_by_gworker(event):
     # Only the blocked stack counts: the "Info:" part that follows lists every
-    # greenlet with the stack that spawned it, and a supervisor's timer
-    # dispatcher (spawned in gworker) is in that tree whoever blocked the hub.
+    # greenlet with the stack that spawned it, and greenlets spawned in gworker
+    # (a supervisor's, a worker's) are in that tree whoever blocked the hub.
     stack = []
     for line in event.info or ():
         if str(line).strip() == "Info:":

@@ -517,6 +517,48 @@ def test_precise_mode_keeps_a_tight_schedule(supervisor):
     assert median(errors) < 0.0003, ms(errors)  # without precise: ~0.6 ms
 
 
+def test_precise_runs_never_start_before_their_time(supervisor):
+    # The run is started PRECISE_EARLY ahead and yields until its exact time:
+    # the executor is never called before t_k = t0 + k * interval, where t0
+    # (the schedule's origin) is taken inside start(), so t0 >= t_start.
+    starts = []
+    w = BackgroundIntervalWorker(func=lambda **kw: starts.append(time.monotonic()),
+                                 interval=0.01, precise=True, supervisor=supervisor)
+    t_start = time.monotonic()
+    w.start()
+    wait_until(lambda: len(starts) >= 20, 5)
+    w.stop()
+    early = [t_start + k * 0.01 - s for k, s in enumerate(starts[:20]) if s < t_start + k * 0.01]
+    assert not early, "runs started early by %s" % ms(early)
+
+
+def test_timer_entries_fire_at_most_lead_early(supervisor):
+    # The heap fires entries up to LEAD early (to centre the loop's whole-ms
+    # wake-ups on the due time), never more.
+    from gworker.timers import LEAD
+
+    timers = supervisor.timers
+    fired = []
+    done = Event()
+    dues = [time.monotonic() + 0.003 + 0.0013 * i for i in range(40)]
+    for due in dues:
+        timers.add(due, lambda d: (fired.append((d, time.monotonic())), len(fired) == 40 and done.set()), due)
+    assert done.wait(5)
+    earliest = min(t - d for d, t in fired)
+    assert earliest >= -LEAD - 1e-6, "an entry fired %.3f ms early" % (-earliest * 1000)
+    assert [d for d, _ in fired] == sorted(dues), "entries fire in due order"
+
+
+def test_a_cancelled_timer_entry_does_not_fire(supervisor):
+    fired = []
+    entry = supervisor.timers.add(time.monotonic() + 0.01, fired.append, "cancelled")
+    supervisor.timers.add(time.monotonic() + 0.02, fired.append, "kept")
+    entry.cancel()
+    wait_until(lambda: fired, 2)
+    gevent.sleep(0.02)
+    assert fired == ["kept"]
+
+
 def test_precise_must_be_a_bool():
     with pytest.raises(TypeError, match="precise"):
         BackgroundIntervalWorker(func=lambda **kw: None, interval=1, precise="yes")

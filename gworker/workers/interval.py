@@ -19,9 +19,13 @@ Timing rules:
 * ``trigger()`` / ``trigger_threadsafe()`` ask for an extra run as soon as none
   is in progress; several during one run give one extra run. The regular
   schedule is not moved.
-* ``precise=True`` (opt-in) wakes about a millisecond early and yields until
-  the exact time: far smaller timing error, paid for with CPU in that last
-  millisecond of every wait.
+* runs land within about half a millisecond of their time, either side (the
+  timer heap fires up to ``gworker.timers.LEAD`` early, see there).
+* ``precise=True`` (opt-in): the run is started ``PRECISE_EARLY`` (1 ms) ahead,
+  and its greenlet yields (``gevent.sleep(0)``) until the exact time before
+  calling the executor: tens of microseconds of error instead of a
+  millisecond, paid for with a busy CPU (and the run's pool slot) for that last
+  stretch of every wait. A triggered run never waits.
 """
 from __future__ import annotations
 
@@ -36,7 +40,12 @@ from ..timers import TimerEntry
 from .base import Worker
 from .continuous import BackgroundWorker
 
-__all__ = ["BackgroundIntervalWorker"]
+__all__ = ["BackgroundIntervalWorker", "PRECISE_EARLY"]
+
+#: How long before its time a ``precise=True`` run is started (its greenlet
+#: then yields until the exact time). Covers the timer heap's usual wake-up
+#: error (see gworker.timers); a wake-up later than this makes the run late.
+PRECISE_EARLY = 0.001
 
 
 class BackgroundIntervalWorker(BackgroundWorker):
@@ -84,42 +93,49 @@ class BackgroundIntervalWorker(BackgroundWorker):
 
     def _schedule(self, gen: int) -> None:
         due = self._tick + (self.delay_before or 0.0)
-        self._entry = self.supervisor.timers.add(due, self._due, gen, precise=self.precise)
+        if self.precise:
+            self._entry = self.supervisor.timers.add(due - PRECISE_EARLY, self._due, gen, due)
+        else:
+            self._entry = self.supervisor.timers.add(due, self._due, gen, None)
 
-    def _due(self, gen: int) -> None:
-        # Called by the timer dispatcher: only schedules.
+    def _due(self, gen: int, until: Optional[float]) -> None:
+        # Called from the timer heap's hub callback: only schedules. ``until``: the exact
+        # time of a precise run.
         if gen != self._gen or not self._active:
             return
         self._entry = None
         if self._running:
             self._again = True
         else:
-            self._begin(gen)
+            self._begin(gen, until)
 
-    def _begin(self, gen: int) -> None:
+    def _begin(self, gen: int, until: Optional[float] = None) -> None:
         # The run's slot first, then its greenlet: a run waiting for a slot is
         # an entry in the pool's heap, not a parked greenlet (ten thousand runs
         # due at once on a pool of 110 used to mean ten thousand greenlets).
         self._running = True
         pool = self.supervisor.thread_pool
         if getattr(self._invoke, "__func__", None) is Worker._invoke_sync_slot:
-            pool.defer(self.priority, lambda: gevent.spawn(self._run, gen, True))
+            pool.defer(self.priority, lambda: gevent.spawn(self._run, gen, True, until))
         else:  # an invoker that does not take a thread-pool slot
-            pool.start_soon(self.priority, gevent.spawn, self._run, gen)
+            pool.start_soon(self.priority, gevent.spawn, self._run, gen, False, until)
 
-    def _run(self, gen: int, slot_held: bool = False) -> None:
+    def _run(self, gen: int, slot_held: bool = False, until: Optional[float] = None) -> None:
         self._run_glet = getcurrent()
         self._slot_held = slot_held  # the first call uses the slot defer() took
         try:
+            if until is not None:
+                # precise: yield, not sleep, until the exact time
+                while monotonic() < until and self._active and self._gen == gen:
+                    gevent.sleep(0)
             while self._active and self._gen == gen:
-                started = monotonic()
                 if not self._execute():
                     break
                 if self._again:
                     self._again = False
                     continue
                 if self._entry is None and self._active and self._gen == gen:
-                    self._next_tick(started)
+                    self._next_tick()
                     self._schedule(gen)
                 break
         finally:
@@ -131,7 +147,7 @@ class BackgroundIntervalWorker(BackgroundWorker):
             if not self._active and self._gen == gen:
                 self._finished(gen)
 
-    def _next_tick(self, started: float) -> None:
+    def _next_tick(self) -> None:
         now = monotonic()
         if self.interval is not None:
             tick = self._tick + self.interval
