@@ -135,6 +135,11 @@ class PriorityPool:
         """How many requests wait for a slot."""
         return sum(1 for _, _, w in self._waiters if w.state == _WAITING)
 
+    def queued(self) -> int:
+        """How many requests are in the heap: a cheap upper bound of
+        ``waiting`` (withdrawn requests count until they reach its top)."""
+        return len(self._waiters)
+
     # -- admission ----------------------------------------------------------
     def try_admit(self, priority: int) -> bool:
         """Take a slot at once if ``priority`` may have one now; never waits.

@@ -527,6 +527,9 @@ class ProcessPool:
         self._idle: List[_Child] = []
         self._children: List[_Child] = []
         self._backing_off: set = set()
+        #: how many calls wait to be submitted by a layer above (the supervisor's
+        #: admission by priority): counted as backlog when writing ahead (see _refill)
+        self.backlog_hint: Optional[Callable[[], int]] = None
         _register_atexit()
         self._slots = [gevent.spawn(self._run_slot, index) for index in range(self._processes)]
 
@@ -836,7 +839,12 @@ class ProcessPool:
     def _refill(self, child: _Child) -> None:
         """Give ``child`` queued calls: one when it has none, up to
         ``_PREFETCH`` while there is a backlog (at least one queued call per
-        child), so a busy child finds its next call already in its socket."""
+        child), so a busy child finds its next call already in its socket.
+
+        The backlog counts the calls waiting above the pool (``backlog_hint``,
+        e.g. ``put_task`` calls not yet admitted): a layer that admits only a few
+        calls at a time would otherwise never leave a queue long enough to write
+        ahead, and the children would wait for each round trip."""
         if child.retiring or child.idle:
             return
         calls = child.calls
@@ -853,16 +861,20 @@ class ProcessPool:
             return
         # Its fair share of the backlog (at least one call, at most _PREFETCH),
         # so that calls are written ahead only when every child will be busy.
-        room = max(1, min(_PREFETCH, len(queue) // self._processes)) - len(calls)
+        backlog = len(queue)
+        if self.backlog_hint is not None:
+            backlog += self.backlog_hint()
+        room = max(1, min(_PREFETCH, backlog // self._processes)) - len(calls)
         if self._maxtasks is not None:
             room = min(room, self._maxtasks - child.nsent)
         if room <= 0:
             return
+        room = min(room, len(queue))
         if room == 1:
             self._give(child, [queue.popleft()])
         else:
             popleft = queue.popleft
-            self._give(child, [popleft() for _ in range(min(room, len(queue)))])
+            self._give(child, [popleft() for _ in range(room)])
 
     def _give(self, child: _Child, batch: List[Tuple[bytes, ProcessResult]]) -> None:
         """Write ``batch`` (``(frame, result)`` pairs) to ``child`` in one send."""

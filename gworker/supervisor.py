@@ -284,6 +284,8 @@ class TaskSupervisor:
             old.shutdown(wait=False)
         if self.mp_admission is None:
             self.mp_admission = PriorityPool(pool.processes * MP_CALLS_PER_PROCESS, 0, 0, hub=pool._hub)
+        # calls still waiting for admission are backlog: the pool writes ahead for them
+        pool.backlog_hint = self.mp_admission.queued
         return pool
 
     def set_mp_pool(

@@ -48,3 +48,9 @@ class CountingIntervalWorker(BackgroundIntervalWorker):
 
 def square(x, **kwargs):
     return x * x, sorted(kwargs)
+
+
+
+def echo_task(value, **_kwargs):
+    """Return ``value``: a tiny put_task(tt=TT_MP) target (it takes ``_task_id``)."""
+    return value

@@ -164,3 +164,41 @@ def test_mp_task_callbacks_run_in_order_in_one_greenlet(mp_supervisor):
     assert sorted(r for r, _ in seen) == [i * i for i in range(20)]
     # no greenlet per callback: one drainer runs those that finished together
     assert len({g for _, g in seen}) < len(seen)
+
+
+
+def test_tasks_waiting_for_admission_let_the_pool_write_ahead(monkeypatch):
+    # put_task(TT_MP) admits a few calls per child at a time; the calls still
+    # waiting for admission count as backlog, so a busy child is kept up to
+    # _PREFETCH calls ahead instead of waiting a round trip for most calls
+    # (without that, at most 5 were ever in a child's socket here).
+    from gworker import processes
+
+    depths = []
+    on_reply = processes.ProcessPool._on_reply
+
+    def recording(self, child, kind, payload):
+        depths.append(len(child.calls))  # calls written to it, the answered one included
+        return on_reply(self, child, kind, payload)
+
+    monkeypatch.setattr(processes.ProcessPool, "_on_reply", recording)
+    sup = TaskSupervisor()
+    sup.start()
+    try:
+        sup.create_mp_pool(processes=2)
+        n = 600
+        done = Event()
+        finished = [0]
+
+        def callback(_result):
+            finished[0] += 1
+            if finished[0] == n:
+                done.set()
+
+        for i in range(n):
+            sup.put_task(mp_workers.echo_task, args=(i,), tt=TT_MP, callback=callback)
+        assert done.wait(30)
+    finally:
+        sup.stop()
+    steady = depths[n // 4:3 * n // 4]
+    assert max(steady) == processes._PREFETCH, "children held at most %d calls" % max(steady)
