@@ -9,8 +9,19 @@ from gevent.event import Event
 
 import gworker
 from gworker import TASK_LOW, BackgroundIntervalWorker
+from gworker.workers import interval as interval_module
 
 from conftest import Ticker, greenlet_count, wait_until
+
+
+@pytest.fixture(autouse=True, params=["kept", "heap"])
+def waiting(request, monkeypatch):
+    """Every test runs twice: short intervals in a greenlet the worker keeps
+    (the default below KEEP_GREENLET), and in the timer heap, as longer ones
+    always are."""
+    if request.param == "heap":
+        monkeypatch.setattr(interval_module, "KEEP_GREENLET", 0.0)
+    return request.param
 
 
 class Recorder:
@@ -240,6 +251,23 @@ def test_trigger_runs_an_extra_run(supervisor):
     assert len(starts) == 4
 
 
+def test_trigger_wakes_a_short_interval_worker_without_moving_its_schedule(supervisor):
+    starts = []
+    w = BackgroundIntervalWorker(func=lambda **kw: starts.append(time.monotonic()), interval=0.08,
+                                 supervisor=supervisor)
+    w.start()
+    wait_until(lambda: len(starts) == 1)
+    gevent.sleep(0.02)
+    sent = time.monotonic()
+    w.trigger_threadsafe()
+    wait_until(lambda: len(starts) == 2, timeout=1)
+    assert starts[1] - sent < 0.015, "a waiting worker runs at once when triggered"
+    wait_until(lambda: len(starts) == 3, timeout=1)
+    w.stop()
+    assert abs(starts[2] - (starts[0] + 0.08)) < 0.01, "the schedule moved: %s" % ms(
+        [s - starts[0] for s in starts])
+
+
 def test_trigger_from_a_native_thread(supervisor):
     from conftest import native_thread
 
@@ -274,6 +302,34 @@ def test_an_idle_interval_worker_has_no_greenlet(supervisor):
     for w in workers:
         w.stop()
     assert greenlet_count() - before < 10
+
+
+def test_a_short_interval_worker_keeps_one_greenlet_and_a_long_one_none(supervisor, waiting):
+    before = greenlet_count()
+    short = BackgroundIntervalWorker(func=lambda **kw: None, interval=0.05, supervisor=supervisor)
+    long = BackgroundIntervalWorker(func=lambda **kw: None, interval=0.2, supervisor=supervisor)
+    short.start()
+    long.start()
+    gevent.sleep(0.12)  # both waiting for a later run
+    kept = greenlet_count() - before
+    short.stop()
+    long.stop()
+    assert kept == (1 if waiting == "kept" else 0), "%d greenlets while waiting" % kept
+    assert greenlet_count() == before
+
+
+def test_stop_ends_a_long_wait_at_once(supervisor):
+    rec = Recorder()
+    w = BackgroundIntervalWorker(func=rec, delay=0.09, delay_before=0.01, supervisor=supervisor)
+    w.start()
+    wait_until(lambda: rec.starts, 2)
+    gevent.sleep(0.01)  # now waiting ~0.09 s for the next run
+    t = time.monotonic()
+    w.stop()
+    assert time.monotonic() - t < 0.03
+    assert w.is_stopped()
+    gevent.sleep(0.12)
+    assert len(rec.starts) == 1, "no run after stop()"
 
 
 def test_many_due_together_keep_the_hub_responsive(supervisor):
