@@ -7,6 +7,7 @@ general path too). An interval run takes its pool slot before it gets a
 greenlet.
 """
 import gevent
+import gevent.queue
 from gevent.event import Event
 
 from gworker import TASK_HIGH, BackgroundQueueWorker
@@ -37,6 +38,36 @@ def test_burst_calls_are_exactly_the_general_calls(supervisor):
     assert supervisor.thread_pool.running == 0  # given back once the queue is empty
     w.stop()
     assert supervisor.thread_pool.running == 0
+
+
+def test_burst_keeps_the_order_of_priority_and_lifo_queues(supervisor):
+    # The burst takes items as the queue's own get() would: by priority, last in first out.
+    for q, items, expected in [
+        (gevent.queue.PriorityQueue(), [5, 1, 4, 2, 3], [1, 2, 3, 4, 5]),
+        (gevent.queue.LifoQueue(), [1, 2, 3, 4, 5], [5, 4, 3, 2, 1]),
+    ]:
+        seen = []
+        for item in items:
+            q.put(item)
+        w = BackgroundQueueWorker(func=lambda task, **kw: seen.append(task), q=q, supervisor=supervisor)
+        w.start()
+        wait_until(lambda: len(seen) == 5)
+        w.stop()
+        assert seen == expected, type(q).__name__
+
+
+def test_burst_on_a_bounded_queue_wakes_its_putters(supervisor):
+    # A bounded queue: producers wait in put() while it is full; every item
+    # they put gets through, in order, while the worker takes them in bursts.
+    q = gevent.queue.Queue(maxsize=3)
+    seen = []
+    w = BackgroundQueueWorker(func=lambda task, **kw: seen.append(task), q=q, supervisor=supervisor)
+    producer = gevent.spawn(lambda: [q.put(i) for i in range(200)])
+    w.start()
+    wait_until(lambda: len(seen) == 200, timeout=5)
+    assert producer.dead
+    w.stop()
+    assert seen == list(range(200))
 
 
 def test_burst_failures_and_false(supervisor):

@@ -442,7 +442,13 @@ class BackgroundQueueWorker(BackgroundWorker):
         slot, it is time to yield (``yield_at``), or the worker stops; the
         result is ``_execute``'s."""
         q = self._queue
-        get = q.get
+        items = q.queue  # gevent's Queue keeps its items in this deque
+        if type(q) in _PLAIN_FIFO and q.maxsize is None:
+            # Unbounded, so no putter ever waits to be woken: taking the next
+            # item is the deque's popleft, which is all get() would do here.
+            get = items.popleft
+        else:
+            get = q.get
         executor = self._executor
         kw = self._kw
         name, o = kw["_name"], kw["o"]
@@ -467,7 +473,7 @@ class BackgroundQueueWorker(BackgroundWorker):
                     return False
                 if not self._active or self._gen != gen:
                     return self._active
-                if waiters or ended >= yield_at or not len(q):
+                if waiters or ended >= yield_at or not items:
                     return True
                 task = get()
                 self._in_progress = (task,)
@@ -479,6 +485,10 @@ class BackgroundQueueWorker(BackgroundWorker):
         info = super().get_info()
         info["queue_length"] = self._queue.qsize()
         return info
+
+
+#: gevent queue classes whose get() takes the oldest item of ``queue`` (a deque)
+_PLAIN_FIFO = (gevent.queue.Queue, gevent.queue.JoinableQueue)
 
 
 def _overridden(worker: BackgroundQueueWorker, hook: str) -> Any:
