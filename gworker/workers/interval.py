@@ -123,15 +123,13 @@ class BackgroundIntervalWorker(BackgroundWorker):
             while self._active and self._gen == gen:
                 triggered = self._again
                 if not triggered:
-                    due = self._tick + (self.delay_before or 0.0)
+                    due = self._scheduled_time()
                     wait = due - (PRECISE_EARLY if self.precise else LEAD) - monotonic()
                     if wait > 0:
                         self._sleep(hub, wait)
                         triggered = self._again
                     if self.precise and not triggered:
-                        # yield, not sleep, until the exact time
-                        while monotonic() < due and self._active and self._gen == gen:
-                            gevent.sleep(0)
+                        self._yield_until(gen, due)
                     if not (self._active and self._gen == gen):
                         break
                 self._again = False
@@ -149,6 +147,15 @@ class BackgroundIntervalWorker(BackgroundWorker):
             self._run_glet = None
             self._finished(gen)
 
+    def _scheduled_time(self) -> float:
+        """When the next scheduled run is due (monotonic)."""
+        return self._tick + (self.delay_before or 0.0)
+
+    def _yield_until(self, gen: int, until: float) -> None:
+        """Precise mode's last stretch: yield, not sleep, until ``until``."""
+        while monotonic() < until and self._active and self._gen == gen:
+            gevent.sleep(0)
+
     def _sleep(self, hub: Any, seconds: float) -> None:
         # As gevent.sleep (a bare loop timer: no Timeout raised at the end, whose
         # cost would land between the wake-up and the run), but a trigger may
@@ -163,7 +170,7 @@ class BackgroundIntervalWorker(BackgroundWorker):
             timer.close()
 
     def _schedule(self, gen: int) -> None:
-        due = self._tick + (self.delay_before or 0.0)
+        due = self._scheduled_time()
         if self.precise:
             self._entry = self.supervisor.timers.add(due - PRECISE_EARLY, self._due, gen, due)
         else:
@@ -196,9 +203,7 @@ class BackgroundIntervalWorker(BackgroundWorker):
         self._slot_held = slot_held  # the first call uses the slot defer() took
         try:
             if until is not None:
-                # precise: yield, not sleep, until the exact time
-                while monotonic() < until and self._active and self._gen == gen:
-                    gevent.sleep(0)
+                self._yield_until(gen, until)
             while self._active and self._gen == gen:
                 if not self._execute():
                     break
