@@ -143,8 +143,7 @@ class Timers:
         # A hub callback: every entry's fn only schedules work. Past the slice
         # (or the batch), the rest waits for a zero timer, which fires only
         # after the loop has run the greenlets just started and polled I/O.
-        self._timer = None
-        self._armed_at = _INF
+        self._disarm()  # (closes the watcher that just fired)
         heap = self._heap
         now = monotonic()
         slice_end = now + SLICE
