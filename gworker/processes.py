@@ -70,6 +70,25 @@ How it works
   not started (a child runs them in order): they go back to the head of the
   queue; only the call that was running fails.
 
+* **A child waiting for its next call.** When nothing else runs in a child (the
+  calls left no greenlet or timer behind) it waits in ``poll()`` on its socket,
+  not in a turn of its own hub: fewer system calls. Calls that keep coming one
+  after another (each submitted once the last is done) cost a wake-up of a
+  sleeping process each way, and on a virtual machine that is most of a round
+  trip (a cross-CPU interrupt and the idle CPU's exit: ~50 µs each on a 2-core
+  VM, against ~20 µs for the whole call otherwise). So a child that has just
+  answered such a call keeps polling for the next one for up to ``spin``
+  seconds (default 250 µs, ``spin=0`` turns it off), yielding the CPU to any
+  other process that wants it (``sched_yield``) while it does. It polls only
+  (a) after a call that found it idle while few enough other children were
+  busy — at most one core fewer than the machine has, so one stays the
+  parent's — and (b) while it pays: the child keeps on only while each call
+  came within ``spin`` of its last result, so calls that come seldom never make
+  it poll more than once. Cost: at most ``spin`` of CPU per call in a
+  one-after-another sequence; none under a backlog (the children have calls
+  written ahead) and none for seldom calls. One after another it more than
+  halves the round trip on the 2-core VM the benchmarks run on.
+
 * **Writes never wait.** ``submit`` writes the pickled call straight into an idle
   child's socket (non-blocking); what does not fit is finished by a write watcher.
   So ``submit`` may be called from a greenlet or from a hub callback alike.
@@ -118,6 +137,7 @@ import pickle
 import signal
 import struct
 import sys
+import time
 import traceback
 from collections import deque
 from multiprocessing import TimeoutError as _MPTimeoutError
@@ -151,6 +171,7 @@ _HSIZE = _HEADER.size
 # parent -> child
 _K_CALL = 0  # payload: pickle of (fn, args, kwargs)
 _K_STOP = 1  # no payload: finish and exit
+_K_CALL_SPIN = 2  # as _K_CALL; then, if no call is waiting, poll for one for up to `spin`
 # child -> parent
 _K_OK = 0  # payload: pickle of the return value
 _K_ERR = 1  # payload: pickle of (exception, traceback text)
@@ -158,12 +179,17 @@ _K_INIT_FAILED = 2  # payload: the initializer's traceback, utf-8
 _K_ERR_EXIT = 3  # as _K_ERR, and the child exits (SystemExit & co. in the call)
 
 _STOP_FRAME = _HEADER.pack(0, _K_STOP)
+_POLLIN = 1  # select.POLLIN (select.poll itself is gone after monkey-patching)
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
-_RECV_SIZE = 256 * 1024
+_RECV_SIZE = 262144
 _EXIT_GRACE = 2.0  # s a child may take to exit once its socket is closed
 _KILL_WAIT = 5.0  # s to wait for the exit of a child that was sent SIGKILL
 _MAX_BACKOFF = 5.0  # s, cap of the re-fork delay after initializer failures
 _PREFETCH = 8  # most calls written to one child at a time (see _refill)
+#: default ``spin`` of a ProcessPool: how long (s) a child that has just answered
+#: keeps polling for its next call before it sleeps (see the module docs)
+DEFAULT_SPIN = 0.00025
+MAX_SPIN = 0.01
 
 _dumps = pickle.dumps
 _loads = pickle.loads
@@ -464,6 +490,19 @@ def _check_processes(processes: Any) -> int:
     return processes
 
 
+def _check_spin(spin: Any) -> float:
+    if isinstance(spin, bool) or not isinstance(spin, (int, float)) or not 0 <= spin <= MAX_SPIN:
+        raise ValueError("spin must be a number of seconds from 0 to %g; got %r" % (MAX_SPIN, spin))
+    return float(spin)
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _check_context(context: Any) -> None:
     if context is None:
         return
@@ -484,9 +523,13 @@ class ProcessPool:
     """A pool of child processes for a gevent program (see the module docs).
 
     ``ProcessPool(processes=None, initializer=None, initargs=(),
-    maxtasksperchild=None, context=None)`` takes ``multiprocessing.Pool``'s
-    arguments. ``processes`` defaults to ``os.cpu_count()``. The children are
-    forked right after construction, by the pool's slot greenlets.
+    maxtasksperchild=None, context=None, spin=DEFAULT_SPIN)`` takes
+    ``multiprocessing.Pool``'s arguments. ``processes`` defaults to
+    ``os.cpu_count()``. ``spin`` (seconds, 0 to ``MAX_SPIN``) is how long a
+    child that answered a call keeps polling for the next one of a
+    one-after-another sequence before it sleeps (see the module docs; 0: never).
+    The children are forked right after construction, by the pool's slot
+    greenlets.
     """
 
     def __init__(
@@ -496,6 +539,7 @@ class ProcessPool:
         initargs: Any = (),
         maxtasksperchild: Optional[int] = None,
         context: Any = None,
+        spin: float = DEFAULT_SPIN,
     ) -> None:
         self._processes = _check_processes(processes)
         if initializer is not None and not callable(initializer):
@@ -520,6 +564,9 @@ class ProcessPool:
         self._initializer = initializer
         self._initargs = initargs
         self._maxtasks = maxtasksperchild
+        self._spin = _check_spin(spin)
+        # Children that may poll after a call at once: one core stays the parent's.
+        self._spin_slots = max(1, _cpu_count() - 1)
         self._hub = hub
         self._state = _RUNNING
         self._terminating = False
@@ -587,15 +634,20 @@ class ProcessPool:
         except Exception as exc:
             return _failed_result(hub, fn, _pickle_error("could not send %s to a child process" % _describe(fn), exc))
         result = ProcessResult(hub, fn)
-        entry = (_HEADER.pack(len(payload), _K_CALL) + payload, result)
         idle = self._idle
         while idle:
             child = idle.pop()
             child.idle = False
             if not child.exited:  # (one that died idle is being buried)
-                self._give(child, [entry])
+                # A call that finds a child idle may be one of a sequence (each
+                # submitted once the last is done): let that child poll for the
+                # next one, while few enough others are busy (see _K_CALL_SPIN).
+                kind = _K_CALL
+                if self._spin and len(self._children) - len(idle) <= self._spin_slots:
+                    kind = _K_CALL_SPIN
+                self._give(child, [(_HEADER.pack(len(payload), kind) + payload, result)])
                 return result
-        self._queue.append(entry)
+        self._queue.append((_HEADER.pack(len(payload), _K_CALL) + payload, result))
         return result
 
     def apply_async(
@@ -756,7 +808,7 @@ class ProcessPool:
             child_sock.close()
             raise
         if pid == 0:  # pragma: no cover - runs in the child, never returns
-            _child_main(child_sock, parent_sock, self._initializer, self._initargs)
+            _child_main(child_sock, parent_sock, self._initializer, self._initargs, self._spin)
         child_sock.close()
         child.pid = pid
         _live_pids.add(pid)
@@ -1085,7 +1137,7 @@ def _kill_leftovers() -> None:
 
 
 # -- the child side --------------------------------------------------------------
-def _child_main(sock: Any, own_parent_sock: Any, initializer: Any, initargs: tuple) -> None:  # pragma: no cover
+def _child_main(sock: Any, own_parent_sock: Any, initializer: Any, initargs: tuple, spin: float) -> None:  # pragma: no cover
     """Entry point in a freshly forked child; never returns."""
     code = 1
     try:
@@ -1093,7 +1145,7 @@ def _child_main(sock: Any, own_parent_sock: Any, initializer: Any, initargs: tup
             own_parent_sock.close()
             _forget_parent_sockets()  # (the at-fork hook did it already)
             _fresh_hub()
-            code = _serve_parent(sock, initializer, initargs)
+            code = _serve_parent(sock, initializer, initargs, spin)
         except BaseException:
             traceback.print_exc()
     finally:
@@ -1127,13 +1179,32 @@ def _fresh_hub() -> None:  # pragma: no cover - child only
         raise RuntimeError("gworker: could not make a fresh gevent hub in the child")
 
 
-def _serve_parent(sock: Any, initializer: Any, initargs: tuple) -> int:  # pragma: no cover - child only
+def _serve_parent(sock: Any, initializer: Any, initargs: tuple, spin: float) -> int:  # pragma: no cover - child only
+    # While the child's hub has nothing else to run (no active watcher, no
+    # callback: the calls left no greenlet or timer behind), the child waits for
+    # its next call in the original poll() on its socket, for input only: fewer
+    # system calls than a turn of the hub. Not a blocking recv: the wait queue
+    # it sleeps on is also woken each time the parent reads a result ("room to
+    # write"), which would wake the child for nothing once per call; poll and
+    # epoll sleep only for the events they asked for. Otherwise the child waits
+    # through its hub, so what the calls left behind keeps running. Either way
+    # only this child waits: the parent's hub is another process.
     sock.setblocking(False)
     hub = get_hub()
+    loop = hub.loop
     fd = sock.fileno()
-    io_read = hub.loop.io(fd, 1)
-    io_write = hub.loop.io(fd, 2)
+    io_read = loop.io(fd, 1)
+    io_write = loop.io(fd, 2)
     recv = sock.recv
+    # libev counts pending callbacks among its active watchers; libuv's count
+    # leaves out timers and callbacks, so a libuv child always waits in its hub.
+    # The count starts where the loop destroyed by _fresh_hub left it (libev's
+    # default loop reuses its struct), so "nothing else to run" is "no more
+    # than now", taken before the initializer can start anything.
+    idle_count = loop.activecnt if type(loop).__module__.startswith("gevent.libev") else -1
+    poller = _original_poll()
+    poller.register(fd, _POLLIN)
+    poll = poller.poll
 
     def send(kind: int, payload: bytes) -> None:
         data = memoryview(_HEADER.pack(len(payload), kind) + payload)
@@ -1154,22 +1225,46 @@ def _serve_parent(sock: Any, initializer: Any, initargs: tuple) -> int:  # pragm
 
     frames: Deque[Tuple[int, Any]] = deque()
     reader = _FrameReader()
+    # Polling for the next call: the parent allows it per call (_K_CALL_SPIN:
+    # the call found this child idle, and few other children are busy); the
+    # child does it while it pays, i.e. while each call came within `spin`
+    # of the last result. It saves the wake-up of a sleeping process, which
+    # on a virtual machine can cost more than the call (a cross-CPU interrupt
+    # and the idle CPU's exit). sched_yield() in the loop gives the CPU to
+    # any other process that wants it.
+    spinning = True  # (try it once)
+    answered = 0.0  # when the last result was sent, if it may spin after it
+    perf_counter = time.perf_counter
+    sched_yield = os.sched_yield
     while True:
         # Take the next frame, reading (through the child's own hub) if needed.
         while not frames:
+            idle = loop.activecnt <= idle_count
+            if idle:
+                if answered and spinning:
+                    deadline = answered + spin
+                    while not poll(0) and perf_counter() < deadline:
+                        sched_yield()
+                poll()  # (at once when a call is already there)
             try:
                 data = recv(_RECV_SIZE)
             except BlockingIOError:
-                hub.wait(io_read)
+                if not idle:
+                    hub.wait(io_read)
                 continue
             except OSError:
                 return 0
             if not data:
                 return 0  # the parent is gone
             frames.extend(reader.feed(data))
+            if answered:
+                # Spin next time only if this call came within the spin time.
+                spinning = perf_counter() - answered < spin
+                answered = 0.0
         kind, payload = frames.popleft()
         if kind == _K_STOP:
             return 0
+        may_spin = kind == _K_CALL_SPIN
         fatal = False
         fn = None
         try:
@@ -1196,8 +1291,16 @@ def _serve_parent(sock: Any, initializer: Any, initargs: tuple) -> int:  # pragm
         args = kwargs = None
         send(kind, out)
         del out
+        if may_spin and not frames:
+            answered = perf_counter()
         if fatal:
             return 1
+
+
+def _original_poll() -> Any:  # pragma: no cover - child only
+    # monkey.patch_all() removes select.poll; the child wants the real one.
+    from gevent.monkey import get_original
+    return get_original("select", "poll")()
 
 
 def _exc_name(exc: BaseException) -> str:

@@ -271,7 +271,7 @@ class TaskSupervisor:
         """Make the process pool for static ``run`` executors and ``TT_MP`` tasks.
 
         Takes ``multiprocessing.Pool``'s arguments (``processes``, ``initializer``,
-        ``initargs``, ``maxtasksperchild``, ``context``); see
+        ``initargs``, ``maxtasksperchild``, ``context``) and ``spin``; see
         :class:`gworker.processes.ProcessPool`. Calls are admitted by priority
         like the thread pool: by default every priority may use every process
         (``set_mp_pool`` sets reserves). A pool made before is shut down first.

@@ -108,3 +108,16 @@ def child_info():
         "monitor": hub.periodic_monitoring_thread is not None,
         "threads": threading.active_count(),
     }
+
+
+def leave_greenlet_behind(path, delay):
+    """Returns at once; a greenlet it spawned in the child writes ``path`` later."""
+    import gevent
+
+    def write():
+        gevent.sleep(delay)
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+
+    gevent.spawn(write)
+    return os.getpid()

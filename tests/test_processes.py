@@ -337,6 +337,10 @@ def test_initializer_and_its_failure():
         ({"initargs": 5}, TypeError, "initargs"),
         ({"context": "spawn"}, ValueError, "context"),
         ({"context": object()}, TypeError, "context"),
+        ({"spin": -0.001}, ValueError, "spin"),
+        ({"spin": 1.0}, ValueError, "spin"),
+        ({"spin": "0.001"}, ValueError, "spin"),
+        ({"spin": True}, ValueError, "spin"),
     ],
 )
 def test_arguments_are_validated(kwargs, error, word):
@@ -353,6 +357,76 @@ def test_fork_context_is_accepted():
         assert pool.submit(pf.add, (1, 1)).get(timeout=5) == 2
     finally:
         pool.shutdown(timeout=5)
+
+
+# -- a child waiting for its next call ---------------------------------------------------
+def _voluntary_switches(pid):
+    return psutil.Process(pid).num_ctx_switches().voluntary
+
+
+def _one_after_another(pool, n):
+    """``n`` calls, each submitted once the last is done; the pid that ran them."""
+    pids = {pool.submit(pf.getpid).get(timeout=5) for _ in range(n)}
+    assert len(pids) == 1, pids
+    return pids.pop()
+
+
+@pytest.mark.parametrize("spin, polls", [(0.01, True), (0, False)])
+def test_a_child_polls_for_calls_that_come_one_after_another(spin, polls):
+    # A child that sleeps between calls switches out voluntarily once per call;
+    # one that polls (sched_yield keeps it runnable) does not.
+    pool = ProcessPool(1, spin=spin)
+    try:
+        pid = _one_after_another(pool, 5)
+        before = _voluntary_switches(pid)
+        _one_after_another(pool, 200)
+        slept = _voluntary_switches(pid) - before
+    finally:
+        pool.shutdown(timeout=5)
+    if polls:
+        assert slept < 100
+    else:
+        assert slept >= 150
+
+
+def test_a_child_does_not_poll_for_calls_that_come_seldom():
+    pool = ProcessPool(1, spin=0.01)
+    try:
+        pid = pool.submit(pf.getpid).get(timeout=5)
+        cpu_before = sum(psutil.Process(pid).cpu_times()[:2])
+        for _ in range(10):
+            gevent.sleep(0.04)  # the spacing under test: longer than spin
+            pool.submit(pf.getpid).get(timeout=5)
+        cpu = sum(psutil.Process(pid).cpu_times()[:2]) - cpu_before
+    finally:
+        pool.shutdown(timeout=5)
+    # Polling 10 ms after each call would cost ~100 ms; at most one try is allowed.
+    assert cpu < 0.05
+
+
+def test_no_polling_while_the_other_cores_are_taken():
+    pool = ProcessPool(2, spin=0.01)
+    pool._spin_slots = 1  # (as on 2 cores, whatever this machine has)
+    try:
+        wait_until(lambda: pool.size == 2)
+        busy = pool.submit(pf.sleep_then, (30, "late"))
+        wait_until(lambda: pool.busy == 1)
+        pid = _one_after_another(pool, 5)
+        before = _voluntary_switches(pid)
+        _one_after_another(pool, 100)
+        slept = _voluntary_switches(pid) - before
+        assert not busy.ready()
+    finally:
+        pool.terminate()
+    assert slept >= 75
+
+
+def test_greenlets_a_call_leaves_behind_keep_running_in_the_child(pool1, tmp_path):
+    marker = tmp_path / "written"
+    pid = pool1.submit(pf.leave_greenlet_behind, (str(marker), 0.2)).get(timeout=5)
+    # No further call comes: the child waits through its hub, so the greenlet runs.
+    wait_until(marker.exists, timeout=5)
+    assert marker.read_text() == str(pid)
 
 
 # -- stopping ----------------------------------------------------------------------------
