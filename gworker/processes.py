@@ -62,7 +62,7 @@ How it works
 
 * **Writing ahead, only under a backlog.** A call goes to an idle child, else
   into the pool's FIFO queue. When the queue holds at least two calls per child,
-  a child is given its fair share of it (``len(queue) // processes``, at most 8)
+  a child is given its fair share of it (``len(queue) // processes``, at most 16)
   in one write, so it finds its next call already in its socket and many results
   come back per wake-up (this doubles throughput for small calls). Without such a
   backlog nothing is written ahead, so a short call never waits behind a long
@@ -185,7 +185,7 @@ _RECV_SIZE = 256 * 1024
 _EXIT_GRACE = 2.0  # s a child may take to exit once its socket is closed
 _KILL_WAIT = 5.0  # s to wait for the exit of a child that was sent SIGKILL
 _MAX_BACKOFF = 5.0  # s, cap of the re-fork delay after initializer failures
-_PREFETCH = 8  # most calls written to one child at a time (see _refill)
+_PREFETCH = 16  # most calls written to one child at a time (see _refill)
 #: default ``spin`` of a ProcessPool: how long (s) a child that has just answered
 #: keeps polling for its next call before it sleeps (see the module docs)
 DEFAULT_SPIN = 0.00025

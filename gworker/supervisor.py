@@ -50,7 +50,7 @@ DEFAULT_POLL_DELAY = 0.1
 #: in flight: a child then finds its next call already in its socket (the pool
 #: writes calls ahead only under a backlog), which more than doubles the
 #: throughput of small calls; priority orders everything beyond that window.
-MP_CALLS_PER_PROCESS = 8
+MP_CALLS_PER_PROCESS = 16
 
 _supervisor_ids = count(1)
 
