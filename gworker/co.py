@@ -63,14 +63,14 @@ async def co_mp_apply(
             except RuntimeError:  # the loop was closed meanwhile: nobody awaits
                 pass
 
-        task._done.rawlink(on_done)
+        task._completion().rawlink(on_done)
         try:
             await fut
         except asyncio.CancelledError:
             task.cancel()
             raise
         finally:
-            task._done.unlink(on_done)
+            task._completion().unlink(on_done)
     if task.status == TASK_STATUS_CANCELED:
         raise asyncio.CancelledError("the process-pool call of %s was cancelled" % (task.target,))
     if task.exception is not None:

@@ -206,7 +206,7 @@ class TaskSupervisor:
         else:
             own = next((t for t in self._tasks.values() if t._greenlet is current), None)
             for task in list(self._tasks.values()):
-                if task is not own and not task._done.wait(_remaining(deadline)):
+                if task is not own and not task._completion().wait(_remaining(deadline)):
                     break
         self._stop_extras(deadline, cancel_tasks)
         self.timers.stop()
@@ -538,13 +538,13 @@ class TaskSupervisor:
             if task.is_completed():
                 return
         if task.tt == TT_THREAD:
-            task._cancel = self.thread_pool.defer(task.priority, lambda: self._spawn_task(task))
+            task._cancel = self.thread_pool.defer(task.priority, self._spawn_task, task)
         else:
             self._submit_other(task)
 
     def _submit_other(self, task: Task) -> None:
         if task.tt == TT_MP:
-            task._cancel = self.mp_admission.defer(task.priority, lambda: self._send_to_mp(task))
+            task._cancel = self.mp_admission.defer(task.priority, self._send_to_mp, task)
         else:
             self._submit_coroutine(task)
 

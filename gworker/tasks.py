@@ -57,6 +57,15 @@ def new_task_id() -> str:
 class Task:
     """One call of ``target`` run by a supervisor (see ``TaskSupervisor.put_task``)."""
 
+    # A task is made per call and thousands may wait at once: slots (no
+    # per-instance dict) and an Event made only for those who wait keep each
+    # one small, and the garbage collector's full passes rarer.
+    __slots__ = (
+        "id", "target", "args", "kwargs", "callback", "priority", "tt", "worker", "delay", "loop",
+        "status", "result", "exception", "time_queued", "time_started", "time_completed",
+        "_event", "_cancel", "_greenlet", "__weakref__",
+    )
+
     def __init__(
         self,
         target: Callable[..., Any],
@@ -86,7 +95,7 @@ class Task:
         self.time_queued = time.time()
         self.time_started: Optional[float] = None
         self.time_completed: Optional[float] = None
-        self._done = Event()
+        self._event: Optional[Event] = None  # made by _completion(), for those who wait
         self._cancel: Optional[Callable[[], bool]] = None
         self._greenlet: Any = None
 
@@ -115,8 +124,9 @@ class Task:
 
         Raises the target's exception if it failed, ``TimeoutError`` when
         ``timeout`` seconds pass first, ``gevent.GreenletExit`` if it was
-        cancelled."""
-        if not self._done.wait(timeout):
+        killed while running (``stop(cancel_tasks=True)``). A task withdrawn
+        with :meth:`cancel` before it started returns ``None``."""
+        if not self._completion().wait(timeout):
             raise TimeoutError("task %s did not finish within %ss" % (self.id, timeout))
         if self.exception is not None:
             raise self.exception
@@ -143,7 +153,19 @@ class Task:
         self.result = result
         self.exception = exception
         self.time_completed = time.time()
-        self._done.set()
+        if self._event is not None:
+            self._event.set()
+
+    def _completion(self) -> Event:
+        """The gevent Event set when the task finishes, for whoever waits on it
+        (``wait``, ``wait_completed``, ``co_mp_apply``, the supervisor's stop).
+        Made on first use: most tasks are never waited for."""
+        event = self._event
+        if event is None:
+            event = self._event = Event()
+            if self.status in _FINISHED:
+                event.set()
+        return event
 
     def __repr__(self) -> str:
         return "<Task %s status=%s>" % (self.id, self.status)
@@ -326,7 +348,7 @@ def wait_completed(
         if task.is_completed():
             continue
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not task._done.wait(remaining):
+        if not task._completion().wait(remaining):
             pending = sum(1 for t in items if not t.is_completed())
             raise TimeoutError("%d of %d task(s) did not complete within %ss" % (pending, len(items), timeout))
     if single:

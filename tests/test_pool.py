@@ -83,6 +83,18 @@ def test_deferred_start_and_cancel():
     assert started == ["a", "c"]
 
 
+def test_deferred_start_with_an_argument_and_cancel_before_the_flush():
+    pool = PriorityPool(pool_size=2, reserve_normal=0, reserve_high=0)
+    started = []
+    pool.defer(TASK_LOW, started.append, "a")  # start(arg), no closure needed
+    cancel_b = pool.defer(TASK_LOW, started.append, "b")  # admitted at once, not started yet
+    assert cancel_b() is True
+    assert cancel_b() is False  # (once)
+    gevent.sleep(0)
+    assert started == ["a"]
+    assert pool.running == 1  # the withdrawn request gave its slot back
+
+
 def test_resize_admits_waiters():
     pool = PriorityPool(pool_size=1, reserve_normal=0, reserve_high=0)
     assert pool.try_admit(TASK_LOW)

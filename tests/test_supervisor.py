@@ -90,6 +90,29 @@ def test_delayed_task_can_be_cancelled(supervisor):
     assert ran == []
 
 
+def test_a_task_waiting_for_admission_can_be_cancelled(supervisor):
+    supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
+    release = Event()
+    ran = []
+    first = supervisor.put_task(lambda **kw: release.wait(5))
+    queued = supervisor.put_task(lambda **kw: ran.append(1))
+    wait_until(first.is_started)
+    assert queued.cancel() is True
+    assert queued.status == TASK_STATUS_CANCELED
+    release.set()
+    assert first.wait(2) is True
+    gevent.sleep(0.05)
+    assert ran == []
+    assert queued.wait(1) is None  # withdrawn before it started: no result, nothing raised
+
+
+def test_waiting_for_a_task_that_finished_before_anyone_waited(supervisor):
+    task = supervisor.put_task(lambda **kw: "done")
+    wait_until(task.is_completed)
+    assert task.wait(0) == "done"
+    assert gworker.wait_completed([task], timeout=0) == ["done"]
+
+
 def test_wait_timeout(supervisor):
     release = Event()
     task = supervisor.put_task(lambda **kw: release.wait(5))
