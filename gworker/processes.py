@@ -1225,19 +1225,15 @@ def _serve_parent(sock: Any, initializer: Any, initargs: tuple, spin: float) -> 
 
     frames: Deque[Tuple[int, Any]] = deque()
     reader = _FrameReader()
-    # Polling for the next call: the parent allows it per call (_K_CALL_SPIN:
-    # the call found this child idle, and few other children are busy); the
-    # child does it while it pays, i.e. while each call came within `spin`
-    # of the last result. It saves the wake-up of a sleeping process, which
-    # on a virtual machine can cost more than the call (a cross-CPU interrupt
-    # and the idle CPU's exit). sched_yield() in the loop gives the CPU to
-    # any other process that wants it.
+    # Polling for the next call (module docs, "A child waiting for its next
+    # call"): allowed per call by the parent (_K_CALL_SPIN), done while each
+    # call came within `spin` of the last result.
     spinning = True  # (try it once)
     answered = 0.0  # when the last result was sent, if it may spin after it
     perf_counter = time.perf_counter
     sched_yield = os.sched_yield
     while True:
-        # Take the next frame, reading (through the child's own hub) if needed.
+        # Take the next frame, reading (after poll() or a turn of the hub) if needed.
         while not frames:
             idle = loop.activecnt <= idle_count
             if idle:
