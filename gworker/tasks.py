@@ -126,7 +126,7 @@ class Task:
         ``timeout`` seconds pass first, ``gevent.GreenletExit`` if it was
         killed while running (``stop(cancel_tasks=True)``). A task withdrawn
         with :meth:`cancel` before it started returns ``None``."""
-        if not self._completion().wait(timeout):
+        if not self.is_completed() and not self._completion().wait(timeout):
             raise TimeoutError("task %s did not finish within %ss" % (self.id, timeout))
         if self.exception is not None:
             raise self.exception
