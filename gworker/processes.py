@@ -43,6 +43,8 @@ How it works
   ``__main__`` work — but a function defined (or a module imported) in the parent
   *after* the child started is unknown to it. Lambdas, nested functions and bound
   methods of unpicklable objects fail at ``submit`` with :class:`TaskPickleError`.
+  A plain function's pickle (its name) is made once and kept; any other callable
+  (a partial, a callable object) is pickled at each call, state and all.
 
 * **Children start at construction**, one slot greenlet per child: each slot
   greenlet forks its child when it first runs (the next turn of the hub, never at
@@ -139,9 +141,10 @@ import struct
 import sys
 import time
 import traceback
+import types
 from collections import deque
 from multiprocessing import TimeoutError as _MPTimeoutError
-from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 import _socket
 import gevent
@@ -169,7 +172,7 @@ log = logging.getLogger("gworker")
 _HEADER = struct.Struct("!IB")
 _HSIZE = _HEADER.size
 # parent -> child
-_K_CALL = 0  # payload: pickle of (fn, args, kwargs)
+_K_CALL = 0  # payload: 4-byte length n, pickle of fn (n bytes), pickle of (args, kwargs)
 _K_STOP = 1  # no payload: finish and exit
 _K_CALL_SPIN = 2  # as _K_CALL; then, if no call is waiting, poll for one for up to `spin`
 # child -> parent
@@ -193,6 +196,17 @@ MAX_SPIN = 0.01
 
 _dumps = pickle.dumps
 _loads = pickle.loads
+
+# A call's function travels as its own pickle (a call frame: _FN_LEN, the
+# function, then args and kwargs). A plain function pickles by reference (module
+# and qualified name), and finding it by name is a third of the cost of pickling
+# a tiny call; the bytes never change, so they are kept here, for up to
+# _FN_CACHE_SIZE functions (then the cache starts over). Only plain functions:
+# anything else (a bound method, a partial, a callable object) may pickle its
+# state, which can change.
+_FN_LEN = struct.Struct("!I")
+_FN_CACHE_SIZE = 512
+_fn_pickles: Dict[Any, bytes] = {}
 
 #: Parent-side sockets of every live child of every pool in this process; a new
 #: child closes its inherited copies (else a sibling would hold them open, and
@@ -630,7 +644,7 @@ class ProcessPool:
         if self._state != _RUNNING:
             raise PoolClosed("the process pool is shut down; %s was not submitted" % _describe(fn))
         try:
-            payload = _dumps((fn, args, kwargs or {}), _PROTOCOL)
+            payload = _call_payload(fn, args, kwargs)
         except Exception as exc:
             return _failed_result(hub, fn, _pickle_error("could not send %s to a child process" % _describe(fn), exc))
         result = ProcessResult(hub, fn)
@@ -1041,6 +1055,28 @@ class ProcessPool:
             timer.close()
 
 
+def _call_payload(fn: Any, args: Any, kwargs: Optional[dict]) -> bytes:
+    """The payload of a call frame (see _FN_LEN); raises if it does not pickle."""
+    plain = type(fn) is types.FunctionType
+    fn_pickle = _fn_pickles.get(fn) if plain else None
+    if fn_pickle is None:
+        fn_pickle = _dumps(fn, _PROTOCOL)
+        if plain:
+            if len(_fn_pickles) >= _FN_CACHE_SIZE:
+                _fn_pickles.clear()
+            _fn_pickles[fn] = fn_pickle
+    return _FN_LEN.pack(len(fn_pickle)) + fn_pickle + _dumps((args, kwargs or {}), _PROTOCOL)
+
+
+def _load_call(payload: Any) -> Tuple[Any, Any, Any]:  # pragma: no cover - child only
+    """``(fn, args, kwargs)`` out of a call frame's payload."""
+    (size,) = _FN_LEN.unpack_from(payload)
+    end = _FN_LEN.size + size
+    fn = _loads(payload[_FN_LEN.size:end])
+    args, kwargs = _loads(payload[end:])
+    return fn, args, kwargs
+
+
 def _frames(data: Any) -> Any:
     """Split ``data`` into ``(kind, payload, None)`` frames; an incomplete tail
     comes last as ``(None, None, bytearray)``."""
@@ -1264,7 +1300,7 @@ def _serve_parent(sock: Any, initializer: Any, initargs: tuple, spin: float) -> 
         fatal = False
         fn = None
         try:
-            fn, args, kwargs = _loads(payload)
+            fn, args, kwargs = _load_call(payload)
             del payload
             value = fn(*args, **kwargs)
         except Exception as exc:

@@ -121,3 +121,13 @@ def leave_greenlet_behind(path, delay):
 
     gevent.spawn(write)
     return os.getpid()
+
+
+class Scaled:
+    """A callable object whose state may change between calls."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, value):
+        return value * self.factor

@@ -4,6 +4,7 @@ Functions sent to the children live in ``tests/proc_funcs.py``: a call is pickle
 and a function travels by reference (module and name), so it must be a
 module-level function of an importable module.
 """
+import functools
 import os
 import pickle
 import signal
@@ -286,6 +287,45 @@ def test_unpicklable_argument_fails_at_once(pool):
     with pytest.raises(TaskPickleError, match="lambda"):
         pool.submit(lambda: 1).get(timeout=0)
     assert pool.submit(pf.add, (1, 2)).get(timeout=5) == 3
+
+
+def test_a_plain_function_is_pickled_once(pool, monkeypatch):
+    from gworker import processes
+
+    pickled = []
+    real_dumps = processes._dumps
+
+    def counting_dumps(obj, protocol):
+        pickled.append(obj)
+        return real_dumps(obj, protocol)
+
+    monkeypatch.setattr(processes, "_fn_pickles", {})
+    monkeypatch.setattr(processes, "_dumps", counting_dumps)
+    assert [pool.submit(pf.add, (i, 1)).get(timeout=5) for i in range(3)] == [1, 2, 3]
+    assert [obj for obj in pickled if obj is pf.add] == [pf.add]
+
+
+def test_callables_with_state_are_pickled_at_each_call(pool):
+    scaled = pf.Scaled(2)
+    assert pool.submit(scaled, (5,)).get(timeout=5) == 10
+    scaled.factor = 3
+    assert pool.submit(scaled, (5,)).get(timeout=5) == 15
+    double = functools.partial(pf.add, b=2)
+    assert pool.submit(double, (1,)).get(timeout=5) == 3
+    double.keywords["b"] = 4
+    assert pool.submit(double, (1,)).get(timeout=5) == 5
+
+
+def test_the_function_pickle_cache_is_bounded(pool, monkeypatch):
+    from gworker import processes
+
+    monkeypatch.setattr(processes, "_fn_pickles", {})
+    monkeypatch.setattr(processes, "_FN_CACHE_SIZE", 2)
+    for _ in range(2):
+        assert pool.submit(pf.echo, (1,)).get(timeout=5) == 1
+        assert pool.submit(pf.add, (1, 1)).get(timeout=5) == 2
+        assert pool.submit(pf.getpid).get(timeout=5) in pool.pids
+        assert 1 <= len(processes._fn_pickles) <= 2
 
 
 def test_unpicklable_result_fails_that_call_only(pool1):
