@@ -105,6 +105,7 @@ class PriorityPool:
         self._waiters: List[Tuple[int, int, _Waiter]] = []
         self._ready: List[Tuple[int, int, Callable[..., Any], tuple]] = []
         self._flush_scheduled = False
+        self._granting = False
         self._hub = hub
         self.configure(pool_size, reserve_normal, reserve_high, min_size, max_size)
 
@@ -217,17 +218,27 @@ class PriorityPool:
             self._grant_waiting()
 
     def _grant_waiting(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            priority, _, entry = waiters[0]
-            if entry.state == _CANCELLED:
+        # A grant may give its slot straight back (work that fails at once
+        # releases in its start): that release must not grant from inside this
+        # loop, or a long run of such waiters would nest one call per waiter
+        # until the recursion limit. The loop below sees the freed slot instead.
+        if self._granting:
+            return
+        self._granting = True
+        try:
+            waiters = self._waiters
+            while waiters:
+                priority, _, entry = waiters[0]
+                if entry.state == _CANCELLED:
+                    heapq.heappop(waiters)
+                    continue
+                if priority != TASK_CRITICAL and self.running >= self._limits[priority]:
+                    return
                 heapq.heappop(waiters)
-                continue
-            if priority != TASK_CRITICAL and self.running >= self._limits[priority]:
-                return
-            heapq.heappop(waiters)
-            self.running += 1
-            entry.fire()
+                self.running += 1
+                entry.fire()
+        finally:
+            self._granting = False
 
     # -- the ready heap -------------------------------------------------------
     def start_soon(self, priority: int, fn: Callable[..., Any], *args: Any) -> None:

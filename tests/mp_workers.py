@@ -50,6 +50,11 @@ def square(x, **kwargs):
     return x * x, sorted(kwargs)
 
 
+def sleep_then(seconds, value, **_kwargs):
+    time.sleep(seconds)
+    return value
+
+
 
 def echo_task(value, **_kwargs):
     """Return ``value``: a tiny put_task(tt=TT_MP) target (it takes ``_task_id``)."""

@@ -115,6 +115,22 @@ def test_unpicklable_argument_is_a_clear_error(mp_supervisor):
     assert isinstance(errors[0], TypeError) and "pickle" in str(errors[0]).lower()
 
 
+def test_a_long_run_of_unpicklable_tasks_fails_each_one(mp_supervisor):
+    # Queued behind a busy pool, then admitted one after another: each fails at
+    # once and gives its slot back (no nesting that ends in RecursionError).
+    from gworker.processes import TaskPickleError
+
+    mp_supervisor.set_mp_pool(pool_size=1)
+    blocker = mp_supervisor.put_task(mp_workers.sleep_then, args=(0.3, "done"), tt=TT_MP)
+    bad = [mp_supervisor.put_task(mp_workers.square, args=(threading.Lock(),), tt=TT_MP)
+           for _ in range(3000)]
+    last = mp_supervisor.put_task(mp_workers.square, args=(3,), tt=TT_MP)
+    assert blocker.wait(15) == "done"
+    assert last.wait(15)[0] == 9
+    assert all(t.is_failed() and isinstance(t.exception, TaskPickleError) for t in bad)
+    assert mp_supervisor.mp_admission.running == 0
+
+
 def test_no_child_processes_left_after_supervisor_stop():
     sup = TaskSupervisor()
     sup.start()

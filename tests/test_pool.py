@@ -95,6 +95,22 @@ def test_deferred_start_with_an_argument_and_cancel_before_the_flush():
     assert pool.running == 1  # the withdrawn request gave its slot back
 
 
+def test_a_grant_that_gives_its_slot_back_at_once_does_not_nest():
+    pool = PriorityPool(pool_size=1, reserve_normal=0, reserve_high=0)
+    assert pool.try_admit(TASK_LOW)
+    started = []
+
+    def start(i):
+        started.append(i)
+        pool.release()  # (work that fails at once)
+
+    for i in range(5000):
+        pool.defer(TASK_LOW, start, i)
+    pool.release()
+    assert started == list(range(5000))
+    assert pool.running == 0 and pool.queued() == 0
+
+
 def test_resize_admits_waiters():
     pool = PriorityPool(pool_size=1, reserve_normal=0, reserve_high=0)
     assert pool.try_admit(TASK_LOW)
