@@ -300,7 +300,7 @@ class ProcessResult:
     ``exception`` and ``rawlink``/``add_done_callback`` are as in
     ``multiprocessing`` and ``concurrent.futures``."""
 
-    __slots__ = ("_hub", "fn", "_state", "_value", "_waiters", "_callbacks", "__weakref__")
+    __slots__ = ("_hub", "fn", "_state", "_value", "_waiters", "_callbacks", "_hook", "_hook_arg", "__weakref__")
 
     def __init__(self, hub: Any, fn: Any) -> None:
         self._hub = hub
@@ -310,6 +310,8 @@ class ProcessResult:
         self._value: Any = None
         self._waiters: Optional[List[Waiter]] = None
         self._callbacks: Optional[List[Callable[[Any], Any]]] = None
+        self._hook: Optional[Callable[[Any, Optional[BaseException], Any], Any]] = None
+        self._hook_arg: Any = None
 
     def __repr__(self) -> str:
         state = ("pending", "done", "failed")[self._state]
@@ -411,10 +413,30 @@ class ProcessResult:
             except ValueError:
                 pass
 
+    def _on_settle(self, hook: Callable[[Any, Optional[BaseException], Any], Any], arg: Any) -> None:
+        """For gworker's own layers: call ``hook(arg, exception, value)`` when
+        the call finishes (``exception`` is None if it returned), before waiters
+        and callbacks; from a hub callback if it has finished already (a call
+        that did not pickle), so that a long run of those is spread over turns
+        of the loop. One hook per result; it runs where the result settles (the
+        pool's reader greenlet), so it must not wait. Cheaper than
+        :meth:`rawlink` with a closure: no greenlet, no list, no object per
+        call."""
+        if self._state == _PENDING:
+            self._hook = hook
+            self._hook_arg = arg
+        else:
+            self._hub.loop.run_callback(_run_hook, hook, arg, self._state, self._value)
+
     # -- settling (hub thread only) ---------------------------------------------
     def _settle(self, state: int, value: Any) -> None:
         self._state = state
         self._value = value
+        hook = self._hook
+        if hook is not None:
+            arg = self._hook_arg
+            self._hook = self._hook_arg = None
+            _run_hook(hook, arg, state, value)
         waiters = self._waiters
         if waiters:
             self._waiters = None
@@ -444,6 +466,16 @@ def _run_callbacks(result: ProcessResult, callbacks: List[Callable[[Any], Any]])
             callback(result)
         except Exception:
             log.exception("callback %r of %r raised", callback, result)
+
+
+def _run_hook(hook: Callable[[Any, Optional[BaseException], Any], Any], arg: Any, state: int, value: Any) -> None:
+    try:
+        if state == _OK:
+            hook(arg, None, value)
+        else:
+            hook(arg, value, None)
+    except Exception:
+        log.exception("hook %r of a process pool result raised", hook)
 
 
 def _failed_result(hub: Any, fn: Any, exc: BaseException) -> ProcessResult:

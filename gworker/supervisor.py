@@ -79,6 +79,7 @@ class TaskSupervisor:
         self._task_glets: Dict[str, gevent.Greenlet] = {}
         self._callbacks: Deque[Task] = deque()
         self._callback_glet: Optional[gevent.Greenlet] = None
+        self._mp_done = self._mp_task_done  # one bound method for every TT_MP call
         #: Async job schedulers by name (see :mod:`gworker.jobs`).
         self.async_job_schedulers: Dict[str, Any] = {}
         self.default_async_job_scheduler: Any = None
@@ -577,14 +578,15 @@ class TaskSupervisor:
             self._tasks.pop(task.id, None)
             task._finish(TASK_STATUS_FAILED, exception=exc)
             return
-        result.rawlink(lambda res: self._mp_task_done(task, res))
+        result._on_settle(self._mp_done, task)
 
-    def _mp_task_done(self, task: Task, res: Any) -> None:
-        # Runs in the pool's reader greenlet, which must not wait on pool results.
+    def _mp_task_done(self, task: Task, exc: Optional[BaseException], value: Any) -> None:
+        # Runs where the pool settles results: its reader greenlet, which must
+        # not wait on pool results (or a hub callback, for a call that did not
+        # pickle).
         self.mp_admission.release()
         self._tasks.pop(task.id, None)
-        exc = res.exception()
-        self._settle(task, exc, None if exc is not None else res.value, " in a child process")
+        self._settle(task, exc, value, " in a child process")
 
     def _settle(self, task: Task, exc: Optional[BaseException], value: Any, where: str) -> None:
         """Finish a task run outside a greenlet of ours (a coroutine, a child
