@@ -505,7 +505,8 @@ class TaskSupervisor:
         if not callable(target):
             raise TypeError("target must be callable; got %r" % (target,))
         check_priority(priority)
-        check_seconds(delay, "delay")
+        if delay is not None:
+            check_seconds(delay, "delay")
         if tt not in TASK_TYPES or isinstance(tt, bool):
             raise ValueError("tt must be TT_THREAD, TT_MP or TT_COROUTINE; got %r" % (tt,))
         if callback is not None and not callable(callback):
@@ -519,10 +520,15 @@ class TaskSupervisor:
         if tt == TT_MP and self.mp_pool is None:
             raise RuntimeError("tt=TT_MP needs a process pool: call create_mp_pool() first")
         task = Task(target, tuple(args), kwargs, callback, priority, tt, task_id, worker, delay, loop)
-        return self._call(self._put, task)
+        # (self._call, spelled out: this is the hot path of every task)
+        hub = self._hub
+        if hub is not None and hub.thread_ident != hubsafe.os_thread_ident():
+            return hubsafe.call_in_hub(hub, self._put, task)
+        return self._put(task)
 
     def _put(self, task: Task) -> Task:
-        self.ensure_started("a task")
+        if not self._active:
+            self.ensure_started("a task")
         self._tasks[task.id] = task
         if task.delay:
             timer = self.hub.loop.timer(task.delay)
@@ -538,13 +544,10 @@ class TaskSupervisor:
             timer.close()
             if task.is_completed():
                 return
-        if task.tt == TT_THREAD:
+        tt = task.tt
+        if tt == TT_THREAD:
             task._cancel = self.thread_pool.defer(task.priority, self._spawn_task, task)
-        else:
-            self._submit_other(task)
-
-    def _submit_other(self, task: Task) -> None:
-        if task.tt == TT_MP:
+        elif tt == TT_MP:
             task._cancel = self.mp_admission.defer(task.priority, self._send_to_mp, task)
         else:
             self._submit_coroutine(task)
