@@ -1,8 +1,8 @@
 """Admission by priority: how many greenlets (or child processes) may run at once.
 
 A :class:`PriorityPool` does not own greenlets; it counts *slots*. Work asks for a
-slot at a priority and either gets it at once or waits in a heap ordered by
-(priority, arrival). A slot that frees is handed straight to the most urgent
+slot at a priority and either gets it at once or waits in line: one FIFO per
+priority (four of them), served most urgent first. A slot that frees is handed straight to the most urgent
 waiter (no polling loop, no thundering herd): the releasing code grants it, and
 the waiter starts in a later hub callback.
 
@@ -27,13 +27,14 @@ greenlet yields.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from itertools import count
 from time import monotonic
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from gevent.hub import Hub, Waiter, get_hub
 
-from .priorities import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
+from .priorities import PRIORITIES, TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
 
 __all__ = ["PriorityPool"]
 
@@ -60,7 +61,7 @@ _NO_ARG = object()
 
 
 class _Waiter:
-    """One entry in the admission heap: ``grant(arg)`` (or ``grant()``) runs when
+    """One request waiting in line for a slot: ``grant(arg)`` (or ``grant()``) runs when
     a slot is handed over. Calling the entry withdraws it (see ``cancel``)."""
 
     __slots__ = ("priority", "grant", "arg", "state")
@@ -102,7 +103,17 @@ class PriorityPool:
         hub: Optional[Hub] = None,
     ) -> None:
         self.running = 0
-        self._waiters: List[Tuple[int, int, _Waiter]] = []
+        # One FIFO per priority, most urgent first (only four priorities exist:
+        # no heap, no sequence number, no tuple per request), and how many
+        # entries they hold in all, withdrawn ones included until they reach the
+        # front (``_queued``: zero means nobody waits, checked on hot paths).
+        self._lines: List[Deque[_Waiter]] = [deque() for _ in PRIORITIES]
+        self._line: Dict[int, Deque[_Waiter]] = dict(zip(PRIORITIES, self._lines))
+        # per priority, the lines it waits behind: its own and the more urgent
+        self._ahead: Dict[int, List[Deque[_Waiter]]] = {
+            priority: self._lines[:i + 1] for i, priority in enumerate(PRIORITIES)
+        }
+        self._queued = 0
         self._ready: List[Tuple[int, int, Callable[..., Any], tuple]] = []
         self._flush_scheduled = False
         self._granting = False
@@ -149,12 +160,12 @@ class PriorityPool:
     @property
     def waiting(self) -> int:
         """How many requests wait for a slot."""
-        return sum(1 for _, _, w in self._waiters if w.state == _WAITING)
+        return sum(1 for line in self._lines for w in line if w.state == _WAITING)
 
     def queued(self) -> int:
-        """How many requests are in the heap: a cheap upper bound of
-        ``waiting`` (withdrawn requests count until they reach its top)."""
-        return len(self._waiters)
+        """How many requests are in line: a cheap upper bound of ``waiting``
+        (withdrawn requests count until they reach the front)."""
+        return self._queued
 
     # -- admission ----------------------------------------------------------
     def try_admit(self, priority: int) -> bool:
@@ -164,11 +175,15 @@ class PriorityPool:
         same or a more urgent priority (FIFO within a priority)."""
         if priority == TASK_CRITICAL or (
             self.running < self._limits[priority]
-            and not (self._waiters and self._waiters[0][0] <= priority)
+            and not (self._queued and any(self._ahead[priority]))
         ):
             self.running += 1
             return True
         return False
+
+    def _enqueue(self, entry: _Waiter) -> None:
+        self._line[entry.priority].append(entry)
+        self._queued += 1
 
     def admit(self, priority: int) -> None:
         """Take a slot, waiting cooperatively (in the calling greenlet) if needed.
@@ -180,7 +195,7 @@ class PriorityPool:
         hub = self.hub
         waiter = Waiter(hub)
         entry = _Waiter(priority, lambda: hub.loop.run_callback(waiter.switch, None))
-        heapq.heappush(self._waiters, (priority, next(_seq), entry))
+        self._enqueue(entry)
         try:
             waiter.get()
         except BaseException:
@@ -201,7 +216,7 @@ class PriorityPool:
         if self.try_admit(priority):
             self.start_soon(priority, self._run_entry, entry)
         else:
-            heapq.heappush(self._waiters, (priority, next(_seq), entry))
+            self._enqueue(entry)
         return entry
 
     def _run_entry(self, entry: _Waiter) -> None:
@@ -214,7 +229,7 @@ class PriorityPool:
     def release(self) -> None:
         """Give a slot back; the most urgent waiters that now fit are granted."""
         self.running -= 1
-        if self._waiters:
+        if self._queued:
             self._grant_waiting()
 
     def _grant_waiting(self) -> None:
@@ -226,15 +241,22 @@ class PriorityPool:
             return
         self._granting = True
         try:
-            waiters = self._waiters
-            while waiters:
-                priority, _, entry = waiters[0]
+            lines = self._lines
+            limits = self._limits
+            while self._queued:
+                for line in lines:  # the most urgent line that has anyone in it
+                    if line:
+                        break
+                entry = line[0]
                 if entry.state == _CANCELLED:
-                    heapq.heappop(waiters)
+                    line.popleft()
+                    self._queued -= 1
                     continue
-                if priority != TASK_CRITICAL and self.running >= self._limits[priority]:
+                priority = entry.priority
+                if priority != TASK_CRITICAL and self.running >= limits[priority]:
                     return
-                heapq.heappop(waiters)
+                line.popleft()
+                self._queued -= 1
                 self.running += 1
                 entry.fire()
         finally:

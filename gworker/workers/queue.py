@@ -453,7 +453,6 @@ class BackgroundQueueWorker(BackgroundWorker):
         kw = self._kw
         name, o = kw["_name"], kw["o"]
         ids = _call_ids
-        waiters = pool._waiters  # (the pool's list is only ever changed in place)
         runs = self.runs
         started = monotonic()
         try:
@@ -473,7 +472,7 @@ class BackgroundQueueWorker(BackgroundWorker):
                     return False
                 if not self._active or self._gen != gen:
                     return self._active
-                if waiters or ended >= yield_at or not items:
+                if pool._queued or ended >= yield_at or not items:  # (someone waits for a slot)
                     return True
                 task = get()
                 self._in_progress = (task,)
