@@ -64,11 +64,17 @@ How it works
 
 * **Writing ahead, only under a backlog.** A call goes to an idle child, else
   into the pool's FIFO queue. When the queue holds at least two calls per child,
-  a child is given its fair share of it (``len(queue) // processes``, at most 16)
-  in one write, so it finds its next call already in its socket and many results
-  come back per wake-up (this doubles throughput for small calls). Without such a
-  backlog nothing is written ahead, so a short call never waits behind a long
-  one while another child is free. Calls written ahead to a child that dies had
+  a child is given its fair share of it (``len(queue) // processes``, at most its
+  *window*) in one write, so it finds its next call already in its socket and
+  many results come back per wake-up (this more than doubles throughput for small
+  calls). The window (``ProcessPool.window``) is about 4 ms of work by the
+  measured time per call, a power of two from 1 to 64: tiny calls go 64 at a time
+  (one wake-up of a sleeping child per 64 calls, not per 16), calls of 1 ms or
+  more one at a time, so that nothing queued later waits behind seconds of calls
+  written ahead. It starts at 16, and is timed from the reads of children that
+  were busy all along (time since the last read over the results it brought, in
+  decaying sums). Without a backlog nothing is written ahead, so a short call
+  never waits behind a long one while another child is free. Calls written ahead to a child that dies had
   not started (a child runs them in order): they go back to the head of the
   queue; only the call that was running fails.
 
@@ -140,6 +146,7 @@ import signal
 import struct
 import sys
 import time
+from time import monotonic
 import traceback
 import types
 from collections import deque
@@ -188,7 +195,13 @@ _RECV_SIZE = 256 * 1024
 _EXIT_GRACE = 2.0  # s a child may take to exit once its socket is closed
 _KILL_WAIT = 5.0  # s to wait for the exit of a child that was sent SIGKILL
 _MAX_BACKOFF = 5.0  # s, cap of the re-fork delay after initializer failures
-_PREFETCH = 16  # most calls written to one child at a time (see _refill)
+# How many calls a child is given at a time under a backlog: its *window*, sized
+# so that it holds about _WINDOW_HORIZON seconds of work by the measured time per
+# call, a power of two from 1 to _WINDOW_MAX (see _refill and _measure).
+_WINDOW_START = 16  # until calls have been timed
+_WINDOW_MAX = 64
+_WINDOW_HORIZON = 0.004
+_DECAY = 0.75  # per timed read, of the sums the time per call is taken from
 #: default ``spin`` of a ProcessPool: how long (s) a child that has just answered
 #: keeps polling for its next call before it sleeps (see the module docs)
 DEFAULT_SPIN = 0.00025
@@ -489,7 +502,7 @@ def _failed_result(hub: Any, fn: Any, exc: BaseException) -> ProcessResult:
 class _Child:
     __slots__ = (
         "sock", "fd", "pid", "calls", "nsent", "idle", "retiring", "exited", "exitcode",
-        "waiter", "io_read", "io_write", "outbuf", "init_error",
+        "waiter", "io_read", "io_write", "outbuf", "init_error", "busy_since",
     )
 
     def __init__(self, sock: Any) -> None:
@@ -508,6 +521,9 @@ class _Child:
         self.io_write: Any = None
         self.outbuf: Optional[memoryview] = None
         self.init_error: Optional[str] = None
+        # when the last read left it with calls to work on (None: it may have
+        # been idle since): the start of the interval the next read times
+        self.busy_since: Optional[float] = None
 
     def on_exit(self, watcher: Any) -> None:
         # libev child watcher callback (a raw hub callback): record and wake.
@@ -623,6 +639,15 @@ class ProcessPool:
         #: how many calls wait to be submitted by a layer above (the supervisor's
         #: admission by priority): counted as backlog when writing ahead (see _refill)
         self.backlog_hint: Optional[Callable[[], int]] = None
+        #: how many calls a child is given at a time under a backlog (see the
+        #: module docs, "Writing ahead"); follows the measured time per call
+        self.window = _WINDOW_START
+        #: called with the new ``window`` when it changes (the supervisor sizes
+        #: its admission by it)
+        self.on_window: Optional[Callable[[int], Any]] = None
+        # the time per call: decaying sums of timed seconds and calls (see _measure)
+        self._timed_seconds = 0.0
+        self._timed_calls = 0.0
         _register_atexit()
         self._slots = [gevent.spawn(self._run_slot, index) for index in range(self._processes)]
 
@@ -884,9 +909,15 @@ class ProcessPool:
                 return
             if not data:
                 return
+            now = monotonic()
+            replies = 0
             for kind, payload in reader.feed(data):
                 on_reply(child, kind, payload)
+                replies += 1
+            if replies and child.busy_since is not None:
+                self._measure(now - child.busy_since, replies)
             self._refill(child)
+            child.busy_since = now if child.calls else None
             if reader.partial is None and not child.exited:
                 # All it sent so far is read: wait rather than ask again (a
                 # recv that would only say EAGAIN).
@@ -934,9 +965,26 @@ class ProcessPool:
         else:
             result._settle(_ERR, _load_exception(payload))
 
+    def _measure(self, seconds: float, calls: int) -> None:
+        """Fold in one read of a child that was busy all along (``calls``
+        results in ``seconds`` since the last read) and resize the window when
+        the time per call calls for another power of two. The time per call is
+        a ratio of decaying sums, so a read that brought many results weighs
+        more than one that brought a single straggler."""
+        self._timed_seconds = self._timed_seconds * _DECAY + seconds
+        self._timed_calls = self._timed_calls * _DECAY + calls
+        fits = _WINDOW_HORIZON * self._timed_calls / self._timed_seconds if self._timed_seconds > 0 else _WINDOW_MAX
+        window = 1
+        while window * 2 <= fits and window < _WINDOW_MAX:
+            window *= 2
+        if window != self.window:
+            self.window = window
+            if self.on_window is not None:
+                self.on_window(window)
+
     def _refill(self, child: _Child) -> None:
         """Give ``child`` queued calls: one when it has none, up to
-        ``_PREFETCH`` while there is a backlog (at least one queued call per
+        its ``window`` while there is a backlog (at least one queued call per
         child), so a busy child finds its next call already in its socket.
 
         The backlog counts the calls waiting above the pool (``backlog_hint``,
@@ -957,12 +1005,12 @@ class ProcessPool:
                 child.idle = True
                 self._idle.append(child)
             return
-        # Its fair share of the backlog (at least one call, at most _PREFETCH),
+        # Its fair share of the backlog (at least one call, at most the window),
         # so that calls are written ahead only when every child will be busy.
         backlog = len(queue)
         if self.backlog_hint is not None:
             backlog += self.backlog_hint()
-        room = max(1, min(_PREFETCH, backlog // self._processes)) - len(calls)
+        room = max(1, min(self.window, backlog // self._processes)) - len(calls)
         if self._maxtasks is not None:
             room = min(room, self._maxtasks - child.nsent)
         if room <= 0:

@@ -46,12 +46,6 @@ logger = logging.getLogger("gworker")
 
 DEFAULT_POLL_DELAY = 0.1
 
-#: By default the process pool's admission lets this many calls per child be
-#: in flight: a child then finds its next call already in its socket (the pool
-#: writes calls ahead only under a backlog), which more than doubles the
-#: throughput of small calls; priority orders everything beyond that window.
-MP_CALLS_PER_PROCESS = 16
-
 _supervisor_ids = count(1)
 
 
@@ -68,6 +62,8 @@ class TaskSupervisor:
         self.thread_pool = PriorityPool()
         self.mp_pool: Any = None
         self.mp_admission: Optional[PriorityPool] = None
+        # until set_mp_pool sets limits, admission follows the pool's window
+        self._mp_admission_follows_window = True
         self.timers = Timers()
         self.aloops = AloopRegistry()
         self._hub: Optional[Hub] = None
@@ -274,9 +270,14 @@ class TaskSupervisor:
         Takes ``multiprocessing.Pool``'s arguments (``processes``, ``initializer``,
         ``initargs``, ``maxtasksperchild``, ``context``) and ``spin``; see
         :class:`gworker.processes.ProcessPool`. Calls are admitted by priority
-        like the thread pool: by default every priority may use every process
-        (``set_mp_pool`` sets reserves). A pool made before is shut down first.
-        Must be called in the hub's thread (children are watched by its loop)."""
+        like the thread pool. By default every priority may use every process,
+        and admission lets in as many calls as the children's windows hold (the
+        pool's ``window`` per child: about 4 ms of work each, by the measured
+        time per call, 1 to 64 calls), so that small calls are written ahead in
+        batches while a more urgent call never waits behind more than that;
+        ``set_mp_pool`` sets fixed limits and reserves instead. A pool made
+        before is shut down first. Must be called in the hub's thread (children
+        are watched by its loop)."""
         from .processes import ProcessPool
 
         pool = ProcessPool(*args, **kwargs)
@@ -284,10 +285,19 @@ class TaskSupervisor:
         if old is not None:
             old.shutdown(wait=False)
         if self.mp_admission is None:
-            self.mp_admission = PriorityPool(pool.processes * MP_CALLS_PER_PROCESS, 0, 0, hub=pool._hub)
+            self.mp_admission = PriorityPool(pool.processes * pool.window, 0, 0, hub=pool._hub)
+        elif self._mp_admission_follows_window:
+            self.mp_admission.configure(pool.processes * pool.window, 0, 0)
         # calls still waiting for admission are backlog: the pool writes ahead for them
         pool.backlog_hint = self.mp_admission.queued
+        pool.on_window = lambda window: self._mp_window_changed(pool, window)
         return pool
+
+    def _mp_window_changed(self, pool: Any, window: int) -> None:
+        # The pool's reader greenlet, after a read: resizing may admit calls
+        # (which only schedules them).
+        if pool is self.mp_pool and self._mp_admission_follows_window and self.mp_admission is not None:
+            self.mp_admission.configure(pool.processes * window, 0, 0)
 
     def set_mp_pool(
         self,
@@ -302,7 +312,9 @@ class TaskSupervisor:
         ``TASK_HIGH`` ``+reserve_high``, ``TASK_CRITICAL`` always (it then waits
         in the pool's own queue for a free child). A new pool gets
         ``pool_size + reserve_normal + reserve_high`` processes; the defaults are
-        ``os.cpu_count()``, 0 and 0."""
+        the limits in force (without a pool, ``os.cpu_count()``, 0 and 0). From
+        then on the limits are fixed: admission no longer follows the pool's
+        window (see ``create_mp_pool``)."""
         admission = self.mp_admission
         if pool_size is None:
             pool_size = admission.pool_size if admission is not None else (os.cpu_count() or 1)
@@ -314,6 +326,7 @@ class TaskSupervisor:
             self.mp_admission = PriorityPool(pool_size, reserve_normal, reserve_high)
         else:
             admission.configure(pool_size, reserve_normal, reserve_high)
+        self._mp_admission_follows_window = False
         if self.mp_pool is None:
             self.create_mp_pool(processes=max(1, pool_size + reserve_normal + reserve_high))
 

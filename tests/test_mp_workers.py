@@ -8,7 +8,7 @@ import psutil
 import pytest
 from gevent.event import Event
 
-from gworker import TASK_LOW, TT_MP, TaskSupervisor
+from gworker import TASK_HIGH, TASK_LOW, TT_MP, TaskSupervisor
 
 import mp_workers
 from conftest import Ticker, wait_until
@@ -184,10 +184,11 @@ def test_mp_task_callbacks_run_in_order_in_one_greenlet(mp_supervisor):
 
 
 def test_tasks_waiting_for_admission_let_the_pool_write_ahead(monkeypatch):
-    # put_task(TT_MP) admits a few calls per child at a time; the calls still
-    # waiting for admission count as backlog, so a busy child is kept up to
-    # _PREFETCH calls ahead instead of waiting a round trip for most calls
-    # (without that, at most 5 were ever in a child's socket here).
+    # put_task(TT_MP) admits a window of calls per child at a time; the calls
+    # still waiting for admission count as backlog, so a busy child is kept a
+    # window of calls ahead instead of waiting a round trip for most calls
+    # (without that, at most 5 were ever in a child's socket here). Tiny calls
+    # make the window grow past where it starts.
     from gworker import processes
 
     depths = []
@@ -201,8 +202,10 @@ def test_tasks_waiting_for_admission_let_the_pool_write_ahead(monkeypatch):
     sup = TaskSupervisor()
     sup.start()
     try:
-        sup.create_mp_pool(processes=2)
-        n = 600
+        pool = sup.create_mp_pool(processes=2)
+        assert pool.window == processes._WINDOW_START
+        assert sup.mp_admission.pool_size == 2 * processes._WINDOW_START
+        n = 1000
         done = Event()
         finished = [0]
 
@@ -217,4 +220,31 @@ def test_tasks_waiting_for_admission_let_the_pool_write_ahead(monkeypatch):
     finally:
         sup.stop()
     steady = depths[n // 4:3 * n // 4]
-    assert max(steady) == processes._PREFETCH, "children held at most %d calls" % max(steady)
+    assert max(steady) >= 2 * processes._WINDOW_START, "children held at most %d calls" % max(steady)
+    assert max(steady) <= processes._WINDOW_MAX
+
+
+def test_long_calls_shrink_the_window_so_urgent_tasks_wait_behind_few(mp_supervisor):
+    # 10 ms calls: a window of one call per child, and admission follows it, so
+    # a TASK_HIGH task waits behind at most the calls already admitted (with a
+    # fixed window of 16 per child it waited behind 32).
+    pool = mp_supervisor.mp_pool
+    low = [mp_supervisor.put_task(mp_workers.sleep_then, args=(0.01, i), tt=TT_MP, priority=TASK_LOW)
+           for i in range(100)]
+    wait_until(lambda: pool.window == 1 and mp_supervisor.mp_admission.running <= 2, 10)
+    assert mp_supervisor.mp_admission.pool_size == 2
+    finished_before = sum(t.is_completed() for t in low)
+    high = mp_supervisor.put_task(mp_workers.sleep_then, args=(0, "high"), tt=TT_MP, priority=TASK_HIGH)
+    assert high.wait(10) == "high"
+    overtaken = sum(t.is_completed() for t in low) - finished_before
+    assert overtaken <= 4, "the urgent task waited for %d calls" % overtaken
+    for task in low:
+        task.wait(15)
+
+
+def test_set_mp_pool_fixes_admission(mp_supervisor):
+    mp_supervisor.set_mp_pool(pool_size=3)
+    tasks = [mp_supervisor.put_task(mp_workers.echo_task, args=(i,), tt=TT_MP) for i in range(300)]
+    for task in tasks:
+        task.wait(15)
+    assert mp_supervisor.mp_admission.pool_size == 3  # however the window moved
