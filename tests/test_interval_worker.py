@@ -588,6 +588,61 @@ def test_precise_runs_never_start_before_their_time(supervisor):
     assert not early, "runs started early by %s" % ms(early)
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_precise_runs_of_every_executor_kind_never_start_early(supervisor, kind):
+    # The last PRECISE_SPIN of the wait is a busy wait: done right before the
+    # call for a sync executor, at the end of the wait for the others.
+    starts = []
+
+    def on_tick(**kw):
+        starts.append(time.monotonic())
+
+    async def on_tick_async(**kw):
+        starts.append(time.monotonic())
+
+    w = BackgroundIntervalWorker(func=on_tick if kind == "sync" else on_tick_async,
+                                 interval=0.01, precise=True, supervisor=supervisor)
+    t_start = time.monotonic()
+    w.start()
+    wait_until(lambda: len(starts) >= 20, 5)
+    w.stop()
+    early = [t_start + k * 0.01 - s for k, s in enumerate(starts[:20]) if s < t_start + k * 0.01]
+    assert not early, "runs started early by %s" % ms(early)
+
+
+def test_a_precise_wait_lets_other_greenlets_run_until_its_last_stretch(supervisor):
+    from gworker.workers.interval import PRECISE_SPIN
+
+    w = BackgroundIntervalWorker(func=lambda **kw: None, interval=1, precise=True, supervisor=supervisor)
+    turns = []
+
+    def ticker():
+        while True:
+            turns.append(time.monotonic())
+            gevent.sleep(0)
+
+    glet = gevent.spawn(ticker)
+    gevent.sleep(0)
+    w._active, w._gen = True, 1
+    until = time.monotonic() + 0.005
+    w._yield_until(1, until)
+    w._active = False
+    glet.kill()
+    assert len(turns) > 10, "the wait yielded %d times" % len(turns)
+    assert w._spin_until == until  # the sync call path waits out the rest
+    assert max(turns) >= until - 0.005 / 2 - PRECISE_SPIN
+
+    async def job(**kw):
+        pass
+
+    other = BackgroundIntervalWorker(func=job, interval=1, precise=True, supervisor=supervisor)
+    other._choose_invoker(job, {})  # (what start() does: an async executor)
+    other._active, other._gen = True, 1
+    until = time.monotonic() + 0.002
+    other._yield_until(1, until)
+    assert time.monotonic() >= until and other._spin_until is None  # waited out here
+
+
 def test_timer_entries_fire_at_most_lead_early(supervisor):
     # The heap fires entries up to LEAD early (to centre the loop's whole-ms
     # wake-ups on the due time), never more.
