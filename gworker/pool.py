@@ -114,6 +114,10 @@ class PriorityPool:
             priority: self._lines[:i + 1] for i, priority in enumerate(PRIORITIES)
         }
         self._queued = 0
+        # Holds one item while anyone is in line, none otherwise; changed in
+        # place, so a hot loop can keep it in a local and test it as cheaply as
+        # a local (the queue worker's burst gives its slot up when it is true).
+        self._waiting_flag: List[None] = []
         self._ready: List[Tuple[int, int, Callable[..., Any], tuple]] = []
         self._flush_scheduled = False
         self._granting = False
@@ -184,6 +188,14 @@ class PriorityPool:
     def _enqueue(self, entry: _Waiter) -> None:
         self._line[entry.priority].append(entry)
         self._queued += 1
+        if self._queued == 1:
+            self._waiting_flag.append(None)
+
+    def _dequeue(self, line: Deque[_Waiter]) -> None:
+        line.popleft()
+        self._queued -= 1
+        if not self._queued:
+            self._waiting_flag.clear()
 
     def admit(self, priority: int) -> None:
         """Take a slot, waiting cooperatively (in the calling greenlet) if needed.
@@ -249,14 +261,12 @@ class PriorityPool:
                         break
                 entry = line[0]
                 if entry.state == _CANCELLED:
-                    line.popleft()
-                    self._queued -= 1
+                    self._dequeue(line)
                     continue
                 priority = entry.priority
                 if priority != TASK_CRITICAL and self.running >= limits[priority]:
                     return
-                line.popleft()
-                self._queued -= 1
+                self._dequeue(line)
                 self.running += 1
                 entry.fire()
         finally:

@@ -453,6 +453,7 @@ class BackgroundQueueWorker(BackgroundWorker):
         kw = self._kw
         name, o = kw["_name"], kw["o"]
         ids = _call_ids
+        waiting = pool._waiting_flag  # true while anyone waits for a slot (changed in place)
         runs = self.runs
         started = monotonic()
         try:
@@ -472,7 +473,7 @@ class BackgroundQueueWorker(BackgroundWorker):
                     return False
                 if not self._active or self._gen != gen:
                     return self._active
-                if pool._queued or ended >= yield_at or not items:  # (someone waits for a slot)
+                if waiting or ended >= yield_at or not items:
                     return True
                 task = get()
                 self._in_progress = (task,)
