@@ -224,7 +224,7 @@ class BackgroundIntervalWorker(BackgroundWorker):
 
     def _begin(self, gen: int, until: Optional[float] = None) -> None:
         # The run's slot first, then its greenlet: a run waiting for a slot is
-        # an entry in the pool's heap, not a parked greenlet (ten thousand runs
+        # an entry in the pool's line, not a parked greenlet (ten thousand runs
         # due at once on a pool of 110 used to mean ten thousand greenlets).
         self._running = True
         pool = self.supervisor.thread_pool
