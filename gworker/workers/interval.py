@@ -87,6 +87,8 @@ class BackgroundIntervalWorker(BackgroundWorker):
 
     #: set by a precise run's wait: the exact time its sync executor is called at
     _spin_until: Optional[float] = None
+    #: until the first scheduled run of a start in the timer heap (see _run)
+    _anchor = False
 
     holds_slot = True
     kind = "interval"
@@ -132,6 +134,7 @@ class BackgroundIntervalWorker(BackgroundWorker):
         if period + (self.delay_before or 0.0) <= KEEP_GREENLET:
             self._greenlet = gevent.spawn(self._kept_loop, gen)
         else:
+            self._anchor = True
             self._schedule(gen)
 
     def _kept_loop(self, gen: int) -> None:
@@ -139,6 +142,11 @@ class BackgroundIntervalWorker(BackgroundWorker):
         docstring): the timing rules are those of the timer heap's runs."""
         self._run_glet = getcurrent()
         hub = get_hub()
+        # The schedule starts when this loop does (start() was one turn of the
+        # hub ago): else every run after the first is early by that turn,
+        # measured from the first. A precise first run is timed as the others
+        # are (a PRECISE_SPIN's wait, its bookkeeping done before it).
+        self._tick = monotonic() + (PRECISE_SPIN if self.precise else 0.0)
         try:
             while self._active and self._gen == gen:
                 triggered = self._again
@@ -220,23 +228,34 @@ class BackgroundIntervalWorker(BackgroundWorker):
         if self._running:
             self._again = True
         else:
-            self._begin(gen, until)
+            self._begin(gen, until, scheduled=True)
 
-    def _begin(self, gen: int, until: Optional[float] = None) -> None:
+    def _begin(self, gen: int, until: Optional[float] = None, scheduled: bool = False) -> None:
         # The run's slot first, then its greenlet: a run waiting for a slot is
         # an entry in the pool's line, not a parked greenlet (ten thousand runs
         # due at once on a pool of 110 used to mean ten thousand greenlets).
         self._running = True
         pool = self.supervisor.thread_pool
         if getattr(self._invoke, "__func__", None) is Worker._invoke_sync_slot:
-            pool.defer(self.priority, lambda: gevent.spawn(self._run, gen, True, until))
+            pool.defer(self.priority, lambda: gevent.spawn(self._run, gen, True, until, scheduled))
         else:  # an invoker that does not take a thread-pool slot
-            pool.start_soon(self.priority, gevent.spawn, self._run, gen, False, until)
+            pool.start_soon(self.priority, gevent.spawn, self._run, gen, False, until, scheduled)
 
-    def _run(self, gen: int, slot_held: bool = False, until: Optional[float] = None) -> None:
+    def _run(self, gen: int, slot_held: bool = False, until: Optional[float] = None,
+             scheduled: bool = False) -> None:
         self._run_glet = getcurrent()
         self._slot_held = slot_held  # the first call uses the slot defer() took
         try:
+            if scheduled and self._anchor:
+                # The first scheduled run of this start: when it is late (a
+                # turn of the timer heap, the slot, the greenlet), the schedule
+                # starts with it, as a kept loop's starts when the loop does.
+                self._anchor = False
+                start = monotonic() + (PRECISE_SPIN if until is not None else 0.0)
+                if start - (self.delay_before or 0.0) > self._tick:
+                    self._tick = start - (self.delay_before or 0.0)
+                    if until is not None:
+                        until = start
             if until is not None:
                 self._yield_until(gen, until)
             while self._active and self._gen == gen:
