@@ -179,7 +179,7 @@ log = logging.getLogger("gworker")
 _HEADER = struct.Struct("!IB")
 _HSIZE = _HEADER.size
 # parent -> child
-_K_CALL = 0  # payload: 4-byte length n, pickle of fn (n bytes), pickle of (args, kwargs)
+_K_CALL = 0  # payload: 4-byte length n, pickle of fn (n bytes), pickle of (args, kwargs, task id or None)
 _K_STOP = 1  # no payload: finish and exit
 _K_CALL_SPIN = 2  # as _K_CALL; then, if no call is waiting, poll for one for up to `spin`
 # child -> parent
@@ -211,7 +211,7 @@ _dumps = pickle.dumps
 _loads = pickle.loads
 
 # A call's function travels as its own pickle (a call frame: _FN_LEN, the
-# function, then args and kwargs). A plain function pickles by reference (module
+# function, then args, kwargs and a task id). A plain function pickles by reference (module
 # and qualified name), and finding it by name is a third of the cost of pickling
 # a tiny call; the bytes never change, so they are kept here, for up to
 # _FN_CACHE_SIZE functions (then the cache starts over). Only plain functions:
@@ -695,13 +695,19 @@ class ProcessPool:
         queue. A call that does not pickle gives a result that has already failed
         with :class:`TaskPickleError`. After :meth:`shutdown`, raises
         :class:`PoolClosed`. Safe from another OS thread (handed to the pool's hub)."""
+        return self._submit(fn, args, kwargs, None)
+
+    def _submit(self, fn: Callable[..., Any], args: Any, kwargs: Optional[dict], task_id: Any) -> ProcessResult:
+        """``submit``; a ``task_id`` that is not None is passed to ``fn`` as the
+        keyword ``_task_id`` (over any in ``kwargs``), added in the child: the
+        supervisor's TT_MP tasks need no copy of their keywords per call."""
         hub = self._hub
         if hub.thread_ident != os_thread_ident():
-            return call_in_hub(hub, self.submit, fn, args, kwargs)
+            return call_in_hub(hub, self._submit, fn, args, kwargs, task_id)
         if self._state != _RUNNING:
             raise PoolClosed("the process pool is shut down; %s was not submitted" % _describe(fn))
         try:
-            payload = _call_payload(fn, args, kwargs)
+            payload = _call_payload(fn, args, kwargs, task_id)
         except Exception as exc:
             return _failed_result(hub, fn, _pickle_error("could not send %s to a child process" % _describe(fn), exc))
         result = ProcessResult(hub, fn)
@@ -1135,7 +1141,7 @@ class ProcessPool:
             timer.close()
 
 
-def _call_payload(fn: Any, args: Any, kwargs: Optional[dict]) -> bytes:
+def _call_payload(fn: Any, args: Any, kwargs: Optional[dict], task_id: Any = None) -> bytes:
     """The payload of a call frame (see _FN_LEN); raises if it does not pickle."""
     plain = type(fn) is types.FunctionType
     fn_pickle = _fn_pickles.get(fn) if plain else None
@@ -1145,7 +1151,7 @@ def _call_payload(fn: Any, args: Any, kwargs: Optional[dict]) -> bytes:
             if len(_fn_pickles) >= _FN_CACHE_SIZE:
                 _fn_pickles.clear()
             _fn_pickles[fn] = fn_pickle
-    return _FN_LEN.pack(len(fn_pickle)) + fn_pickle + _dumps((args, kwargs or {}), _PROTOCOL)
+    return _FN_LEN.pack(len(fn_pickle)) + fn_pickle + _dumps((args, kwargs or {}, task_id), _PROTOCOL)
 
 
 def _load_call(payload: Any) -> Tuple[Any, Any, Any]:  # pragma: no cover - child only
@@ -1153,7 +1159,9 @@ def _load_call(payload: Any) -> Tuple[Any, Any, Any]:  # pragma: no cover - chil
     (size,) = _FN_LEN.unpack_from(payload)
     end = _FN_LEN.size + size
     fn = _loads(payload[_FN_LEN.size:end])
-    args, kwargs = _loads(payload[end:])
+    args, kwargs, task_id = _loads(payload[end:])
+    if task_id is not None:
+        kwargs["_task_id"] = task_id  # (a dict of the child's own, just unpickled)
     return fn, args, kwargs
 
 

@@ -585,10 +585,8 @@ class TaskSupervisor:
     def _send_to_mp(self, task: Task) -> None:
         # Runs from the admission pool (a hub callback or a releasing greenlet): only schedules.
         task._begin()
-        kwargs = dict(task.kwargs)
-        kwargs["_task_id"] = task.id
         try:
-            result = self.mp_pool.submit(task.target, task.args, kwargs)
+            result = self.mp_pool._submit(task.target, task.args, task.kwargs, task.id)
         except Exception as exc:  # the pool was shut down meanwhile
             self.mp_admission.release()
             self._tasks.pop(task.id, None)

@@ -50,6 +50,10 @@ def square(x, **kwargs):
     return x * x, sorted(kwargs)
 
 
+def kwargs_of(**kwargs):
+    return kwargs
+
+
 def sleep_then(seconds, value, **_kwargs):
     time.sleep(seconds)
     return value

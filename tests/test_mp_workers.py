@@ -156,6 +156,13 @@ def test_mp_task_with_callback_and_task_id(mp_supervisor):
     assert task.result == (49, ["_task_id"]) and task.is_completed()
 
 
+def test_mp_task_gets_its_task_id_and_keeps_the_callers_keywords(mp_supervisor):
+    mine = {"a": 1, "_task_id": "not mine to set"}
+    task = mp_supervisor.put_task(mp_workers.kwargs_of, kwargs=mine, tt=TT_MP)
+    assert task.wait(15) == {"a": 1, "_task_id": task.id}
+    assert mine == {"a": 1, "_task_id": "not mine to set"}  # the caller's dict is not touched
+
+
 def test_tt_mp_without_a_pool_is_refused(supervisor):
     with pytest.raises(RuntimeError, match="create_mp_pool"):
         supervisor.put_task(mp_workers.square, args=(1,), tt=TT_MP)
