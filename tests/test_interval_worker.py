@@ -576,6 +576,25 @@ def test_precise_mode_keeps_a_tight_schedule(supervisor):
     assert median(errors) < 0.0001, ms(errors)  # without precise: ~0.6 ms
 
 
+def test_a_first_run_delayed_by_a_busy_hub_keeps_the_schedule_on_start(supervisor):
+    # A first run one turn of the hub late becomes the schedule's origin; one
+    # that a busy hub delayed for longer does not, so that the schedule catches
+    # up instead of carrying the delay (10,000 workers started together would
+    # otherwise each keep their share of the start-up time).
+    starts = []
+    w = BackgroundIntervalWorker(func=lambda **kw: starts.append(time.monotonic()),
+                                 interval=0.05, supervisor=supervisor)
+    t_start = time.monotonic()
+    w.start()
+    busy_until = time.monotonic() + 0.02
+    while time.monotonic() < busy_until:  # the hub is busy: the first run comes ~20 ms late
+        pass
+    wait_until(lambda: len(starts) >= 2, 5)
+    w.stop()
+    assert starts[0] - t_start >= 0.015
+    assert starts[1] - t_start < 0.06, "second run %.1f ms after start()" % ((starts[1] - t_start) * 1000)
+
+
 def test_precise_runs_never_start_before_their_time(supervisor):
     # The run is started PRECISE_EARLY ahead and yields until its exact time:
     # the executor is never called before t_k = t0 + k * interval, where t0

@@ -68,6 +68,11 @@ KEEP_GREENLET = 0.1
 #: error (see gworker.timers); a wake-up later than this makes the run late.
 PRECISE_EARLY = 0.001
 
+#: A worker's first run that comes at most this late (seconds; one turn of the
+#: hub, as when its greenlet or the timer heap first runs) becomes the origin
+#: of its schedule; a later one (a busy hub) leaves the origin at ``start()``.
+ANCHOR_WITHIN = 0.001
+
 #: How long before its time a ``precise=True`` run stops yielding and watches
 #: the clock instead: a turn of the hub (a yield) takes microseconds and
 #: sometimes tens of them, and a turn that ends after the time makes the run
@@ -145,8 +150,12 @@ class BackgroundIntervalWorker(BackgroundWorker):
         # The schedule starts when this loop does (start() was one turn of the
         # hub ago): else every run after the first is early by that turn,
         # measured from the first. A precise first run is timed as the others
-        # are (a PRECISE_SPIN's wait, its bookkeeping done before it).
-        self._tick = monotonic() + (PRECISE_SPIN if self.precise else 0.0)
+        # are (a PRECISE_SPIN's wait, its bookkeeping done before it). Not when
+        # the hub was busy for longer (ANCHOR_WITHIN): the schedule then keeps
+        # start() as its origin and catches up, rather than carrying the delay.
+        now = monotonic()
+        if now - self._tick <= ANCHOR_WITHIN:
+            self._tick = now + (PRECISE_SPIN if self.precise else 0.0)
         try:
             while self._active and self._gen == gen:
                 triggered = self._again
@@ -247,13 +256,15 @@ class BackgroundIntervalWorker(BackgroundWorker):
         self._slot_held = slot_held  # the first call uses the slot defer() took
         try:
             if scheduled and self._anchor:
-                # The first scheduled run of this start: when it is late (a
-                # turn of the timer heap, the slot, the greenlet), the schedule
-                # starts with it, as a kept loop's starts when the loop does.
+                # The first scheduled run of this start: when it is late by a
+                # turn or so (of the timer heap, the slot, the greenlet), the
+                # schedule starts with it, as a kept loop's starts when the loop
+                # does (later than ANCHOR_WITHIN, it keeps its origin).
                 self._anchor = False
                 start = monotonic() + (PRECISE_SPIN if until is not None else 0.0)
-                if start - (self.delay_before or 0.0) > self._tick:
-                    self._tick = start - (self.delay_before or 0.0)
+                late = start - (self.delay_before or 0.0) - self._tick
+                if 0.0 < late <= ANCHOR_WITHIN:
+                    self._tick += late
                     if until is not None:
                         until = start
             if until is not None:
