@@ -2,9 +2,9 @@
 
 A :class:`PriorityPool` does not own greenlets; it counts *slots*. Work asks for a
 slot at a priority and either gets it at once or waits in line: one FIFO per
-priority (four of them), served most urgent first. A slot that frees is handed straight to the most urgent
-waiter (no polling loop, no thundering herd): the releasing code grants it, and
-the waiter starts in a later hub callback.
+priority (four of them), served most urgent first. A slot that frees is handed
+straight to the most urgent waiter (no polling loop, no thundering herd): the
+releasing code grants it, and the waiter starts in a later hub callback.
 
 Limits, for ``pool_size=P``, ``reserve_normal=N``, ``reserve_high=H``:
 

@@ -74,9 +74,9 @@ How it works
   written ahead. It starts at 16, and is timed from the reads of children that
   were busy all along (time since the last read over the results it brought, in
   decaying sums). Without a backlog nothing is written ahead, so a short call
-  never waits behind a long one while another child is free. Calls written ahead to a child that dies had
-  not started (a child runs them in order): they go back to the head of the
-  queue; only the call that was running fails.
+  never waits behind a long one while another child is free. Calls written
+  ahead to a child that dies had not started (a child runs them in order): they
+  go back to the head of the queue; only the call that was running fails.
 
 * **A child waiting for its next call.** When nothing else runs in a child (the
   calls left no greenlet or timer behind) it waits in ``poll()`` on its socket,
@@ -211,9 +211,10 @@ _dumps = pickle.dumps
 _loads = pickle.loads
 
 # A call's function travels as its own pickle (a call frame: _FN_LEN, the
-# function, then args, kwargs and a task id). A plain function pickles by reference (module
-# and qualified name), and finding it by name is a third of the cost of pickling
-# a tiny call; the bytes never change, so they are kept here, for up to
+# function, then args, kwargs and a task id). A plain function pickles by
+# reference (module and qualified name), and finding it by name is a third of
+# the cost of pickling a tiny call; the bytes never change, so they are kept
+# here, for up to
 # _FN_CACHE_SIZE functions (then the cache starts over). Only plain functions:
 # anything else (a bound method, a partial, a callable object) may pickle its
 # state, which can change.
@@ -313,7 +314,9 @@ class ProcessResult:
     ``exception`` and ``rawlink``/``add_done_callback`` are as in
     ``multiprocessing`` and ``concurrent.futures``."""
 
-    __slots__ = ("_hub", "fn", "_state", "_value", "_waiters", "_callbacks", "_hook", "_hook_arg", "__weakref__")
+    __slots__ = (
+        "_hub", "fn", "_state", "_value", "_waiters", "_callbacks", "_hook", "_hook_arg", "__weakref__",
+    )
 
     def __init__(self, hub: Any, fn: Any) -> None:
         self._hub = hub
@@ -481,7 +484,9 @@ def _run_callbacks(result: ProcessResult, callbacks: List[Callable[[Any], Any]])
             log.exception("callback %r of %r raised", callback, result)
 
 
-def _run_hook(hook: Callable[[Any, Optional[BaseException], Any], Any], arg: Any, state: int, value: Any) -> None:
+def _run_hook(
+    hook: Callable[[Any, Optional[BaseException], Any], Any], arg: Any, state: int, value: Any
+) -> None:
     try:
         if state == _OK:
             hook(arg, None, value)
@@ -697,7 +702,9 @@ class ProcessPool:
         :class:`PoolClosed`. Safe from another OS thread (handed to the pool's hub)."""
         return self._submit(fn, args, kwargs, None)
 
-    def _submit(self, fn: Callable[..., Any], args: Any, kwargs: Optional[dict], task_id: Any) -> ProcessResult:
+    def _submit(
+        self, fn: Callable[..., Any], args: Any, kwargs: Optional[dict], task_id: Any
+    ) -> ProcessResult:
         """``submit``; a ``task_id`` that is not None is passed to ``fn`` as the
         keyword ``_task_id`` (over any in ``kwargs``), added in the child: the
         supervisor's TT_MP tasks need no copy of their keywords per call."""
@@ -979,7 +986,8 @@ class ProcessPool:
         more than one that brought a single straggler."""
         self._timed_seconds = self._timed_seconds * _DECAY + seconds
         self._timed_calls = self._timed_calls * _DECAY + calls
-        fits = _WINDOW_HORIZON * self._timed_calls / self._timed_seconds if self._timed_seconds > 0 else _WINDOW_MAX
+        seconds = self._timed_seconds
+        fits = _WINDOW_HORIZON * self._timed_calls / seconds if seconds > 0 else _WINDOW_MAX
         window = 1
         while window * 2 <= fits and window < _WINDOW_MAX:
             window *= 2

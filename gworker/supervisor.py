@@ -533,15 +533,10 @@ class TaskSupervisor:
         if tt == TT_MP and self.mp_pool is None:
             raise RuntimeError("tt=TT_MP needs a process pool: call create_mp_pool() first")
         task = Task(target, tuple(args), kwargs, callback, priority, tt, task_id, worker, delay, loop)
-        # (self._call, spelled out: this is the hot path of every task)
-        hub = self._hub
-        if hub is not None and hub.thread_ident != hubsafe.os_thread_ident():
-            return hubsafe.call_in_hub(hub, self._put, task)
-        return self._put(task)
+        return self._call(self._put, task)
 
     def _put(self, task: Task) -> Task:
-        if not self._active:
-            self.ensure_started("a task")
+        self.ensure_started("a task")
         self._tasks[task.id] = task
         if task.delay:
             timer = self.hub.loop.timer(task.delay)

@@ -79,7 +79,7 @@ class Task:
         delay: Optional[float] = None,
         loop: Any = None,
     ) -> None:
-        self.id = task_id if task_id is not None else "t%d" % next(_ids)  # (new_task_id, inline)
+        self.id = task_id if task_id is not None else new_task_id()
         self.target = target
         self.args = args
         self.kwargs = kwargs if kwargs is not None else {}
