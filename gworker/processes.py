@@ -984,10 +984,9 @@ class ProcessPool:
         the time per call calls for another power of two. The time per call is
         a ratio of decaying sums, so a read that brought many results weighs
         more than one that brought a single straggler."""
-        self._timed_seconds = self._timed_seconds * _DECAY + seconds
+        total = self._timed_seconds = self._timed_seconds * _DECAY + seconds
         self._timed_calls = self._timed_calls * _DECAY + calls
-        seconds = self._timed_seconds
-        fits = _WINDOW_HORIZON * self._timed_calls / seconds if seconds > 0 else _WINDOW_MAX
+        fits = _WINDOW_HORIZON * self._timed_calls / total if total > 0 else _WINDOW_MAX
         window = 1
         while window * 2 <= fits and window < _WINDOW_MAX:
             window *= 2

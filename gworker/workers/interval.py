@@ -153,9 +153,7 @@ class BackgroundIntervalWorker(BackgroundWorker):
         # are (a PRECISE_SPIN's wait, its bookkeeping done before it). Not when
         # the hub was busy for longer (ANCHOR_WITHIN): the schedule then keeps
         # start() as its origin and catches up, rather than carrying the delay.
-        now = monotonic()
-        if now - self._tick <= ANCHOR_WITHIN:
-            self._tick = now + (PRECISE_SPIN if self.precise else 0.0)
+        self._move_origin(monotonic() + (PRECISE_SPIN if self.precise else 0.0))
         try:
             while self._active and self._gen == gen:
                 triggered = self._again
@@ -183,6 +181,15 @@ class BackgroundIntervalWorker(BackgroundWorker):
             self._running = False
             self._run_glet = None
             self._finished(gen)
+
+    def _move_origin(self, origin: float) -> bool:
+        """Make ``origin`` the schedule's origin if it is later than the one
+        ``start()`` set by at most ANCHOR_WITHIN (one turn of the hub); True if
+        it did."""
+        if 0.0 < origin - self._tick <= ANCHOR_WITHIN:
+            self._tick = origin
+            return True
+        return False
 
     def _scheduled_time(self) -> float:
         """When the next scheduled run is due (monotonic)."""
@@ -262,11 +269,8 @@ class BackgroundIntervalWorker(BackgroundWorker):
                 # does (later than ANCHOR_WITHIN, it keeps its origin).
                 self._anchor = False
                 start = monotonic() + (PRECISE_SPIN if until is not None else 0.0)
-                late = start - (self.delay_before or 0.0) - self._tick
-                if 0.0 < late <= ANCHOR_WITHIN:
-                    self._tick += late
-                    if until is not None:
-                        until = start
+                if self._move_origin(start - (self.delay_before or 0.0)) and until is not None:
+                    until = start
             if until is not None:
                 self._yield_until(gen, until)
             while self._active and self._gen == gen:
