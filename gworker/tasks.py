@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import time
 from itertools import count
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
@@ -63,7 +64,7 @@ class Task:
     __slots__ = (
         "id", "target", "args", "kwargs", "callback", "priority", "tt", "worker", "delay", "loop",
         "status", "result", "exception", "time_queued", "time_started", "time_completed",
-        "_event", "_cancel", "_greenlet", "__weakref__",
+        "future", "_event", "_started_event", "_cancel", "_greenlet", "__weakref__",
     )
 
     def __init__(
@@ -95,7 +96,10 @@ class Task:
         self.time_queued = time.time()
         self.time_started: Optional[float] = None
         self.time_completed: Optional[float] = None
+        #: the asyncio.Task of a coroutine task, else None
+        self.future: Any = None
         self._event: Optional[Event] = None  # made by _completion(), for those who wait
+        self._started_event: Optional[Event] = None  # made by ``started``, for those who wait
         self._cancel: Optional[Callable[[], bool]] = None
         self._greenlet: Any = None
 
@@ -111,6 +115,46 @@ class Task:
     def is_failed(self) -> bool:
         """True if the target raised (see ``exception``)."""
         return self.status == TASK_STATUS_FAILED
+
+    @property
+    def started(self) -> Event:
+        """A gevent ``Event`` set once the target has begun running (atasker's
+        ``task.started``; made on first use)."""
+        event = self._started_event
+        if event is None:
+            event = self._started_event = Event()
+            if self.time_started is not None:
+                event.set()
+        return event
+
+    @property
+    def completed(self) -> Event:
+        """A gevent ``Event`` set once the task has finished — completed, failed
+        or cancelled (atasker's ``task.completed``; made on first use)."""
+        return self._completion()
+
+    def mark_started(self) -> None:
+        """Record that the task has started (atasker's ``Task.mark_started``).
+        The supervisor does this itself for the tasks it runs; for a task
+        that has started already it changes nothing."""
+        if self.time_started is None:
+            self._begin()
+
+    def mark_completed(self) -> None:
+        """Record that the task has completed (atasker's ``Task.mark_completed``),
+        with the ``result`` it holds now. The supervisor does this itself when
+        the target returns; for a finished task it changes nothing."""
+        if not self.is_completed():
+            if self.time_started is None:
+                self._begin()
+            self._finish(TASK_STATUS_COMPLETED, self.result)
+
+    # atasker orders tasks by priority (a smaller number first); ``None`` sorts last.
+    def __lt__(self, other: Any) -> bool:
+        return self.priority < other.priority if other is not None else True
+
+    def __gt__(self, other: Any) -> bool:
+        return self.priority > other.priority if other is not None else True
 
     @property
     def duration(self) -> Optional[float]:
@@ -147,6 +191,8 @@ class Task:
     def _begin(self) -> None:
         self.status = TASK_STATUS_STARTED
         self.time_started = time.time()
+        if self._started_event is not None:  # someone asked for ``started`` before
+            self._started_event.set()
 
     def _finish(self, status: int, result: Any = None, exception: Optional[BaseException] = None) -> None:
         self.status = status
@@ -230,6 +276,8 @@ def background_task(
     callback: Optional[Callable[[Any], Any]] = None,
     loop: Any = None,
     supervisor: Any = None,
+    daemon: Any = None,
+    **kwargs: Any,
 ) -> Any:
     """Make ``f`` a background task: calling it runs ``f`` as a task and
     returns the :class:`Task` at once.
@@ -266,9 +314,15 @@ def background_task(
       every task type; atasker used it for ``TT_MP`` only): a thread task's in
       its own, process and coroutine tasks' one after another in one greenlet
       of the supervisor.
-    * ``supervisor`` (a gworker extension): the :class:`TaskSupervisor` to run
-      on; default ``task_supervisor``, looked up at each call. A supervisor
-      that is not started is started (logged at INFO).
+    * ``supervisor``: the :class:`TaskSupervisor` to run on; default
+      ``task_supervisor``, looked up at each call. A supervisor that is not
+      started is started (logged at INFO).
+    * ``loop`` applies to coroutine functions only: for a plain function it is
+      ignored, as atasker ignores it (the function runs as ``tt`` says).
+      ``daemon`` is accepted and obsolete, as in atasker (a true value logs
+      "daemon argument is obsolete" for a thread task). Other keywords are
+      ignored, as atasker ignores them, with a ``UserWarning`` for one that
+      looks like a misspelling of these.
 
     Bad parameters raise ``TypeError``/``ValueError`` naming the parameter when
     ``background_task`` is called, not when the task runs.
@@ -284,6 +338,12 @@ def background_task(
         raise TypeError("callback must be callable or None; got %r" % (callback,))
     if supervisor is not None and not hasattr(supervisor, "put_task"):
         raise TypeError("supervisor must be a TaskSupervisor or None; got %r" % (supervisor,))
+    if kwargs:
+        from .workers.base import check_unknown_keywords
+
+        check_unknown_keywords("background_task", kwargs, _BACKGROUND_TASK_PARAMETERS)
+    if daemon and tt == TT_THREAD:
+        logging.getLogger("gworker").warning("daemon argument is obsolete")
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Task]:
         if not callable(func):
@@ -293,8 +353,6 @@ def background_task(
             raise TypeError("f: a coroutine function cannot run in the process pool (tt=TT_MP); got %r" % (func,))
         if tt == TT_COROUTINE and not is_coroutine:
             raise TypeError("f must be a coroutine function for tt=TT_COROUTINE; got %r" % (func,))
-        if loop is not None and not is_coroutine:
-            raise TypeError("loop applies to coroutine functions only; %r is not one" % (func,))
         if is_coroutine:
             target: Callable[..., Any] = _coroutine_without_task_id(func)
             task_type = TT_COROUTINE
@@ -306,7 +364,7 @@ def background_task(
         def start_task(*args: Any, **kwargs: Any) -> Task:
             return _supervisor_or_default(supervisor).put_task(
                 target, args, kwargs, callback=callback, priority=priority, delay=delay,
-                tt=task_type, loop=loop,
+                tt=task_type, loop=loop if is_coroutine else None,
             )
 
         return start_task
@@ -314,6 +372,9 @@ def background_task(
     if f is None:
         return decorate
     return decorate(f)
+
+
+_BACKGROUND_TASK_PARAMETERS = ("name", "priority", "delay", "tt", "callback", "loop", "supervisor", "daemon")
 
 
 def wait_completed(
