@@ -17,8 +17,11 @@ from .priorities import (
     TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, TT_COROUTINE, TT_MP, TT_THREAD,
 )
 from .supervisor import TaskSupervisor
-from .tasks import Task
-from .aio import Aloop
+from .tasks import (
+    TASK_STATUS_CANCELED, TASK_STATUS_COMPLETED, TASK_STATUS_DELAYED, TASK_STATUS_FAILED,
+    TASK_STATUS_QUEUED, TASK_STATUS_STARTED, Task,
+)
+from .aio import Aloop, ALoop
 from .workers import (
     BackgroundAsyncWorker, BackgroundEventWorker, BackgroundIntervalWorker, BackgroundQueueWorker,
     BackgroundWorker, background_worker,
@@ -42,7 +45,9 @@ __all__ = [
     "task_supervisor", "TaskSupervisor", "Task",
     "TASK_LOW", "TASK_NORMAL", "TASK_HIGH", "TASK_CRITICAL",
     "TT_COROUTINE", "TT_THREAD", "TT_MP",
-    "background_worker", "BackgroundWorker", "BackgroundAsyncWorker", "BackgroundQueueWorker", "Aloop",
+    "TASK_STATUS_QUEUED", "TASK_STATUS_DELAYED", "TASK_STATUS_STARTED", "TASK_STATUS_COMPLETED",
+    "TASK_STATUS_FAILED", "TASK_STATUS_CANCELED",
+    "background_worker", "BackgroundWorker", "BackgroundAsyncWorker", "BackgroundQueueWorker", "Aloop", "ALoop",
     "BackgroundEventWorker", "BackgroundIntervalWorker",
     "background_task", "wait_completed",
     "Locker", "g", "LocalProxy", "set_debug",
@@ -57,12 +62,13 @@ _default_lock = _threading.Lock()  # never held across a greenlet switch
 
 
 def _default_supervisor() -> TaskSupervisor:
-    """The default supervisor, made on first use (never at import)."""
+    """The default supervisor, made on first use (never at import); its id is
+    ``'default'``, as atasker's."""
     global _default
     if _default is None:
         with _default_lock:
             if _default is None:
-                _default = TaskSupervisor("task_supervisor")
+                _default = TaskSupervisor("default")
     return _default
 
 

@@ -22,7 +22,9 @@ Crossing between the two worlds:
 
 * :meth:`Aloop.run` — from a greenlet (or another OS thread): run a coroutine
   on the loop and wait cooperatively for its result;
-* :meth:`Aloop.background_task` — schedule a coroutine, get its ``asyncio.Task``;
+* :meth:`Aloop.background_task` — schedule a coroutine, get a gworker
+  :class:`~gworker.tasks.Task` (as atasker's: ``result``, ``wait_completed``);
+* :meth:`Aloop.create_task` — schedule a coroutine, get its ``asyncio.Task``;
 * :func:`wait_future` — from a greenlet, wait for an asyncio future of an aloop;
 * :func:`await_greenlet` — from a coroutine, await a gevent greenlet without
   blocking the loop.
@@ -34,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 import weakref
 from typing import (
     Any,
@@ -52,11 +55,14 @@ from gevent.hub import Hub, get_hub
 from gevent.selectors import GeventSelector
 from greenlet import getcurrent
 
-from . import _running_loop
+from . import _running_loop, _thread_names
 from .hubsafe import call_in_hub, in_hub_thread
+from .priorities import TT_COROUTINE
+from .tasks import TASK_STATUS_CANCELED, TASK_STATUS_COMPLETED, TASK_STATUS_FAILED, Task
 
 __all__ = [
     "Aloop",
+    "ALoop",
     "AloopRegistry",
     "AloopNotActive",
     "UnknownAloopError",
@@ -187,7 +193,9 @@ async def await_greenlet(glet: gevent.Greenlet) -> Any:
 class Aloop:
     """An asyncio event loop running in a greenlet of the gevent hub.
 
-    ``Aloop(name, daemon=False, hub=None)`` makes a stopped aloop; :meth:`start`
+    ``Aloop(name=None, supervisor=None, daemon=False, hub=None)`` makes a
+    stopped aloop (``ALoop`` is the same class, spelled as atasker spells it;
+    without a name it gets a unique one, as in atasker); :meth:`start`
     creates a fresh ``asyncio.SelectorEventLoop(GeventSelector())`` and runs it
     in a new greenlet. An aloop can be started again after it was stopped (a
     new asyncio loop each time).
@@ -197,17 +205,36 @@ class Aloop:
     hub's thread and from other OS threads (those calls are handed to the hub
     through :mod:`gworker.hubsafe`; the calling thread waits, never the hub).
 
+    ``supervisor`` (the :class:`~gworker.TaskSupervisor` it belongs to, if any)
+    names it in ``threading.current_thread().name`` inside its coroutines
+    (``supervisor_<id>_aloop_<name>``, see :mod:`gworker._thread_names`); an
+    aloop made with ``create_aloop`` has its supervisor's.
+
     ``daemon`` is kept for atasker compatibility and read by
     :meth:`AloopRegistry.stop_all`: a daemon aloop's pending tasks are cancelled
     rather than waited for when everything stops (as a daemon thread is
     abandoned at exit).
     """
 
-    def __init__(self, name: str, daemon: bool = False, hub: Optional[Hub] = None) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        supervisor: Any = None,
+        daemon: bool = False,
+        hub: Optional[Hub] = None,
+    ) -> None:
+        if name is None:
+            name = str(uuid.uuid4())
         if not isinstance(name, str) or not name:
-            raise TypeError("name must be a non-empty string; got %r" % (name,))
+            raise TypeError("name must be a non-empty string or None; got %r" % (name,))
+        if supervisor is not None and not hasattr(supervisor, "put_task"):
+            raise TypeError("supervisor must be a TaskSupervisor or None; got %r" % (supervisor,))
         self.name = name
+        #: the supervisor this aloop belongs to (None for a free-standing one)
+        self.supervisor = supervisor
         self.daemon = bool(daemon)
+        if hub is None and supervisor is not None:
+            hub = supervisor._hub
         self._hub = hub
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._greenlet: Optional[gevent.Greenlet] = None
@@ -261,6 +288,7 @@ class Aloop:
             return call_in_hub(self._hub, self.start)
         if self._greenlet is not None:
             return False
+        _thread_names.install()
         # Made in the hub thread: the selector's watchers belong to this hub.
         loop = asyncio.SelectorEventLoop(GeventSelector(self._hub))
         self._loop = loop
@@ -399,7 +427,41 @@ class Aloop:
         if self._hub is not None and current is self._hub:
             raise RuntimeError("%s cannot wait in the hub greenlet (e.g. a hub callback)" % what)
 
-    def background_task(self, coro: Coroutine[Any, Any, T]) -> "asyncio.Task[T]":
+    def background_task(self, coro: Coroutine[Any, Any, T]) -> Task:
+        """Schedule ``coro`` on the loop and return a :class:`~gworker.tasks.Task`
+        for it, as atasker's ``ALoop.background_task`` does.
+
+        The task is started at once (``TT_COROUTINE``); ``wait_completed(task)``
+        and ``task.wait()`` wait for it cooperatively; its ``result`` attribute
+        is the coroutine's result once it has completed. A coroutine that raises
+        fails the task (``task.exception``; logged at ERROR on the ``gworker``
+        logger), one that is cancelled cancels it. ``task.future`` is the
+        ``asyncio.Task`` (see :meth:`create_task`, which returns only that).
+        Callable from any greenlet and from other OS threads. Raises
+        :class:`AloopNotActive` (a ``RuntimeError``) if the aloop is not running.
+        """
+        future = self.create_task(coro)
+        task = Task(coro, tt=TT_COROUTINE)
+        task._begin()
+        task.future = future
+        future.add_done_callback(lambda fut: self._background_done(task, fut))
+        return task
+
+    def _background_done(self, task: Task, fut: "asyncio.Future[Any]") -> None:
+        # In the loop's greenlet, as a done-callback: only records.
+        if fut.cancelled():
+            task._finish(TASK_STATUS_CANCELED)
+            return
+        exc = fut.exception()
+        if exc is not None:
+            logging.getLogger("gworker").error(
+                "aloop %s: background task %s failed", self.name, task.id,
+                exc_info=(type(exc), exc, exc.__traceback__))
+            task._finish(TASK_STATUS_FAILED, exception=exc)
+        else:
+            task._finish(TASK_STATUS_COMPLETED, fut.result())
+
+    def create_task(self, coro: Coroutine[Any, Any, T]) -> "asyncio.Task[T]":
         """Schedule ``coro`` on the loop and return its ``asyncio.Task``.
 
         Callable from any greenlet and from other OS threads (the task object is
@@ -410,7 +472,7 @@ class Aloop:
         _check_coro(coro)
         hub = self._hub
         if hub is not None and not in_hub_thread(hub):
-            return call_in_hub(hub, self.background_task, coro)
+            return call_in_hub(hub, self.create_task, coro)
         loop = self._loop
         if not self._active or loop is None:
             coro.close()
@@ -428,7 +490,7 @@ class Aloop:
         return task
 
     def _create_in_loop(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> "asyncio.Task[T]":
-        self._check_can_wait("background_task() in asyncio debug mode")
+        self._check_can_wait("create_task() in asyncio debug mode")
         made = AsyncResult()
 
         def create() -> None:
@@ -462,7 +524,7 @@ class Aloop:
         except RuntimeError:
             coro.close()
             raise
-        task = self.background_task(coro)
+        task = self.create_task(coro)
         try:
             return wait_future(task, timeout)
         except BaseException:
@@ -486,8 +548,10 @@ class AloopRegistry:
     :class:`Aloop` methods themselves are thread-safe.
     """
 
-    def __init__(self, hub: Optional[Hub] = None) -> None:
+    def __init__(self, hub: Optional[Hub] = None, supervisor: Any = None) -> None:
         self._hub = hub
+        #: the supervisor the aloops belong to (names their threads)
+        self.supervisor = supervisor
         self._aloops: Dict[str, Aloop] = {}
         self._default: Optional[Aloop] = None
 
@@ -522,7 +586,7 @@ class AloopRegistry:
     def _create(self, name: str, daemon: bool, start: bool, default: bool) -> Aloop:
         if name in self._aloops:
             raise ValueError("name: an aloop named %r already exists" % (name,))
-        aloop = Aloop(name, daemon=daemon, hub=self._hub)
+        aloop = Aloop(name, supervisor=self.supervisor, daemon=daemon, hub=self._hub)
         self._aloops[name] = aloop
         if start:
             aloop.start()
@@ -634,3 +698,7 @@ class AloopRegistry:
                 )
             return owner
         raise TypeError("loop must be an aloop, an aloop name or an asyncio loop of an aloop; got %r" % (loop,))
+
+
+#: atasker's spelling of :class:`Aloop`.
+ALoop = Aloop

@@ -329,7 +329,7 @@ class AsyncJobScheduler:
     def _launch(self, job: AsyncJob) -> None:
         assert self.aloop is not None
         self._idle.clear()
-        job._task = self.aloop.background_task(job._run())
+        job._task = self.aloop.create_task(job._run())
 
     def _job_ended(self, job: AsyncJob) -> None:
         # In the aloop's greenlet, as a job's task ends.

@@ -149,7 +149,7 @@ def test_run_in_the_hub_greenlet_raises(make_aloop):
     assert "hub" in str(box.get(timeout=2))
 
 
-def test_background_task_returns_the_task(make_aloop):
+def test_create_task_returns_the_asyncio_task(make_aloop):
     aloop = make_aloop()
     started = gevent.event.Event()
 
@@ -158,14 +158,14 @@ def test_background_task_returns_the_task(make_aloop):
         await asyncio.sleep(0.01)
         return "done"
 
-    task = aloop.background_task(work())
+    task = aloop.create_task(work())
     assert isinstance(task, asyncio.Task)
     assert task.get_loop() is aloop.get_loop()
     assert started.wait(2)  # it runs without anyone waiting for it
     assert wait_future(task, timeout=2) == "done"
 
 
-def test_background_task_in_asyncio_debug_mode(make_aloop):
+def test_create_task_in_asyncio_debug_mode(make_aloop):
     # Debug mode insists that tasks are made by the loop's own thread, which
     # after patch_all() means the loop's greenlet.
     aloop = make_aloop()
@@ -175,7 +175,7 @@ def test_background_task_in_asyncio_debug_mode(make_aloop):
         await asyncio.sleep(0)
         return asyncio.get_running_loop()
 
-    task = aloop.background_task(where())
+    task = aloop.create_task(where())
     assert isinstance(task, asyncio.Task)
     assert wait_future(task, timeout=2) is aloop.get_loop()
     assert aloop.run(where(), timeout=2) is aloop.get_loop()
@@ -189,7 +189,7 @@ def test_inactive_aloop_refuses_work_and_closes_the_coroutine():
 
     coro = never()
     with pytest.raises(AloopNotActive, match="idle"):
-        aloop.background_task(coro)
+        aloop.create_task(coro)
     assert coro.cr_frame is None  # closed, so no "never awaited" warning
     assert aloop.get_loop() is None and not aloop.is_active()
 
@@ -416,14 +416,14 @@ def test_stop_waits_for_pending_tasks():
             asyncio.get_running_loop().create_task(work(99))
         finished.append(i)
 
-    tasks = [aloop.background_task(work(i)) for i in range(3)]
+    tasks = [aloop.create_task(work(i)) for i in range(3)]
     loop = aloop.get_loop()
     assert aloop.stop(wait=True) is True
     assert sorted(finished) == [0, 1, 2, 99]
     assert all(t.done() and not t.cancelled() for t in tasks)
     assert loop.is_closed() and aloop.greenlet is None
     with pytest.raises(AloopNotActive):
-        aloop.background_task(asyncio.sleep(0))
+        aloop.create_task(asyncio.sleep(0))
 
 
 def test_stop_cancel_tasks():
@@ -437,7 +437,7 @@ def test_stop_cancel_tasks():
         finally:
             cleaned.append(1)
 
-    tasks = [aloop.background_task(forever()) for _ in range(3)]
+    tasks = [aloop.create_task(forever()) for _ in range(3)]
     gevent.sleep(0.01)
     t0 = time.monotonic()
     assert aloop.stop(wait=True, cancel_tasks=True) is True
@@ -458,7 +458,7 @@ def test_stop_wait_false_and_numeric_wait():
             await asyncio.sleep(0.03)  # slow clean-up after the cancellation
             cleaned.append(1)
 
-    task = aloop.background_task(slow())
+    task = aloop.create_task(slow())
     loop = aloop.get_loop()
     gevent.sleep(0.01)
     assert aloop.stop(wait=False) is False  # returns at once, loop still draining
@@ -479,7 +479,7 @@ def test_stop_from_inside_its_own_coroutine_does_not_deadlock():
     async def stopper():
         return aloop.stop(wait=True)
 
-    task = aloop.background_task(stopper())
+    task = aloop.create_task(stopper())
     wait_until(lambda: loop.is_closed(), 3)
     assert task.result() is False
 
@@ -542,7 +542,7 @@ def test_create_stop_cycles_leak_nothing():
 # -- foreign OS threads ------------------------------------------------------------------
 
 
-def test_run_and_background_task_from_a_native_thread(make_aloop):
+def test_run_and_create_task_from_a_native_thread(make_aloop):
     aloop = make_aloop()
     os_ident = gevent.monkey.get_original("_thread", "get_ident")
     hub_ident = os_ident()
@@ -555,8 +555,8 @@ def test_run_and_background_task_from_a_native_thread(make_aloop):
         result = aloop.run(where(1))
         with pytest.raises(ValueError):
             aloop.run(_raise(ValueError("in thread")))
-        task = aloop.background_task(where(2))
-        other = aloop.background_task(where(3))
+        task = aloop.create_task(where(2))
+        other = aloop.create_task(where(3))
         waited = wait_future(other, timeout=5)
         # everything went through the aloop's hub: no hub was made in this thread
         from gevent._hub_local import get_hub_if_exists
@@ -728,8 +728,8 @@ def test_registry_stop_all(registry):
         await asyncio.sleep(0.05)
         finished.append(tag)
 
-    normal.background_task(work("normal"))
-    daemon_task = daemon.background_task(work("daemon"))
+    normal.create_task(work("normal"))
+    daemon_task = daemon.create_task(work("daemon"))
     gevent.sleep(0.005)
     registry.stop_all(wait=True)
     assert finished == ["normal"]  # waited for; the daemon aloop's task cancelled
