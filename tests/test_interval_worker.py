@@ -157,7 +157,7 @@ def test_start_overrides_stay_on_the_worker(supervisor):
     w.start(_interval=0.02)
     wait_until(lambda: len(rec.starts) >= 6, timeout=2)
     w.stop()
-    assert w.interval == 0.02 and w.delay is None
+    assert w.interval == 0.02 and w.delay_after is None
     assert 0.017 <= median(rec.start_to_start()[:5]) <= 0.025, ms(rec.start_to_start())
     assert rec.kwargs[0]["_interval"] == 0.02, "overrides are passed on as-is"
 
@@ -402,7 +402,7 @@ def test_stop_from_inside_the_executor(supervisor):
     wait_until(w.is_stopped, timeout=2)
     gevent.sleep(0.05)
     assert runs == [1]
-    assert supervisor.get_schedulers() == []
+    assert supervisor.get_schedulers() == {}
 
 
 def test_return_false_stops(supervisor):
@@ -478,15 +478,15 @@ def test_bad_overrides_raise_at_start(supervisor, kwargs, exc, pattern):
     with pytest.raises(exc, match=pattern):
         w.start(**kwargs)
     assert not w.is_active()
-    assert w.interval == 10 and w.delay is None and w.delay_before is None
+    assert w.interval == 10 and w.delay_after is None and w.delay_before is None
 
 
 @pytest.mark.parametrize(
     "kwargs, attrs",
     [
-        ({"i": 2}, {"interval": 2, "delay": None}),
-        ({"interval": 2}, {"interval": 2, "delay": None}),
-        ({"delay": 3}, {"interval": None, "delay": 3}),
+        ({"i": 2}, {"interval": 2, "delay": 2, "delay_after": None}),  # delay: atasker's "the interval"
+        ({"interval": 2}, {"interval": 2, "delay": 2, "delay_after": None}),
+        ({"delay": 3}, {"interval": None, "delay": 3, "delay_after": 3}),
         ({"delay_before": 4}, {"interval": None, "delay": 1, "delay_before": 4}),
         ({"i": 2, "delay_before": 0.5}, {"interval": 2, "delay_before": 0.5}),
     ],

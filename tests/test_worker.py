@@ -84,7 +84,7 @@ def test_executor_func_alias_and_run_assigned_later(supervisor):
     assert later.wait(2)
 
 
-def test_start_overrides_stay(supervisor):
+def test_start_overrides_priority_stays_name_and_o_do_not(supervisor):
     calls, done = [], Event()
     w = BackgroundWorker(func=collect(1, calls, done), name="n0", supervisor=supervisor)
     new_o = object()
@@ -93,7 +93,8 @@ def test_start_overrides_stay(supervisor):
     wait_until(w.is_stopped)
     _, kwargs = calls[0]
     assert kwargs["_name"] == "n1" and kwargs["o"] is new_o and kwargs["_priority"] == TASK_LOW
-    assert w.name == "n1" and w.priority == TASK_LOW and w.o is new_o
+    # as in atasker: _priority stays on the worker, _name and o were for this start only
+    assert w.name == "n0" and w.priority == TASK_LOW and w.o is None
 
 
 def test_start_twice_returns_false(supervisor):

@@ -28,10 +28,13 @@ a hub callback, so a running executor is never interrupted.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import inspect
 import logging
+import os
 import sys
 import time
+import warnings
 from itertools import count
 from time import monotonic
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -46,7 +49,7 @@ from ..priorities import TASK_NORMAL, check_priority
 from ..checks import check_seconds
 from ..supervisor import TaskSupervisor
 
-__all__ = ["Worker", "Halt", "logger"]
+__all__ = ["Worker", "Halt", "logger", "KNOWN_PARAMETERS", "check_unknown_keywords"]
 
 logger = logging.getLogger("gworker")
 
@@ -58,6 +61,49 @@ _PLAIN_KEYS = ["_name", "o", "_worker"]
 
 #: A busy worker yields to the hub at least this often (seconds).
 YIELD_EVERY = 0.004
+
+#: Every keyword that a worker kind or ``@background_worker`` takes. Worker
+#: constructors accept any other keyword and ignore it, as atasker's do (a
+#: subclass may read its own keywords from ``**kwargs``), but one that looks
+#: like a misspelling of these raises a warning (see check_unknown_keywords).
+KNOWN_PARAMETERS = (
+    "name", "func", "executor_func", "priority", "o", "on_error", "on_error_kwargs", "supervisor",
+    "poll_delay", "loop", "daemon", "q", "queue", "e", "event", "i", "interval", "delay",
+    "delay_after", "delay_before", "precise",
+)
+
+#: How alike (difflib's ratio) an unknown keyword and a known one must be for
+#: the unknown one to be taken for a misspelling: ``intreval`` → ``interval``,
+#: ``priorty`` → ``priority``; not ``host``, ``timeout`` or ``delay_ms``.
+MISSPELLING_CUTOFF = 0.8
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def check_unknown_keywords(owner: str, kwargs: Dict[str, Any], known: Tuple[str, ...] = KNOWN_PARAMETERS) -> None:
+    """Warn (``UserWarning``) about each keyword of ``kwargs`` that is not in
+    ``known`` but close to one of them — likely a misspelling, which would
+    otherwise be ignored without a word. The warning names both; it points at
+    the first caller outside gworker. Other unknown keywords pass silently."""
+    for key in kwargs:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=MISSPELLING_CUTOFF)
+        if close:
+            warnings.warn(
+                "%s: unknown keyword %r is ignored; did you mean %r?" % (owner, key, close[0]),
+                UserWarning, stacklevel=_outside_gworker(),
+            )
+
+
+def _outside_gworker() -> int:
+    """The ``stacklevel`` of the first frame that is not in gworker's package."""
+    frame = sys._getframe(2)
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 class Halt(GreenletExit):
@@ -113,6 +159,11 @@ class Worker:
 
     Parameters are validated here, at construction (a bad one raises
     ``TypeError``/``ValueError`` naming it), never later in a greenlet.
+    Keywords no worker kind knows are ignored, as atasker ignores them (so a
+    subclass can take its own through ``**kwargs``), with a ``UserWarning``
+    for one that looks like a misspelling of a known parameter
+    (:func:`check_unknown_keywords`). ``daemon`` is accepted and obsolete, as
+    in atasker.
     """
 
     #: Sync calls hold one slot of the supervisor's pool while they run.
@@ -132,7 +183,13 @@ class Worker:
         poll_delay: Optional[float] = None,
         loop: Any = None,
         executor_func: Optional[Callable[..., Any]] = None,
+        daemon: Any = None,
+        **kwargs: Any,
     ) -> None:
+        if kwargs:  # a subclass's own keywords, or a misspelt one of ours
+            check_unknown_keywords(type(self).__name__, kwargs)
+        if daemon:
+            logger.warning("daemon argument is obsolete")  # atasker's words: nothing is a thread
         if func is not None and executor_func is not None:
             raise TypeError("give the executor as func or executor_func, not both")
         if func is None:
@@ -194,16 +251,13 @@ class Worker:
         self._poll_delay = check_seconds(value, "poll_delay")
 
     def _apply_overrides(self, kwargs: Dict[str, Any]) -> None:
-        """Apply the underscore start overrides; each stays on the worker."""
+        """Apply the start overrides that stay on the worker (``_priority``,
+        ``_loop``, the interval ones); ``_name`` and ``o`` only change what the
+        executor receives for this start, as in atasker."""
         if "_priority" in kwargs:
             self.priority = check_priority(kwargs["_priority"], "_priority")
-        if "_name" in kwargs:
-            name = kwargs["_name"]
-            if not isinstance(name, str):
-                raise TypeError("_name must be a string; got %r" % (name,))
-            self.name = name
-        if "o" in kwargs:
-            self.o = kwargs["o"]
+        if "_name" in kwargs and not isinstance(kwargs["_name"], str):
+            raise TypeError("_name must be a string; got %r" % (kwargs["_name"],))
         if "_loop" in kwargs:
             self.loop = _check_loop(kwargs["_loop"], "_loop")
 
@@ -211,9 +265,11 @@ class Worker:
     def start(self, *args: Any, **kwargs: Any) -> bool:
         """Start the worker; ``False`` if it is already active.
 
-        Every argument is passed on to each executor call as-is. ``_name``,
-        ``_priority``, ``o``, ``_loop`` (and for interval workers ``_interval``,
-        ``_delay``, ``_delay_before``) override the initial parameters and stay
+        Every argument is passed on to each executor call as-is. ``_name`` and
+        ``o`` are what the executor receives for this start (``worker.name`` and
+        ``worker.o`` keep their values, as in atasker); ``_priority``, ``_loop``
+        (and for interval workers ``_interval``, ``_delay``/``_delay_after``,
+        ``_delay_before``) override the initial parameters and stay
         overridden. Starts the supervisor if needed. Thread-safe."""
         return self.supervisor._call(self._start, args, kwargs)
 
@@ -227,9 +283,9 @@ class Worker:
             self._wait_stopped(None)
         self.supervisor.ensure_started("worker %s" % self.name)
         self._args = args
-        kw = dict(kwargs)
-        kw["_name"] = self.name
-        kw["o"] = self.o
+        # _name and o first (in _PLAIN_KEYS order), whether given or not
+        kw = {"_name": kwargs.get("_name", self.name), "o": kwargs.get("o", self.o)}
+        kw.update(kwargs)
         self._choose_invoker(executor, kw)
         self._kw = kw
         self._plain_kw = not args and list(kw) == _PLAIN_KEYS and kw["_worker"] is self
@@ -325,8 +381,10 @@ class Worker:
         return self._active
 
     def is_started(self) -> bool:
-        """True once the worker has been started (it may have stopped since)."""
-        return self._started
+        """True while the worker runs, as in atasker: from ``start()`` until its
+        loop has ended (after ``stop()``, or an executor that returned ``False``)."""
+        done = self._done
+        return done is not None and not done.is_set()
 
     def is_stopped(self) -> bool:
         """True when the worker is not active and its loop has ended."""
@@ -468,7 +526,7 @@ class Worker:
         if self._slot_held:  # admitted before its greenlet existed (an interval run)
             self._slot_held = False
         elif not pool.try_admit(self.priority):  # the common case costs no extra call
-            pool.admit(self.priority)
+            pool.admit(self.priority, self)
         try:
             return self._invoke_sync(pre, kw)
         finally:

@@ -5,12 +5,15 @@ the decorated name becomes the worker. The keywords pick the class:
 
 * ``q`` / ``queue`` → :class:`BackgroundQueueWorker`
 * ``e`` / ``event`` → :class:`BackgroundEventWorker`
-* ``i`` / ``interval`` / ``delay`` / ``delay_before`` → :class:`BackgroundIntervalWorker`
-  (``i`` is an alias of ``interval``)
+* ``i`` / ``interval`` / ``delay`` / ``delay_after`` / ``delay_before`` →
+  :class:`BackgroundIntervalWorker` (``i`` is an alias of ``interval``,
+  ``delay_after`` of ``delay``)
 * an ``async def`` function → :class:`BackgroundAsyncWorker`
 * otherwise → :class:`BackgroundWorker`
 
-Queue, event and interval workers run async executors too.
+Queue, event and interval workers run async executors too. Other keywords
+go to the class's constructor, which ignores those it does not know (as
+atasker's do), with a ``UserWarning`` for a likely misspelling.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ def pick_worker_class(func: Callable[..., Any], kwargs: dict) -> type:
         return BackgroundQueueWorker
     if kwargs.get("e") or kwargs.get("event"):
         return BackgroundEventWorker
-    if any(kwargs.get(k) is not None for k in ("interval", "delay", "delay_before")):
+    if any(kwargs.get(k) is not None for k in ("interval", "delay", "delay_after", "delay_before")):
         return BackgroundIntervalWorker
     if inspect.iscoroutinefunction(func):
         return BackgroundAsyncWorker

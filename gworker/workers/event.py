@@ -13,13 +13,17 @@ from typing import Any
 from gevent.event import Event
 
 from .base import Halt
-from .continuous import BackgroundWorker
+from .continuous import BackgroundAsyncWorker
 
 __all__ = ["BackgroundEventWorker"]
 
 
-class BackgroundEventWorker(BackgroundWorker):
-    """Calls its executor once per accepted trigger (see the module docstring)."""
+class BackgroundEventWorker(BackgroundAsyncWorker):
+    """Calls its executor once per accepted trigger (see the module docstring).
+
+    A :class:`BackgroundAsyncWorker`, as in atasker (which ran every
+    event-driven worker on an event loop); it waits for triggers, not
+    ``poll_delay``."""
 
     holds_slot = True
     kind = "event"

@@ -55,7 +55,7 @@ from gevent.hub import Waiter, get_hub, getcurrent
 from ..checks import check_seconds
 from ..timers import LEAD, TimerEntry
 from .base import Halt, Worker
-from .continuous import BackgroundWorker
+from .event import BackgroundEventWorker
 
 __all__ = ["BackgroundIntervalWorker", "PRECISE_EARLY", "PRECISE_SPIN", "KEEP_GREENLET"]
 
@@ -87,8 +87,17 @@ def _wait_until(until: float) -> None:
         pass
 
 
-class BackgroundIntervalWorker(BackgroundWorker):
-    """Runs its executor on an interval or with a delay (see the module docstring)."""
+class BackgroundIntervalWorker(BackgroundEventWorker):
+    """Runs its executor on an interval or with a delay (see the module docstring).
+
+    A :class:`BackgroundEventWorker`, as in atasker: ``trigger()`` asks for an
+    extra run, and ``get_event_obj()`` returns the event inherited from there
+    (which an interval worker does not wait on: trigger it with
+    ``trigger_threadsafe()``). As in atasker, ``delay`` holds the interval
+    (``interval`` if set, else the delay between runs); ``interval`` is None for
+    a worker that pauses between runs, and ``delay_after`` (an alias of
+    ``delay`` as a keyword) is the pause, None for an interval worker.
+    """
 
     #: set by a precise run's wait: the exact time its sync executor is called at
     _spin_until: Optional[float] = None
@@ -105,9 +114,11 @@ class BackgroundIntervalWorker(BackgroundWorker):
         delay: Optional[float] = None,
         delay_before: Optional[float] = None,
         precise: bool = False,
+        delay_after: Optional[float] = None,
         **kwargs: Any,
     ) -> None:
-        self.interval, self.delay = _check_timing(interval, delay, "interval", "delay")
+        delay = _alias(delay, delay_after, "delay", "delay_after")
+        self.interval, self.delay_after = _check_timing(interval, delay, "interval", "delay")
         self.delay_before = check_seconds(delay_before, "delay_before")
         if not isinstance(precise, bool):
             raise TypeError("precise must be True or False; got %r" % (precise,))
@@ -122,20 +133,35 @@ class BackgroundIntervalWorker(BackgroundWorker):
         self._waiter: Optional[Waiter] = None
 
     def _apply_overrides(self, kwargs: Dict[str, Any]) -> None:
-        if "_interval" in kwargs or "_delay" in kwargs:
+        if "_interval" in kwargs or "_delay" in kwargs or "_delay_after" in kwargs:
             interval = kwargs.get("_interval")
-            delay = kwargs.get("_delay")
-            self.interval, self.delay = _check_timing(interval, delay, "_interval", "_delay")
+            delay = _alias(kwargs.get("_delay"), kwargs.get("_delay_after"), "_delay", "_delay_after")
+            self.interval, self.delay_after = _check_timing(interval, delay, "_interval", "_delay")
         if "_delay_before" in kwargs:
             self.delay_before = check_seconds(kwargs["_delay_before"], "_delay_before")
         super()._apply_overrides(kwargs)
+
+    @property
+    def delay(self) -> float:
+        """The interval, as atasker's attribute holds it: ``interval`` if set,
+        else the pause between runs. Assigning sets whichever of the two the
+        worker uses (for the next start)."""
+        return self.interval if self.interval is not None else self.delay_after  # type: ignore[return-value]
+
+    @delay.setter
+    def delay(self, value: float) -> None:
+        value = check_seconds(value, "delay", allow_none=False)
+        if self.interval is not None:
+            self.interval = value
+        else:
+            self.delay_after = value
 
     # -- scheduling -----------------------------------------------------------------------------
     def _launch(self, gen: int) -> None:
         self._running = False
         self._again = False
         self._tick = monotonic()
-        period = self.interval if self.interval is not None else self.delay
+        period = self.interval if self.interval is not None else self.delay_after
         if period + (self.delay_before or 0.0) <= KEEP_GREENLET:
             self._greenlet = gevent.spawn(self._kept_loop, gen)
         else:
@@ -253,9 +279,16 @@ class BackgroundIntervalWorker(BackgroundWorker):
         self._running = True
         pool = self.supervisor.thread_pool
         if getattr(self._invoke, "__func__", None) is Worker._invoke_sync_slot:
-            pool.defer(self.priority, lambda: gevent.spawn(self._run, gen, True, until, scheduled))
+            # (a bound method and a tuple rather than a closure: the pool's
+            # starvation report can tell whose run waited)
+            pool.defer(self.priority, self._spawn_run, (gen, until, scheduled))
         else:  # an invoker that does not take a thread-pool slot
             pool.start_soon(self.priority, gevent.spawn, self._run, gen, False, until, scheduled)
+
+    def _spawn_run(self, run: tuple) -> None:
+        # Granted a slot (by the pool, in the hub or a releasing greenlet): start the run.
+        gen, until, scheduled = run
+        gevent.spawn(self._run, gen, True, until, scheduled)
 
     def _run(self, gen: int, slot_held: bool = False, until: Optional[float] = None,
              scheduled: bool = False) -> None:
@@ -298,7 +331,7 @@ class BackgroundIntervalWorker(BackgroundWorker):
             tick = self._tick + self.interval
             self._tick = tick if tick + (self.delay_before or 0.0) >= now else now
         else:
-            self._tick = now + self.delay  # type: ignore[operator]
+            self._tick = now + self.delay_after  # type: ignore[operator]
 
     # -- triggers --------------------------------------------------------------------------------
     def trigger_threadsafe(self, force: bool = False) -> None:
@@ -339,9 +372,17 @@ class BackgroundIntervalWorker(BackgroundWorker):
     def get_info(self) -> Dict[str, Any]:
         info = super().get_info()
         info["interval"] = self.interval
-        info["delay"] = self.delay
+        info["delay"] = self.delay_after
         info["delay_before"] = self.delay_before
         return info
+
+
+def _alias(value: Any, alias: Any, parameter: str, p_alias: str) -> Any:
+    if alias is None:
+        return value
+    if value is not None:
+        raise TypeError("give the delay as %s or %s, not both" % (parameter, p_alias))
+    return alias
 
 
 def _check_timing(interval: Any, delay: Any, p_interval: str, p_delay: str):

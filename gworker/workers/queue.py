@@ -78,7 +78,7 @@ import gevent.queue
 from ..aio import AloopNotActive, await_greenlet
 from ..hubsafe import os_thread_ident, yield_to_hub
 from .base import YIELD_EVERY, Halt, Worker, _call_ids, logger
-from .continuous import BackgroundWorker
+from .continuous import BackgroundAsyncWorker
 
 __all__ = ["BackgroundQueueWorker", "make_queue", "is_queue_object"]
 
@@ -130,8 +130,11 @@ def make_queue(q: Any, parameter: str = "q") -> Any:
     )
 
 
-class BackgroundQueueWorker(BackgroundWorker):
-    """Calls ``run(task, *args, **kwargs)`` once per item put into its queue."""
+class BackgroundQueueWorker(BackgroundAsyncWorker):
+    """Calls ``run(task, *args, **kwargs)`` once per item put into its queue.
+
+    A :class:`BackgroundAsyncWorker`, as in atasker; ``poll_delay`` does not
+    throttle it."""
 
     holds_slot = True
     kind = "queue"
@@ -278,7 +281,7 @@ class BackgroundQueueWorker(BackgroundWorker):
                 and isinstance(self._queue, gevent.queue.Queue)):
             # (a protocol object, which may want ack/fail/release, keeps the greenlet loop)
             try:
-                self._task = self._aloop.background_task(self._aloop_loop(gen))
+                self._task = self._aloop.create_task(self._aloop_loop(gen))
                 return
             except (AloopNotActive, RuntimeError):
                 # not running (or a task cannot be made from here): the greenlet
