@@ -64,13 +64,15 @@ class _Waiter:
     """One request waiting in line for a slot: ``grant(arg)`` (or ``grant()``) runs when
     a slot is handed over. Calling the entry withdraws it (see ``cancel``)."""
 
-    __slots__ = ("priority", "grant", "arg", "state")
+    __slots__ = ("priority", "grant", "arg", "state", "queued_at")
 
     def __init__(self, priority: int, grant: Callable[..., None], arg: Any = _NO_ARG) -> None:
         self.priority = priority
         self.grant = grant
         self.arg = arg
         self.state = _WAITING
+        #: when it went into line (monotonic), set only if it had to wait
+        self.queued_at = 0.0
 
     def fire(self) -> None:
         """Mark it granted and run ``grant``."""
@@ -122,6 +124,12 @@ class PriorityPool:
         self._flush_scheduled = False
         self._granting = False
         self._hub = hub
+        #: ``on_waited(entry, seconds)`` is called when a request that waited in
+        #: line at least ``warn_after`` seconds is granted its slot (the
+        #: supervisor's starvation warnings); requests admitted at once are
+        #: never timed.
+        self.on_waited: Optional[Callable[[Any, float], None]] = None
+        self.warn_after = float("inf")
         self.configure(pool_size, reserve_normal, reserve_high, min_size, max_size)
 
     # -- settings -----------------------------------------------------------
@@ -135,11 +143,12 @@ class PriorityPool:
     ) -> None:
         """Set the limits (validated, naming the bad parameter) and admit any
         waiters the new limits let in. ``min_size`` is accepted for atasker
-        compatibility; greenlets need no pre-spawning, so it changes nothing."""
+        compatibility (``'max'`` too, atasker's "as many as max_size");
+        greenlets need no pre-spawning, so it changes nothing."""
         self.pool_size = _check_size(pool_size, "pool_size")
         self.reserve_normal = _check_size(reserve_normal, "reserve_normal")
         self.reserve_high = _check_size(reserve_high, "reserve_high")
-        self.min_size = _check_size(min_size, "min_size")
+        self.min_size = min_size if min_size == "max" else _check_size(min_size, "min_size")
         self.max_size = _check_size(max_size, "max_size", allow_none=True)
         low = self.pool_size
         normal = low + self.reserve_normal
@@ -186,6 +195,7 @@ class PriorityPool:
         return False
 
     def _enqueue(self, entry: _Waiter) -> None:
+        entry.queued_at = monotonic()  # (only a request that must wait is timed)
         self._line[entry.priority].append(entry)
         self._queued += 1
         if self._queued == 1:
@@ -197,8 +207,9 @@ class PriorityPool:
         if not self._queued:
             self._waiting_flag.clear()
 
-    def admit(self, priority: int) -> None:
+    def admit(self, priority: int, who: Any = None) -> None:
         """Take a slot, waiting cooperatively (in the calling greenlet) if needed.
+        ``who`` (e.g. the worker) is what ``on_waited`` reports if it waited long.
 
         If the waiting greenlet is killed, its place is given up; a slot granted
         to it in the meantime is passed on."""
@@ -206,7 +217,7 @@ class PriorityPool:
             return
         hub = self.hub
         waiter = Waiter(hub)
-        entry = _Waiter(priority, lambda: hub.loop.run_callback(waiter.switch, None))
+        entry = _Waiter(priority, lambda _who: hub.loop.run_callback(waiter.switch, None), who)
         self._enqueue(entry)
         try:
             waiter.get()
@@ -268,6 +279,10 @@ class PriorityPool:
                     return
                 self._dequeue(line)
                 self.running += 1
+                if self.on_waited is not None:
+                    waited = monotonic() - entry.queued_at
+                    if waited >= self.warn_after:
+                        self.on_waited(entry, waited)
                 entry.fire()
         finally:
             self._granting = False

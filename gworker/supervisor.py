@@ -30,8 +30,8 @@ from gevent.event import Event
 from gevent._hub_local import get_hub_if_exists
 from gevent.hub import Hub, get_hub, getcurrent
 
-from . import hubsafe
-from .aio import Aloop, AloopRegistry, UnknownAloopError
+from . import _thread_names, hubsafe
+from .aio import SUPERVISOR_ALOOP, Aloop, AloopRegistry, UnknownAloopError
 from .checks import check_seconds
 from .pool import PriorityPool
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
@@ -46,6 +46,10 @@ logger = logging.getLogger("gworker")
 
 DEFAULT_POLL_DELAY = 0.1
 
+#: atasker's defaults for the starvation warnings (seconds a task waited to start).
+DEFAULT_TIMEOUT_WARNING = 5
+DEFAULT_TIMEOUT_CRITICAL = 10
+
 _supervisor_ids = count(1)
 
 
@@ -53,19 +57,36 @@ class TaskSupervisor:
     """Runs workers and tasks in one gevent hub (see the module docstring).
 
     ``supervisor_id`` names it in logs and ``get_info()``; by default a short
-    counter-based id.
+    counter-based id (the default ``task_supervisor``'s is ``'default'``).
+
+    Starvation warnings, as in atasker: work that waited in line for a slot of
+    the thread or process pool (a task, or a worker's run) for more than
+    ``timeout_warning`` seconds (default 5) is logged at WARNING on the
+    ``gworker`` logger when it starts, and ``timeout_warning_func(task)`` is
+    called; past ``timeout_critical`` (10) at CRITICAL, with
+    ``timeout_critical_func(task)``. ``task`` is the :class:`Task`, or for a
+    worker's run the worker. The message is ``timeout_message`` formatted with
+    ``supervisor_id``, ``task_id``, ``target`` and ``time_spent``. The
+    functions run in a greenlet of their own. Work admitted at once is never
+    timed, so this costs nothing while the pool has room.
     """
+
+    timeout_message = (
+        "{supervisor_id} task {task_id}: {target} started in {time_spent:.3f} seconds."
+        " Increase pool size or decrease number of workers"
+    )
 
     def __init__(self, supervisor_id: Optional[str] = None) -> None:
         self.id = supervisor_id if supervisor_id is not None else "supervisor-%d" % next(_supervisor_ids)
         self.poll_delay = DEFAULT_POLL_DELAY
         self.thread_pool = PriorityPool()
+        self.thread_pool.on_waited = self._waited
         self.mp_pool: Any = None
         self.mp_admission: Optional[PriorityPool] = None
         # until set_mp_pool sets limits, admission follows the pool's window
         self._mp_admission_follows_window = True
         self.timers = Timers()
-        self.aloops = AloopRegistry()
+        self.aloops = AloopRegistry(supervisor=self)
         self._hub: Optional[Hub] = None
         self._active = False
         self._started = False
@@ -79,6 +100,103 @@ class TaskSupervisor:
         #: Async job schedulers by name (see :mod:`gworker.jobs`).
         self.async_job_schedulers: Dict[str, Any] = {}
         self.default_async_job_scheduler: Any = None
+        self._timeout_warning: float = DEFAULT_TIMEOUT_WARNING
+        self.timeout_critical: float = DEFAULT_TIMEOUT_CRITICAL
+        #: called as ``timeout_warning_func(task)`` after a starvation warning (or None)
+        self.timeout_warning_func: Optional[Callable[[Any], Any]] = None
+        #: called as ``timeout_critical_func(task)`` after a critical one (or None)
+        self.timeout_critical_func: Optional[Callable[[Any], Any]] = None
+        self._set_warn_after()
+
+    # -- atasker's attributes -----------------------------------------------------
+    @property
+    def timeout_warning(self) -> float:
+        """Seconds in line for a pool slot after which starting work is logged
+        as a warning (default 5; see the class docstring)."""
+        return self._timeout_warning
+
+    @timeout_warning.setter
+    def timeout_warning(self, value: float) -> None:
+        self._timeout_warning = check_seconds(value, "timeout_warning", allow_none=False)
+        self._set_warn_after()
+
+    def _set_warn_after(self) -> None:
+        for pool in (self.thread_pool, self.mp_admission):
+            if pool is not None:
+                pool.warn_after = self._timeout_warning
+
+    def _waited(self, entry: Any, seconds: float) -> None:
+        """A pool's report that ``entry`` waited ``seconds`` for its slot (at
+        least ``timeout_warning``): runs where the slot is granted (a hub
+        callback or a releasing greenlet), so it only logs and spawns."""
+        arg = entry.arg
+        if isinstance(arg, Task):
+            subject, task_id, target = arg, arg.id, _name_of(arg.target)
+        else:
+            worker = arg if arg is not None and hasattr(arg, "supervisor") else getattr(entry.grant, "__self__", None)
+            subject, task_id, target = worker, "-", "worker %s" % getattr(worker, "name", worker)
+        critical = seconds > self.timeout_critical
+        message = self.timeout_message.format(
+            supervisor_id=self.id, task_id=task_id, target=target, time_spent=seconds)
+        if critical:
+            logger.critical(message)
+            func = self.timeout_critical_func
+        else:
+            logger.warning(message)
+            func = self.timeout_warning_func
+        if func is not None:
+            gevent.spawn(self._call_timeout_func, func, subject)
+
+    @staticmethod
+    def _call_timeout_func(func: Callable[[Any], Any], subject: Any) -> None:
+        try:
+            func(subject)
+        except Exception:
+            logger.exception("timeout function %r failed", func)
+
+    @property
+    def thread_pool_size(self) -> int:
+        """The thread pool's ``pool_size`` (atasker's attribute; setting it
+        reconfigures the pool)."""
+        return self.thread_pool.pool_size
+
+    @thread_pool_size.setter
+    def thread_pool_size(self, value: int) -> None:
+        self.set_thread_pool(pool_size=value)
+
+    @property
+    def thread_reserve_normal(self) -> int:
+        """The thread pool's ``reserve_normal`` (settable, as ``thread_pool_size``)."""
+        return self.thread_pool.reserve_normal
+
+    @thread_reserve_normal.setter
+    def thread_reserve_normal(self, value: int) -> None:
+        self.set_thread_pool(reserve_normal=value)
+
+    @property
+    def thread_reserve_high(self) -> int:
+        """The thread pool's ``reserve_high`` (settable, as ``thread_pool_size``)."""
+        return self.thread_pool.reserve_high
+
+    @thread_reserve_high.setter
+    def thread_reserve_high(self, value: int) -> None:
+        self.set_thread_pool(reserve_high=value)
+
+    @property
+    def mp_pool_size(self) -> Optional[int]:
+        """How many process-pool calls ``TASK_LOW`` work may have admitted (the
+        admission's ``pool_size``), or None before a process pool is made."""
+        return None if self.mp_admission is None else self.mp_admission.pool_size
+
+    @property
+    def mp_reserve_normal(self) -> Optional[int]:
+        """The process pool's ``reserve_normal`` (None before a pool is made)."""
+        return None if self.mp_admission is None else self.mp_admission.reserve_normal
+
+    @property
+    def mp_reserve_high(self) -> Optional[int]:
+        """The process pool's ``reserve_high`` (None before a pool is made)."""
+        return None if self.mp_admission is None else self.mp_admission.reserve_high
 
     # -- where it lives ------------------------------------------------------------
     @property
@@ -121,8 +239,11 @@ class TaskSupervisor:
         return hubsafe.call_in_hub(hub, fn, *args)
 
     # -- lifecycle -------------------------------------------------------------------
-    def start(self) -> bool:
-        """Start the supervisor; ``False`` if it is already active. Thread-safe."""
+    def start(self, daemon: Any = None) -> bool:
+        """Start the supervisor; ``False`` if it is already active. Thread-safe.
+
+        ``daemon`` is accepted for atasker compatibility and changes nothing
+        (there is no event-loop thread to make a daemon of)."""
         return self._call(self._start)
 
     def _start(self) -> bool:
@@ -134,6 +255,7 @@ class TaskSupervisor:
         self._stopped = Event()
         self._active = True
         self._started = True
+        _thread_names.install()
         self.timers.start()
         logger.debug("supervisor %s started", self.id)
         return True
@@ -245,15 +367,16 @@ class TaskSupervisor:
         pool_size: Optional[int] = None,
         reserve_normal: Optional[int] = None,
         reserve_high: Optional[int] = None,
-        min_size: Optional[int] = None,
+        min_size: Union[int, str, None] = None,
         max_size: Optional[int] = None,
     ) -> None:
         """Set the limits of the pool that admits sync executor greenlets.
 
         Parameters left out keep their value (defaults: ``pool_size=100``,
         ``reserve_normal=10``, ``reserve_high=10``, ``max_size`` none).
-        ``min_size`` is accepted for atasker compatibility: greenlets need no
-        pre-spawning, so it changes nothing. Waiters that now fit start at once."""
+        ``min_size`` (a number, or atasker's ``'max'``) is accepted for atasker
+        compatibility: greenlets need no pre-spawning, so it changes nothing.
+        Waiters that now fit start at once."""
         pool = self.thread_pool
         self._call(
             pool.configure,
@@ -286,6 +409,8 @@ class TaskSupervisor:
             old.shutdown(wait=False)
         if self.mp_admission is None:
             self.mp_admission = PriorityPool(pool.processes * pool.window, 0, 0, hub=pool._hub)
+            self.mp_admission.on_waited = self._waited
+            self._set_warn_after()
         elif self._mp_admission_follows_window:
             self.mp_admission.configure(pool.processes * pool.window, 0, 0)
         # calls still waiting for admission are backlog: the pool writes ahead for them
@@ -324,6 +449,8 @@ class TaskSupervisor:
             reserve_high = admission.reserve_high if admission is not None else 0
         if admission is None:
             self.mp_admission = PriorityPool(pool_size, reserve_normal, reserve_high)
+            self.mp_admission.on_waited = self._waited
+            self._set_warn_after()
         else:
             admission.configure(pool_size, reserve_normal, reserve_high)
         self._mp_admission_follows_window = False
@@ -347,33 +474,64 @@ class TaskSupervisor:
             admission.release()
 
     # -- aloops -------------------------------------------------------------------------
-    def create_aloop(self, name: str, daemon: bool = False, start: bool = True, default: bool = False) -> Aloop:
+    def create_aloop(self, name: str, daemon: bool = False, start: bool = True, default: bool = False) -> Any:
         """Make an aloop — an asyncio loop running in a greenlet of this hub —
-        named ``name`` (``ValueError`` if taken); start it unless ``start=False``;
-        make it the default for async executors if ``default=True``."""
+        named ``name``; start it unless ``start=False``; make it the default
+        for async executors if ``default=True``. Returns the :class:`Aloop`, or
+        ``False`` (logged as an error) if an aloop of that name exists, as in
+        atasker."""
         if not isinstance(name, str):
             raise TypeError("name must be a string; got %r" % (name,))
+        if name in self.aloops:
+            logger.error("supervisor %s: an aloop named %r already exists", self.id, name)
+            return False
         if start:
             self.ensure_started("aloop %s" % name)
         return self._call(self.aloops.create, name, daemon, start, default)
 
-    def get_aloop(self, name: Optional[str] = None) -> Optional[Aloop]:
-        """The aloop named ``name``, or the default aloop when no name is given;
-        None if there is no such aloop (as in atasker)."""
+    def get_aloop(self, name: Optional[str] = None, default: bool = True) -> Optional[Aloop]:
+        """The aloop named ``name``; with no name the default aloop (``None``
+        with ``default=False``); None if there is no such aloop (as in atasker)."""
+        if name is None and not default:
+            return None
         try:
             return self.aloops.get(name)
         except UnknownAloopError:
             return None
 
+    def get_aloops(self) -> Dict[str, Aloop]:
+        """The aloops made with ``create_aloop``, by name (a copy, as atasker's)."""
+        return {aloop.name: aloop for aloop in self.aloops if aloop.name != SUPERVISOR_ALOOP}
+
+    @property
+    def default_aloop(self) -> Optional[Aloop]:
+        """The default aloop (None if there is none); assigning an aloop (or its
+        name) sets it, ``None`` clears it — as ``set_default_aloop``."""
+        return self.aloops.default
+
+    @default_aloop.setter
+    def default_aloop(self, aloop: Union[Aloop, str, None]) -> None:
+        self.set_default_aloop(aloop)
+
     def start_aloop(self, name: str) -> bool:
-        """Start a registered aloop (``False`` if it runs already)."""
+        """Start the aloop ``name``: True, or False if there is no such aloop
+        (logged as an error, as in atasker) or it runs already."""
+        if name not in self.aloops:
+            logger.error("supervisor %s: no aloop named %r", self.id, name)
+            return False
         return self._call(self.aloops.start, name)
 
     def stop_aloop(self, name: str, wait: Union[bool, float] = True, cancel_tasks: bool = False) -> bool:
-        """Stop aloop ``name`` and forget it: pending tasks finish first, or are
-        cancelled with ``cancel_tasks=True``; ``wait`` as in ``Aloop.stop``.
-        The async job schedulers running on it are stopped first (without
-        waiting for their runs in progress: the aloop's stop does)."""
+        """Stop aloop ``name``: pending tasks finish first, or are cancelled with
+        ``cancel_tasks=True``; ``wait`` as in ``Aloop.stop``. The aloop stays
+        registered (and the default, if it was): ``start_aloop(name)`` starts
+        it again, as in atasker. The async job schedulers running on it are
+        stopped first (without waiting for their runs in progress: the aloop's
+        stop does). Returns what ``Aloop.stop`` returns, or False if there is no
+        such aloop (logged as an error, as in atasker)."""
+        if name not in self.aloops:
+            logger.error("supervisor %s: no aloop named %r", self.id, name)
+            return False
         return self._call(self._stop_aloop, name, wait, cancel_tasks)
 
     def _stop_aloop(self, name: str, wait: Union[bool, float], cancel_tasks: bool) -> bool:
@@ -381,10 +539,10 @@ class TaskSupervisor:
         for scheduler in list(self.async_job_schedulers.values()):
             if scheduler.aloop is aloop and scheduler.is_active():
                 scheduler.stop(wait=False)
-        return self.aloops.stop(name, wait, cancel_tasks)
+        return aloop.stop(wait=wait, cancel_tasks=cancel_tasks)
 
     def set_default_aloop(self, aloop: Union[Aloop, str, None]) -> None:
-        """Make ``aloop`` (or the aloop of that name) the default one."""
+        """Make ``aloop`` (or the aloop of that name) the default one; None clears it."""
         self._call(self.aloops.set_default, aloop)
 
     # -- async jobs ---------------------------------------------------------------------
@@ -489,9 +647,10 @@ class TaskSupervisor:
         """Called by a worker when it has stopped."""
         self._workers.pop(id(worker), None)
 
-    def get_schedulers(self) -> List[Any]:
-        """The workers started on this supervisor and not yet stopped."""
-        return list(self._workers.values())
+    def get_schedulers(self) -> Dict[Any, None]:
+        """The workers started on this supervisor and not yet stopped, as a
+        dict keyed by worker (a copy, as atasker's; the values are None)."""
+        return dict.fromkeys(self._workers.values())
 
     # -- tasks --------------------------------------------------------------------------
     def put_task(
@@ -564,7 +723,8 @@ class TaskSupervisor:
         # Coroutines take no pool slot (as in atasker, priority does not apply).
         aloop = self.aloops.resolve(task.loop)
         task._begin()
-        future = aloop.background_task(task.target(*task.args, _task_id=task.id, **task.kwargs))
+        future = aloop.create_task(task.target(*task.args, _task_id=task.id, **task.kwargs))
+        task.future = future
         task._cancel = lambda: bool(future.cancel())
         future.add_done_callback(lambda fut: self._coroutine_done(task, fut))
 
@@ -666,36 +826,117 @@ class TaskSupervisor:
         """The unfinished task with this id, or None."""
         return self._tasks.get(task_id)
 
-    def get_tasks(self) -> List[Task]:
-        """Every unfinished task (queued, delayed or running)."""
-        return list(self._tasks.values())
+    def get_tasks(self, tt: Optional[int] = None) -> Dict[str, Task]:
+        """The unfinished tasks (queued, delayed or running) by id, those of
+        task type ``tt`` only if given (a copy, as atasker's)."""
+        if tt is None:
+            return dict(self._tasks)
+        return {task_id: task for task_id, task in self._tasks.items() if task.tt == tt}
+
+    def _find_task(self, task: Optional[Task], task_id: Optional[str]) -> Task:
+        if task is not None:
+            if not isinstance(task, Task):
+                raise TypeError("task must be a Task or None; got %r" % (task,))
+            return task
+        if task_id is None:
+            raise TypeError("give the task or its task_id")
+        found = self._tasks.get(task_id)
+        if found is None:
+            raise LookupError("task_id: supervisor %s has no unfinished task %r" % (self.id, task_id))
+        return found
+
+    def mark_task_started(self, task: Optional[Task] = None, task_id: Optional[str] = None) -> bool:
+        """atasker's call for a ``put_task`` target to report that it started.
+
+        gworker records a task's start itself, when its target begins, so this
+        only checks that the task exists (``LookupError`` for an unknown
+        ``task_id``) and returns True."""
+        self._find_task(task, task_id)
+        return True
+
+    def mark_task_completed(self, task: Optional[Task] = None, task_id: Optional[str] = None) -> bool:
+        """atasker's call for a ``put_task`` target to report that it completed
+        (atasker's docs ask targets to make it, e.g. with their ``_task_id``).
+
+        gworker records a task's completion itself — once, when its target
+        returns, with its result — so for a task that is still running this
+        changes nothing and returns True (the task is not completed twice, and
+        its slot is held until it really ends). A task that is not run by
+        gworker (never started) is marked completed. ``LookupError`` for a
+        ``task_id`` that no unfinished task has (e.g. a worker executor's
+        ``_task_id``, which is not registered)."""
+        found = self._find_task(task, task_id)
+        if not found.is_started() and found._cancel is None and found._greenlet is None:
+            found.mark_completed()
+        return True
 
     # -- info -----------------------------------------------------------------------------
-    def get_info(self) -> SimpleNamespace:
-        """A snapshot: ``id``, ``active``, ``started``, ``thread_tasks_count``,
-        ``mp_tasks_count``, ``thread_pool`` and ``mp_pool`` figures, and
-        ``workers`` — one dict per started worker (name, kind, priority, active,
-        runs, errors, last_run, last_duration, queue length)."""
+    def get_info(
+        self,
+        tt: Any = None,
+        aloops: bool = True,
+        schedulers: bool = True,
+        async_job_schedulers: bool = True,
+    ) -> SimpleNamespace:
+        """A snapshot, with atasker's fields and gworker's own.
+
+        atasker's: ``id``, ``active``, ``started``; for ``tt`` None, False or
+        ``TT_THREAD``: ``thread_pool_size``, ``thread_reserve_normal``,
+        ``thread_reserve_high``, ``thread_tasks_count`` (sync calls and tasks
+        holding a pool slot, plus running sync continuous workers — each was a
+        thread of atasker's pool) and, unless ``tt`` is False, ``thread_tasks``
+        (the ids of the running ``TT_THREAD`` tasks); for None, False or
+        ``TT_MP``: ``mp_tasks_count``, ``mp_tasks`` likewise and, once there is
+        a process pool, ``mp_pool_size``/``mp_reserve_normal``/``mp_reserve_high``;
+        ``aloops`` (name → aloop), ``schedulers`` (``get_schedulers()``),
+        ``async_job_schedulers`` (name → scheduler) unless switched off; and
+        unless ``tt`` is False, ``tasks`` (id → unfinished task, of type ``tt``
+        if given).
+
+        gworker's: ``thread_pool`` and ``mp_pool`` figures, ``timers`` (entries
+        in the timer heap) and ``workers`` — one dict per started worker (name,
+        kind, priority, active, runs, errors, last_run, last_duration, queue
+        length)."""
         pool = self.thread_pool
         mp = self.mp_pool
-        return SimpleNamespace(
-            id=self.id,
-            active=self._active,
-            started=self._started,
-            thread_tasks_count=pool.running,
-            mp_tasks_count=getattr(mp, "busy", 0) if mp is not None else 0,
-            thread_pool=dict(
-                pool_size=pool.pool_size, reserve_normal=pool.reserve_normal,
-                reserve_high=pool.reserve_high, max_size=pool.max_size,
-                running=pool.running, waiting=pool.waiting,
-            ),
-            mp_pool=None if mp is None else dict(size=mp.size, busy=mp.busy, pending=mp.pending),
-            tasks=len(self._tasks),
-            timers=len(self.timers),
-            aloops=self.aloops.names(),
-            async_job_schedulers=list(self.async_job_schedulers),
-            workers=[w.get_info() for w in list(self._workers.values())],
+        info = SimpleNamespace(id=self.id, active=self._active, started=self._started)
+        all_types = tt is None or tt is False
+        if all_types or tt == TT_THREAD:
+            info.thread_pool_size = pool.pool_size
+            info.thread_reserve_normal = pool.reserve_normal
+            info.thread_reserve_high = pool.reserve_high
+            continuous = sum(  # sync continuous workers (their greenlet holds no slot)
+                1 for w in self._workers.values()
+                if w.kind == "continuous" and getattr(w._invoke, "__name__", None) == "_invoke_sync"
+            )
+            info.thread_tasks_count = pool.running + continuous
+            if tt is not False:
+                info.thread_tasks = [t.id for t in self._tasks.values() if t.tt == TT_THREAD and t.is_started()]
+        if all_types or tt == TT_MP:
+            if self.mp_admission is not None:
+                info.mp_pool_size = self.mp_pool_size
+                info.mp_reserve_normal = self.mp_reserve_normal
+                info.mp_reserve_high = self.mp_reserve_high
+            info.mp_tasks_count = getattr(mp, "busy", 0) if mp is not None else 0
+            if tt is not False:
+                info.mp_tasks = [t.id for t in self._tasks.values() if t.tt == TT_MP and t.is_started()]
+        if aloops:
+            info.aloops = {aloop.name: aloop for aloop in self.aloops}
+        if schedulers:
+            info.schedulers = self.get_schedulers()
+        if async_job_schedulers:
+            info.async_job_schedulers = dict(self.async_job_schedulers)
+        if tt is not False:
+            info.tasks = self.get_tasks(None if tt is None else tt)
+        info.thread_pool = dict(
+            pool_size=pool.pool_size, reserve_normal=pool.reserve_normal,
+            reserve_high=pool.reserve_high, max_size=pool.max_size,
+            running=pool.running, waiting=pool.waiting,
         )
+        info.mp_pool = None if mp is None else dict(size=mp.size, busy=mp.busy, pending=mp.pending)
+        info.timers = len(self.timers)
+        info.workers = [w.get_info() for w in list(self._workers.values())]
+        return info
 
     def __repr__(self) -> str:
         return "<TaskSupervisor %s active=%s>" % (self.id, self._active)

@@ -101,7 +101,7 @@ def test_start_stop_cycles_leak_nothing(supervisor, kind, scale):
     assert num_fds() <= fds
     grown = rss() - mem
     assert grown < (1 + scale // 5) * MiB, "RSS grew by %.1f MiB over %d cycles" % (grown / MiB, cycles)
-    assert supervisor.get_schedulers() == []
+    assert supervisor.get_schedulers() == {}
 
 
 # -- native threads ------------------------------------------------------------------------------

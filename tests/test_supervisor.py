@@ -55,7 +55,7 @@ def test_put_task_custom_id_callback_and_registry(supervisor):
     wait_until(task.is_started)
     assert task.id == "job-1"
     assert supervisor.get_task("job-1") is task
-    assert task in supervisor.get_tasks()
+    assert supervisor.get_tasks()[task.id] is task
     assert supervisor.get_info().thread_tasks_count == 1
     release.set()
     assert got.wait(2)
@@ -232,9 +232,9 @@ def test_get_info_shape(supervisor):
     assert winfo["name"] == "w1" and winfo["kind"] == "continuous" and winfo["active"]
     for field in ("priority", "runs", "errors", "last_run", "last_duration", "queue_length"):
         assert field in winfo
-    assert supervisor.get_schedulers() == [w]
+    assert supervisor.get_schedulers() == {w: None}
     w.stop()
-    assert supervisor.get_schedulers() == []
+    assert supervisor.get_schedulers() == {}
 
 
 def test_threadsafe_call_before_the_supervisor_has_a_hub_is_refused():

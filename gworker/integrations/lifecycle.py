@@ -223,7 +223,7 @@ class WorkerSet:
     def _known_queue_workers(self) -> List[BackgroundQueueWorker]:
         """Queue workers registered here or running on the supervisor."""
         seen: Dict[int, BackgroundQueueWorker] = {}
-        for w in list(self._items) + self.supervisor.get_schedulers():
+        for w in list(self._items) + list(self.supervisor.get_schedulers()):
             if isinstance(w, BackgroundQueueWorker):
                 seen.setdefault(id(w), w)
         return list(seen.values())

@@ -35,12 +35,19 @@ WSGIApp = Callable[[Dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def info_dict(supervisor: Optional[TaskSupervisor] = None) -> Dict[str, Any]:
-    """``supervisor.get_info()`` as a JSON-ready dict (default: ``task_supervisor``)."""
+    """``supervisor.get_info()`` as a JSON-ready dict (default: ``task_supervisor``).
+
+    atasker's object-valued fields are summarised: ``aloops`` and
+    ``async_job_schedulers`` as lists of names, ``tasks`` as a count;
+    ``schedulers`` is left out (``workers`` describes them)."""
     if supervisor is None:
         from .. import _default_supervisor
 
         supervisor = _default_supervisor()
-    info = dict(vars(supervisor.get_info()))
+    info = dict(vars(supervisor.get_info(schedulers=False)))
+    info["aloops"] = list(info["aloops"])
+    info["async_job_schedulers"] = list(info["async_job_schedulers"])
+    info["tasks"] = len(info["tasks"])
     info["pid"] = os.getpid()
     info["time"] = time.time()
     return info
