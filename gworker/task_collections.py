@@ -24,8 +24,11 @@ they run concurrently, and returns once all have finished.
 The result is a dict ``{'<module>.<function name>': <return value>}`` in the
 order the functions were started. A function that raises gives ``None`` there
 (or ``(exception, traceback text)`` with ``include_exceptions=True``) and makes
-``all_ok`` false; ``on_error(e=exception, **on_error_kwargs)`` is called inside
-the ``except`` block. Without ``on_error`` the exception propagates out of
+``all_ok`` false; ``on_error(**on_error_kwargs)`` is called inside the
+``except`` block, as atasker calls it (so a handler that takes no arguments
+works, and ``sys.exc_info()`` there is the function's exception), through
+:meth:`FunctionCollection.error`, which a subclass may override as in atasker.
+Without ``on_error`` the exception propagates out of
 ``run()``/``execute()``, as in atasker: at once for a function collection (the
 remaining functions are not called), after all tasks have finished for a task
 collection.
@@ -34,6 +37,8 @@ from __future__ import annotations
 
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import sys
 
 from .checks import check_seconds
 from .priorities import TASK_NORMAL, check_priority
@@ -50,10 +55,15 @@ class FunctionCollection:
     """Registered functions, called in priority order by :meth:`run` (see the
     module docstring).
 
-    ``on_error``: called as ``on_error(e=exception, **on_error_kwargs)`` when a
-    function raises; ``include_exceptions``: put ``(exception, traceback)``
-    into the result instead of ``None``.
+    ``on_error``: called as ``on_error(**on_error_kwargs)`` inside the
+    ``except`` block when a function raises; ``include_exceptions``: put
+    ``(exception, traceback)`` into the result instead of ``None``. Other
+    keywords are ignored, as atasker ignores them (a ``UserWarning`` for one
+    that looks like a misspelling).
     """
+
+    #: the keywords the collections know (others are ignored)
+    _parameters = ("on_error", "on_error_kwargs", "include_exceptions")
 
     def __init__(
         self,
@@ -61,7 +71,12 @@ class FunctionCollection:
         on_error: Optional[Callable[..., Any]] = None,
         on_error_kwargs: Optional[Dict[str, Any]] = None,
         include_exceptions: bool = False,
+        **kwargs: Any,
     ) -> None:
+        if kwargs:
+            from .workers.base import check_unknown_keywords
+
+            check_unknown_keywords(type(self).__name__, kwargs, self._parameters)
         if on_error is not None and not callable(on_error):
             raise TypeError("on_error must be callable or None; got %r" % (on_error,))
         if on_error_kwargs is not None and not isinstance(on_error_kwargs, dict):
@@ -141,14 +156,18 @@ class FunctionCollection:
             return True, f()
         except Exception as exc:
             value = (exc, traceback.format_exc()) if self.include_exceptions else None
-            self.error(exc)
+            self.error()
             return False, value
 
-    def error(self, e: BaseException) -> None:
-        """Handle the exception ``e`` being handled: call ``on_error``, or re-raise."""
+    def error(self) -> None:
+        """Handle the exception being handled (call it in an ``except`` block),
+        as atasker does: call ``on_error(**on_error_kwargs)``, or without
+        ``on_error`` re-raise it."""
         if self.on_error is None:
-            raise e
-        self.on_error(e=e, **self.on_error_kwargs)
+            if sys.exc_info()[1] is None:
+                raise RuntimeError("error() handles the exception being handled: call it in an except block")
+            raise
+        self.on_error(**self.on_error_kwargs)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -164,7 +183,8 @@ class TaskCollection(FunctionCollection):
     once all have finished.
 
     ``supervisor``: the :class:`TaskSupervisor` to run on (default
-    ``task_supervisor``, looked up at each run). ``poll_delay`` is accepted for
+    ``task_supervisor``, which the attribute holds then, as in atasker).
+    ``poll_delay`` is accepted for
     atasker compatibility and unused: completion is waited for on events, not
     polled.
     """
@@ -177,14 +197,17 @@ class TaskCollection(FunctionCollection):
         include_exceptions: bool = False,
         supervisor: Any = None,
         poll_delay: Optional[float] = None,
+        **kwargs: Any,
     ) -> None:
 
         super().__init__(on_error=on_error, on_error_kwargs=on_error_kwargs,
-                         include_exceptions=include_exceptions)
+                         include_exceptions=include_exceptions, **kwargs)
         if supervisor is not None and not hasattr(supervisor, "put_task"):
             raise TypeError("supervisor must be a TaskSupervisor or None; got %r" % (supervisor,))
-        self.supervisor = supervisor
+        self.supervisor = _supervisor_or_default(supervisor)
         self.poll_delay = check_seconds(poll_delay, "poll_delay")
+
+    _parameters = FunctionCollection._parameters + ("supervisor", "poll_delay")
 
     def _check_priority(self, priority: Any) -> Any:
         return check_priority(priority)
@@ -221,15 +244,14 @@ class TaskCollection(FunctionCollection):
     def _run_one(self, f: Callable[..., Any], _task_id: Any = None) -> Tuple[bool, Any, Optional[BaseException]]:
         # Runs as a task. Returns (ok, value, exception to raise from execute()):
         # the function's exception when there is no on_error, the handler's own
-        # if on_error failed. Nothing is logged as a failed task.
+        # if on_error (or an overridden error()) raised. Nothing is logged as a
+        # failed task.
         try:
             return True, f(), None
         except Exception as exc:
             value = (exc, traceback.format_exc()) if self.include_exceptions else None
-            if self.on_error is None:
-                return False, value, exc
             try:
-                self.on_error(e=exc, **self.on_error_kwargs)
-            except Exception as handler_exc:
-                return False, value, handler_exc
+                self.error()
+            except Exception as raised:
+                return False, value, raised
             return False, value, None
