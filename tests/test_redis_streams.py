@@ -209,6 +209,20 @@ def test_order_within_one_consumer_and_acks(supervisor, redis_server, names, que
     assert q.acked == 200 and q.delivered == 200
 
 
+def test_put_many_is_read_as_one_batch(supervisor, redis_server, names, queues):
+    # Each put_many chunk is one transaction: a consumer waiting in XREADGROUP
+    # is served after the whole chunk, so its first call finds the rest fetched.
+    q = make_queue(redis_server, names, queues, count=100)
+    left_at_call = []
+    w = BackgroundQueueWorker(func=lambda item, **kw: left_at_call.append(q.qsize()), q=q,
+                              supervisor=supervisor)
+    w.start()
+    q.put_many(range(20))
+    wait_until(lambda: len(left_at_call) == 20, timeout=10)
+    w.stop()
+    assert left_at_call == list(range(19, -1, -1))
+
+
 def test_put_threadsafe_from_a_native_thread(supervisor, redis_server, names, queues):
     q = make_queue(redis_server, names, queues)
     got = []
