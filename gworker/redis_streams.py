@@ -326,7 +326,13 @@ class RedisStreamQueue:
         return self.put_threadsafe(item)
 
     def put_many(self, items: Iterable[Any], chunk: int = 1000) -> List[str]:
-        """Append many items, pipelined ``chunk`` at a time; returns their ids."""
+        """Append many items, pipelined ``chunk`` at a time; returns their ids.
+
+        Each chunk is one ``MULTI``/``EXEC`` transaction: its entries become
+        visible together, so a consumer blocked in ``XREADGROUP`` is served
+        once, after the whole chunk, and reads up to ``count`` of them in one
+        batch (Redis serves blocked readers after each command otherwise: the
+        first entry alone). A chunk is added whole or not at all."""
         dumps = self._dumps
         ids: List[str] = []
         batch: List[Any] = []
@@ -350,7 +356,7 @@ class RedisStreamQueue:
                     self._group_ready = True
                 if len(payloads) == 1:
                     return [client.xadd(self.stream, {b"d": payloads[0]}, maxlen=self.maxlen, approximate=True)]
-                pipe = client.pipeline(transaction=False)
+                pipe = client.pipeline(transaction=True)  # visible together (see put_many)
                 for data in payloads:
                     pipe.xadd(self.stream, {b"d": data}, maxlen=self.maxlen, approximate=True)
                 return pipe.execute()

@@ -16,6 +16,7 @@ os.environ.setdefault("GEVENT_MONITOR_THREAD_ENABLE", "1")
 os.environ.setdefault("GEVENT_MAX_BLOCKING_TIME", "0.1")
 
 import gc
+import logging
 import time
 import gevent
 import gevent.event
@@ -37,27 +38,76 @@ if WORLD != "plain" and not PATCHED:
         " (or set GWORKER_TEST_WORLD=plain for the un-patched run)"
     )
 
+class BlockReport:
+    """One report of gevent's monitor thread: the hub did not switch for a whole
+    monitoring period. ``at`` is when the monitor made the check that found the
+    block (``time.perf_counter()``, in the monitor thread): the blocked code was
+    running then. ``info`` is gevent's report (the blocked stack, then "Info:")."""
+
+    __slots__ = ("at", "blocking_time", "info")
+
+    def __init__(self, at, blocking_time, info):
+        self.at = at
+        self.blocking_time = blocking_time
+        self.info = info
+
+
+#: Every report since the test session began (the guard picks those of a test by time).
 _blocked_reports = []
+#: perf_counter() at which the check now running in the monitor thread began, else None
+_check_started = [None]
 
 
 def _on_gevent_event(event):
+    # Called by the monitor thread, inside the check that found the block.
     if isinstance(event, gevent.events.EventLoopBlocked):
-        _blocked_reports.append(event)
+        at = _check_started[0]
+        _blocked_reports.append(BlockReport(time.perf_counter() if at is None else at,
+                                            event.blocking_time, event.info))
 
 
 gevent.events.subscribers.append(_on_gevent_event)
 
 
-def _caused_by_gworker(event):
+def _timed_check(monitor):
+    # gevent's blocked-loop check, wrapped to note when it began: a report can be
+    # delivered after the block ended (building it walks every greenlet), when
+    # the next test may be running; its time says which test it belongs to.
+    check = monitor.monitor_blocking
+
+    def timed_monitor_blocking(hub):
+        _check_started[0] = time.perf_counter()
+        try:
+            return check(hub)
+        finally:
+            _check_started[0] = None
+
+    return timed_monitor_blocking
+
+
+def _caused_by_gworker(report):
     # Only the blocked stack counts: the "Info:" part that follows lists every
     # greenlet with the stack that spawned it, and greenlets spawned in gworker
     # (a supervisor's, a worker's) are in that tree whoever blocked the hub.
     stack = []
-    for line in event.info or ():
+    for line in report.info or ():
         if str(line).strip() == "Info:":
             break
         stack.append(str(line))
     return GWORKER_DIR in "\n".join(stack)
+
+
+def blocked_reports_between(start, end):
+    """The reports of blocks caused by gworker that the monitor found between
+    ``start`` and ``end`` (``time.perf_counter()``). Waits (cooperatively, at most
+    2 s) for a check that began before ``end`` and is still building its report."""
+    deadline = time.perf_counter() + 2.0
+    while True:
+        running = _check_started[0]
+        if running is None or running > end or time.perf_counter() > deadline:
+            break
+        gevent.sleep(0.005)
+    return [r for r in list(_blocked_reports) if start <= r.at <= end and _caused_by_gworker(r)]
 
 
 def pytest_report_header(config):
@@ -84,22 +134,70 @@ def _ensure_monitor():
     monitor = hub.periodic_monitoring_thread
     if monitor is not None and not monitor.should_run:
         hub.periodic_monitoring_thread = None
-    hub.start_periodic_monitoring_thread()
-    assert hub.periodic_monitoring_thread is not None, "gevent's monitor thread is off"
+    monitor = hub.start_periodic_monitoring_thread()
+    assert monitor is not None, "gevent's monitor thread is off"
+    if not getattr(monitor, "gworker_timed", False):
+        # Swap gevent's check for the timed one (the public add/remove API; the
+        # check keeps gevent's period, max_blocking_time).
+        monitor.add_monitoring_function(monitor.monitor_blocking, None)
+        monitor.add_monitoring_function(_timed_check(monitor), gevent.config.max_blocking_time)
+        monitor.gworker_timed = True
 
 
 @pytest.fixture(autouse=True)
 def _no_blocked_hub(request):
     _ensure_monitor()
-    del _blocked_reports[:]
+    started = time.perf_counter()
+    # forget the reports of earlier tests (each was judged in its own teardown)
+    _blocked_reports[:] = [r for r in _blocked_reports if r.at >= started]
     yield
-    reports = [e for e in _blocked_reports if _caused_by_gworker(e)]
-    del _blocked_reports[:]
+    reports = blocked_reports_between(started, time.perf_counter())
     if reports and request.node.get_closest_marker("blocks_hub") is None:
         first = reports[0]
         pytest.fail(
             "gworker blocked the gevent hub for %.3fs:\n%s"
             % (first.blocking_time, "\n".join(map(str, first.info))),
+            pytrace=False,
+        )
+
+
+class _ErrorRecords(logging.Handler):
+    """Keeps every ERROR (or higher) record of the ``gworker`` logger."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+_error_records = _ErrorRecords()
+logging.getLogger("gworker").addHandler(_error_records)
+
+
+@pytest.fixture
+def logged_errors():
+    """The ERROR (or higher) records the ``gworker`` logger emits during the
+    test, as a list of ``logging.LogRecord``. A test that expects gworker to
+    log an error takes this fixture (and asserts on it); any other test fails
+    on such a record (see ``_no_error_logged``)."""
+    return _error_records.records
+
+
+@pytest.fixture(autouse=True)
+def _no_error_logged(request):
+    # A failure inside an executor is caught and logged by gworker: without this
+    # guard a test would only see its consequence later (a timeout).
+    del _error_records.records[:]
+    yield
+    records = list(_error_records.records)
+    del _error_records.records[:]
+    if records and "logged_errors" not in request.fixturenames:
+        pytest.fail(
+            "gworker logged %d unexpected ERROR record(s) (a test that expects them takes the"
+            " `logged_errors` fixture); the first:\n%s"
+            % (len(records), _error_records.format(records[0])),
             pytrace=False,
         )
 

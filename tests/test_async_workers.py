@@ -201,7 +201,7 @@ def test_other_greenlets_keep_running_while_coroutines_run(supervisor):
     assert len(ticks) > 20 and max(gaps) < 0.05
 
 
-def test_async_executor_errors_go_to_on_error_or_the_log(supervisor, caplog):
+def test_async_executor_errors_go_to_on_error_or_the_log(supervisor, caplog, logged_errors):
     errors = []
 
     async def bad(*args, **kw):
@@ -221,6 +221,7 @@ def test_async_executor_errors_go_to_on_error_or_the_log(supervisor, caplog):
         wait_until(lambda: w2.errors == 2)
     w2.stop()
     assert "async boom" in caplog.text and "Traceback" in caplog.text
+    assert [r.exc_info[0] for r in logged_errors] == [ValueError], "on_error took the first worker's"
 
 
 def test_stop_lets_the_running_coroutine_finish(supervisor):
@@ -527,7 +528,7 @@ def test_stopping_the_aloop_under_an_async_queue_worker_stops_it(supervisor, cap
     assert w.get_queue_obj().qsize() == 1  # stays queued
 
 
-def test_async_queue_worker_on_an_aloop_that_is_not_running(supervisor, caplog):
+def test_async_queue_worker_on_an_aloop_that_is_not_running(supervisor, caplog, logged_errors):
     supervisor.create_aloop("idle", start=False)
 
     async def run(item, **kw):
@@ -540,6 +541,7 @@ def test_async_queue_worker_on_an_aloop_that_is_not_running(supervisor, caplog):
         wait_until(lambda: w.errors == 1)
     w.stop()
     assert "not active" in caplog.text
+    assert len(logged_errors) == 1
 
 
 def test_graceful_shutdown_interrupts_an_async_queue_run_and_reports_its_item(supervisor):

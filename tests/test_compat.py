@@ -109,7 +109,7 @@ def test_wait_completed_times_out_overall(supervisor):
     assert wait_completed([done, blocked], timeout=2) == [1, None]
 
 
-def test_failed_task_gives_none_and_keeps_its_exception(supervisor, caplog):
+def test_failed_task_gives_none_and_keeps_its_exception(supervisor, logged_errors):
     @background_task(supervisor=supervisor)
     def bad():
         raise KeyError("nope")
@@ -117,6 +117,7 @@ def test_failed_task_gives_none_and_keeps_its_exception(supervisor, caplog):
     task = bad()
     assert wait_completed(task, timeout=2) is None
     assert task.is_failed() and isinstance(task.exception, KeyError)
+    assert [r.exc_info[0] for r in logged_errors] == [KeyError]
 
 
 def test_delay_starts_the_task_later(supervisor):
@@ -345,7 +346,7 @@ def test_task_collection_errors(supervisor):
 # -- Locker ----------------------------------------------------------------------------
 
 
-def test_locker_timeout_calls_critical_assigned_later(caplog):
+def test_locker_timeout_calls_critical_assigned_later(caplog, logged_errors):
     locker = Locker(mod="compat", timeout=0.05)
     holding = gevent.event.Event()
     release = gevent.event.Event()
@@ -378,9 +379,10 @@ def test_locker_timeout_calls_critical_assigned_later(caplog):
     release.set()
     holder.join(2)
     assert guarded() == "ran" and called == [gevent.getcurrent()] * 2
+    assert [r.levelno for r in logged_errors] == [logging.CRITICAL] * 2
 
 
-def test_locker_non_relative_taken_twice_times_out():
+def test_locker_non_relative_taken_twice_times_out(logged_errors):
     locker = Locker(relative=False, timeout=0.05)
     critical = []
     locker.critical = lambda: critical.append(1)
@@ -395,6 +397,7 @@ def test_locker_non_relative_taken_twice_times_out():
 
     assert outer() is None  # inner could not take the lock its own greenlet holds
     assert critical == [1]
+    assert [r.levelno for r in logged_errors] == [logging.CRITICAL]
     assert locker.lock.acquire(blocking=False)  # released after outer
     locker.lock.release()
 
@@ -467,7 +470,7 @@ def test_set_debug_switches_the_gworker_logger():
 # -- co_mp_apply --------------------------------------------------------------------------
 
 
-def test_co_mp_apply_from_a_coroutine(supervisor):
+def test_co_mp_apply_from_a_coroutine(supervisor, logged_errors):
     supervisor.create_mp_pool(processes=2)
     aloop = supervisor.create_aloop("compat-mp")
 
@@ -496,6 +499,7 @@ def test_co_mp_apply_from_a_coroutine(supervisor):
     assert ticks >= 5  # the loop ran on while the child worked
     assert echoed == ((1,), {})
     assert "bad" in error
+    assert len(logged_errors) == 1 and "boom" in logged_errors[0].getMessage()
 
 
 def test_co_mp_apply_without_a_pool_says_so(supervisor):

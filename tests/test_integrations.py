@@ -4,6 +4,7 @@ import json
 import os
 
 import gevent
+import gevent.queue
 import pytest
 from gevent.event import Event
 from gevent.pool import Pool
@@ -119,6 +120,54 @@ def test_worker_set_shutdown_without_drain_reports_everything(supervisor):
     q.stop(wait=False)
     report = workers.shutdown(timeout=1, drain=False)
     assert sum(report.drained.values()) + len(report.undrained.get(q.name, [])) == 5
+
+
+class MinimalQueue:
+    """The queue-object protocol's required part only: get, qsize, put_threadsafe."""
+
+    def __init__(self):
+        self._q = gevent.queue.Queue()
+
+    def get(self):
+        return self._q.get()
+
+    def qsize(self):
+        return self._q.qsize()
+
+    def put_threadsafe(self, item):
+        self._q.put(item)
+
+
+def test_worker_set_shutdown_reports_what_a_minimal_queue_object_holds(supervisor):
+    gate, reported, done = Event(), [], []
+    mq = MinimalQueue()
+    q = BackgroundQueueWorker(func=lambda item, **kw: (gate.wait(), done.append(item)), q=mq,
+                              supervisor=supervisor)
+    workers = WorkerSet(supervisor, on_undrained=lambda w, items: reported.extend(items))
+    workers.add(q)
+    workers.start()
+    for i in range(5):
+        q.put_threadsafe(i)
+    wait_until(lambda: mq.qsize() == 4)  # the worker holds item 0, blocked in its executor
+    report = workers.shutdown(timeout=0.1)
+    assert done == [] and reported == [0, 1, 2, 3, 4]
+    assert report.interrupted == {q.name: 0} and report.undrained == {q.name: [0, 1, 2, 3, 4]}
+    assert mq.qsize() == 0
+
+
+@pytest.mark.parametrize("drain", [True, False])
+def test_worker_set_shutdown_leaves_a_gevent_queue_joinable(supervisor, drain):
+    gate = Event()
+    q = BackgroundQueueWorker(func=lambda item, **kw: gate.wait(), supervisor=supervisor)
+    workers = WorkerSet(supervisor, on_undrained=lambda w, items: None)
+    workers.add(q)
+    workers.start()
+    for i in range(5):
+        q.put_threadsafe(i)
+    wait_until(lambda: q.get_queue_obj().qsize() == 4)  # item 0 is in the executor
+    report = workers.shutdown(timeout=0.1, drain=drain)
+    assert report.interrupted == {q.name: 0} and len(report.undrained[q.name]) == 5
+    assert q.get_queue_obj().join(timeout=1), "the reported items are done"
 
 
 def test_gunicorn_install_chains_hooks_with_gunicorn_arity():

@@ -115,7 +115,7 @@ def test_unpicklable_argument_is_a_clear_error(mp_supervisor):
     assert isinstance(errors[0], TypeError) and "pickle" in str(errors[0]).lower()
 
 
-def test_a_long_run_of_unpicklable_tasks_fails_each_one(mp_supervisor):
+def test_a_long_run_of_unpicklable_tasks_fails_each_one(mp_supervisor, logged_errors):
     # Queued behind a busy pool, then admitted one after another: each fails at
     # once and gives its slot back (no nesting that ends in RecursionError).
     from gworker.processes import TaskPickleError
@@ -129,6 +129,7 @@ def test_a_long_run_of_unpicklable_tasks_fails_each_one(mp_supervisor):
     assert last.wait(15)[0] == 9
     assert all(t.is_failed() and isinstance(t.exception, TaskPickleError) for t in bad)
     assert mp_supervisor.mp_admission.running == 0
+    assert len(logged_errors) == 3000
 
 
 def test_no_child_processes_left_after_supervisor_stop():

@@ -19,6 +19,7 @@ import gevent.subprocess as gsubprocess
 import pytest
 from gevent.event import Event
 
+import gworker
 from gworker import BackgroundQueueWorker
 
 from conftest import PATCHED, native_thread, wait_until
@@ -209,6 +210,20 @@ def test_order_within_one_consumer_and_acks(supervisor, redis_server, names, que
     assert q.acked == 200 and q.delivered == 200
 
 
+def test_put_many_is_read_as_one_batch(supervisor, redis_server, names, queues):
+    # Each put_many chunk is one transaction: a consumer waiting in XREADGROUP
+    # is served after the whole chunk, so its first call finds the rest fetched.
+    q = make_queue(redis_server, names, queues, count=100)
+    left_at_call = []
+    w = BackgroundQueueWorker(func=lambda item, **kw: left_at_call.append(q.qsize()), q=q,
+                              supervisor=supervisor)
+    w.start()
+    q.put_many(range(20))
+    wait_until(lambda: len(left_at_call) == 20, timeout=10)
+    w.stop()
+    assert left_at_call == list(range(19, -1, -1))
+
+
 def test_put_threadsafe_from_a_native_thread(supervisor, redis_server, names, queues):
     q = make_queue(redis_server, names, queues)
     got = []
@@ -261,6 +276,46 @@ def test_stop_acks_the_current_item_and_hands_back_the_rest(supervisor, redis_se
     assert seen_b == list(range(1, 10))
     assert b.pending() == 0
     assert rdb.xlen(b.dead_letter) == 0
+
+
+def test_worker_set_shutdown_hands_a_redis_queue_back_to_its_group(supervisor, redis_server, names,
+                                                                   queues, rdb):
+    # A broker's queue keeps its items: shutdown must not try to empty it (the
+    # protocol has no get_nowait) nor report its entries as lost — they are
+    # handed back to the group, and another consumer runs every one of them.
+    from gworker.integrations import WorkerSet
+
+    a = make_queue(redis_server, names, queues, count=10, claim_idle=0.5)
+    entered, reported = Event(), []
+
+    def stuck(item, **kw):
+        entered.set()
+        Event().wait()  # until interrupted at the deadline
+
+    wa = BackgroundQueueWorker(func=stuck, q=a, supervisor=supervisor)
+    workers = WorkerSet(supervisor, on_undrained=lambda w, items: reported.extend(items))
+    workers.add(wa)
+    workers.start()
+    a.put_many(range(10))
+    assert entered.wait(10)
+    report = workers.shutdown(timeout=0.2)
+    assert report.undrained == {} and reported == []
+    assert report.interrupted == {wa.name: 0} and wa.name in report.unfinished
+    assert rdb.xpending(a.stream, a.group)["pending"] == 10, "all ten still pending in the group"
+
+    sup2 = gworker.TaskSupervisor()
+    sup2.start()
+    try:
+        b = make_queue(redis_server, names, queues, claim_idle=0.5)
+        seen = []
+        wb = BackgroundQueueWorker(func=lambda item, **kw: seen.append(item), q=b, supervisor=sup2)
+        wb.start()
+        wait_until(lambda: len(seen) == 10, timeout=10)  # item 0 after claim_idle
+        wb.stop()
+    finally:
+        sup2.stop(wait=5)
+    assert sorted(seen) == list(range(10)) and seen[-1] == 0
+    assert b.pending() == 0
 
 
 def test_raises_twice_then_succeeds(supervisor, redis_server, names, queues, rdb):

@@ -175,7 +175,7 @@ class _Counter(logging.Handler):
 
 
 @short_or_soak
-def test_executors_failing_on_every_call(supervisor, scale):
+def test_executors_failing_on_every_call(supervisor, scale, logged_errors):
     """A continuous, a queue and an interval worker whose executors always raise
     (one with the same message, the others with a new one each time): they keep
     running, the log stays within the rate limit, memory and objects stay flat."""
@@ -224,6 +224,7 @@ def test_executors_failing_on_every_call(supervisor, scale):
     assert all(n > 100 * scale for n in errors.values()), errors
     windows = int((duration + 1) // _FailureLog.WINDOW) + 1
     assert counter.count <= len(workers) * _FailureLog.BURST * windows, counter.count
+    assert len(logged_errors) == counter.count
     assert grown < 2 * MiB, "RSS grew by %.1f MiB" % (grown / MiB)
     assert more_objects < 2000, more_objects
     print("\nfailures %s, %d tracebacks logged, RSS %+.2f MiB, objects %+d" % (

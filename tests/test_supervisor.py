@@ -62,7 +62,7 @@ def test_put_task_custom_id_callback_and_registry(supervisor):
     assert results == ["done"]
 
 
-def test_failed_task_is_logged_and_wait_raises(supervisor, caplog):
+def test_failed_task_is_logged_and_wait_raises(supervisor, logged_errors):
     def boom(**kw):
         raise KeyError("nope")
 
@@ -70,7 +70,8 @@ def test_failed_task_is_logged_and_wait_raises(supervisor, caplog):
     with pytest.raises(KeyError):
         task.wait(2)
     assert task.status == TASK_STATUS_FAILED
-    assert any("boom" in r.getMessage() and r.exc_info for r in caplog.records)
+    assert len(logged_errors) == 1
+    assert "boom" in logged_errors[0].getMessage() and logged_errors[0].exc_info[0] is KeyError
 
 
 def test_delayed_task(supervisor):

@@ -145,7 +145,7 @@ def test_gevent_timeout_escaping_is_a_failed_run(supervisor):
     assert errors == [gevent.Timeout] and len(calls) == 2
 
 
-def test_failure_logged_with_traceback_and_worker_goes_on(supervisor, caplog):
+def test_failure_logged_with_traceback_and_worker_goes_on(supervisor, caplog, logged_errors):
     calls = []
 
     def flaky(**kw):
@@ -158,13 +158,13 @@ def test_failure_logged_with_traceback_and_worker_goes_on(supervisor, caplog):
     with caplog.at_level(logging.ERROR, logger="gworker"):
         w.start()
         wait_until(w.is_stopped)
-    records = [r for r in caplog.records if r.name == "gworker" and r.exc_info]
+    records = [r for r in logged_errors if r.exc_info]
     assert len(calls) == 3
     assert [str(r.exc_info[1]) for r in records] == ["flaky 1", "flaky 2"]
     assert "flaky" in caplog.text and "Traceback" in caplog.text
 
 
-def test_repeated_failures_are_rate_limited(supervisor, caplog):
+def test_repeated_failures_are_rate_limited(supervisor, caplog, logged_errors):
     def always(**kw):
         gevent.sleep(0)
         raise RuntimeError("same")
@@ -175,6 +175,7 @@ def test_repeated_failures_are_rate_limited(supervisor, caplog):
         wait_until(lambda: w.errors >= 500)
         w.stop()
     assert len([r for r in caplog.records if r.exc_info]) == 1
+    assert len(logged_errors) == 1
 
 
 def test_greenlet_exit_and_keyboard_interrupt_are_not_swallowed(supervisor):

@@ -27,6 +27,22 @@ requests. Two moments matter:
      as "at least once". Other workers still running at the deadline are named
      in the report (``unfinished``); the process exits under them.
 
+What "taken out" means depends on the queue (see the queue-object protocol in
+:mod:`gworker.workers.queue`):
+
+* a gevent queue: its items are taken with ``get_nowait()``, and each reported
+  item is marked done (``task_done()``), so ``join()`` returns;
+* a protocol object with ``release()`` (a broker's queue, such as
+  :class:`~gworker.redis_streams.RedisStreamQueue`) keeps its items itself: the
+  worker's loop ended with ``release()``, which handed the fetched-but-not-run
+  entries back to the broker (a Redis group: claimable at once), and the broker
+  delivers them again — to another process, or this one after a restart.
+  Nothing is taken out or reported as undrained; an interrupted item is named
+  in ``interrupted`` only (it is still pending in the broker and will be
+  delivered again);
+* any other protocol object: the ``qsize()`` items that ``get()`` returns
+  without waiting are taken with ``get()`` and reported.
+
 The report is a :class:`ShutdownReport`. The server integrations in
 :mod:`gworker.integrations.gunicorn` and :mod:`gworker.integrations.pywsgi`
 call ``start`` and ``shutdown`` at the right moments with the right deadline.
@@ -58,10 +74,12 @@ class ShutdownReport:
     * ``drained`` — ``{worker name: items processed during the shutdown}`` for
       every queue worker;
     * ``undrained`` — ``{worker name: [items]}``: items still queued at the
-      deadline, taken out of the queue and handed to ``on_undrained``;
+      deadline, taken out of the queue and handed to ``on_undrained`` (never
+      for a broker's queue, which keeps them: see the module docstring);
     * ``interrupted`` — ``{worker name: item}``: a queue worker's run still in
       progress at the deadline was interrupted, and its item is reported (it is
-      also the first item in ``undrained``) — it may have been partly processed;
+      also the first item in ``undrained``, except for a broker's queue, which
+      delivers it again) — it may have been partly processed;
     * ``unfinished`` — names of workers still running at the deadline;
     * ``elapsed`` — seconds the shutdown took; ``timeout`` — the budget it had.
 
@@ -199,15 +217,18 @@ class WorkerSet:
                 w._interrupt(INTERRUPT_TIMEOUT)
                 in_progress = w._in_progress  # still set: the run did not return
                 if in_progress is not None:
-                    interrupted[id(w)] = [in_progress[0]]
                     report.interrupted[w.name] = in_progress[0]
+                    if not _keeps_its_items(w.get_queue_obj()):
+                        interrupted[id(w)] = [in_progress[0]]
                 report.unfinished.append(w.name)
         for w in sup.get_schedulers():
             if not w.is_stopped() and w.name not in report.unfinished:
                 report.unfinished.append(w.name)
         for w in queue_workers:
             report.drained[w.name] = report.drained.get(w.name, 0) + w.runs - runs_before[id(w)]
-            items = interrupted.get(id(w), []) + _take_all(w.get_queue_obj())
+            q = w.get_queue_obj()
+            items = interrupted.get(id(w), []) + _take_all(q)
+            _mark_done(q, len(items))
             if items:
                 report.undrained.setdefault(w.name, []).extend(items)
                 handler = self.on_undrained or _log_undrained
@@ -229,13 +250,38 @@ class WorkerSet:
         return list(seen.values())
 
 
-def _take_all(q: gevent.queue.Queue) -> List[Any]:
-    items = []
-    while True:
+def _keeps_its_items(q: Any) -> bool:
+    """A protocol object with ``release()``: a broker keeps (and delivers again)
+    whatever the worker fetched and did not finish."""
+    return not isinstance(q, gevent.queue.Queue) and callable(getattr(q, "release", None))
+
+
+def _take_all(q: Any) -> List[Any]:
+    """Take out what ``q`` still holds (see the module docstring)."""
+    items: List[Any] = []
+    if isinstance(q, gevent.queue.Queue):
+        while True:
+            try:
+                items.append(q.get_nowait())
+            except gevent.queue.Empty:
+                return items
+    if _keeps_its_items(q):
+        return items
+    for _ in range(q.qsize()):  # get() returns that many without waiting
+        items.append(q.get())
+    return items
+
+
+def _mark_done(q: Any, n: int) -> None:
+    """Reported items leave a gevent queue done, so that its ``join()`` returns."""
+    done = getattr(q, "task_done", None) if isinstance(q, gevent.queue.Queue) else None
+    if done is None:
+        return
+    for _ in range(n):
         try:
-            items.append(q.get_nowait())
-        except gevent.queue.Empty:
-            return items
+            done()
+        except ValueError:  # the executor called task_done() itself
+            return
 
 
 def _remaining(deadline: float) -> float:

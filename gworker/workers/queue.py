@@ -12,6 +12,12 @@ compared in a ``PriorityQueue`` of tuples): a parked ``get()`` is interrupted
 instead. Items still queued at ``stop()`` stay in the queue and are processed
 after the next ``start()``; ``stop(drain=True)`` processes them first.
 
+``join()`` on a gevent queue (``get_queue_obj().join(timeout)``) returns once
+every item put was processed: the worker calls the queue's ``task_done()``
+after each item's executor call has ended, returned or raised (an executor must
+not call it itself). Items left queued at ``stop()`` stay unfinished until they
+are processed after the next ``start()``.
+
 An ``async def`` executor on a gevent queue: the worker's loop is itself a coroutine, one
 long-lived task on the worker's aloop per start (no greenlet of its own). It
 takes the items that are queued without switching and awaits the executor
@@ -297,6 +303,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         before = _overridden(self, "before_queue_get")
         after = _overridden(self, "after_queue_get")
         execute = self._execute_async
+        done = _task_done_of(q)
         aloop = self._aloop
         aloop._stop_callbacks.append(self._aloop_stopping)
         last_yield = monotonic()
@@ -332,6 +339,8 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
                 pre = self._in_progress = (task,)
                 ok = await execute(pre)
                 self._in_progress = None
+                if done is not None:
+                    self._mark_done(done)
                 if not ok and not self._draining:
                     break
         finally:
@@ -373,6 +382,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         before = _overridden(self, "before_queue_get")
         after = _overridden(self, "after_queue_get")
         execute = self._execute
+        done = _task_done_of(q)
         pool = self.supervisor.thread_pool
         # Bursts of a plain sync executor run back to back in one pool slot (see _burst).
         burst = (
@@ -405,13 +415,15 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
                 # names the interrupted item (see gworker.integrations.lifecycle).
                 pre = self._in_progress = (task,)
                 if burst and self._active and len(q) and pool.try_admit(self.priority):
-                    ok = self._burst(gen, task, pool, last_yield + YIELD_EVERY)
+                    ok = self._burst(gen, task, pool, last_yield + YIELD_EVERY, done)
                 else:
                     ok = execute(pre)
                     if self._failure is not None:
                         self._item_failed(task)
                     elif ack is not None:
                         ack(task)
+                    if done is not None:
+                        self._mark_done(done)
                 self._in_progress = None
                 if not ok and not self._draining:
                     break
@@ -426,11 +438,23 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
             finally:
                 self._finished(gen)
 
+    def _mark_done(self, done: Any) -> None:
+        try:
+            done()
+        except ValueError:
+            self._task_done_twice()
+
+    def _task_done_twice(self) -> None:
+        # task_done() raised "called too many times": the executor calls it too
+        logger.warning("worker %s: its queue's task_done() was called more often than items"
+                       " were taken; the worker calls it for each item, the executor must not",
+                       self.name)
+
     def _item_failed(self, task: Any) -> None:
         exc, self._failure = self._failure, None
         self._fail(task, exc)
 
-    def _burst(self, gen: int, task: Any, pool: Any, yield_at: float) -> bool:
+    def _burst(self, gen: int, task: Any, pool: Any, yield_at: float, done: Any) -> bool:
         """Call the executor for ``task``, then for the items queued behind it,
         back to back in the one pool slot the caller took for it.
 
@@ -440,7 +464,8 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         exception goes to ``on_error`` or the log), but the slot is not given
         back and taken again between two items (no greenlet runs in between, so
         no one could have used it), the keywords are spelled out, and one clock
-        read serves as the end of a call and the start of the next. Returns
+        read serves as the end of a call and the start of the next. ``done`` is
+        the queue's ``task_done`` (or None), called after each call. Returns
         (giving the slot back) when the queue is empty, someone waits for a
         slot, it is time to yield (``yield_at``), or the worker stops; the
         result is ``_execute``'s."""
@@ -471,6 +496,11 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
                 finally:
                     self._ended = ended = monotonic()
                     self.last_duration = ended - started
+                if done is not None:
+                    try:
+                        done()
+                    except ValueError:
+                        self._task_done_twice()
                 if result is False:
                     self._active = False
                     return False
@@ -492,6 +522,14 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
 
 #: gevent queue classes whose get() takes the oldest item of ``queue`` (a deque)
 _PLAIN_FIFO = (gevent.queue.Queue, gevent.queue.JoinableQueue)
+
+
+def _task_done_of(q: Any) -> Any:
+    """A gevent queue's ``task_done`` (gevent >= 25.4 counts unfinished items on
+    every ``Queue``; before, ``JoinableQueue`` only), else None."""
+    if isinstance(q, gevent.queue.Queue):
+        return getattr(q, "task_done", None)
+    return None
 
 
 def _overridden(worker: BackgroundQueueWorker, hook: str) -> Any:
