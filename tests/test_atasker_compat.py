@@ -11,7 +11,6 @@ import gevent
 import gevent.event
 import pytest
 
-import conftest
 from conftest import PATCHED, wait_until
 import gworker
 from gworker import (
@@ -20,20 +19,6 @@ from gworker import (
     FunctionCollection, TaskCollection, TaskSupervisor, background_task, background_worker,
     wait_completed,
 )
-
-if not hasattr(conftest, "logged_errors"):
-    # The suite-wide guard's fixture (tests/conftest.py on main) may not be
-    # here yet: the same contract, so that these tests run either way.
-    @pytest.fixture
-    def logged_errors():
-        records = []
-        handler = logging.Handler(logging.ERROR)
-        handler.emit = records.append
-        logger = logging.getLogger("gworker")
-        logger.addHandler(handler)
-        yield records
-        logger.removeHandler(handler)
-
 
 @pytest.fixture
 def a_supervisor():
