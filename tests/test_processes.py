@@ -290,7 +290,7 @@ def test_unpicklable_argument_fails_at_once(pool):
 
 
 def test_a_plain_function_is_pickled_once(pool, monkeypatch):
-    from gworker import processes
+    from gworker.processes import _wire as processes
 
     pickled = []
     real_dumps = processes._dumps
@@ -317,7 +317,7 @@ def test_callables_with_state_are_pickled_at_each_call(pool):
 
 
 def test_the_function_pickle_cache_is_bounded(pool, monkeypatch):
-    from gworker import processes
+    from gworker.processes import _wire as processes
 
     monkeypatch.setattr(processes, "_fn_pickles", {})
     monkeypatch.setattr(processes, "_FN_CACHE_SIZE", 2)
