@@ -138,6 +138,7 @@ How it works
 """
 from __future__ import annotations
 
+from ._child import child_poll_counts
 from .errors import (
     ChildProcessDied,
     PoolClosed,
@@ -160,4 +161,5 @@ __all__ = [
     "RemoteError",
     "RemoteTraceback",
     "ResultTimeout",
+    "child_poll_counts",
 ]

@@ -9,7 +9,7 @@ import sys
 import time
 import traceback
 from collections import deque
-from typing import Any, Deque, Tuple
+from typing import Any, Deque, Dict, Tuple
 
 import gevent
 from gevent.hub import get_hub
@@ -44,6 +44,19 @@ def _flush_std_streams() -> None:
 
 
 # -- the child side --------------------------------------------------------------
+#: This process's polls for its next call (see child_poll_counts): [polls, caught]
+_polls = [0, 0]
+
+
+def child_poll_counts() -> Dict[str, int]:
+    """In a child process of a :class:`~gworker.processes.ProcessPool` (call it
+    from a function submitted to the pool): how often the child, having
+    answered a call, polled for its next one (``polls``; see ``spin`` in
+    :mod:`gworker.processes`) and how often that call came while it polled
+    (``caught``). In any other process both are 0."""
+    return {"polls": _polls[0], "caught": _polls[1]}
+
+
 def _child_main(sock: Any, own_parent_sock: Any, initializer: Any, initargs: tuple, spin: float) -> None:  # pragma: no cover
     """Entry point in a freshly forked child; never returns."""
     code = 1
@@ -146,8 +159,13 @@ def _serve_parent(sock: Any, initializer: Any, initargs: tuple, spin: float) -> 
             if idle:
                 if answered and spinning:
                     deadline = answered + spin
-                    while not poll(0) and perf_counter() < deadline:
+                    caught = poll(0)
+                    while not caught and perf_counter() < deadline:
                         sched_yield()
+                        caught = poll(0)
+                    _polls[0] += 1
+                    if caught:
+                        _polls[1] += 1
                 poll()  # (at once when a call is already there)
             try:
                 data = recv(_RECV_SIZE)
