@@ -25,12 +25,16 @@ The same module is the application of the gunicorn example
 (``examples/gunicorn_app.py``). Two environment variables exist for the
 end-to-end tests: ``GWORKER_EXAMPLE_STATE_DIR`` — append every processed item to
 ``processed-<pid>.log`` and every unprocessed one to ``undrained-<pid>.log``
-there; ``GWORKER_EXAMPLE_WORKERS=off`` — do not start the workers (a baseline).
+there, and run a bare gevent loop on the heartbeat's schedule that appends the
+time of each of its wake-ups to ``probe-<pid>.log`` (what a loop written
+without gworker gets from the same hub: the tests' baseline for the heartbeat);
+``GWORKER_EXAMPLE_WORKERS=off`` — do not start the workers (a baseline).
 """
 import argparse
 import json
 import logging
 import os
+import time
 from urllib.parse import parse_qs
 
 import gevent
@@ -68,9 +72,25 @@ def report_undrained(worker, items):
         _record("undrained", name)
 
 
+def schedule_probe(interval=0.1):
+    """For the end-to-end tests: a bare gevent loop on the heartbeat's schedule
+    (start to start; a wake-up later than the next time restarts the schedule
+    from there, as an interval worker does), recording when it woke."""
+    tick = time.monotonic()
+    while True:
+        _record("probe", "%.6f" % time.time())
+        tick += interval
+        now = time.monotonic()
+        if tick < now:
+            tick = now
+        gevent.sleep(tick - now)
+
+
 server_workers.on_undrained = report_undrained
 if WORKERS_ON:
     autostart(heartbeat, process_item)  # started by the server integration, in each server process
+    if STATE_DIR is not None:
+        autostart(lambda: gevent.spawn(schedule_probe))
 
 _files = {}
 

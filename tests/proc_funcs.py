@@ -24,6 +24,12 @@ def getpid(*_args):
     return os.getpid()
 
 
+def poll_counts():
+    from gworker.processes import child_poll_counts
+
+    return child_poll_counts()
+
+
 def boom(message):
     raise ValueError(message)
 

@@ -197,7 +197,7 @@ def test_tasks_waiting_for_admission_let_the_pool_write_ahead(monkeypatch):
     # window of calls ahead instead of waiting a round trip for most calls
     # (without that, at most 5 were ever in a child's socket here). Tiny calls
     # make the window grow past where it starts.
-    from gworker import processes
+    from gworker.processes import pool as processes
 
     depths = []
     on_reply = processes.ProcessPool._on_reply

@@ -122,17 +122,27 @@ def worker_info(info, name):
     return next(w for w in info["workers"] if w["name"] == name)
 
 
-def check_schedule(before, after):
-    """The interval worker ran every HEARTBEAT_INTERVAL between the two readings."""
+def check_schedule(server, before, after):
+    """The interval worker ran every HEARTBEAT_INTERVAL between the two readings:
+    never more runs than the schedule has slots (no catch-up bursts), and no
+    fewer than a bare gevent loop on the same schedule in the same process made
+    in the same time (the example's probe, see examples/wsgi_pywsgi.py). A hub
+    late by more than an interval while serving the load costs both a slot; how
+    often that happens is the machine's business, not gworker's."""
+    probes = collections.defaultdict(list)
+    for path in glob.glob(os.path.join(server.state_dir, "probe-*.log")):
+        pid = int(path.rsplit("-", 1)[1].split(".")[0])
+        with open(path) as f:
+            probes[pid] = [float(line) for line in f if line.strip()]
     for pid, info in after.items():
         hb1, hb2 = worker_info(before[pid], "heartbeat"), worker_info(info, "heartbeat")
         span = hb2["last_run"] - hb1["last_run"]
         expected = span / HEARTBEAT_INTERVAL
         runs = hb2["runs"] - hb1["runs"]
-        # Never more runs than the schedule has slots (no catch-up bursts); at most
-        # two slots lost to a hub that was late by over an interval (100 ms) while
-        # serving the load on a loaded 2-core machine (one was seen once).
-        assert expected - 2.0 <= runs <= expected + 1.0, (pid, runs, expected, hb1, hb2)
+        baseline = sum(1 for t in probes[pid] if hb1["last_run"] < t <= hb2["last_run"])
+        # The two loops' phases differ until the first late wake-up aligns them,
+        # and the window's two ends may each cut one of them: 2 slots apart at most.
+        assert baseline - 2 <= runs <= expected + 1.0, (pid, runs, baseline, expected, hb1, hb2)
         assert info["time"] - hb2["last_run"] <= 2 * HEARTBEAT_INTERVAL, (pid, info["time"], hb2)
         assert hb2["errors"] == 0 and hb2["active"], hb2
 
@@ -259,7 +269,7 @@ def test_gunicorn_load_schedule_items_and_latency(launch):
             assert not result["bad"], result["bad"][:5]
             runs[label].append(result)
     after = status_by_pid(on.port, 2)
-    check_schedule(before, after)
+    check_schedule(on, before, after)
     check_exactly_once(on, [name for r in runs["on"] for name in r["accepted"]])
     assert read_lines(off.state_dir, "processed") == []  # its workers were off indeed
     p99_on = min(r["p99"] for r in runs["on"])
@@ -315,7 +325,7 @@ def test_pywsgi_load_then_sigterm_drains(launch):
     result = run_load(server.port, 1000)
     assert not result["bad"], result["bad"][:5]
     after = status_by_pid(server.port, 1)
-    check_schedule(before, after)
+    check_schedule(server, before, after)
     print("\npywsgi p99 with workers %.1f ms, %.0f req/s" % (result["p99"] * 1e3, result["n"] / result["elapsed"]))
     accepted = result["accepted"] + post_items(server.port, ["slow-%d" % i for i in range(40)], work=0.03)
     elapsed = server.terminate_and_wait(timeout=15)

@@ -1,0 +1,697 @@
+"""The parent's side: :class:`ProcessPool`, its children and their scheduling
+(see :mod:`gworker.processes`)."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from time import monotonic
+from collections import deque
+from typing import Any, Callable, Deque, List, Optional, Tuple
+
+import _socket
+import gevent
+import gevent.os
+from gevent.hub import Waiter, get_hub, getcurrent
+
+from ..hubsafe import call_in_hub, in_hub_thread, os_thread_ident
+from ._child import _child_main, _flush_std_streams
+from ._registry import _live_pids, _parent_sockets, _register_atexit
+from ._wire import (
+    _HEADER,
+    _K_CALL,
+    _K_CALL_SPIN,
+    _K_ERR_EXIT,
+    _K_INIT_FAILED,
+    _K_OK,
+    _RECV_SIZE,
+    _STOP_FRAME,
+    _call_payload,
+    _FrameReader,
+    _load_exception,
+    _loads,
+)
+from .errors import ChildProcessDied, PoolClosed, _describe, _describe_status, _pickle_error
+from .result import _ERR, _OK, ProcessResult, _failed_result
+
+log = logging.getLogger("gworker")
+
+_EXIT_GRACE = 2.0  # s a child may take to exit once its socket is closed
+_KILL_WAIT = 5.0  # s to wait for the exit of a child that was sent SIGKILL
+_MAX_BACKOFF = 5.0  # s, cap of the re-fork delay after initializer failures
+# How many calls a child is given at a time under a backlog: its *window*, sized
+# so that it holds about _WINDOW_HORIZON seconds of work by the measured time per
+# call, a power of two from 1 to _WINDOW_MAX (see _refill and _measure).
+_WINDOW_START = 16  # until calls have been timed
+_WINDOW_MAX = 64
+_WINDOW_HORIZON = 0.004
+_DECAY = 0.75  # per timed read, of the sums the time per call is taken from
+#: default ``spin`` of a ProcessPool: how long (s) a child that has just answered
+#: keeps polling for its next call before it sleeps (see the module docs)
+DEFAULT_SPIN = 0.00025
+MAX_SPIN = 0.01
+
+
+# -- the parent's view of one child --------------------------------------------
+class _Child:
+    __slots__ = (
+        "sock", "fd", "pid", "calls", "nsent", "idle", "retiring", "exited", "exitcode",
+        "waiter", "io_read", "io_write", "outbuf", "init_error", "busy_since",
+    )
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.pid = 0
+        #: calls written to the child and not answered yet, oldest (running) first
+        self.calls: Deque[Tuple[bytes, ProcessResult]] = deque()
+        self.nsent = 0  # calls written to it in its life (for maxtasksperchild)
+        self.idle = False  # in the pool's idle list
+        self.retiring = False  # told to stop (or will be, with its last call)
+        self.exited = False
+        self.exitcode: Optional[int] = None
+        self.waiter: Optional[Waiter] = None
+        self.io_read: Any = None
+        self.io_write: Any = None
+        self.outbuf: Optional[memoryview] = None
+        self.init_error: Optional[str] = None
+        # when the last read left it with calls to work on (None: it may have
+        # been idle since): the start of the interval the next read times
+        self.busy_since: Optional[float] = None
+
+    def on_exit(self, watcher: Any) -> None:
+        # libev child watcher callback (a raw hub callback): record and wake.
+        status = watcher.rstatus
+        if os.WIFSIGNALED(status):
+            self.exitcode = -os.WTERMSIG(status)
+        elif os.WIFEXITED(status):
+            self.exitcode = os.WEXITSTATUS(status)
+        self.exited = True
+        _live_pids.discard(self.pid)
+        waiter = self.waiter
+        if waiter is not None:
+            waiter.switch(None)
+
+
+_RUNNING, _CLOSING, _CLOSED = 0, 1, 2
+
+
+def _check_processes(processes: Any) -> int:
+    if processes is None:
+        return os.cpu_count() or 1
+    if isinstance(processes, bool) or not isinstance(processes, int):
+        raise TypeError("processes must be an integer or None; got %r" % (processes,))
+    if processes < 1:
+        raise ValueError("processes must be at least 1; got %r" % (processes,))
+    return processes
+
+
+def _check_spin(spin: Any) -> float:
+    if isinstance(spin, bool) or not isinstance(spin, (int, float)) or not 0 <= spin <= MAX_SPIN:
+        raise ValueError("spin must be a number of seconds from 0 to %g; got %r" % (MAX_SPIN, spin))
+    return float(spin)
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _check_context(context: Any) -> None:
+    if context is None:
+        return
+    method = context if isinstance(context, str) else None
+    if method is None:
+        get = getattr(context, "get_start_method", None)
+        if get is None:
+            raise TypeError("context must be a multiprocessing context, 'fork' or None; got %r" % (context,))
+        method = get()
+    if method != "fork":
+        raise ValueError(
+            "context: gworker's ProcessPool forks its children (see gworker.processes);"
+            " the %r start method is not supported" % (method,)
+        )
+
+
+class ProcessPool:
+    """A pool of child processes for a gevent program (see the module docs).
+
+    ``ProcessPool(processes=None, initializer=None, initargs=(),
+    maxtasksperchild=None, context=None, spin=DEFAULT_SPIN)`` takes
+    ``multiprocessing.Pool``'s arguments. ``processes`` defaults to
+    ``os.cpu_count()``. ``spin`` (seconds, 0 to ``MAX_SPIN``) is how long a
+    child that answered a call keeps polling for the next one of a
+    one-after-another sequence before it sleeps (see the module docs; 0: never).
+    The children are forked right after construction, by the pool's slot
+    greenlets.
+    """
+
+    def __init__(
+        self,
+        processes: Optional[int] = None,
+        initializer: Optional[Callable[..., Any]] = None,
+        initargs: Any = (),
+        maxtasksperchild: Optional[int] = None,
+        context: Any = None,
+        spin: float = DEFAULT_SPIN,
+    ) -> None:
+        self._processes = _check_processes(processes)
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be callable or None; got %r" % (initializer,))
+        try:
+            initargs = tuple(initargs)
+        except TypeError:
+            raise TypeError("initargs must be a tuple (or another iterable); got %r" % (initargs,)) from None
+        if maxtasksperchild is not None and (
+            isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int) or maxtasksperchild < 1
+        ):
+            raise ValueError("maxtasksperchild must be a positive integer or None; got %r" % (maxtasksperchild,))
+        _check_context(context)
+        if not hasattr(os, "fork"):
+            raise RuntimeError("gworker's ProcessPool needs os.fork (POSIX)")
+        hub = get_hub()
+        if not hub.loop.default:
+            raise RuntimeError(
+                "a ProcessPool must be created in the main thread's hub: child processes"
+                " are watched by the default event loop only"
+            )
+        self._initializer = initializer
+        self._initargs = initargs
+        self._maxtasks = maxtasksperchild
+        self._spin = _check_spin(spin)
+        # Children that may poll after a call at once: one core stays the parent's.
+        self._spin_slots = max(1, _cpu_count() - 1)
+        self._hub = hub
+        self._state = _RUNNING
+        self._terminating = False
+        self._queue: Deque[Tuple[bytes, ProcessResult]] = deque()
+        self._idle: List[_Child] = []
+        self._children: List[_Child] = []
+        self._backing_off: set = set()
+        #: how many calls wait to be submitted by a layer above (the supervisor's
+        #: admission by priority): counted as backlog when writing ahead (see _refill)
+        self.backlog_hint: Optional[Callable[[], int]] = None
+        #: how many calls a child is given at a time under a backlog (see the
+        #: module docs, "Writing ahead"); follows the measured time per call
+        self.window = _WINDOW_START
+        #: called with the new ``window`` when it changes (the supervisor sizes
+        #: its admission by it)
+        self.on_window: Optional[Callable[[int], Any]] = None
+        # the time per call: decaying sums of timed seconds and calls (see _measure)
+        self._timed_seconds = 0.0
+        self._timed_calls = 0.0
+        _register_atexit()
+        self._slots = [gevent.spawn(self._run_slot, index) for index in range(self._processes)]
+
+    # -- public figures ----------------------------------------------------------
+    @property
+    def processes(self) -> int:
+        """How many children the pool keeps (the ``processes`` argument)."""
+        return self._processes
+
+    @property
+    def size(self) -> int:
+        """How many child processes are alive now."""
+        return sum(1 for child in self._children if not child.exited)
+
+    @property
+    def busy(self) -> int:
+        """How many children are running a call."""
+        return sum(1 for child in self._children if child.calls)
+
+    @property
+    def pending(self) -> int:
+        """How many submitted calls wait for a free child."""
+        return len(self._queue)
+
+    @property
+    def pids(self) -> List[int]:
+        """The pids of the live children."""
+        return [child.pid for child in self._children if not child.exited]
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`shutdown` or :meth:`terminate` was called."""
+        return self._state != _RUNNING
+
+    def __repr__(self) -> str:
+        return "<ProcessPool processes=%d size=%d busy=%d pending=%d%s>" % (
+            self._processes, self.size, self.busy, self.pending, " closed" if self.closed else "",
+        )
+
+    # -- submitting --------------------------------------------------------------
+    def submit(self, fn: Callable[..., Any], args: Any = (), kwargs: Optional[dict] = None) -> ProcessResult:
+        """Run ``fn(*args, **kwargs)`` in a child; return its :class:`ProcessResult`.
+
+        Never waits: the call goes to an idle child at once, or into the FIFO
+        queue. A call that does not pickle gives a result that has already failed
+        with :class:`TaskPickleError`. After :meth:`shutdown`, raises
+        :class:`PoolClosed`. Safe from another OS thread (handed to the pool's hub)."""
+        return self._submit(fn, args, kwargs, None)
+
+    def _submit(
+        self, fn: Callable[..., Any], args: Any, kwargs: Optional[dict], task_id: Any
+    ) -> ProcessResult:
+        """``submit``; a ``task_id`` that is not None is passed to ``fn`` as the
+        keyword ``_task_id`` (over any in ``kwargs``), added in the child: the
+        supervisor's TT_MP tasks need no copy of their keywords per call."""
+        hub = self._hub
+        if hub.thread_ident != os_thread_ident():
+            return call_in_hub(hub, self._submit, fn, args, kwargs, task_id)
+        if self._state != _RUNNING:
+            raise PoolClosed("the process pool is shut down; %s was not submitted" % _describe(fn))
+        try:
+            payload = _call_payload(fn, args, kwargs, task_id)
+        except Exception as exc:
+            return _failed_result(hub, fn, _pickle_error("could not send %s to a child process" % _describe(fn), exc))
+        result = ProcessResult(hub, fn)
+        idle = self._idle
+        while idle:
+            child = idle.pop()
+            child.idle = False
+            if not child.exited:  # (one that died idle is being buried)
+                # A call that finds a child idle may be one of a sequence (each
+                # submitted once the last is done): let that child poll for the
+                # next one, while few enough others are busy (see _K_CALL_SPIN).
+                kind = _K_CALL
+                if self._spin and len(self._children) - len(idle) <= self._spin_slots:
+                    kind = _K_CALL_SPIN
+                self._give(child, [(_HEADER.pack(len(payload), kind) + payload, result)])
+                return result
+        self._queue.append((_HEADER.pack(len(payload), _K_CALL) + payload, result))
+        return result
+
+    def apply_async(
+        self,
+        func: Callable[..., Any],
+        args: Any = (),
+        kwds: Optional[dict] = None,
+        callback: Optional[Callable[[Any], Any]] = None,
+        error_callback: Optional[Callable[[BaseException], Any]] = None,
+    ) -> ProcessResult:
+        """``multiprocessing.Pool.apply_async`` look-alike over :meth:`submit`."""
+        result = self.submit(func, args, kwds)
+        if callback is not None or error_callback is not None:
+
+            def dispatch(res: ProcessResult) -> None:
+                if res._state == _OK:
+                    if callback is not None:
+                        callback(res._value)
+                elif error_callback is not None:
+                    error_callback(res._value)
+
+            result.rawlink(dispatch)
+        return result
+
+    def apply(self, func: Callable[..., Any], args: Any = (), kwds: Optional[dict] = None) -> Any:
+        """Run ``func`` in a child and return its value (waits cooperatively)."""
+        return self.submit(func, args, kwds).get()
+
+    # -- stopping ----------------------------------------------------------------
+    def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:
+        """Stop the pool. Safe to call more than once, and from another OS thread.
+
+        Calls still queued fail at once with :class:`PoolClosed`; calls running in
+        a child finish and deliver their result, then each child is told to exit.
+        With ``wait=True`` this returns once every child has exited and been
+        reaped, the slot greenlets have ended and every socket is closed; children
+        still running after ``timeout`` seconds are killed (``SIGKILL``; their
+        calls fail with :class:`PoolClosed`). ``wait=False`` returns at once; the
+        same clean-up then happens in the background (children running a call exit
+        when it is done)."""
+        if not in_hub_thread(self._hub):
+            return call_in_hub(self._hub, self.shutdown, wait, timeout)
+        self._close()
+        if not wait:
+            return
+        current = getcurrent()
+        slots = [slot for slot in self._slots if slot is not current]
+        if timeout is None:
+            gevent.joinall(slots)
+        else:
+            gevent.joinall(slots, timeout=timeout)
+            if any(not slot.dead for slot in slots):
+                self._kill_children(signal.SIGKILL, "the pool's shutdown timed out after %ss" % timeout)
+                gevent.joinall(slots, timeout=_KILL_WAIT + _EXIT_GRACE)
+
+    def terminate(self) -> None:
+        """Stop at once: queued calls fail, children are sent ``SIGTERM`` (then
+        ``SIGKILL`` if still alive after 2 s) and their running calls fail with
+        :class:`PoolClosed`. Returns once all are reaped (waits cooperatively)."""
+        if not in_hub_thread(self._hub):
+            return call_in_hub(self._hub, self.terminate)
+        self._close()
+        self._kill_children(signal.SIGTERM, "the pool was terminated")
+        current = getcurrent()
+        slots = [slot for slot in self._slots if slot is not current]
+        gevent.joinall(slots, timeout=_EXIT_GRACE)
+        if any(not slot.dead for slot in slots):
+            self._kill_children(signal.SIGKILL, "the pool was terminated")
+            gevent.joinall(slots, timeout=_KILL_WAIT + _EXIT_GRACE)
+
+    def __enter__(self) -> "ProcessPool":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.shutdown()
+
+    def _close(self) -> None:
+        if self._state != _RUNNING:
+            return
+        self._state = _CLOSING
+        queue = self._queue
+        while queue:
+            _, result = queue.popleft()
+            result._fail(PoolClosed("the process pool was shut down before %s started" % _describe(result.fn)))
+        idle = self._idle
+        while idle:
+            child = idle.pop()
+            child.idle = False
+            child.retiring = True
+            self._send(child, _STOP_FRAME)
+        for slot in list(self._backing_off):
+            # A slot waiting out a re-fork back-off has no child: end it now.
+            slot.kill(block=False)
+
+    def _kill_children(self, signum: int, why: str) -> None:
+        self._terminating = why
+        for child in self._children:
+            if child.pid and not child.exited:
+                try:
+                    os.kill(child.pid, signum)
+                except OSError:
+                    pass
+
+    # -- one slot: fork a child, serve it, repeat ------------------------------------
+    def _run_slot(self, index: int) -> None:
+        # (No frame here keeps the greenlet in a local: a GreenletExit's
+        # traceback would make a cycle that outlives the pool.)
+        getcurrent()._gworker_reader = True
+        try:
+            self._slot_loop()
+        finally:
+            # Done for good: forget the finished greenlet.
+            try:
+                self._slots.remove(getcurrent())
+            except ValueError:
+                pass
+            if not self._slots and self._state != _RUNNING:
+                self._state = _CLOSED
+
+    def _slot_loop(self) -> None:
+        backoff = 0.0
+        while self._state == _RUNNING:
+            if backoff:
+                self._backing_off.add(getcurrent())
+                try:
+                    gevent.sleep(backoff)
+                finally:
+                    self._backing_off.discard(getcurrent())
+                if self._state != _RUNNING:
+                    break
+            try:
+                child = self._fork_child()
+            except Exception as exc:
+                log.error("gworker process pool: cannot start a child process: %s", exc)
+                if not any(not c.exited for c in self._children):
+                    queue = self._queue
+                    while queue:
+                        queue.popleft()[1]._fail(ChildProcessDied("no child process could be started: %s" % exc))
+                backoff = min(max(backoff * 2, 0.1), _MAX_BACKOFF)
+                continue
+            try:
+                self._serve(child)
+            finally:
+                self._bury(child)
+            if child.init_error is not None:
+                backoff = min(max(backoff * 2, 0.1), _MAX_BACKOFF)
+            else:
+                backoff = 0.0
+
+    def _fork_child(self) -> _Child:
+        parent_sock, child_sock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        child = _Child(parent_sock)
+        _flush_std_streams()
+        try:
+            pid = gevent.os.fork_and_watch(child.on_exit)
+        except BaseException:
+            parent_sock.close()
+            child_sock.close()
+            raise
+        if pid == 0:  # pragma: no cover - runs in the child, never returns
+            _child_main(child_sock, parent_sock, self._initializer, self._initargs, self._spin)
+        child_sock.close()
+        child.pid = pid
+        _live_pids.add(pid)
+        parent_sock.setblocking(False)
+        _parent_sockets.add(parent_sock)
+        loop = self._hub.loop
+        child.io_read = loop.io(child.fd, 1)
+        child.io_write = loop.io(child.fd, 2)
+        self._children.append(child)
+        self._refill(child)
+        return child
+
+    def _serve(self, child: _Child) -> None:
+        """Read results from ``child`` until its socket reports EOF or it exits."""
+        recv = child.sock.recv
+        on_reply = self._on_reply
+        reader = _FrameReader()
+        while True:
+            try:
+                data = recv(_RECV_SIZE)
+            except BlockingIOError:
+                if child.exited:
+                    return  # dead, and all it wrote is read
+                self._wait(child)
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            now = monotonic()
+            replies = 0
+            for kind, payload in reader.feed(data):
+                on_reply(child, kind, payload)
+                replies += 1
+            if replies and child.busy_since is not None:
+                self._measure(now - child.busy_since, replies)
+            self._refill(child)
+            child.busy_since = now if child.calls else None
+            if reader.partial is None and not child.exited:
+                # All it sent so far is read: wait rather than ask again (a
+                # recv that would only say EAGAIN).
+                self._wait(child)
+
+    def _wait(self, child: _Child, timeout: Optional[float] = None) -> None:
+        """Wait until ``child``'s socket is readable, it exits, or ``timeout``."""
+        waiter = Waiter(self._hub)
+        child.waiter = waiter
+        io = child.io_read
+        io.start(waiter.switch, None)
+        timer = None
+        if timeout is not None:
+            timer = self._hub.loop.timer(timeout)
+            timer.start(waiter.switch, None)
+        try:
+            waiter.get()
+        finally:
+            io.stop()
+            child.waiter = None
+            if timer is not None:
+                timer.close()
+
+    def _on_reply(self, child: _Child, kind: int, payload: Any) -> None:
+        if kind == _K_INIT_FAILED:
+            child.init_error = bytes(payload).decode("utf-8", "replace")
+            return
+        calls = child.calls
+        if not calls:  # pragma: no cover - a protocol error
+            log.error("gworker process pool: child %d sent a result nobody asked for", child.pid)
+            return
+        result = calls.popleft()[1]
+        if kind == _K_ERR_EXIT:
+            child.retiring = True  # it is on its way out: give it nothing more
+        elif not calls:
+            self._refill(child)  # keep the child busy before settling the result
+        if kind == _K_OK:
+            try:
+                value = _loads(payload)
+            except Exception as exc:
+                result._settle(_ERR, _pickle_error(
+                    "the result of %s could not be unpickled in the parent" % _describe(result.fn), exc))
+            else:
+                result._settle(_OK, value)
+        else:
+            result._settle(_ERR, _load_exception(payload))
+
+    def _measure(self, seconds: float, calls: int) -> None:
+        """Fold in one read of a child that was busy all along (``calls``
+        results in ``seconds`` since the last read) and resize the window when
+        the time per call calls for another power of two. The time per call is
+        a ratio of decaying sums, so a read that brought many results weighs
+        more than one that brought a single straggler."""
+        total = self._timed_seconds = self._timed_seconds * _DECAY + seconds
+        self._timed_calls = self._timed_calls * _DECAY + calls
+        fits = _WINDOW_HORIZON * self._timed_calls / total if total > 0 else _WINDOW_MAX
+        window = 1
+        while window * 2 <= fits and window < _WINDOW_MAX:
+            window *= 2
+        if window != self.window:
+            self.window = window
+            if self.on_window is not None:
+                self.on_window(window)
+
+    def _refill(self, child: _Child) -> None:
+        """Give ``child`` queued calls: one when it has none, up to
+        its ``window`` while there is a backlog (at least one queued call per
+        child), so a busy child finds its next call already in its socket.
+
+        The backlog counts the calls waiting above the pool (``backlog_hint``,
+        e.g. ``put_task`` calls not yet admitted): a layer that admits only a few
+        calls at a time would otherwise never leave a queue long enough to write
+        ahead, and the children would wait for each round trip."""
+        if child.retiring or child.idle:
+            return
+        calls = child.calls
+        if self._state != _RUNNING:
+            if not calls:
+                child.retiring = True
+                self._send(child, _STOP_FRAME)
+            return
+        queue = self._queue
+        if not queue:
+            if not calls:
+                child.idle = True
+                self._idle.append(child)
+            return
+        # Its fair share of the backlog (at least one call, at most the window),
+        # so that calls are written ahead only when every child will be busy.
+        backlog = len(queue)
+        if self.backlog_hint is not None:
+            backlog += self.backlog_hint()
+        room = max(1, min(self.window, backlog // self._processes)) - len(calls)
+        if self._maxtasks is not None:
+            room = min(room, self._maxtasks - child.nsent)
+        if room <= 0:
+            return
+        room = min(room, len(queue))
+        if room == 1:
+            self._give(child, [queue.popleft()])
+        else:
+            popleft = queue.popleft
+            self._give(child, [popleft() for _ in range(room)])
+
+    def _give(self, child: _Child, batch: List[Tuple[bytes, ProcessResult]]) -> None:
+        """Write ``batch`` (``(frame, result)`` pairs) to ``child`` in one send."""
+        child.calls.extend(batch)
+        child.nsent += len(batch)
+        if self._maxtasks is not None and child.nsent >= self._maxtasks:
+            child.retiring = True  # it exits after this last call
+            self._send(child, b"".join([frame for frame, _ in batch] + [_STOP_FRAME]))
+        elif len(batch) == 1:
+            self._send(child, batch[0][0])
+        else:
+            self._send(child, b"".join([frame for frame, _ in batch]))
+
+    def _kick(self) -> None:
+        """Hand queued calls to idle children (after calls were put back)."""
+        idle = self._idle
+        while idle and self._queue:
+            child = idle.pop()
+            child.idle = False
+            if not child.exited:
+                self._refill(child)
+
+    def _send(self, child: _Child, frame: bytes) -> None:
+        if child.outbuf is not None:
+            child.outbuf = memoryview(bytes(child.outbuf) + frame)
+            return
+        try:
+            sent = child.sock.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return  # the child is gone; its slot sees EOF and fails its call
+        if sent < len(frame):
+            child.outbuf = memoryview(frame)[sent:]
+            child.io_write.start(self._on_writable, child)
+
+    def _on_writable(self, child: _Child) -> None:
+        # A raw hub callback: non-blocking sends only.
+        try:
+            sent = child.sock.send(child.outbuf)
+        except BlockingIOError:
+            return
+        except OSError:
+            sent = len(child.outbuf)
+        rest = child.outbuf[sent:]
+        if len(rest):
+            child.outbuf = rest
+        else:
+            child.outbuf = None
+            child.io_write.stop()
+
+    def _bury(self, child: _Child) -> None:
+        """The child's socket is done: make sure it exited, fail its call, clean up."""
+        if child.idle:
+            child.idle = False
+            self._idle.remove(child)
+        if not child.exited:
+            self._wait_exit(child, _EXIT_GRACE)
+        if not child.exited:
+            try:
+                os.kill(child.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            self._wait_exit(child, _KILL_WAIT)
+        if child.io_write is not None:
+            child.io_write.close()
+        if child.io_read is not None:
+            child.io_read.close()
+        child.outbuf = None
+        _parent_sockets.discard(child.sock)
+        child.sock.close()
+        try:
+            self._children.remove(child)
+        except ValueError:
+            pass
+        calls, child.calls = child.calls, deque()
+        if calls:
+            frame, result = calls.popleft()
+            if self._terminating:
+                why = self._terminating
+                result._fail(PoolClosed("%s: child process %d was stopped while running %s"
+                                        % (why, child.pid, _describe(result.fn))))
+            else:
+                message = "child process %d died (%s) while running %s" % (
+                    child.pid, _describe_status(child.exitcode), _describe(result.fn))
+                if child.init_error:
+                    message += "; its initializer raised:\n" + child.init_error
+                result._fail(ChildProcessDied(message, child.pid, child.exitcode))
+            # The calls written after it never started (a child runs them in
+            # order): they go back to the head of the queue.
+            if self._state == _RUNNING:
+                self._queue.extendleft(reversed(calls))
+                self._kick()
+            else:
+                for frame, result in calls:
+                    result._fail(PoolClosed("the process pool was shut down before %s started"
+                                            % _describe(result.fn)))
+        elif child.init_error and not child.retiring:
+            log.error("gworker process pool: the initializer of child %d raised:\n%s", child.pid, child.init_error)
+
+    def _wait_exit(self, child: _Child, timeout: float) -> None:
+        """Wait (cooperatively, at most ``timeout`` s) for the child watcher."""
+        waiter = Waiter(self._hub)
+        child.waiter = waiter
+        timer = self._hub.loop.timer(timeout)
+        timer.start(waiter.switch, None)
+        try:
+            if not child.exited:
+                waiter.get()
+        finally:
+            child.waiter = None
+            timer.close()
