@@ -122,8 +122,9 @@ def leave_greenlet_behind(path, delay):
 
     def write():
         gevent.sleep(delay)
-        with open(path, "w") as f:
+        with open(path + ".tmp", "w") as f:
             f.write(str(os.getpid()))
+        os.replace(path + ".tmp", path)  # whoever sees the file sees it whole
 
     gevent.spawn(write)
     return os.getpid()

@@ -344,13 +344,13 @@ def test_many_due_together_keep_the_hub_responsive(supervisor):
     with Ticker(0.001) as ticker:
         for w in workers:
             w.start()
-        gevent.sleep(0.65)  # the start runs, then three more rounds due together
+        # the start runs, then three more rounds due together
+        wait_until(lambda: runs[0] >= 4000, timeout=10)
     for w in workers:
         w.stop(wait=False)
     for w in workers:
         w.stop()
-    assert runs[0] >= 3500
-    assert ticker.max_gap < 0.03, "the ticker waited %.1f ms" % (ticker.max_gap * 1000)
+    assert ticker.max_busy < 0.03, "the hub was held for %.1f ms" % (ticker.max_busy * 1000)
 
 
 def test_runs_hold_a_pool_slot_at_the_workers_priority(supervisor):
@@ -556,7 +556,7 @@ def test_runs_made_ready_together_are_started_in_slices(supervisor):
     assert started[:3000] == list(range(0, 6000, 2)), "priority order holds across slices"
     # Unsliced, the batch holds the hub ~60 ms; sliced, a gap is a few ms on a
     # quiet machine (the bound leaves room for a loaded one).
-    assert ticker.max_gap < 0.025, "the ticker waited %.1f ms" % (ticker.max_gap * 1000)
+    assert ticker.max_busy < 0.025, "the hub was held for %.1f ms" % (ticker.max_busy * 1000)
 
 
 def test_precise_mode_keeps_a_tight_schedule(supervisor):
