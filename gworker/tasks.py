@@ -63,7 +63,7 @@ class Task:
     __slots__ = (
         "id", "target", "args", "kwargs", "callback", "priority", "tt", "worker", "delay", "loop",
         "status", "result", "exception", "time_queued", "time_started", "time_completed",
-        "_event", "_cancel", "_greenlet", "__weakref__",
+        "_event", "_cancel", "_greenlet", "_registry", "__weakref__",
     )
 
     def __init__(
@@ -98,6 +98,8 @@ class Task:
         self._event: Optional[Event] = None  # made by _completion(), for those who wait
         self._cancel: Optional[Callable[[], bool]] = None
         self._greenlet: Any = None
+        #: the supervisor's registry of unfinished tasks, once put there
+        self._registry: Optional[Dict[str, "Task"]] = None
 
     # -- state ----------------------------------------------------------------
     def is_started(self) -> bool:
@@ -141,6 +143,9 @@ class Task:
         if not self._cancel():
             return False
         self._finish(TASK_STATUS_CANCELED)
+        registry = self._registry
+        if registry is not None and registry.get(self.id) is self:
+            del registry[self.id]  # finished: no longer listed by get_task/get_tasks
         return True
 
     # -- used by the supervisor ----------------------------------------------------

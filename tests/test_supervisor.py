@@ -106,6 +106,24 @@ def test_a_task_waiting_for_admission_can_be_cancelled(supervisor):
     assert queued.wait(1) is None  # withdrawn before it started: no result, nothing raised
 
 
+def test_a_cancelled_task_is_forgotten(supervisor):
+    # get_task/get_tasks list unfinished tasks only: a withdrawn task is finished.
+    supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
+    release = Event()
+    first = supervisor.put_task(lambda **kw: release.wait(5))
+    queued = supervisor.put_task(lambda **kw: None)
+    delayed = supervisor.put_task(lambda **kw: None, delay=5)
+    wait_until(first.is_started)
+    assert queued.cancel() is True and delayed.cancel() is True
+    assert supervisor.get_task(queued.id) is None and supervisor.get_task(delayed.id) is None
+    assert supervisor.get_tasks() == [first] and supervisor.get_info().tasks == 1
+    release.set()
+    first.wait(2)
+    soon = supervisor.put_task(lambda **kw: None)  # admitted at once, cancelled before it starts
+    assert soon.cancel() is True
+    assert supervisor.get_tasks() == [] and supervisor.get_info().tasks == 0
+
+
 def test_waiting_for_a_task_that_finished_before_anyone_waited(supervisor):
     task = supervisor.put_task(lambda **kw: "done")
     wait_until(task.is_completed)
