@@ -36,8 +36,7 @@ def test_burst_calls_are_exactly_the_general_calls(supervisor):
         assert kw["_worker"] is w and kw["o"] == "obj" and kw["_name"] == w.name
         assert running == 1  # one slot held during each call
     assert w.runs == 500 and w.last_duration is not None and w.last_run is not None
-    gevent.sleep(0.01)
-    assert supervisor.thread_pool.running == 0  # given back once the queue is empty
+    wait_until(lambda: supervisor.thread_pool.running == 0)  # given back once the queue is empty
     w.stop()
     assert supervisor.thread_pool.running == 0
 
@@ -219,7 +218,7 @@ def test_interval_runs_waiting_for_a_slot_hold_no_greenlet(supervisor):
     for w in workers:
         w.start()
     wait_until(lambda: len(ran) == 5)
-    gevent.sleep(0.05)
+    wait_until(lambda: supervisor.get_info().thread_pool["waiting"] == 195)  # the rest are in line
     assert len(ran) == 5 and supervisor.thread_pool.running == 5
     assert greenlet_count() - before < 20  # the 195 waiting runs are heap entries
     release.set()
@@ -241,10 +240,12 @@ def test_interval_stopped_while_waiting_for_a_slot(supervisor):
     wait_until(lambda: supervisor.thread_pool.running == 1)
     w = BackgroundIntervalWorker(func=lambda **k: ran.append(1), interval=10, supervisor=supervisor)
     w.start()
-    gevent.sleep(0.02)
+    wait_until(lambda: supervisor.get_info().thread_pool["waiting"] == 1)  # its run is in line
     w.stop(wait=False)
     release.set()
     wait_until(w.is_stopped)
     blocker.stop()
-    gevent.sleep(0.02)
+    # A task put now, at w's priority, is admitted behind anything still in
+    # line: once it ran, a run of w that had (wrongly) kept its place would have too.
+    assert supervisor.put_task(lambda **kw: "probe", priority=w.priority).wait(2) == "probe"
     assert ran == [] and supervisor.thread_pool.running == 0
