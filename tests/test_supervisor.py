@@ -20,7 +20,7 @@ def test_start_stop_block():
     assert sup.is_active() and sup.is_started()
     unblocked = Event()
     gevent.spawn(lambda: (sup.block(), unblocked.set()))
-    gevent.sleep(0.01)
+    gevent.sleep(0.01)  # a window in which block() must not return
     assert not unblocked.is_set()
     sup.stop()
     assert unblocked.wait(2)
@@ -86,7 +86,7 @@ def test_delayed_task_can_be_cancelled(supervisor):
     task = supervisor.put_task(lambda **kw: ran.append(1), delay=0.05)
     assert task.cancel() is True
     assert task.status == TASK_STATUS_CANCELED
-    gevent.sleep(0.1)
+    gevent.sleep(0.1)  # past the delay: the withdrawn task would have run by now
     assert ran == []
 
 
@@ -101,7 +101,9 @@ def test_a_task_waiting_for_admission_can_be_cancelled(supervisor):
     assert queued.status == TASK_STATUS_CANCELED
     release.set()
     assert first.wait(2) is True
-    gevent.sleep(0.05)
+    # a task put now is admitted behind anything still in line: once it ran,
+    # the withdrawn one would have run too
+    assert supervisor.put_task(lambda **kw: "probe").wait(2) == "probe"
     assert ran == []
     assert queued.wait(1) is None  # withdrawn before it started: no result, nothing raised
 
