@@ -187,6 +187,7 @@ class Ticker:
         self.period = period
         self.gaps = []
         self._stop = gevent.event.Event()
+        self._ticked = gevent.event.Event()
         self._glet = None
 
     def _run(self):
@@ -196,10 +197,11 @@ class Ticker:
             now = time.monotonic()
             self.gaps.append(now - last)
             last = now
+            self._ticked.set()
 
     def __enter__(self):
         self._glet = gevent.spawn(self._run)
-        gevent.sleep(0.01)  # let it take its first step
+        assert self._ticked.wait(2), "the ticker never ticked"  # it runs before the work does
         return self
 
     def __exit__(self, *exc):
