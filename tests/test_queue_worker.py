@@ -354,7 +354,8 @@ def test_a_low_queue_worker_waits_for_a_free_slot(supervisor):
     w = BackgroundQueueWorker(func=run, priority=TASK_LOW, supervisor=supervisor)
     w.start()
     w.put_threadsafe("x")
-    assert not ran.wait(0.15), "ran while the only slot was held"
+    wait_until(lambda: supervisor.get_info().thread_pool["waiting"] == 1)  # the item waits for the slot
+    assert not ran.is_set(), "ran while the only slot was held"
     release.set()
     assert ran.wait(2)
     assert seen == [1]
