@@ -159,6 +159,34 @@ def _blocking_worker(supervisor, **options):
     return w, processed, gate, entered
 
 
+def test_an_interrupt_between_two_items_loses_none(supervisor):
+    # The executor never switches and runs longer than the loop's yield period,
+    # so the worker's greenlet is switched out only between two items, when
+    # its loop yields to the hub. The shutdown deadline interrupts it there:
+    # every item must still be processed or reported.
+    from gworker.integrations.lifecycle import WorkerSet
+
+    done, reported = [], []
+
+    def run(item, **kw):
+        t_end = time.perf_counter() + 0.006
+        while time.perf_counter() < t_end:  # CPU, never yields
+            pass
+        done.append(item)
+
+    w = BackgroundQueueWorker(func=run, supervisor=supervisor)
+    for i in range(50):
+        w.get_queue_obj().put(i)
+    workers = WorkerSet(supervisor, on_undrained=lambda worker, items: reported.extend(items))
+    workers.add(w)
+    workers.start()
+    wait_until(lambda: len(done) >= 2)
+    report = workers.shutdown(timeout=0)
+    assert w.name in report.unfinished  # interrupted, not drained
+    assert sorted(done + reported) == list(range(50)), "lost: %s" % sorted(
+        set(range(50)) - set(done + reported))
+
+
 def test_stop_leaves_queued_items_for_the_next_start(supervisor):
     w, processed, gate, entered = _blocking_worker(supervisor)
     q = w.get_queue_obj()
