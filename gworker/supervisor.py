@@ -697,6 +697,7 @@ class TaskSupervisor:
     def _put(self, task: Task) -> Task:
         self.ensure_started("a task")
         self._tasks[task.id] = task
+        task._registry = self._tasks
         if task.delay:
             timer = self.hub.loop.timer(task.delay)
             task._cancel = lambda: (timer.close(), True)[1]

@@ -64,7 +64,7 @@ class Task:
     __slots__ = (
         "id", "target", "args", "kwargs", "callback", "priority", "tt", "worker", "delay", "loop",
         "status", "result", "exception", "time_queued", "time_started", "time_completed",
-        "future", "_event", "_started_event", "_cancel", "_greenlet", "__weakref__",
+        "future", "_event", "_started_event", "_cancel", "_greenlet", "_registry", "__weakref__",
     )
 
     def __init__(
@@ -102,6 +102,8 @@ class Task:
         self._started_event: Optional[Event] = None  # made by ``started``, for those who wait
         self._cancel: Optional[Callable[[], bool]] = None
         self._greenlet: Any = None
+        #: the supervisor's registry of unfinished tasks, once put there
+        self._registry: Optional[Dict[str, "Task"]] = None
 
     # -- state ----------------------------------------------------------------
     def is_started(self) -> bool:
@@ -185,6 +187,9 @@ class Task:
         if not self._cancel():
             return False
         self._finish(TASK_STATUS_CANCELED)
+        registry = self._registry
+        if registry is not None and registry.get(self.id) is self:
+            del registry[self.id]  # finished: no longer listed by get_task/get_tasks
         return True
 
     # -- used by the supervisor ----------------------------------------------------

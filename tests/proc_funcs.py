@@ -44,6 +44,12 @@ def sleep_forever():
         time.sleep(1)
 
 
+def sleep_forever_once_announced(path):
+    """Create ``path`` (the parent can see the call has begun), then sleep for ever."""
+    open(path, "w").close()
+    sleep_forever()
+
+
 def kill_self(signum=signal.SIGKILL):
     os.kill(os.getpid(), signum)
     time.sleep(10)

@@ -429,16 +429,17 @@ def test_stop_waits_for_pending_tasks():
 def test_stop_cancel_tasks():
     aloop = Aloop("cancel")
     aloop.start()
-    cleaned = []
+    started, cleaned = [], []
 
     async def forever():
+        started.append(1)
         try:
             await asyncio.sleep(30)
         finally:
             cleaned.append(1)
 
     tasks = [aloop.create_task(forever()) for _ in range(3)]
-    gevent.sleep(0.01)
+    wait_until(lambda: len(started) == 3)  # each is inside its try: the cancel runs its finally
     t0 = time.monotonic()
     assert aloop.stop(wait=True, cancel_tasks=True) is True
     assert time.monotonic() - t0 < 1
@@ -449,9 +450,10 @@ def test_stop_wait_false_and_numeric_wait():
     aloop = Aloop("numeric")
     aloop.start()
 
-    cleaned = []
+    started, cleaned = [], []
 
     async def slow():
+        started.append(1)
         try:
             await asyncio.sleep(30)
         finally:
@@ -460,7 +462,7 @@ def test_stop_wait_false_and_numeric_wait():
 
     task = aloop.create_task(slow())
     loop = aloop.get_loop()
-    gevent.sleep(0.01)
+    wait_until(lambda: started)  # inside its try: the cancellation runs the clean-up
     assert aloop.stop(wait=False) is False  # returns at once, loop still draining
     assert not aloop.is_active()
     t0 = time.monotonic()
@@ -722,15 +724,16 @@ def test_registry_for_workers(registry):
 def test_registry_stop_all(registry):
     normal = registry.create("normal")
     daemon = registry.create("daemon", daemon=True)
-    finished = []
+    started, finished = [], []
 
     async def work(tag):
+        started.append(tag)
         await asyncio.sleep(0.05)
         finished.append(tag)
 
     normal.create_task(work("normal"))
     daemon_task = daemon.create_task(work("daemon"))
-    gevent.sleep(0.005)
+    wait_until(lambda: len(started) == 2)  # both running when stop_all begins
     registry.stop_all(wait=True)
     assert finished == ["normal"]  # waited for; the daemon aloop's task cancelled
     assert daemon_task.cancelled()

@@ -168,7 +168,7 @@ def test_await_put_and_await_trigger_from_a_coroutine(supervisor):
         return "fed"
 
     fut = aloop.create_task(feed())
-    gevent.sleep(0.05)
+    wait_until(lambda: bounded.get_queue_obj().full())  # b0 is in; b1 waits for room
     assert not fut.done()  # waiting for room in the bounded queue (nobody consumes yet)
     assert aloop.run(asyncio.sleep(0, "loop still turns")) == "loop still turns"
     bounded.start()
@@ -347,7 +347,7 @@ def test_async_queue_burst_keeps_order_and_never_overlaps(supervisor):
     w.start("a", x=1)
     for i in range(n // 2):
         w.put_threadsafe(i)
-    gevent.sleep(0.001)
+    wait_until(lambda: got)  # it is working
     for i in range(n // 2, n):  # more items while it works
         w.put_threadsafe(i)
     wait_until(lambda: len(got) == n, 20)
@@ -376,7 +376,7 @@ def test_async_queue_stop_mid_burst_leaves_the_rest_queued_and_drain_processes_i
     done = len(got)
     assert got == list(range(done)) and done < 5000
     assert w.get_queue_obj().qsize() == 5000 - done  # nothing lost, nothing half-taken
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # a window in which the stopped worker must not take an item
     assert len(got) == done
     w.start()
     wait_until(lambda: len(got) >= done + 50)
@@ -394,7 +394,9 @@ def test_async_queue_stop_while_idle_and_stop_wait_lets_the_call_finish(supervis
 
     w = BackgroundQueueWorker(func=run, supervisor=supervisor)
     w.start()
-    gevent.sleep(0.02)
+    w.put_threadsafe("first")
+    wait_until(lambda: finished == ["first"])  # then it waits for the next item
+    inside.clear()
     t0 = time.monotonic()
     w.stop()  # parked, waiting for an item: ends at once
     assert w.is_stopped() and time.monotonic() - t0 < 0.5
@@ -403,7 +405,7 @@ def test_async_queue_stop_while_idle_and_stop_wait_lets_the_call_finish(supervis
     w.put_threadsafe("y")
     assert inside.wait(2)
     w.stop()
-    assert finished == ["x"]  # the call in progress finished, nothing was cancelled
+    assert finished == ["first", "x"]  # the call in progress finished, nothing was cancelled
     assert list(w.get_queue_obj().queue) == ["y"]
 
 
@@ -493,7 +495,7 @@ def test_tickers_keep_ticking_during_an_async_queue_burst(supervisor):
     t = gevent.spawn(ticker)
     f1 = other.create_task(coro_ticker(coro_ticks))
     f2 = aloop.create_task(coro_ticker(same_loop_ticks))
-    gevent.sleep(0.05)
+    wait_until(lambda: glet_ticks and coro_ticks and same_loop_ticks)  # all three tick
     start = time.monotonic()
     for i in range(n):
         w.put_threadsafe(i)
@@ -561,7 +563,7 @@ def test_graceful_shutdown_interrupts_an_async_queue_run_and_reports_its_item(su
         q.put_threadsafe(i)
     report = workers.shutdown(timeout=0.12)
     assert report.elapsed < 0.12 + 0.5
-    gevent.sleep(0.1)
+    gevent.sleep(0.1)  # a window for an interrupted call to finish after all, which must not come
     assert sorted(done + reported) == list(range(20))  # processed or reported, never both
     assert reported and report.undrained[q.name] == reported
     assert report.interrupted == {q.name: reported[0]}

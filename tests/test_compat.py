@@ -123,7 +123,7 @@ def test_failed_task_gives_none_and_keeps_its_exception(supervisor, logged_error
 def test_delay_starts_the_task_later(supervisor):
     task = background_task(lambda: time.time(), delay=0.15, supervisor=supervisor)()
     assert task.status == TASK_STATUS_DELAYED and not task.is_started()
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # a third of the delay: a window in which it must not start
     assert not task.is_started()
     ran_at = wait_completed(task, timeout=2)
     assert ran_at - task.time_queued >= 0.14

@@ -23,13 +23,13 @@ def _counting_worker(supervisor, **options):
 def test_start_does_not_run_and_each_trigger_runs_once(supervisor):
     w, runs = _counting_worker(supervisor)
     w.start()
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # a window in which nothing may happen (no state to wait for)
     assert runs == [], "an event worker waits for its first trigger"
     w.trigger_threadsafe()
     wait_until(lambda: len(runs) == 1)
     w.trigger_threadsafe()
     wait_until(lambda: len(runs) == 2)
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # a window for a third run, which must not come
     w.stop()
     assert len(runs) == 2
 
@@ -74,7 +74,7 @@ def test_triggers_during_a_run_are_ignored(supervisor):
         w.trigger_threadsafe()
     gate.set()
     wait_until(lambda: w.get_info()["runs"] == 1 and supervisor.thread_pool.running == 0)
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # a window for a second run, which must not come
     assert len(runs) == 1
     # the worker still answers the next trigger
     w.trigger_threadsafe()
@@ -92,11 +92,11 @@ def test_forced_triggers_during_a_run_coalesce_into_one_more_run(supervisor):
         w.trigger_threadsafe()
     gate.set()
     wait_until(lambda: len(runs) == 2)
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # a window for a third run, which must not come
     assert len(runs) == 2
     w.trigger_threadsafe()
     wait_until(lambda: len(runs) == 3)
-    gevent.sleep(0.02)
+    gevent.sleep(0.02)  # a window for a fourth run, which must not come
     w.stop()
     assert len(runs) == 3
 
@@ -133,8 +133,12 @@ def test_many_triggers_from_native_threads_leave_it_working(supervisor):
     handles = [native_thread(hammer) for _ in range(3)]
     for h in handles:
         h.join(10)
+    # A callback posted from another thread after the hammers ended runs after
+    # all of theirs: then every trigger handed over has been handled.
+    handled = Event()
+    native_thread(supervisor.call_soon_threadsafe, handled.set).join(5)
+    assert handled.wait(5)
     wait_until(lambda: runs[0] >= 1)
-    gevent.sleep(0.05)  # every trigger handed over has been handled by now
     assert runs[0] <= 6000
     before = runs[0]
     w.trigger_threadsafe()
@@ -180,10 +184,10 @@ def test_trigger_on_a_stopped_worker_is_ignored(supervisor):
     assert w.is_stopped()
     w.trigger_threadsafe()
     w.trigger_threadsafe(force=True)
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # a window in which nothing may run (no state to wait for)
     assert len(runs) == 1
     w.start()
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # the same, after the start
     assert len(runs) == 1, "a trigger sent while stopped does not run at the next start"
     w.stop()
 
@@ -204,7 +208,7 @@ def test_each_run_holds_one_pool_slot_at_its_priority(supervisor):
     supervisor.put_task(lambda **kw: (blocker_started.set(), release.wait()))
     assert blocker_started.wait(2)
     w.trigger_threadsafe()
-    gevent.sleep(0.1)
+    wait_until(lambda: supervisor.get_info().thread_pool["waiting"] == 1)  # the run waits for the slot
     assert len(seen) == 1, "ran while the only slot was held"
     release.set()
     wait_until(lambda: len(seen) == 2)
@@ -218,8 +222,7 @@ def test_stop_waits_for_the_run_and_restart_works(supervisor):
     w.trigger_threadsafe()
     assert entered.wait(2)
     stopper = gevent.spawn(w.stop)
-    wait_until(lambda: not w.is_active())
-    gevent.sleep(0.02)
+    wait_until(lambda: not w.is_active())  # stop() has begun (and it waits: the run is gated)
     assert not stopper.ready(), "stop() returned while the run was in progress"
     gate.set()
     stopper.get(timeout=2)
@@ -252,7 +255,7 @@ def test_stop_from_inside_the_executor_and_return_false(supervisor):
     w2.trigger_threadsafe()
     wait_until(w2.is_stopped)
     w2.trigger_threadsafe()
-    gevent.sleep(0.02)
+    gevent.sleep(0.02)  # a window in which the stopped worker must not run
     assert runs == ["stop", "false"]
 
 

@@ -3,11 +3,13 @@
 A queue worker whose executor is sync and started without arguments runs a
 burst of queued items back to back in one pool slot (``_burst``). These tests
 pin down that the outcome is the same as one call at a time (they pass on the
-general path too). An interval run takes its pool slot before it gets a
-greenlet.
+general path too), and that the burst is there at all: the slot is taken once
+per burst, not once per item. An interval run takes its pool slot before it
+gets a greenlet.
 """
 import gevent
 import gevent.queue
+import greenlet
 from gevent.event import Event
 
 from gworker import TASK_HIGH, BackgroundQueueWorker
@@ -34,10 +36,75 @@ def test_burst_calls_are_exactly_the_general_calls(supervisor):
         assert kw["_worker"] is w and kw["o"] == "obj" and kw["_name"] == w.name
         assert running == 1  # one slot held during each call
     assert w.runs == 500 and w.last_duration is not None and w.last_run is not None
-    gevent.sleep(0.01)
-    assert supervisor.thread_pool.running == 0  # given back once the queue is empty
+    wait_until(lambda: supervisor.thread_pool.running == 0)  # given back once the queue is empty
     w.stop()
     assert supervisor.thread_pool.running == 0
+
+
+class SwitchesOut:
+    """Counts how often one greenlet switched out (to the hub or any other
+    greenlet), with ``greenlet.settrace``, chained to the tracer installed before
+    (gevent's monitor thread has one). ``watch(glet)`` picks the greenlet."""
+
+    def __init__(self):
+        self.count = 0
+        self.glet = None
+        self._previous = None
+
+    def watch(self, glet):
+        self.glet = glet
+
+    def _trace(self, event, args):
+        if event in ("switch", "throw") and args[0] is self.glet:
+            self.count += 1
+        if self._previous is not None:
+            self._previous(event, args)
+
+    def __enter__(self):
+        self._previous = greenlet.settrace(self._trace)
+        return self
+
+    def __exit__(self, *exc):
+        greenlet.settrace(self._previous)
+
+
+def test_a_burst_takes_the_slot_again_only_after_the_worker_yielded(supervisor, monkeypatch):
+    # The point of the fast path: items queued back to back run in one pool
+    # slot. The general path takes a slot and gives it back for every item,
+    # without switching (get() does not wait when an item is queued); the burst
+    # takes it again only after it gave it up to let the hub run (every few ms)
+    # or because the queue ran empty. So between two consecutive items the slot
+    # is taken again only if the worker's greenlet switched out in between.
+    # Counted, not timed: true however slow the machine.
+    pool = supervisor.thread_pool
+    admissions = [0]
+    try_admit = pool.try_admit
+
+    def counting_try_admit(priority):
+        admitted = try_admit(priority)
+        admissions[0] += admitted
+        return admitted
+
+    monkeypatch.setattr(pool, "try_admit", counting_try_admit)
+    seen = []
+    with SwitchesOut() as switches:
+        def run(task, **kwargs):
+            if switches.glet is None:
+                switches.watch(gevent.getcurrent())
+            seen.append((admissions[0], switches.count))
+
+        w = BackgroundQueueWorker(func=run, supervisor=supervisor)
+        q = w.get_queue_obj()
+        for i in range(500):
+            q.put(i)  # all queued before the start: one long burst
+        w.start()
+        wait_until(lambda: len(seen) == 500)
+        w.stop()
+    assert seen[0][0] == 1  # (the count sees the worker's admissions)
+    retaken = [i for i in range(1, 500)
+               if seen[i][0] > seen[i - 1][0] and seen[i][1] == seen[i - 1][1]]
+    assert retaken == [], "the slot was taken again without a yield before %d of 500 items" % len(retaken)
+    assert supervisor.get_info().thread_pool["running"] == 0
 
 
 def test_burst_keeps_the_order_of_priority_and_lifo_queues(supervisor):
@@ -151,7 +218,7 @@ def test_interval_runs_waiting_for_a_slot_hold_no_greenlet(supervisor):
     for w in workers:
         w.start()
     wait_until(lambda: len(ran) == 5)
-    gevent.sleep(0.05)
+    wait_until(lambda: supervisor.get_info().thread_pool["waiting"] == 195)  # the rest are in line
     assert len(ran) == 5 and supervisor.thread_pool.running == 5
     assert greenlet_count() - before < 20  # the 195 waiting runs are heap entries
     release.set()
@@ -173,10 +240,12 @@ def test_interval_stopped_while_waiting_for_a_slot(supervisor):
     wait_until(lambda: supervisor.thread_pool.running == 1)
     w = BackgroundIntervalWorker(func=lambda **k: ran.append(1), interval=10, supervisor=supervisor)
     w.start()
-    gevent.sleep(0.02)
+    wait_until(lambda: supervisor.get_info().thread_pool["waiting"] == 1)  # its run is in line
     w.stop(wait=False)
     release.set()
     wait_until(w.is_stopped)
     blocker.stop()
-    gevent.sleep(0.02)
+    # A task put now, at w's priority, is admitted behind anything still in
+    # line: once it ran, a run of w that had (wrongly) kept its place would have too.
+    assert supervisor.put_task(lambda **kw: "probe", priority=w.priority).wait(2) == "probe"
     assert ran == [] and supervisor.thread_pool.running == 0

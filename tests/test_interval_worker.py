@@ -229,7 +229,7 @@ def test_trigger_runs_an_extra_run(supervisor):
     w = BackgroundIntervalWorker(func=run, interval=10, supervisor=supervisor)
     w.start()
     wait_until(lambda: len(starts) == 1)
-    gevent.sleep(0.01)
+    wait_until(lambda: supervisor.get_info().thread_pool["running"] == 0)  # the run ended: idle
     sent = time.monotonic()
     w.trigger_threadsafe()
     wait_until(lambda: len(starts) == 2)
@@ -242,11 +242,11 @@ def test_trigger_runs_an_extra_run(supervisor):
     assert entered.wait(1)
     for _ in range(3):
         w.trigger_threadsafe()
-    gevent.sleep(0.02)
+    gevent.sleep(0.02)  # a window in which no run may start (the run is gated)
     assert len(starts) == 3, "a trigger never overlaps a run"
     gate.set()
     wait_until(lambda: len(starts) == 4)
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # a window for a fifth run, which must not come
     w.stop()
     assert len(starts) == 4
 
@@ -293,8 +293,8 @@ def test_an_idle_interval_worker_has_no_greenlet(supervisor):
     for w in workers:
         w.start()
     wait_until(lambda: runs[0] == 1000, timeout=5)
+    # (each run's greenlet ends right after it gave its slot back)
     wait_until(lambda: supervisor.thread_pool.running == 0)
-    gevent.sleep(0.02)
     during = greenlet_count()
     assert during - before < 10, "1,000 idle interval workers hold %d greenlets" % (during - before)
     assert all(w.is_active() for w in workers)
@@ -322,13 +322,12 @@ def test_stop_ends_a_long_wait_at_once(supervisor):
     rec = Recorder()
     w = BackgroundIntervalWorker(func=rec, delay=0.09, delay_before=0.01, supervisor=supervisor)
     w.start()
-    wait_until(lambda: rec.starts, 2)
-    gevent.sleep(0.01)  # now waiting ~0.09 s for the next run
+    wait_until(lambda: rec.ends, 2)  # now waiting ~0.09 s for the next run
     t = time.monotonic()
     w.stop()
     assert time.monotonic() - t < 0.05, "stop() waited for the next run (~0.08 s away)"
     assert w.is_stopped()
-    gevent.sleep(0.12)
+    gevent.sleep(0.12)  # past the next run's time: a window in which it must not come
     assert len(rec.starts) == 1, "no run after stop()"
 
 
@@ -363,7 +362,7 @@ def test_runs_hold_a_pool_slot_at_the_workers_priority(supervisor):
     supervisor.put_task(lambda **kw: (blocker_started.set(), release.wait()))
     assert blocker_started.wait(2)
     w.start()
-    gevent.sleep(0.1)
+    wait_until(lambda: supervisor.get_info().thread_pool["waiting"] == 1)  # the run waits for the slot
     assert seen == [], "ran while the only slot was held"
     release.set()
     wait_until(lambda: seen == [1])
@@ -385,7 +384,7 @@ def test_stop_waits_for_the_run_in_progress(supervisor):
     w.stop()
     assert len(ended) == 1, "stop() returned before the run ended"
     assert w.is_stopped()
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # a window for a run after stop(), which must not come
     assert len(ended) == 1
 
 
@@ -400,7 +399,7 @@ def test_stop_from_inside_the_executor(supervisor):
     w = BackgroundIntervalWorker(func=run, interval=0.01, supervisor=supervisor)
     w.start()
     wait_until(w.is_stopped, timeout=2)
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # a window for a run after the stop, which must not come
     assert runs == [1]
     assert supervisor.get_schedulers() == {}
 
@@ -415,7 +414,7 @@ def test_return_false_stops(supervisor):
     w = BackgroundIntervalWorker(func=run, interval=0.01, supervisor=supervisor)
     w.start()
     wait_until(w.is_stopped, timeout=2)
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # a window for a run after False, which must not come
     assert len(runs) == 3
     # and it starts again
     runs.clear()
@@ -434,7 +433,7 @@ def test_restart_cycles_leave_nothing_behind(supervisor):
         w.stop()
         assert w.is_stopped()
     before = runs[0]
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # ten intervals: a window in which the stopped worker must not run
     assert runs[0] == before, "a stopped worker ran"
     w.start()
     wait_until(lambda: runs[0] >= before + 3)
@@ -675,8 +674,8 @@ def test_a_cancelled_timer_entry_does_not_fire(supervisor):
     entry = supervisor.timers.add(time.monotonic() + 0.01, fired.append, "cancelled")
     supervisor.timers.add(time.monotonic() + 0.02, fired.append, "kept")
     entry.cancel()
+    # entries fire in due order (above): once the later one fired, the earlier would have
     wait_until(lambda: fired, 2)
-    gevent.sleep(0.02)
     assert fired == ["kept"]
 
 

@@ -6,6 +6,8 @@ from gevent.event import Event
 from gworker import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
 from gworker.pool import PriorityPool
 
+from conftest import wait_until
+
 
 def test_limits_per_priority():
     pool = PriorityPool(pool_size=2, reserve_normal=1, reserve_high=1)
@@ -157,8 +159,7 @@ def test_priority_admission_order_with_pool_of_one(supervisor):
     release = Event()
     order = []
     blocker = supervisor.put_task(lambda **kw: release.wait(5))
-    gevent.sleep(0.01)
-    assert blocker.is_started()
+    wait_until(blocker.is_started)  # it holds the one slot
     tasks = [
         supervisor.put_task(lambda tag=tag, **kw: order.append(tag), priority=prio)
         for tag, prio in [("LOW", TASK_LOW), ("NORMAL", TASK_NORMAL),

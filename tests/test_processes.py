@@ -238,18 +238,19 @@ def test_system_exit_in_child_is_reported_and_child_replaced(pool1):
     assert pool1.submit(pf.getpid).get(timeout=5) != pid
 
 
-def test_sigkill_mid_call_then_a_normal_call():
+def test_sigkill_mid_call_then_a_normal_call(tmp_path):
     started = time.monotonic()
     pool = ProcessPool(1)
     try:
         # Submitted before the child is up: the queue is a backlog, so the calls
         # behind the doomed one are written ahead into the child's socket.
-        doomed = pool.submit(pf.sleep_forever)
+        begun = tmp_path / "begun"
+        doomed = pool.submit(pf.sleep_forever_once_announced, (str(begun),))
         behind = [pool.submit(pf.echo, (i,)) for i in range(5)]
         wait_until(lambda: pool.busy == 1)
         assert pool.pending == 0  # all written ahead to the one child
         pid = pool.pids[0]
-        gevent.sleep(0.05)
+        wait_until(begun.exists)  # the child is inside the doomed call
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(ChildProcessDied) as info:
             doomed.get(timeout=10)

@@ -131,9 +131,12 @@ def test_put_threadsafe_from_native_threads(supervisor):
         h.join(20)
         idents.add(h.ident)
     assert len(idents) == 4 and gevent.monkey.get_original("_thread", "get_ident")() not in idents
-    wait_until(lambda: len(got) >= 4 * per_thread, timeout=10)
-    gevent.sleep(0.05)  # anything duplicated would show up now
+    # A last item, put from another thread after every feeder ended, is queued
+    # behind all of theirs: once it is processed, so is everything handed over.
+    native_thread(w.put_threadsafe, "end").join(10)
+    wait_until(lambda: got and got[-1] == "end", timeout=10)
     w.stop()
+    assert got.pop() == "end"
     assert len(got) == 4 * per_thread
     assert set(got) == {(t, i) for t in range(4) for i in range(per_thread)}
     for tid in range(4):  # each thread's items in the order it put them
@@ -154,6 +157,34 @@ def _blocking_worker(supervisor, **options):
 
     w = BackgroundQueueWorker(func=run, supervisor=supervisor, **options)
     return w, processed, gate, entered
+
+
+def test_an_interrupt_between_two_items_loses_none(supervisor):
+    # The executor never switches and runs longer than the loop's yield period,
+    # so the worker's greenlet is switched out only between two items, when
+    # its loop yields to the hub. The shutdown deadline interrupts it there:
+    # every item must still be processed or reported.
+    from gworker.integrations.lifecycle import WorkerSet
+
+    done, reported = [], []
+
+    def run(item, **kw):
+        t_end = time.perf_counter() + 0.006
+        while time.perf_counter() < t_end:  # CPU, never yields
+            pass
+        done.append(item)
+
+    w = BackgroundQueueWorker(func=run, supervisor=supervisor)
+    for i in range(50):
+        w.get_queue_obj().put(i)
+    workers = WorkerSet(supervisor, on_undrained=lambda worker, items: reported.extend(items))
+    workers.add(w)
+    workers.start()
+    wait_until(lambda: len(done) >= 2)
+    report = workers.shutdown(timeout=0)
+    assert w.name in report.unfinished  # interrupted, not drained
+    assert sorted(done + reported) == list(range(50)), "lost: %s" % sorted(
+        set(range(50)) - set(done + reported))
 
 
 def test_stop_leaves_queued_items_for_the_next_start(supervisor):
@@ -216,21 +247,19 @@ def test_restarts_keep_the_queue_and_never_put_a_sentinel(supervisor, caplog):
     )
     q = w.get_queue_obj()
     for round_ in range(5):
+        for i in (3, 1, 2):
+            w.put_threadsafe((i, "r%d" % round_))  # while stopped
         w.start()
-        wait_until(lambda: len(seen) == 3 * round_)
-        gevent.sleep(0.002)  # let it park on the empty queue
+        # Once the round's items are processed the worker waits in get() on the
+        # empty queue: it switches out between items only while more are queued,
+        # so when this greenlet sees the last one done, the worker is parked.
+        wait_until(lambda: len(seen) == 3 * (round_ + 1))
         w.stop()
         assert w.is_stopped()
         assert q.qsize() == 0, "stop() put something into the queue"
         assert w.get_queue_obj() is q
-        for i in (3, 1, 2):
-            w.put_threadsafe((i, "r%d" % round_))
     # each start processed the items put while it was stopped, in priority order
-    assert seen == [(i, "r%d" % r) for r in range(4) for i in (1, 2, 3)]
-    w.start()
-    wait_until(lambda: len(seen) == 15)
-    w.stop()
-    assert seen[12:] == [(1, "r4"), (2, "r4"), (3, "r4")]
+    assert seen == [(i, "r%d" % r) for r in range(5) for i in (1, 2, 3)]
     assert all(isinstance(t, tuple) for t in seen)
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
@@ -353,7 +382,8 @@ def test_a_low_queue_worker_waits_for_a_free_slot(supervisor):
     w = BackgroundQueueWorker(func=run, priority=TASK_LOW, supervisor=supervisor)
     w.start()
     w.put_threadsafe("x")
-    assert not ran.wait(0.15), "ran while the only slot was held"
+    wait_until(lambda: supervisor.get_info().thread_pool["waiting"] == 1)  # the item waits for the slot
+    assert not ran.is_set(), "ran while the only slot was held"
     release.set()
     assert ran.wait(2)
     assert seen == [1]
@@ -373,10 +403,12 @@ def test_stop_while_waiting_for_a_slot_lets_the_taken_item_run(supervisor):
                               supervisor=supervisor)
     w.start()
     w.put_threadsafe("taken")
-    gevent.sleep(0.02)
+    # taken out of the queue, waiting for the slot the task holds
+    wait_until(lambda: supervisor.get_info().thread_pool["waiting"] == 1)
+    assert w.get_info()["queue_length"] == 0
     stopper = gevent.spawn(w.stop)
-    gevent.sleep(0.02)
-    assert not stopper.ready()
+    wait_until(lambda: not w.is_active())
+    assert not stopper.ready(), "stop() waits for the run of the item taken"
     release.set()
     stopper.get(timeout=5)
     assert seen == ["taken"]

@@ -20,7 +20,7 @@ def test_start_stop_block():
     assert sup.is_active() and sup.is_started()
     unblocked = Event()
     gevent.spawn(lambda: (sup.block(), unblocked.set()))
-    gevent.sleep(0.01)
+    gevent.sleep(0.01)  # a window in which block() must not return
     assert not unblocked.is_set()
     sup.stop()
     assert unblocked.wait(2)
@@ -87,7 +87,7 @@ def test_delayed_task_can_be_cancelled(supervisor):
     task = supervisor.put_task(lambda **kw: ran.append(1), delay=0.05)
     assert task.cancel() is True
     assert task.status == TASK_STATUS_CANCELED
-    gevent.sleep(0.1)
+    gevent.sleep(0.1)  # past the delay: the withdrawn task would have run by now
     assert ran == []
 
 
@@ -102,9 +102,29 @@ def test_a_task_waiting_for_admission_can_be_cancelled(supervisor):
     assert queued.status == TASK_STATUS_CANCELED
     release.set()
     assert first.wait(2) is True
-    gevent.sleep(0.05)
+    # a task put now is admitted behind anything still in line: once it ran,
+    # the withdrawn one would have run too
+    assert supervisor.put_task(lambda **kw: "probe").wait(2) == "probe"
     assert ran == []
     assert queued.wait(1) is None  # withdrawn before it started: no result, nothing raised
+
+
+def test_a_cancelled_task_is_forgotten(supervisor):
+    # get_task/get_tasks list unfinished tasks only: a withdrawn task is finished.
+    supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
+    release = Event()
+    first = supervisor.put_task(lambda **kw: release.wait(5))
+    queued = supervisor.put_task(lambda **kw: None)
+    delayed = supervisor.put_task(lambda **kw: None, delay=5)
+    wait_until(first.is_started)
+    assert queued.cancel() is True and delayed.cancel() is True
+    assert supervisor.get_task(queued.id) is None and supervisor.get_task(delayed.id) is None
+    assert supervisor.get_tasks() == [first] and supervisor.get_info().tasks == 1
+    release.set()
+    first.wait(2)
+    soon = supervisor.put_task(lambda **kw: None)  # admitted at once, cancelled before it starts
+    assert soon.cancel() is True
+    assert supervisor.get_tasks() == [] and supervisor.get_info().tasks == 0
 
 
 def test_waiting_for_a_task_that_finished_before_anyone_waited(supervisor):

@@ -395,15 +395,19 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
             while self._gen == gen:
                 if not self._active and not (self._draining and size()):
                     break
+                if size() and self._ended - last_yield >= YIELD_EVERY:
+                    # a burst: let the hub run I/O and timers every few ms (the
+                    # clock was read when the previous call ended). Before the
+                    # next item is taken: an interrupt landing here (a kill at a
+                    # shutdown deadline) finds it still queued, and whatever
+                    # happened meanwhile (stop(), another consumer) is seen above.
+                    yield_to_hub()
+                    last_yield = monotonic()
+                    continue
                 if before is not None:
                     before()
                 if size():
                     task = q.get()
-                    # a burst: let the hub run I/O and timers every few ms (the
-                    # clock was read when the previous call ended)
-                    if self._ended - last_yield >= YIELD_EVERY:
-                        yield_to_hub()
-                        last_yield = monotonic()
                 else:
                     if not self._active:
                         break
