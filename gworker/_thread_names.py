@@ -88,4 +88,5 @@ def install() -> None:
             if name is not None:
                 self._name = name
 
-    threading._DummyThread = _DummyThread  # type: ignore[attr-defined]
+    # (misc: typeshed declares _DummyThread a class, which mypy will not let be replaced)
+    threading._DummyThread = _DummyThread  # type: ignore[attr-defined, misc]

@@ -47,6 +47,8 @@ from typing import (
     Optional,
     TypeVar,
     Union,
+    cast,
+    overload,
 )
 
 import gevent
@@ -491,7 +493,7 @@ class Aloop:
 
     def _create_in_loop(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> "asyncio.Task[T]":
         self._check_can_wait("create_task() in asyncio debug mode")
-        made = AsyncResult()
+        made: "AsyncResult[asyncio.Task[T]]" = AsyncResult()
 
         def create() -> None:
             try:
@@ -500,7 +502,8 @@ class Aloop:
                 made.set_exception(exc)
 
         loop.call_soon_threadsafe(create)
-        return made.get()
+        # (the stub types get() as Optional; create() always sets a task or raises)
+        return cast("asyncio.Task[T]", made.get())
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: Optional[float] = None) -> T:
         """Run ``coro`` on the loop and return its result (or raise its exception).
@@ -594,6 +597,10 @@ class AloopRegistry:
             self._default = aloop
         return aloop
 
+    @overload
+    def get(self, name: str) -> Aloop: ...
+    @overload
+    def get(self, name: None = None) -> Optional[Aloop]: ...
     def get(self, name: Optional[str] = None) -> Optional[Aloop]:
         """The aloop named ``name``; with no name, the default aloop (or None).
 
@@ -608,7 +615,7 @@ class AloopRegistry:
 
     def start(self, name: str) -> bool:
         """Start the registered aloop ``name`` (False if already running)."""
-        return self.get(name).start()  # type: ignore[union-attr]
+        return self.get(name).start()
 
     def stop(self, name: str, wait: Union[bool, float] = True, cancel_tasks: bool = False) -> bool:
         """Stop aloop ``name`` (see :meth:`Aloop.stop`) and remove it from the

@@ -6,11 +6,15 @@ parameter, at construction or call time — never later inside a greenlet.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional, overload
 
 __all__ = ["check_seconds"]
 
 
+@overload
+def check_seconds(value: Any, parameter: str, allow_none: Literal[False]) -> float: ...
+@overload
+def check_seconds(value: Any, parameter: str, allow_none: bool = True) -> Optional[float]: ...
 def check_seconds(value: Any, parameter: str, allow_none: bool = True) -> Optional[float]:
     """Validate a time in seconds: a non-negative number (or None when allowed)."""
     if value is None and allow_none:

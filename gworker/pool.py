@@ -30,7 +30,7 @@ import heapq
 from collections import deque
 from itertools import count
 from time import monotonic
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Literal, Optional, Tuple, Union, overload
 
 from gevent.hub import Hub, Waiter, get_hub
 
@@ -47,6 +47,10 @@ _WAITING, _GRANTED, _CANCELLED = 0, 1, 2
 FLUSH_SLICE = 0.002
 
 
+@overload
+def _check_size(value: Any, parameter: str, allow_none: Literal[False] = False) -> int: ...
+@overload
+def _check_size(value: Any, parameter: str, allow_none: bool) -> Optional[int]: ...
 def _check_size(value: Any, parameter: str, allow_none: bool = False) -> Optional[int]:
     if value is None and allow_none:
         return None
@@ -66,7 +70,7 @@ class _Waiter:
 
     __slots__ = ("priority", "grant", "arg", "state", "queued_at")
 
-    def __init__(self, priority: int, grant: Callable[..., None], arg: Any = _NO_ARG) -> None:
+    def __init__(self, priority: int, grant: Callable[..., object], arg: Any = _NO_ARG) -> None:
         self.priority = priority
         self.grant = grant
         self.arg = arg
@@ -100,7 +104,7 @@ class PriorityPool:
         pool_size: int = 100,
         reserve_normal: int = 10,
         reserve_high: int = 10,
-        min_size: int = 0,
+        min_size: Union[int, str] = 0,
         max_size: Optional[int] = None,
         hub: Optional[Hub] = None,
     ) -> None:
@@ -138,7 +142,7 @@ class PriorityPool:
         pool_size: int = 100,
         reserve_normal: int = 10,
         reserve_high: int = 10,
-        min_size: int = 0,
+        min_size: Union[int, str] = 0,
         max_size: Optional[int] = None,
     ) -> None:
         """Set the limits (validated, naming the bad parameter) and admit any
@@ -216,7 +220,7 @@ class PriorityPool:
         if self.try_admit(priority):
             return
         hub = self.hub
-        waiter = Waiter(hub)
+        waiter: Waiter[None] = Waiter(hub)
         entry = _Waiter(priority, lambda _who: hub.loop.run_callback(waiter.switch, None), who)
         self._enqueue(entry)
         try:

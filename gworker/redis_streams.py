@@ -50,7 +50,7 @@ import random
 import socket as _socket
 import uuid
 from time import monotonic
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
 
 import gevent
 import gevent.socket
@@ -68,6 +68,9 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "gworker.redis_streams needs redis-py: pip install 'gworker[redis]'"
     ) from _exc
+
+if TYPE_CHECKING:
+    from redis.typing import StreamIdT
 
 __all__ = ["RedisStreamQueue", "GeventConnection", "BlockingConnection"]
 
@@ -179,6 +182,7 @@ class RedisStreamQueue:
         release_timeout: float = 5.0,
         redis_kwargs: Optional[Dict[str, Any]] = None,
     ) -> None:
+        value: object  # each loop below checks parameters of its own type
         for name, value in (("stream", stream), ("group", group), ("url", url)):
             if not isinstance(value, str) or not value:
                 raise TypeError("%s must be a non-empty string; got %r" % (name, value))
@@ -453,7 +457,7 @@ class RedisStreamQueue:
                 r = self._reader_client()
                 pipe = r.pipeline(transaction=False)
                 self._queue_flush(pipe)
-                by_count: Dict[int, List[bytes]] = {}
+                by_count: Dict[int, List[StreamIdT]] = {}  # (entry ids, as bytes)
                 for entry_id, _fields in rest:
                     by_count.setdefault(self._retried.pop(entry_id, 1), []).append(entry_id)
                 for deliveries, ids in by_count.items():

@@ -130,6 +130,7 @@ class TaskSupervisor:
         least ``timeout_warning``): runs where the slot is granted (a hub
         callback or a releasing greenlet), so it only logs and spawns."""
         arg = entry.arg
+        subject: Any  # the Task, or the worker whose run waited
         if isinstance(arg, Task):
             subject, task_id, target = arg, arg.id, _name_of(arg.target)
         else:
@@ -467,11 +468,12 @@ class TaskSupervisor:
         if pool is None:
             raise RuntimeError("supervisor %s has no process pool: call create_mp_pool() first" % self.id)
         admission = self.mp_admission
-        admission.admit(priority)
+        # (create_mp_pool sets mp_admission whenever it sets mp_pool: not None here)
+        admission.admit(priority)  # type: ignore[union-attr]
         try:
             return pool.submit(fn, args, kwargs).get()
         finally:
-            admission.release()
+            admission.release()  # type: ignore[union-attr]
 
     # -- aloops -------------------------------------------------------------------------
     def create_aloop(self, name: str, daemon: bool = False, start: bool = True, default: bool = False) -> Any:
@@ -700,7 +702,8 @@ class TaskSupervisor:
         task._registry = self._tasks
         if task.delay:
             timer = self.hub.loop.timer(task.delay)
-            task._cancel = lambda: (timer.close(), True)[1]
+            # (close() returns None: the tuple runs it, then the lambda returns True)
+            task._cancel = lambda: (timer.close(), True)[1]  # type: ignore[func-returns-value]
             timer.start(self._submit, task, timer)
         else:
             self._submit(task)
@@ -716,7 +719,8 @@ class TaskSupervisor:
         if tt == TT_THREAD:
             task._cancel = self.thread_pool.defer(task.priority, self._spawn_task, task)
         elif tt == TT_MP:
-            task._cancel = self.mp_admission.defer(task.priority, self._send_to_mp, task)
+            # (put_task refuses TT_MP without a pool, and a pool comes with mp_admission)
+            task._cancel = self.mp_admission.defer(task.priority, self._send_to_mp, task)  # type: ignore[union-attr]
         else:
             self._submit_coroutine(task)
 
@@ -724,7 +728,8 @@ class TaskSupervisor:
         # Coroutines take no pool slot (as in atasker, priority does not apply).
         aloop = self.aloops.resolve(task.loop)
         task._begin()
-        future = aloop.create_task(task.target(*task.args, _task_id=task.id, **task.kwargs))
+        # (put_task checked that target is a coroutine function: callable)
+        future = aloop.create_task(task.target(*task.args, _task_id=task.id, **task.kwargs))  # type: ignore[operator]
         task.future = future
         task._cancel = lambda: bool(future.cancel())
         future.add_done_callback(lambda fut: self._coroutine_done(task, fut))
@@ -744,7 +749,7 @@ class TaskSupervisor:
         try:
             result = self.mp_pool._submit(task.target, task.args, task.kwargs, task.id)
         except Exception as exc:  # the pool was shut down meanwhile
-            self.mp_admission.release()
+            self.mp_admission.release()  # type: ignore[union-attr]  # (admitted by it: not None)
             self._tasks.pop(task.id, None)
             task._finish(TASK_STATUS_FAILED, exception=exc)
             return
@@ -754,7 +759,7 @@ class TaskSupervisor:
         # Runs where the pool settles results: its reader greenlet, which must
         # not wait on pool results (or a hub callback, for a call that did not
         # pickle).
-        self.mp_admission.release()
+        self.mp_admission.release()  # type: ignore[union-attr]  # (admitted by it: not None)
         self._tasks.pop(task.id, None)
         self._settle(task, exc, value, " in a child process")
 
@@ -787,7 +792,7 @@ class TaskSupervisor:
 
     def _run_callback(self, task: Task) -> None:
         try:
-            task.callback(task.result)
+            task.callback(task.result)  # type: ignore[misc]  # (called only for tasks that have one)
         except Exception:
             logger.exception("callback of task %s failed", task.id)
 
@@ -801,7 +806,9 @@ class TaskSupervisor:
         try:
             task._begin()
             try:
-                result = task.target(*task.args, _task_id=task.id, **task.kwargs)
+                # (put_task checked that target is callable; only an aloop's
+                # background_task holds a coroutine, and it never comes here)
+                result = task.target(*task.args, _task_id=task.id, **task.kwargs)  # type: ignore[operator]
             except gevent.GreenletExit as exc:
                 task._finish(TASK_STATUS_CANCELED, exception=exc)
                 raise

@@ -63,7 +63,7 @@ class FunctionCollection:
     """
 
     #: the keywords the collections know (others are ignored)
-    _parameters = ("on_error", "on_error_kwargs", "include_exceptions")
+    _parameters: Tuple[str, ...] = ("on_error", "on_error_kwargs", "include_exceptions")
 
     def __init__(
         self,

@@ -23,7 +23,7 @@ import inspect
 import logging
 import time
 from itertools import count
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Coroutine, Dict, List, Optional, Sequence, Union
 
 import gevent
 from gevent.event import Event
@@ -69,7 +69,8 @@ class Task:
 
     def __init__(
         self,
-        target: Callable[..., Any],
+        # a coroutine object only for an aloop's background_task (never called)
+        target: Union[Callable[..., Any], Coroutine[Any, Any, Any]],
         args: tuple = (),
         kwargs: Optional[Dict[str, Any]] = None,
         callback: Optional[Callable[[Any], Any]] = None,

@@ -148,7 +148,8 @@ def _note_sigterm() -> None:
 
 
 for _hook in (post_worker_init, worker_int, worker_abort, worker_exit):
-    _hook._gworker = True  # type: ignore[attr-defined]
+    # (a mark on our own hook functions; union-attr: the loop variable is a union of them)
+    _hook._gworker = True  # type: ignore[attr-defined, union-attr]
 
 
 def _chain(first: Any, second: Any, arity: int) -> Any:

@@ -32,7 +32,7 @@ from ._wire import (
     _FrameReader,
     _load_call,
 )
-from .errors import RemoteError, _describe, _pickle_error
+from .errors import ProcessPoolError, RemoteError, _describe, _pickle_error
 
 
 def _flush_std_streams() -> None:
@@ -91,8 +91,9 @@ def _fresh_hub() -> None:  # pragma: no cover - child only
         hub.periodic_monitoring_thread = None
     # The thread pool's threads did not survive fork; drop it (as gipc does:
     # Hub.destroy() would try to kill it and may hang).
-    hub._threadpool = None
-    gevent.hub.set_hub(None)
+    # (both are gevent internals that its stubs do not declare)
+    hub._threadpool = None  # type: ignore[attr-defined]
+    gevent.hub.set_hub(None)  # type: ignore[attr-defined]
     hub.loop.destroy()
     new_hub = gevent.get_hub()
     if new_hub is hub or not new_hub.loop.default:
@@ -188,6 +189,7 @@ def _serve_parent(sock: Any, initializer: Any, initargs: tuple, spin: float) -> 
         may_spin = kind == _K_CALL_SPIN
         fatal = False
         fn = None
+        err: ProcessPoolError  # a RemoteError or a TaskPickleError (annotation only: no runtime cost)
         try:
             fn, args, kwargs = _load_call(payload)
             del payload

@@ -7,7 +7,7 @@ import os
 import signal
 from time import monotonic
 from collections import deque
-from typing import Any, Callable, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Tuple, Union
 
 import _socket
 import gevent
@@ -185,7 +185,8 @@ class ProcessPool:
         self._spin_slots = max(1, _cpu_count() - 1)
         self._hub = hub
         self._state = _RUNNING
-        self._terminating = False
+        #: False, or why the children are being killed (see _kill_children)
+        self._terminating: Union[bool, str] = False
         self._queue: Deque[Tuple[bytes, ProcessResult]] = deque()
         self._idle: List[_Child] = []
         self._children: List[_Child] = []
@@ -388,13 +389,14 @@ class ProcessPool:
     def _run_slot(self, index: int) -> None:
         # (No frame here keeps the greenlet in a local: a GreenletExit's
         # traceback would make a cycle that outlives the pool.)
-        getcurrent()._gworker_reader = True
+        # (a mark on the slot's greenlet for ProcessResult.wait; greenlets take attributes)
+        getcurrent()._gworker_reader = True  # type: ignore[attr-defined]
         try:
             self._slot_loop()
         finally:
             # Done for good: forget the finished greenlet.
             try:
-                self._slots.remove(getcurrent())
+                self._slots.remove(getcurrent())  # type: ignore[arg-type]  # (this slot's Greenlet)
             except ValueError:
                 pass
             if not self._slots and self._state != _RUNNING:
@@ -487,7 +489,7 @@ class ProcessPool:
 
     def _wait(self, child: _Child, timeout: Optional[float] = None) -> None:
         """Wait until ``child``'s socket is readable, it exits, or ``timeout``."""
-        waiter = Waiter(self._hub)
+        waiter: Waiter[None] = Waiter(self._hub)
         child.waiter = waiter
         io = child.io_read
         io.start(waiter.switch, None)
@@ -621,13 +623,14 @@ class ProcessPool:
 
     def _on_writable(self, child: _Child) -> None:
         # A raw hub callback: non-blocking sends only.
+        # (started only while the child has an outbuf; stopped when it is None)
         try:
             sent = child.sock.send(child.outbuf)
         except BlockingIOError:
             return
         except OSError:
-            sent = len(child.outbuf)
-        rest = child.outbuf[sent:]
+            sent = len(child.outbuf)  # type: ignore[arg-type]
+        rest = child.outbuf[sent:]  # type: ignore[index]
         if len(rest):
             child.outbuf = rest
         else:
@@ -685,7 +688,7 @@ class ProcessPool:
 
     def _wait_exit(self, child: _Child, timeout: float) -> None:
         """Wait (cooperatively, at most ``timeout`` s) for the child watcher."""
-        waiter = Waiter(self._hub)
+        waiter: Waiter[None] = Waiter(self._hub)
         child.waiter = waiter
         timer = self._hub.loop.timer(timeout)
         timer.start(waiter.switch, None)

@@ -93,7 +93,7 @@ class ProcessResult:
                 "cannot wait for %r inside a ProcessResult callback (callbacks run in"
                 " the pool's reader greenlet): spawn a greenlet to wait, or use rawlink" % self
             )
-        waiter = Waiter(self._hub)
+        waiter: Waiter[None] = Waiter(self._hub)
         if self._waiters is None:
             self._waiters = [waiter]
         else:

@@ -37,7 +37,7 @@ import time
 import warnings
 from itertools import count
 from time import monotonic
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import gevent
 from gevent import GreenletExit
@@ -48,6 +48,9 @@ from ..aio import Aloop
 from ..priorities import TASK_NORMAL, check_priority
 from ..checks import check_seconds
 from ..supervisor import TaskSupervisor
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 __all__ = ["Worker", "Halt", "logger", "KNOWN_PARAMETERS", "check_unknown_keywords"]
 
@@ -98,7 +101,7 @@ def check_unknown_keywords(owner: str, kwargs: Dict[str, Any], known: Tuple[str,
 
 def _outside_gworker() -> int:
     """The ``stacklevel`` of the first frame that is not in gworker's package."""
-    frame = sys._getframe(2)
+    frame: Optional[FrameType] = sys._getframe(2)
     level = 2
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame = frame.f_back
@@ -230,7 +233,9 @@ class Worker:
         self._slot_held = False
         self._args: tuple = ()
         self._invoke: Callable[..., Any] = self._invoke_sync
-        self._executor: Optional[Callable[..., Any]] = None
+        # None until the first start; _choose_invoker sets it before any invoker runs
+        # (typed as set, so that the per-run calls need neither a check nor an ignore)
+        self._executor: Callable[..., Any] = None  # type: ignore[assignment]
         self._failures: Optional[_FailureLog] = None
         self.runs = 0
         self.errors = 0
@@ -534,7 +539,8 @@ class Worker:
 
     def _invoke_async(self, pre: tuple, kw: Dict[str, Any]) -> Any:
         # The worker's greenlet waits cooperatively while the coroutine runs on its aloop.
-        return self._aloop.run(self._executor(*pre, *self._args, **kw))
+        # (_choose_invoker sets _aloop before it picks this invoker)
+        return self._aloop.run(self._executor(*pre, *self._args, **kw))  # type: ignore[union-attr]
 
     def _invoke_mp(self, pre: tuple, kw: Dict[str, Any]) -> Any:
         result = self.supervisor.run_in_mp_pool(self._executor, pre + self._args, kw, self.priority)
@@ -555,7 +561,8 @@ class Worker:
             return
         if self._failures is None:
             self._failures = _FailureLog()
-        self._failures.report(self.name, sys.exc_info()[1])
+        # (called in the except block of the failed run: there is an exception)
+        self._failures.report(self.name, sys.exc_info()[1])  # type: ignore[arg-type]
 
     # -- info ------------------------------------------------------------------------------------------
     def get_info(self) -> Dict[str, Any]:

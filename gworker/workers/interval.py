@@ -47,7 +47,7 @@ Timing rules:
 from __future__ import annotations
 
 from time import monotonic
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import gevent
 from gevent.hub import Waiter, get_hub, getcurrent
@@ -56,6 +56,9 @@ from ..checks import check_seconds
 from ..timers import LEAD, TimerEntry
 from .base import Halt, Worker
 from .event import BackgroundEventWorker
+
+if TYPE_CHECKING:
+    from greenlet import greenlet
 
 __all__ = ["BackgroundIntervalWorker", "PRECISE_EARLY", "PRECISE_SPIN", "KEEP_GREENLET"]
 
@@ -128,7 +131,7 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         self._tick = 0.0
         self._running = False
         self._again = False
-        self._run_glet: Optional[gevent.Greenlet] = None
+        self._run_glet: Optional[greenlet] = None  # (getcurrent(): only compared by identity)
         #: the waiter of a kept greenlet waiting for its next run (a trigger wakes it)
         self._waiter: Optional[Waiter] = None
 
@@ -343,7 +346,8 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         """Ask for an extra run, from a coroutine running on an aloop."""
         self._trigger()
 
-    def _trigger(self) -> None:
+    def _trigger(self, force: bool = False) -> None:
+        # (``force`` as the event worker's: a trigger during a run always runs again here)
         if not self._active:
             return
         if self._running:

@@ -81,7 +81,7 @@ from typing import Any, Deque, Dict
 import gevent
 import gevent.queue
 
-from ..aio import AloopNotActive, await_greenlet
+from ..aio import Aloop, AloopNotActive, await_greenlet
 from ..hubsafe import os_thread_ident, yield_to_hub
 from .base import YIELD_EVERY, Halt, Worker, _call_ids, logger
 from .continuous import BackgroundAsyncWorker
@@ -287,7 +287,8 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
                 and isinstance(self._queue, gevent.queue.Queue)):
             # (a protocol object, which may want ack/fail/release, keeps the greenlet loop)
             try:
-                self._task = self._aloop.create_task(self._aloop_loop(gen))
+                # (the async invoker was chosen with its aloop: _aloop is set)
+                self._task = self._aloop.create_task(self._aloop_loop(gen))  # type: ignore[union-attr]
                 return
             except (AloopNotActive, RuntimeError):
                 # not running (or a task cannot be made from here): the greenlet
@@ -304,7 +305,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         after = _overridden(self, "after_queue_get")
         execute = self._execute_async
         done = _task_done_of(q)
-        aloop = self._aloop
+        aloop: Aloop = self._aloop  # type: ignore[assignment]  # (set with the async invoker)
         aloop._stop_callbacks.append(self._aloop_stopping)
         last_yield = monotonic()
         try:
@@ -456,7 +457,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
 
     def _item_failed(self, task: Any) -> None:
         exc, self._failure = self._failure, None
-        self._fail(task, exc)
+        self._fail(task, exc)  # type: ignore[misc]  # (_failure is kept only when there is a fail())
 
     def _burst(self, gen: int, task: Any, pool: Any, yield_at: float, done: Any) -> bool:
         """Call the executor for ``task``, then for the items queued behind it,
