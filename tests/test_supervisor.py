@@ -119,12 +119,12 @@ def test_a_cancelled_task_is_forgotten(supervisor):
     wait_until(first.is_started)
     assert queued.cancel() is True and delayed.cancel() is True
     assert supervisor.get_task(queued.id) is None and supervisor.get_task(delayed.id) is None
-    assert supervisor.get_tasks() == [first] and supervisor.get_info().tasks == 1
+    assert supervisor.get_tasks() == {first.id: first} and supervisor.get_info().tasks == {first.id: first}
     release.set()
     first.wait(2)
     soon = supervisor.put_task(lambda **kw: None)  # admitted at once, cancelled before it starts
     assert soon.cancel() is True
-    assert supervisor.get_tasks() == [] and supervisor.get_info().tasks == 0
+    assert supervisor.get_tasks() == {} and supervisor.get_info().tasks == {}
 
 
 def test_waiting_for_a_task_that_finished_before_anyone_waited(supervisor):
