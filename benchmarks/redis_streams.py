@@ -60,7 +60,7 @@ def gworker_consumer(args):
     from gevent.fileobject import FileObject
 
     from gworker import BackgroundQueueWorker, TaskSupervisor
-    from gworker.redis_streams import RedisStreamQueue
+    from gworker.redis import RedisStreamQueue
 
     q = RedisStreamQueue(args.stream, args.group, url=args.url, count=args.count, block_ms=200)
     sup = TaskSupervisor()

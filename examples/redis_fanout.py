@@ -22,7 +22,7 @@ import gevent.subprocess
 from gevent.event import Event
 
 from gworker import BackgroundQueueWorker, TaskSupervisor
-from gworker.redis_streams import RedisStreamQueue
+from gworker.redis import RedisStreamQueue
 
 
 def consume(args):

@@ -9,7 +9,7 @@ import gevent
 from gevent.event import Event
 
 from gworker import BackgroundQueueWorker, TaskSupervisor
-from gworker.redis_streams import RedisStreamQueue
+from gworker.redis import RedisStreamQueue
 
 
 def main():

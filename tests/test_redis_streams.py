@@ -25,7 +25,7 @@ from gworker import BackgroundQueueWorker
 from conftest import PATCHED, Ticker, native_thread, wait_until
 
 redis = pytest.importorskip("redis") if os.environ.get("CI") != "true" else __import__("redis")
-from gworker.redis_streams import RedisStreamQueue  # noqa: E402
+from gworker.redis import RedisStreamQueue  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -76,7 +76,7 @@ class RedisServer:
         self.proc = None
 
     def client(self):
-        from gworker.redis_streams import GeventConnection
+        from gworker.redis import GeventConnection
 
         pool = redis.ConnectionPool.from_url(self.url, connection_class=GeventConnection,
                                              socket_timeout=10)
@@ -239,6 +239,14 @@ def test_put_many_rejects_a_bad_chunk(redis_server, names, queues, chunk):
     q = make_queue(redis_server, names, queues)
     with pytest.raises(ValueError, match="chunk"):
         q.put_many([1, 2], chunk=chunk)
+
+
+def test_the_former_module_name_still_imports_the_same_names():
+    import gworker.redis
+    import gworker.redis_streams
+
+    for name in gworker.redis.__all__:
+        assert getattr(gworker.redis_streams, name) is getattr(gworker.redis, name)
 
 
 def test_put_threadsafe_from_a_native_thread(supervisor, redis_server, names, queues):

@@ -33,7 +33,7 @@ What "taken out" means depends on the queue (see the queue-object protocol in
 * a gevent queue: its items are taken with ``get_nowait()``, and each reported
   item is marked done (``task_done()``), so ``join()`` returns;
 * a protocol object with ``release()`` (a broker's queue, such as
-  :class:`~gworker.redis_streams.RedisStreamQueue`) keeps its items itself: the
+  :class:`~gworker.redis.RedisStreamQueue`) keeps its items itself: the
   worker's loop ended with ``release()``, which handed the fetched-but-not-run
   entries back to the broker (a Redis group: claimable at once), and the broker
   delivers them again — to another process, or this one after a restart.

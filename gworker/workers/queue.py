@@ -37,7 +37,7 @@ for any other executor that cannot run).
 The queue-object protocol
 -------------------------
 ``q=`` also takes any object that follows this small protocol (duck-typed;
-:class:`gworker.redis_streams.RedisStreamQueue` is one). The greenlet loop
+:class:`gworker.redis.RedisStreamQueue` is one). The greenlet loop
 serves every queue; a gevent queue is simply an object of the protocol whose
 optional methods are absent. (A protocol object with an ``async def`` executor
 keeps that loop, each call handed to the aloop: the coroutine loop above
