@@ -31,7 +31,7 @@ from .locks import Locker
 from .local import LocalProxy, g
 from .logs import set_debug
 from .task_collections import FunctionCollection, TaskCollection
-from .co import co_mp_apply
+from .co_mp import co_mp_apply
 from .jobs import (
     AsyncJob, AsyncJobScheduler, cancel_async_job, create_async_job, create_async_job_scheduler,
 )

@@ -58,7 +58,7 @@ from gevent.selectors import GeventSelector
 from greenlet import getcurrent
 
 from . import _running_loop, _thread_names
-from .hubsafe import call_in_hub, in_hub_thread
+from ._hubsafe import call_in_hub, in_hub_thread
 from .priorities import TT_COROUTINE
 from .tasks import TASK_STATUS_CANCELED, TASK_STATUS_COMPLETED, TASK_STATUS_FAILED, Task
 
@@ -205,7 +205,7 @@ class Aloop:
     The aloop belongs to ``hub`` (default: the hub of the OS thread that first
     starts it). Every public method may be called from any greenlet of that
     hub's thread and from other OS threads (those calls are handed to the hub
-    through :mod:`gworker.hubsafe`; the calling thread waits, never the hub).
+    through :mod:`gworker._hubsafe`; the calling thread waits, never the hub).
 
     ``supervisor`` (the :class:`~gworker.TaskSupervisor` it belongs to, if any)
     names it in ``threading.current_thread().name`` inside its coroutines

@@ -47,8 +47,8 @@ from gevent.event import Event
 from gevent.hub import getcurrent
 
 from .aio import Aloop
-from .checks import check_seconds
-from .hubsafe import call_in_hub, in_hub_thread
+from ._checks import check_seconds
+from ._hubsafe import call_in_hub, in_hub_thread
 
 __all__ = [
     "AsyncJob", "AsyncJobScheduler",

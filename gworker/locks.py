@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from gevent.lock import BoundedSemaphore, RLock
 
-from .checks import check_seconds
+from ._checks import check_seconds
 
 __all__ = ["Locker"]
 

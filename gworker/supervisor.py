@@ -2,7 +2,7 @@
 
 A :class:`TaskSupervisor` holds
 
-* the *thread pool* — a :class:`~gworker.pool.PriorityPool` that admits sync
+* the *thread pool* — a :class:`~gworker._admission.PriorityPool` that admits sync
   executor calls and ``TT_THREAD`` tasks (greenlets, despite atasker's name) by
   priority;
 * the *timers* that tell interval workers when they are due;
@@ -11,7 +11,7 @@ A :class:`TaskSupervisor` holds
 
 It lives in the hub of the thread that first starts it. ``start``, ``stop`` and
 ``put_task`` may be called from other OS threads: they are carried into that
-hub (see :mod:`gworker.hubsafe`). Constructing one creates no hub, thread or
+hub (see :mod:`gworker._hubsafe`). Constructing one creates no hub, thread or
 greenlet.
 """
 from __future__ import annotations
@@ -30,15 +30,15 @@ from gevent.event import Event
 from gevent._hub_local import get_hub_if_exists
 from gevent.hub import Hub, get_hub, getcurrent
 
-from . import _thread_names, hubsafe
+from . import _hubsafe as hubsafe, _thread_names
 from .aio import SUPERVISOR_ALOOP, Aloop, AloopRegistry, UnknownAloopError
-from .checks import check_seconds
-from .pool import PriorityPool
+from ._checks import check_seconds
+from ._admission import PriorityPool
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
 from .tasks import (
     TASK_STATUS_CANCELED, TASK_STATUS_COMPLETED, TASK_STATUS_FAILED, Task,
 )
-from .timers import Timers
+from ._timers import Timers
 
 __all__ = ["TaskSupervisor", "DEFAULT_POLL_DELAY", "logger"]
 

@@ -40,7 +40,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import sys
 
-from .checks import check_seconds
+from ._checks import check_seconds
 from .priorities import TASK_NORMAL, check_priority
 from .tasks import _supervisor_or_default, wait_completed
 

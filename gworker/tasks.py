@@ -29,7 +29,7 @@ import gevent
 from gevent.event import Event
 from gevent.hub import getcurrent
 
-from .checks import check_seconds
+from ._checks import check_seconds
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
 
 __all__ = [

@@ -1,10 +1,10 @@
-"""Admission by priority (gworker.pool.PriorityPool and the supervisor's pool)."""
+"""Admission by priority (gworker._admission.PriorityPool and the supervisor's pool)."""
 import gevent
 import pytest
 from gevent.event import Event
 
 from gworker import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
-from gworker.pool import PriorityPool
+from gworker._admission import PriorityPool
 
 from conftest import wait_until
 

@@ -22,7 +22,7 @@ import pytest
 from conftest import Ticker, greenlet_count, native_thread, wait_until
 
 import proc_funcs as pf
-from gworker.hubsafe import os_thread_ident
+from gworker._hubsafe import os_thread_ident
 from gworker.processes import (
     ChildProcessDied,
     PoolClosed,

@@ -12,7 +12,7 @@ from gevent.event import Event
 
 from gworker import TASK_HIGH, TASK_LOW, BackgroundQueueWorker
 from gworker.integrations.lifecycle import WorkerSet
-from gworker.pool import PriorityPool
+from gworker._admission import PriorityPool
 from gworker.tasks import TASK_STATUS_CANCELED
 
 from conftest import wait_until

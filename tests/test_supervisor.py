@@ -219,15 +219,15 @@ def test_stop_bad_wait(supervisor):
 def test_start_stop_and_put_task_from_a_native_thread():
     sup = TaskSupervisor()
     sup.start()  # binds to this hub
-    hub_ident = gworker.hubsafe.os_thread_ident()
+    hub_ident = gworker._hubsafe.os_thread_ident()
     idents = []
 
     def target(**kw):
-        idents.append(gworker.hubsafe.os_thread_ident())
+        idents.append(gworker._hubsafe.os_thread_ident())
         return "from-hub"
 
     def in_thread():
-        assert gworker.hubsafe.os_thread_ident() != hub_ident
+        assert gworker._hubsafe.os_thread_ident() != hub_ident
         task = sup.put_task(target, tt=TT_THREAD, priority=TASK_HIGH)
         sup.stop()
         return task

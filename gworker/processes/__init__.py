@@ -29,7 +29,7 @@ How it works
 
 * **Why not gipc** (the pure-gevent library that also forks children): its pipe
   writer takes a lock and may wait cooperatively, which must not happen in a hub
-  callback (where a :class:`~gworker.pool.PriorityPool` starts admitted work);
+  callback (where a :class:`~gworker._admission.PriorityPool` starts admitted work);
   it starts children through ``multiprocessing.Process``, i.e. whatever the
   default start method is (``forkserver`` on Linux from Python 3.14); and
   importing it patches ``multiprocessing`` process-wide (``Popen.poll`` becomes a
@@ -118,7 +118,7 @@ How it works
   created the pool (it must be the main thread's hub: libev watches children
   only on the default loop). :meth:`ProcessPool.submit`, :meth:`ProcessPool.shutdown`,
   :meth:`ProcessPool.terminate` and :meth:`ProcessResult.get` called from another
-  OS thread are handed to that hub with :func:`gworker.hubsafe.call_in_hub`; the
+  OS thread are handed to that hub with :func:`gworker._hubsafe.call_in_hub`; the
   calling thread waits, the hub never does.
 
 * **Callbacks** given to :meth:`ProcessResult.rawlink` / ``add_done_callback`` are

@@ -14,7 +14,7 @@ import gevent
 import gevent.os
 from gevent.hub import Waiter, get_hub, getcurrent
 
-from ..hubsafe import call_in_hub, in_hub_thread, os_thread_ident
+from .._hubsafe import call_in_hub, in_hub_thread, os_thread_ident
 from ._child import _child_main, _flush_std_streams
 from ._registry import _live_pids, _parent_sockets, _register_atexit
 from ._wire import (

@@ -7,7 +7,7 @@ from typing import Any, Callable, List, Optional
 import gevent
 from gevent.hub import Waiter, getcurrent
 
-from ..hubsafe import call_in_hub, in_hub_thread
+from .._hubsafe import call_in_hub, in_hub_thread
 from .errors import ResultTimeout, _describe
 
 log = logging.getLogger("gworker")

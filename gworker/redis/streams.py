@@ -57,7 +57,7 @@ import gevent.socket
 from gevent._hub_local import get_hub_if_exists
 from gevent.monkey import get_original
 
-from ..hubsafe import MAIN_THREAD_IDENT, os_thread_ident, yield_to_hub
+from .._hubsafe import MAIN_THREAD_IDENT, os_thread_ident, yield_to_hub
 
 try:
     import redis

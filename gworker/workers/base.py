@@ -46,7 +46,7 @@ from gevent.hub import getcurrent
 
 from ..aio import Aloop
 from ..priorities import TASK_NORMAL, check_priority
-from ..checks import check_seconds
+from .._checks import check_seconds
 from ..supervisor import TaskSupervisor
 
 if TYPE_CHECKING:

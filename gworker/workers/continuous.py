@@ -1,7 +1,7 @@
 """Continuous workers: the executor runs again and again in the worker's own greenlet.
 
 ``BackgroundWorker`` yields to the hub between calls (a full loop iteration, see
-:func:`gworker.hubsafe.yield_to_hub`), so
+:func:`gworker._hubsafe.yield_to_hub`), so
 even an executor that never yields cannot starve other greenlets for longer
 than one call. It takes no slot of the supervisor's pool: a continuous worker
 *is* a long-lived greenlet, not a burst of work.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gevent
 
-from ..hubsafe import yield_to_hub
+from .._hubsafe import yield_to_hub
 from .base import Halt, Worker
 
 __all__ = ["BackgroundWorker", "BackgroundAsyncWorker"]

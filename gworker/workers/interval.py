@@ -1,7 +1,7 @@
 """Interval workers: a timer while idle, a greenlet when due.
 
 A waiting interval worker is one entry in its supervisor's timer heap (see
-:mod:`gworker.timers`), not a parked greenlet, so tens of thousands fit in
+:mod:`gworker._timers`), not a parked greenlet, so tens of thousands fit in
 little memory. When it is due, a greenlet is started for the run (through the
 pool's ready heap, so runs due together start in priority order); the next run
 is scheduled when that one ends, so a worker never overlaps itself.
@@ -33,7 +33,7 @@ Timing rules:
   is in progress; several during one run give one extra run. The regular
   schedule is not moved.
 * runs land within about half a millisecond of their time, either side (the
-  timer heap fires up to ``gworker.timers.LEAD`` early, see there).
+  timer heap fires up to ``gworker._timers.LEAD`` early, see there).
 * ``precise=True`` (opt-in): the run is started ``PRECISE_EARLY`` (1 ms) ahead,
   and its greenlet yields (``gevent.sleep(0)``) until ``PRECISE_SPIN`` (50 µs)
   before the exact time, then watches the clock without yielding for that last
@@ -52,8 +52,8 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 import gevent
 from gevent.hub import Waiter, get_hub, getcurrent
 
-from ..checks import check_seconds
-from ..timers import LEAD, TimerEntry
+from .._checks import check_seconds
+from .._timers import LEAD, TimerEntry
 from .base import Halt, Worker
 from .event import BackgroundEventWorker
 
@@ -68,7 +68,7 @@ KEEP_GREENLET = 0.1
 
 #: How long before its time a ``precise=True`` run is started (its greenlet
 #: then yields until the exact time). Covers the timer heap's usual wake-up
-#: error (see gworker.timers); a wake-up later than this makes the run late.
+#: error (see gworker._timers); a wake-up later than this makes the run late.
 PRECISE_EARLY = 0.001
 
 #: A worker's first run that comes at most this late (seconds; one turn of the

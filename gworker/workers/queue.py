@@ -82,7 +82,7 @@ import gevent
 import gevent.queue
 
 from ..aio import Aloop, AloopNotActive, await_greenlet
-from ..hubsafe import os_thread_ident, yield_to_hub
+from .._hubsafe import os_thread_ident, yield_to_hub
 from .base import YIELD_EVERY, Halt, Worker, _call_ids, logger
 from .continuous import BackgroundAsyncWorker
 
