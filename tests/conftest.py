@@ -42,28 +42,59 @@ class BlockReport:
     """One report of gevent's monitor thread: the hub did not switch for a whole
     monitoring period. ``at`` is when the monitor made the check that found the
     block (``time.perf_counter()``, in the monitor thread): the blocked code was
-    running then. ``info`` is gevent's report (the blocked stack, then "Info:")."""
+    running then. ``info`` is gevent's report (the blocked stack, then "Info:").
 
-    __slots__ = ("at", "blocking_time", "info")
+    The check covers the time since the previous check, from ``since``.
+    ``held`` is how much of it the hub thread was not waiting for a CPU
+    (running, or blocked in a system call), in seconds; ``waited`` is the rest:
+    time the operating system had it runnable but gave the CPU to other
+    processes. On a loaded machine 12 ms of work can take the whole period.
+    Both None where the kernel does not say (no /proc)."""
 
-    def __init__(self, at, blocking_time, info):
+    __slots__ = ("at", "blocking_time", "info", "since", "held", "waited")
+
+    def __init__(self, at, blocking_time, info, since=None, held=None, waited=None):
         self.at = at
         self.blocking_time = blocking_time
         self.info = info
+        self.since = since
+        self.held = held
+        self.waited = waited
 
 
 #: Every report since the test session began (the guard picks those of a test by time).
 _blocked_reports = []
 #: perf_counter() at which the check now running in the monitor thread began, else None
 _check_started = [None]
+#: (perf_counter(), the hub thread's run-queue wait in s) at the check now running, and
+#: at the one before it (None before the first)
+_check_window = [None, None]
+
+# The hub runs in the main thread (both worlds), whose thread id is the pid. Its
+# second figure is the time (ns) the thread has waited on a run queue so far.
+_HUB_SCHEDSTAT = "/proc/self/task/%d/schedstat" % os.getpid()
+
+
+def _hub_run_queue_wait():
+    try:
+        with open(_HUB_SCHEDSTAT) as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _on_gevent_event(event):
     # Called by the monitor thread, inside the check that found the block.
     if isinstance(event, gevent.events.EventLoopBlocked):
         at = _check_started[0]
+        since = held = waited = None
+        now, before = _check_window
+        if now is not None and before is not None and now[1] is not None and before[1] is not None:
+            since = before[0]
+            waited = now[1] - before[1]
+            held = (now[0] - before[0]) - waited
         _blocked_reports.append(BlockReport(time.perf_counter() if at is None else at,
-                                            event.blocking_time, event.info))
+                                            event.blocking_time, event.info, since, held, waited))
 
 
 gevent.events.subscribers.append(_on_gevent_event)
@@ -76,7 +107,8 @@ def _timed_check(monitor):
     check = monitor.monitor_blocking
 
     def timed_monitor_blocking(hub):
-        _check_started[0] = time.perf_counter()
+        _check_started[0] = now = time.perf_counter()
+        _check_window[:] = [(now, _hub_run_queue_wait()), _check_window[0]]
         try:
             return check(hub)
         finally:
@@ -97,17 +129,46 @@ def _caused_by_gworker(report):
     return GWORKER_DIR in "\n".join(stack)
 
 
+def _charged(reports):
+    """The reports of blocks that are the code's. A block is the reports of
+    checks one after another (each window starting where the last ended); it
+    is the code's when the hub thread itself — running, or in a blocking call —
+    accounted for (nearly) the blocking time, and for more of it than it spent
+    waiting for a CPU. One that the machine's load stretched that long (12 ms
+    of work while other processes had the CPU) is not."""
+    charged = []
+    block, held, waited = [], 0.0, 0.0
+    for r in sorted(reports, key=lambda r: r.at) + [None]:
+        if r is not None and block and r.since is not None and r.since == block[-1].at:
+            block.append(r)
+        else:
+            if block and (held is None or (held >= 0.9 * block[0].blocking_time and held >= waited)):
+                charged.extend(block)  # (0.9: a real block's thread may wait a few ms for a CPU)
+            if r is None:
+                break
+            block, held, waited = [r], 0.0, 0.0
+        if held is not None and r.held is not None:
+            held += r.held
+            waited += r.waited
+        else:
+            held = None
+    return charged
+
+
 def blocked_reports_between(start, end):
     """The reports of blocks caused by gworker that the monitor found between
-    ``start`` and ``end`` (``time.perf_counter()``). Waits (cooperatively, at most
-    2 s) for a check that began before ``end`` and is still building its report."""
+    ``start`` and ``end`` (``time.perf_counter()``), less those of blocks that
+    only the machine's load made that long (see _charged). Waits (cooperatively,
+    at most 2 s) for a check that began before ``end`` and is still building its
+    report."""
     deadline = time.perf_counter() + 2.0
     while True:
         running = _check_started[0]
         if running is None or running > end or time.perf_counter() > deadline:
             break
         gevent.sleep(0.005)
-    return [r for r in list(_blocked_reports) if start <= r.at <= end and _caused_by_gworker(r)]
+    return [r for r in _charged(list(_blocked_reports))
+            if start <= r.at <= end and _caused_by_gworker(r)]
 
 
 def pytest_report_header(config):
@@ -155,8 +216,10 @@ def _no_blocked_hub(request):
     if reports and request.node.get_closest_marker("blocks_hub") is None:
         first = reports[0]
         pytest.fail(
-            "gworker blocked the gevent hub for %.3fs:\n%s"
-            % (first.blocking_time, "\n".join(map(str, first.info))),
+            "gworker blocked the gevent hub for %.3fs (the hub thread ran or waited in a call"
+            " for %s s of it):\n%s"
+            % (first.blocking_time, "?" if first.held is None else "%.3f" % first.held,
+               "\n".join(map(str, first.info))),
             pytrace=False,
         )
 
