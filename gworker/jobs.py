@@ -47,6 +47,7 @@ from gevent.event import Event
 from gevent.hub import getcurrent
 
 from .aio import Aloop
+from ._default import supervisor_or_default
 from ._checks import check_seconds
 from ._hubsafe import call_in_hub, in_hub_thread
 
@@ -344,32 +345,24 @@ class AsyncJobScheduler:
 # -- module-level shortcuts (atasker has these on the supervisor only) -------------
 
 
-def _supervisor(supervisor: Any) -> Any:
-    if supervisor is not None:
-        return supervisor
-    from . import _default_supervisor
-
-    return _default_supervisor()
-
-
 def create_async_job_scheduler(
     name: str, aloop: Any = None, start: bool = True, default: bool = False, supervisor: Any = None
 ) -> AsyncJobScheduler:
     """``supervisor.create_async_job_scheduler(...)`` on ``supervisor`` (default
     ``task_supervisor``)."""
-    return _supervisor(supervisor).create_async_job_scheduler(name, aloop=aloop, start=start, default=default)
+    return supervisor_or_default(supervisor).create_async_job_scheduler(name, aloop=aloop, start=start, default=default)
 
 
 def create_async_job(scheduler: Any = None, target: Any = None, supervisor: Any = None, **kwargs: Any) -> AsyncJob:
     """``supervisor.create_async_job(...)`` on ``supervisor`` (default
     ``task_supervisor``): a periodic job, see :class:`AsyncJob`."""
-    return _supervisor(supervisor).create_async_job(scheduler, target=target, **kwargs)
+    return supervisor_or_default(supervisor).create_async_job(scheduler, target=target, **kwargs)
 
 
 def cancel_async_job(scheduler: Any = None, job: Any = None, supervisor: Any = None) -> None:
     """``supervisor.cancel_async_job(...)`` on ``supervisor`` (default
     ``task_supervisor``)."""
-    _supervisor(supervisor).cancel_async_job(scheduler, job=job)
+    supervisor_or_default(supervisor).cancel_async_job(scheduler, job=job)
 
 
 def _name_of(fn: Any) -> str:

@@ -30,6 +30,7 @@ from gevent.event import Event
 from gevent.hub import getcurrent
 
 from ._checks import check_seconds
+from ._default import supervisor_or_default
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
 
 __all__ = [
@@ -264,14 +265,6 @@ def _coroutine_without_task_id(func: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def _supervisor_or_default(supervisor: Any) -> Any:
-    if supervisor is not None:
-        return supervisor
-    from . import _default_supervisor
-
-    return _default_supervisor()
-
-
 def background_task(
     f: Optional[Callable[..., Any]] = None,
     *,
@@ -368,7 +361,7 @@ def background_task(
 
         @functools.wraps(func)
         def start_task(*args: Any, **kwargs: Any) -> Task:
-            return _supervisor_or_default(supervisor).put_task(
+            return supervisor_or_default(supervisor).put_task(
                 target, args, kwargs, callback=callback, priority=priority, delay=delay,
                 tt=task_type, loop=loop if is_coroutine else None,
             )

@@ -56,6 +56,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import gevent.queue
 
+from .._default import supervisor_or_default
 from ..supervisor import TaskSupervisor
 from ..workers.base import Worker
 from ..workers.queue import BackgroundQueueWorker
@@ -141,11 +142,7 @@ class WorkerSet:
 
     @property
     def supervisor(self) -> TaskSupervisor:
-        if self._supervisor is None:
-            from .. import _default_supervisor
-
-            return _default_supervisor()
-        return self._supervisor
+        return supervisor_or_default(self._supervisor)
 
     # -- registering -----------------------------------------------------------------
     def add(self, *items: Any) -> Any:

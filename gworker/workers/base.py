@@ -47,6 +47,7 @@ from gevent.hub import getcurrent
 from ..aio import Aloop
 from ..priorities import TASK_NORMAL, check_priority
 from .._checks import check_seconds
+from .._default import supervisor_or_default
 from ..supervisor import TaskSupervisor
 
 if TYPE_CHECKING:
@@ -111,13 +112,6 @@ def _outside_gworker() -> int:
 
 class Halt(GreenletExit):
     """Thrown into a parked worker greenlet by ``stop()``."""
-
-
-def default_supervisor() -> TaskSupervisor:
-    """The module-level ``task_supervisor`` (made on first use)."""
-    from .. import _default_supervisor
-
-    return _default_supervisor()
 
 
 class _FailureLog:
@@ -218,7 +212,7 @@ class Worker:
         self.o = o
         self.on_error = on_error
         self.on_error_kwargs = on_error_kwargs if on_error_kwargs is not None else {}
-        self.supervisor = supervisor if supervisor is not None else default_supervisor()
+        self.supervisor = supervisor_or_default(supervisor)
         self._poll_delay = check_seconds(poll_delay, "poll_delay")
         self.loop = _check_loop(loop, "loop")
         self._aloop: Optional[Aloop] = None
