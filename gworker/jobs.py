@@ -49,6 +49,7 @@ from gevent.hub import getcurrent
 from .aio import Aloop
 from ._default import supervisor_or_default
 from ._checks import check_seconds
+from ._deadline import Deadline
 from ._hubsafe import call_in_hub, in_hub_thread
 
 __all__ = [
@@ -284,9 +285,9 @@ class AsyncJobScheduler:
         jobs have ended. Called from a coroutine of the scheduler's own aloop it
         cannot wait (that would deadlock): it returns at once. The scheduler can
         be started again; the jobs are gone."""
-        return self._here(self._stop, wait)
+        return self._here(self._stop, Deadline.from_wait(wait))
 
-    def _stop(self, wait: Union[bool, float]) -> bool:
+    def _stop(self, deadline: Deadline) -> bool:
         self._active = False
         jobs, self._jobs = self._jobs, [job for job in self._jobs if job._task is not None and not job._task.done()]
         for job in jobs:
@@ -294,10 +295,9 @@ class AsyncJobScheduler:
         if not self._jobs:
             self._idle.set()
         aloop = self.aloop
-        if wait is False or (aloop is not None and getcurrent() is aloop.greenlet):
+        if not deadline.waits or (aloop is not None and getcurrent() is aloop.greenlet):
             return self._idle.is_set()
-        timeout = None if wait is True else check_seconds(wait, "wait", allow_none=False)
-        done = self._idle.wait(timeout)
+        done = self._idle.wait(deadline.remaining())
         logger.debug("async job scheduler %s stopped", self.name)
         return bool(done)
 

@@ -57,6 +57,7 @@ import gevent.socket
 from gevent._hub_local import get_hub_if_exists
 from gevent.monkey import get_original
 
+from .._deadline import Deadline
 from .._hubsafe import MAIN_THREAD_IDENT, os_thread_ident, yield_to_hub
 
 try:
@@ -450,7 +451,7 @@ class RedisStreamQueue:
             rest = []  # possibly taken over by now: leave them to the claim scans
         if not (rest or self._acks or self._clear or self._errors):
             return
-        deadline = monotonic() + self.release_timeout
+        deadline = Deadline.after(self.release_timeout)
         failures = 0
         while True:
             try:
@@ -471,7 +472,7 @@ class RedisStreamQueue:
                 self._drop_reader()
                 failures += 1
                 delay = self._delay(failures)
-                if monotonic() + delay > deadline:
+                if not deadline.allows(delay):
                     logger.warning(
                         "redis stream %s: could not send %d acknowledgement(s) at stop (%s);"
                         " those items will be delivered again", self.stream, len(self._acks), exc)

@@ -37,7 +37,7 @@ import time
 import warnings
 from itertools import count
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
 
 import gevent
 from gevent import GreenletExit
@@ -47,6 +47,7 @@ from gevent.hub import getcurrent
 from ..aio import Aloop
 from ..priorities import TASK_NORMAL, check_priority
 from .._checks import check_seconds
+from .._deadline import Deadline
 from .._default import supervisor_or_default
 from ..supervisor import TaskSupervisor
 
@@ -325,24 +326,25 @@ class Worker:
         self.stop(wait=True)
         return self.start(*args, **kwargs)
 
-    def stop(self, wait: bool = True, **options: Any) -> None:
+    def stop(self, wait: Union[bool, float] = True, **options: Any) -> None:
         """Stop the worker: no new run starts.
 
         ``wait=True`` returns once the worker's loop has ended and the run in
-        progress has finished; ``wait=False`` returns at once. From inside the
-        worker's own executor (or from the hub greenlet) it never waits, so it
-        cannot deadlock. Thread-safe."""
-        self.supervisor._call(self._stop, wait, options)
+        progress has finished; a number of seconds waits at most that long;
+        ``wait=False`` returns at once. From inside the worker's own executor
+        (or from the hub greenlet) it never waits, so it cannot deadlock.
+        Thread-safe."""
+        self.supervisor._call(self._stop, Deadline.from_wait(wait), options)
 
-    def _stop(self, wait: bool, options: Dict[str, Any]) -> None:
+    def _stop(self, deadline: Deadline, options: Dict[str, Any]) -> None:
         if self._active:
             self.before_stop()
             self._active = False
             self._stop_options(options)
             self.send_stop_events()
             self._halt()
-        if wait:
-            self._wait_stopped(None)
+        if deadline.waits:
+            self._wait_stopped(deadline.remaining())
 
     def _stop_options(self, options: Dict[str, Any]) -> None:
         if options:
