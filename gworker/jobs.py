@@ -23,8 +23,10 @@ sleeps until the next due time:
 * ``timer`` delays the first run (by default the first run is at once; with a
   ``timer`` and no ``interval`` the interval is the timer, as in aiosched);
   ``number`` limits the number of runs (0: no limit);
-* an exception in a run is logged on the ``gworker`` logger (the same failure
-  twice in a row once) and the job goes on;
+* an exception in a run is logged on the ``gworker`` logger with its
+  traceback, rate-limited as a worker's executor failures are (see
+  :mod:`gworker._errors`: never the same failure twice in a row, at most a
+  few per window, the rest counted), and the job goes on;
 * :meth:`AsyncJob.cancel` stops future runs at once; a run in progress is
   left to finish (as in aiosched).
 
@@ -41,7 +43,7 @@ import asyncio
 import inspect
 import logging
 from itertools import count
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from gevent.event import Event
 from gevent.hub import getcurrent
@@ -50,6 +52,7 @@ from .aio import Aloop
 from ._default import supervisor_or_default
 from ._checks import check_seconds
 from ._deadline import Deadline
+from ._errors import FailureLog
 from ._hubsafe import call_in_hub, in_hub_thread
 
 __all__ = [
@@ -106,7 +109,7 @@ class AsyncJob:
         self._active = True
         self._task: Optional["asyncio.Task[None]"] = None
         self._sleeping = False
-        self._last_failure: Optional[Tuple[type, str]] = None
+        self._failures: Optional[FailureLog] = None  # made at the first failure
 
     @property
     def active(self) -> bool:
@@ -179,12 +182,9 @@ class AsyncJob:
             if inspect.isawaitable(result):
                 await result
         except Exception as exc:
-            key = (type(exc), str(exc)[:200])
-            if key != self._last_failure:
-                logger.error("async job %s (%s) failed", self.id, _name_of(self.target), exc_info=True)
-            self._last_failure = key
-        else:
-            self._last_failure = None
+            if self._failures is None:
+                self._failures = FailureLog()
+            self._failures.error(exc, "async job %s (%s) failed", self.id, _name_of(self.target))
 
     def __repr__(self) -> str:
         return "<AsyncJob %s %s every %ss%s>" % (

@@ -58,6 +58,7 @@ from gevent._hub_local import get_hub_if_exists
 from gevent.monkey import get_original
 
 from .._deadline import Deadline
+from .._errors import FailureLog
 from .._hubsafe import MAIN_THREAD_IDENT, os_thread_ident, yield_to_hub
 
 try:
@@ -240,7 +241,8 @@ class RedisStreamQueue:
         self._next_claim = 0.0
         self._claim_cursor: Any = "0-0"
         self._failures_in_row = 0
-        self._next_log = 0.0
+        # the first failure of a run of them, then one per 30 s; reset by the reconnect
+        self._failure_log = FailureLog(burst=1, window=30.0, repeats=True)
         # figures
         self.delivered = 0
         self.acked = 0
@@ -555,9 +557,7 @@ class RedisStreamQueue:
         self._failures_in_row += 1
         n = self._failures_in_row
         delay = self._delay(n)
-        now = monotonic()
-        if n == 1 or now >= self._next_log:
-            self._next_log = now + 30.0
+        if self._failure_log.admit() is not None:
             logger.warning("redis stream %s (group %s): %s: %s; retrying in %.2fs (attempt %d)",
                            self.stream, self.group, type(exc).__name__, exc, delay, n)
         gevent.sleep(delay)
@@ -567,6 +567,7 @@ class RedisStreamQueue:
             logger.warning("redis stream %s (group %s): reconnected after %d failed attempt(s)",
                            self.stream, self.group, self._failures_in_row)
             self._failures_in_row = 0
+            self._failure_log.reset()
             self.reconnects += 1
 
     def _queue_flush(self, pipe: Any) -> None:

@@ -48,6 +48,7 @@ from ..aio import Aloop
 from ..priorities import TASK_NORMAL, check_priority
 from .._checks import check_seconds
 from .._deadline import Deadline
+from .._errors import FailureLog
 from .._default import supervisor_or_default
 from ..supervisor import TaskSupervisor
 
@@ -113,43 +114,6 @@ def _outside_gworker() -> int:
 
 class Halt(GreenletExit):
     """Thrown into a parked worker greenlet by ``stop()``."""
-
-
-class _FailureLog:
-    """Logs executor failures with their traceback, without flooding the log.
-
-    Within a window of ``WINDOW`` seconds a worker logs at most ``BURST``
-    tracebacks, and never the same failure (type and message) twice in a row;
-    the rest are counted and the count is reported with the next traceback.
-    Memory stays constant however often the executor fails."""
-
-    WINDOW = 10.0
-    BURST = 5
-    __slots__ = ("window_start", "logged", "last_key", "suppressed")
-
-    def __init__(self) -> None:
-        self.window_start = 0.0
-        self.logged = 0
-        self.last_key: Optional[Tuple[type, str]] = None
-        self.suppressed = 0
-
-    def report(self, worker_name: str, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self.window_start >= self.WINDOW:
-            self.window_start = now
-            self.logged = 0
-            self.last_key = None
-        key = (type(exc), str(exc)[:200])
-        if key == self.last_key or self.logged >= self.BURST:
-            self.suppressed += 1
-            return
-        self.last_key = key
-        self.logged += 1
-        note = ""
-        if self.suppressed:
-            note = " (%d similar failures not logged)" % self.suppressed
-            self.suppressed = 0
-        logger.error("worker %s: executor failed%s", worker_name, note, exc_info=True)
 
 
 class Worker:
@@ -231,7 +195,7 @@ class Worker:
         # None until the first start; _choose_invoker sets it before any invoker runs
         # (typed as set, so that the per-run calls need neither a check nor an ignore)
         self._executor: Callable[..., Any] = None  # type: ignore[assignment]
-        self._failures: Optional[_FailureLog] = None
+        self._failures: Optional[FailureLog] = None
         self.runs = 0
         self.errors = 0
         self._run_mono: Optional[float] = None
@@ -556,9 +520,9 @@ class Worker:
                 logger.exception("worker %s: on_error failed", self.name)
             return
         if self._failures is None:
-            self._failures = _FailureLog()
+            self._failures = FailureLog()
         # (called in the except block of the failed run: there is an exception)
-        self._failures.report(self.name, sys.exc_info()[1])  # type: ignore[arg-type]
+        self._failures.error(sys.exc_info()[1], "worker %s: executor failed", self.name)  # type: ignore[arg-type]
 
     # -- info ------------------------------------------------------------------------------------------
     def get_info(self) -> Dict[str, Any]:
