@@ -10,13 +10,13 @@ Importing gworker creates no hub, thread, greenlet or supervisor: the default
 """
 from __future__ import annotations
 
-import threading as _threading
 from typing import TYPE_CHECKING
 
 from .priorities import (
     TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, TT_COROUTINE, TT_MP, TT_THREAD,
 )
 from .supervisor import TaskSupervisor
+from . import _default
 from .tasks import (
     TASK_STATUS_CANCELED, TASK_STATUS_COMPLETED, TASK_STATUS_DELAYED, TASK_STATUS_FAILED,
     TASK_STATUS_QUEUED, TASK_STATUS_STARTED, Task,
@@ -57,22 +57,7 @@ __all__ = [
     "AsyncJobScheduler", "AsyncJob",
 ]
 
-_default = None
-_default_lock = _threading.Lock()  # never held across a greenlet switch
-
-
-def _default_supervisor() -> TaskSupervisor:
-    """The default supervisor, made on first use (never at import); its id is
-    ``'default'``, as atasker's."""
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                _default = TaskSupervisor("default")
-    return _default
-
-
 def __getattr__(name: str):
-    if name == "task_supervisor":
-        return _default_supervisor()
+    if name == "task_supervisor":  # made on first use: see gworker._default
+        return _default.default_supervisor()
     raise AttributeError("module 'gworker' has no attribute %r" % (name,))

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 import weakref
 from typing import (
@@ -58,6 +57,7 @@ from gevent.selectors import GeventSelector
 from greenlet import getcurrent
 
 from . import _running_loop, _thread_names
+from ._deadline import Deadline
 from ._hubsafe import call_in_hub, in_hub_thread
 from .priorities import TT_COROUTINE
 from .tasks import TASK_STATUS_CANCELED, TASK_STATUS_COMPLETED, TASK_STATUS_FAILED, Task
@@ -350,9 +350,10 @@ class Aloop:
         Returns True when the loop has ended. Called from one of the loop's own
         coroutines it never waits (that would deadlock) and returns False.
         """
+        deadline = Deadline.from_wait(wait)
         hub = self._hub
         if hub is not None and not in_hub_thread(hub):
-            return call_in_hub(hub, self.stop, wait, cancel_tasks)
+            return call_in_hub(hub, self.stop, deadline.as_wait(), cancel_tasks)
         glet, loop = self._greenlet, self._loop
         if glet is None or loop is None:
             self._active = False
@@ -363,12 +364,11 @@ class Aloop:
             logger.debug("aloop %s stopping", self.name)
         elif cancel_tasks:
             loop.call_soon_threadsafe(self._cancel_all, loop)
-        if wait is False or getcurrent() is glet:
+        if not deadline.waits or getcurrent() is glet:
             return glet.dead
         if getcurrent() is self._hub:
             raise RuntimeError("Aloop.stop(wait=...) cannot wait in the hub greenlet; use wait=False")
-        timeout = None if wait is True else float(wait)
-        glet.join(timeout)
+        glet.join(deadline.remaining())
         if not glet.dead:
             logger.warning("aloop %s did not stop within %ss: cancelling its tasks", self.name, wait)
             if not loop.is_closed():
@@ -653,19 +653,16 @@ class AloopRegistry:
         their pending tasks cancelled (they are not waited for, as a daemon
         thread is abandoned at exit). All stops begin together, then the waiting
         is done (a numeric ``wait`` bounds it in total)."""
+        deadline = Deadline.from_wait(wait)
         aloops = list(self._aloops.values())
         self._aloops.clear()
         self._default = None
         for aloop in aloops:
             aloop.stop(wait=False, cancel_tasks=cancel_tasks or aloop.daemon)
-        if wait is False:
+        if not deadline.waits:
             return
-        deadline = None if wait is True else time.monotonic() + float(wait)
         for aloop in aloops:
-            if deadline is None:
-                aloop.stop(wait=True)
-            else:
-                aloop.stop(wait=max(0.0, deadline - time.monotonic()))
+            aloop.stop(wait=deadline.as_wait())
 
     def for_workers(self) -> Aloop:
         """The aloop async workers use when given no ``loop``: the default aloop

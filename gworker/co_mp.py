@@ -13,7 +13,8 @@ import asyncio
 from typing import Any, Callable, Dict, Optional
 
 from .priorities import TASK_NORMAL, TT_MP
-from .tasks import TASK_STATUS_CANCELED, Task, _supervisor_or_default, _WithoutTaskId
+from ._default import supervisor_or_default
+from .tasks import TASK_STATUS_CANCELED, Task, _WithoutTaskId
 
 __all__ = ["co_mp_apply"]
 
@@ -42,7 +43,7 @@ async def co_mp_apply(
     """
     if not callable(f):
         raise TypeError("f must be callable; got %r" % (f,))
-    sup = _supervisor_or_default(supervisor)
+    sup = supervisor_or_default(supervisor)
     loop = asyncio.get_running_loop()
     task: Task = sup.put_task(
         _WithoutTaskId(f), args, kwargs,

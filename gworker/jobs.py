@@ -23,8 +23,10 @@ sleeps until the next due time:
 * ``timer`` delays the first run (by default the first run is at once; with a
   ``timer`` and no ``interval`` the interval is the timer, as in aiosched);
   ``number`` limits the number of runs (0: no limit);
-* an exception in a run is logged on the ``gworker`` logger (the same failure
-  twice in a row once) and the job goes on;
+* an exception in a run is logged on the ``gworker`` logger with its
+  traceback, rate-limited as a worker's executor failures are (see
+  :mod:`gworker._errors`: never the same failure twice in a row, at most a
+  few per window, the rest counted), and the job goes on;
 * :meth:`AsyncJob.cancel` stops future runs at once; a run in progress is
   left to finish (as in aiosched).
 
@@ -41,13 +43,16 @@ import asyncio
 import inspect
 import logging
 from itertools import count
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from gevent.event import Event
 from gevent.hub import getcurrent
 
 from .aio import Aloop
+from ._default import supervisor_or_default
 from ._checks import check_seconds
+from ._deadline import Deadline
+from ._errors import FailureLog
 from ._hubsafe import call_in_hub, in_hub_thread
 
 __all__ = [
@@ -104,7 +109,7 @@ class AsyncJob:
         self._active = True
         self._task: Optional["asyncio.Task[None]"] = None
         self._sleeping = False
-        self._last_failure: Optional[Tuple[type, str]] = None
+        self._failures: Optional[FailureLog] = None  # made at the first failure
 
     @property
     def active(self) -> bool:
@@ -177,12 +182,9 @@ class AsyncJob:
             if inspect.isawaitable(result):
                 await result
         except Exception as exc:
-            key = (type(exc), str(exc)[:200])
-            if key != self._last_failure:
-                logger.error("async job %s (%s) failed", self.id, _name_of(self.target), exc_info=True)
-            self._last_failure = key
-        else:
-            self._last_failure = None
+            if self._failures is None:
+                self._failures = FailureLog()
+            self._failures.error(exc, "async job %s (%s) failed", self.id, _name_of(self.target))
 
     def __repr__(self) -> str:
         return "<AsyncJob %s %s every %ss%s>" % (
@@ -283,9 +285,9 @@ class AsyncJobScheduler:
         jobs have ended. Called from a coroutine of the scheduler's own aloop it
         cannot wait (that would deadlock): it returns at once. The scheduler can
         be started again; the jobs are gone."""
-        return self._here(self._stop, wait)
+        return self._here(self._stop, Deadline.from_wait(wait))
 
-    def _stop(self, wait: Union[bool, float]) -> bool:
+    def _stop(self, deadline: Deadline) -> bool:
         self._active = False
         jobs, self._jobs = self._jobs, [job for job in self._jobs if job._task is not None and not job._task.done()]
         for job in jobs:
@@ -293,10 +295,9 @@ class AsyncJobScheduler:
         if not self._jobs:
             self._idle.set()
         aloop = self.aloop
-        if wait is False or (aloop is not None and getcurrent() is aloop.greenlet):
+        if not deadline.waits or (aloop is not None and getcurrent() is aloop.greenlet):
             return self._idle.is_set()
-        timeout = None if wait is True else check_seconds(wait, "wait", allow_none=False)
-        done = self._idle.wait(timeout)
+        done = self._idle.wait(deadline.remaining())
         logger.debug("async job scheduler %s stopped", self.name)
         return bool(done)
 
@@ -344,32 +345,24 @@ class AsyncJobScheduler:
 # -- module-level shortcuts (atasker has these on the supervisor only) -------------
 
 
-def _supervisor(supervisor: Any) -> Any:
-    if supervisor is not None:
-        return supervisor
-    from . import _default_supervisor
-
-    return _default_supervisor()
-
-
 def create_async_job_scheduler(
     name: str, aloop: Any = None, start: bool = True, default: bool = False, supervisor: Any = None
 ) -> AsyncJobScheduler:
     """``supervisor.create_async_job_scheduler(...)`` on ``supervisor`` (default
     ``task_supervisor``)."""
-    return _supervisor(supervisor).create_async_job_scheduler(name, aloop=aloop, start=start, default=default)
+    return supervisor_or_default(supervisor).create_async_job_scheduler(name, aloop=aloop, start=start, default=default)
 
 
 def create_async_job(scheduler: Any = None, target: Any = None, supervisor: Any = None, **kwargs: Any) -> AsyncJob:
     """``supervisor.create_async_job(...)`` on ``supervisor`` (default
     ``task_supervisor``): a periodic job, see :class:`AsyncJob`."""
-    return _supervisor(supervisor).create_async_job(scheduler, target=target, **kwargs)
+    return supervisor_or_default(supervisor).create_async_job(scheduler, target=target, **kwargs)
 
 
 def cancel_async_job(scheduler: Any = None, job: Any = None, supervisor: Any = None) -> None:
     """``supervisor.cancel_async_job(...)`` on ``supervisor`` (default
     ``task_supervisor``)."""
-    _supervisor(supervisor).cancel_async_job(scheduler, job=job)
+    supervisor_or_default(supervisor).cancel_async_job(scheduler, job=job)
 
 
 def _name_of(fn: Any) -> str:

@@ -20,7 +20,6 @@ import inspect
 import logging
 from collections import deque
 import os
-import time
 from itertools import count
 from types import SimpleNamespace
 from typing import Any, Callable, Deque, Dict, List, Optional, Union
@@ -33,6 +32,7 @@ from gevent.hub import Hub, get_hub, getcurrent
 from . import _hubsafe as hubsafe, _thread_names
 from .aio import SUPERVISOR_ALOOP, Aloop, AloopRegistry, UnknownAloopError
 from ._checks import check_seconds
+from ._deadline import Deadline
 from ._admission import PriorityPool
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
 from .tasks import (
@@ -288,35 +288,31 @@ class TaskSupervisor:
         finish. ``wait``: ``True`` waits until workers and tasks have finished,
         a number waits at most that many seconds, ``False`` returns at once (the
         shutdown goes on in a greenlet of the hub)."""
-        if isinstance(wait, bool):
-            timeout = None
-        else:
-            timeout = check_seconds(wait, "wait", allow_none=False)
-        if wait is False:
+        deadline = Deadline.from_wait(wait)
+        if not deadline.waits:
             hub = self._hub
             if hub is None:
                 return
-            hubsafe.post_to_hub(hub, self._stop, None, stop_schedulers, cancel_tasks)
+            hubsafe.post_to_hub(hub, self._stop, Deadline.never(), stop_schedulers, cancel_tasks)
             return
-        self._call(self._stop, timeout, stop_schedulers, cancel_tasks)
+        self._call(self._stop, deadline, stop_schedulers, cancel_tasks)
 
-    def _stop(self, timeout: Optional[float], stop_schedulers: bool, cancel_tasks: bool) -> None:
+    def _stop(self, deadline: Deadline, stop_schedulers: bool, cancel_tasks: bool) -> None:
         if not self._active:
             return
-        deadline = None if timeout is None else time.monotonic() + timeout
         current = getcurrent()
         if stop_schedulers:
             workers = list(self._workers.values())
             for worker in workers:
                 worker.stop(wait=False)
             for worker in workers:
-                worker._wait_stopped(_remaining(deadline))
+                worker.stop(wait=deadline.as_wait())  # stopped already: this only waits
         if cancel_tasks:
             for task in list(self._tasks.values()):
                 task.cancel()
             spawned = [t for t in self._tasks.values() if t.id in self._task_glets]
             glets = [g for g in self._task_glets.values() if g is not current]
-            gevent.killall(glets, block=True, timeout=_remaining(deadline))
+            gevent.killall(glets, block=True, timeout=deadline.remaining())
             for task in spawned:
                 if task.time_started is None:  # killed before it ran: its slot is ours to give back
                     self.thread_pool.release()
@@ -326,7 +322,7 @@ class TaskSupervisor:
         else:
             own = next((t for t in self._tasks.values() if t._greenlet is current), None)
             for task in list(self._tasks.values()):
-                if task is not own and not task._completion().wait(_remaining(deadline)):
+                if task is not own and not task._completion().wait(deadline.remaining()):
                     break
         self._stop_extras(deadline, cancel_tasks)
         self.timers.stop()
@@ -335,7 +331,7 @@ class TaskSupervisor:
             self._stopped.set()
         logger.debug("supervisor %s stopped", self.id)
 
-    def _stop_extras(self, deadline: Optional[float], cancel_tasks: bool) -> None:
+    def _stop_extras(self, deadline: Deadline, cancel_tasks: bool) -> None:
         """Stop the async job schedulers (their jobs would keep their aloops
         busy for ever), the aloops and the process pool (which leaves no child
         behind)."""
@@ -343,18 +339,16 @@ class TaskSupervisor:
         for scheduler in schedulers:
             scheduler.stop(wait=False)
         for scheduler in schedulers:
-            remaining = _remaining(deadline)
-            scheduler.stop(wait=True if remaining is None else remaining)
+            scheduler.stop(wait=deadline.as_wait())
         self.async_job_schedulers.clear()
         self.default_async_job_scheduler = None
-        remaining = _remaining(deadline)
-        self.aloops.stop_all(wait=True if remaining is None else remaining, cancel_tasks=cancel_tasks)
+        self.aloops.stop_all(wait=deadline.as_wait(), cancel_tasks=cancel_tasks)
         pool, self.mp_pool = self.mp_pool, None
         if pool is not None:
             if cancel_tasks:
                 pool.terminate()
             else:
-                pool.shutdown(wait=True, timeout=_remaining(deadline))
+                pool.shutdown(wait=True, timeout=deadline.remaining())
 
     def block(self) -> None:
         """Wait cooperatively until the supervisor is stopped."""
@@ -534,6 +528,7 @@ class TaskSupervisor:
         if name not in self.aloops:
             logger.error("supervisor %s: no aloop named %r", self.id, name)
             return False
+        wait = Deadline.from_wait(wait).as_wait()  # a bad value raises before anything stops
         return self._call(self._stop_aloop, name, wait, cancel_tasks)
 
     def _stop_aloop(self, name: str, wait: Union[bool, float], cancel_tasks: bool) -> bool:
@@ -948,12 +943,6 @@ class TaskSupervisor:
 
     def __repr__(self) -> str:
         return "<TaskSupervisor %s active=%s>" % (self.id, self._active)
-
-
-def _remaining(deadline: Optional[float]) -> Optional[float]:
-    if deadline is None:
-        return None
-    return max(0.0, deadline - time.monotonic())
 
 
 def _name_of(fn: Any) -> str:

@@ -42,7 +42,8 @@ import sys
 
 from ._checks import check_seconds
 from .priorities import TASK_NORMAL, check_priority
-from .tasks import _supervisor_or_default, wait_completed
+from ._default import supervisor_or_default
+from .tasks import wait_completed
 
 __all__ = ["FunctionCollection", "TaskCollection"]
 
@@ -204,7 +205,7 @@ class TaskCollection(FunctionCollection):
                          include_exceptions=include_exceptions, **kwargs)
         if supervisor is not None and not hasattr(supervisor, "put_task"):
             raise TypeError("supervisor must be a TaskSupervisor or None; got %r" % (supervisor,))
-        self.supervisor = _supervisor_or_default(supervisor)
+        self.supervisor = supervisor_or_default(supervisor)
         self.poll_delay = check_seconds(poll_delay, "poll_delay")
 
     _parameters = FunctionCollection._parameters + ("supervisor", "poll_delay")
@@ -218,7 +219,7 @@ class TaskCollection(FunctionCollection):
         Waits cooperatively (only the calling greenlet). Without ``on_error``
         (or if ``on_error`` itself raised), the first such exception in
         priority order is raised once all tasks have finished."""
-        supervisor = _supervisor_or_default(self.supervisor)
+        supervisor = supervisor_or_default(self.supervisor)
         ordered = self._ordered()
         tasks = [
             supervisor.put_task(self._run_one, (f,), priority=priority)

@@ -30,6 +30,8 @@ from gevent.event import Event
 from gevent.hub import getcurrent
 
 from ._checks import check_seconds
+from ._deadline import Deadline
+from ._default import supervisor_or_default
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
 
 __all__ = [
@@ -264,14 +266,6 @@ def _coroutine_without_task_id(func: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def _supervisor_or_default(supervisor: Any) -> Any:
-    if supervisor is not None:
-        return supervisor
-    from . import _default_supervisor
-
-    return _default_supervisor()
-
-
 def background_task(
     f: Optional[Callable[..., Any]] = None,
     *,
@@ -368,7 +362,7 @@ def background_task(
 
         @functools.wraps(func)
         def start_task(*args: Any, **kwargs: Any) -> Task:
-            return _supervisor_or_default(supervisor).put_task(
+            return supervisor_or_default(supervisor).put_task(
                 target, args, kwargs, callback=callback, priority=priority, delay=delay,
                 tt=task_type, loop=loop if is_coroutine else None,
             )
@@ -410,12 +404,11 @@ def wait_completed(
         for item in items:
             if not isinstance(item, Task):
                 raise TypeError("tasks must contain Task objects only; got %r" % (item,))
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = Deadline.never() if timeout is None else Deadline.after(timeout)
     for task in items:
         if task.is_completed():
             continue
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not task._completion().wait(remaining):
+        if not task._completion().wait(deadline.remaining()):
             pending = sum(1 for t in items if not t.is_completed())
             raise TimeoutError("%d of %d task(s) did not complete within %ss" % (pending, len(items), timeout))
     if single:

@@ -30,7 +30,7 @@ from gevent.monkey import get_original
 from gworker import (
     BackgroundEventWorker, BackgroundIntervalWorker, BackgroundQueueWorker, BackgroundWorker,
 )
-from gworker.workers.base import _FailureLog
+from gworker._errors import FailureLog
 
 from conftest import greenlet_count, native_thread, wait_until
 
@@ -222,8 +222,8 @@ def test_executors_failing_on_every_call(supervisor, scale, logged_errors):
         log.removeHandler(counter)
     errors = {w.name: w.errors for w in workers}
     assert all(n > 100 * scale for n in errors.values()), errors
-    windows = int((duration + 1) // _FailureLog.WINDOW) + 1
-    assert counter.count <= len(workers) * _FailureLog.BURST * windows, counter.count
+    windows = int((duration + 1) // FailureLog.WINDOW) + 1
+    assert counter.count <= len(workers) * FailureLog.BURST * windows, counter.count
     assert len(logged_errors) == counter.count
     assert grown < 2 * MiB, "RSS grew by %.1f MiB" % (grown / MiB)
     assert more_objects < 2000, more_objects

@@ -56,6 +56,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import gevent.queue
 
+from .._deadline import Deadline
+from .._default import supervisor_or_default
 from ..supervisor import TaskSupervisor
 from ..workers.base import Worker
 from ..workers.queue import BackgroundQueueWorker
@@ -141,11 +143,7 @@ class WorkerSet:
 
     @property
     def supervisor(self) -> TaskSupervisor:
-        if self._supervisor is None:
-            from .. import _default_supervisor
-
-            return _default_supervisor()
-        return self._supervisor
+        return supervisor_or_default(self._supervisor)
 
     # -- registering -----------------------------------------------------------------
     def add(self, *items: Any) -> Any:
@@ -197,7 +195,7 @@ class WorkerSet:
         reports every queued item. Call it from a greenlet of the hub's thread,
         once no new items can arrive. Safe to call when never started."""
         started = time.monotonic()
-        deadline = started + max(0.0, timeout)
+        deadline = Deadline(started + max(0.0, timeout))
         report = ShutdownReport(timeout)
         sup = self.supervisor
         queue_workers = self._known_queue_workers()
@@ -206,7 +204,7 @@ class WorkerSet:
             for w in queue_workers:
                 if w.is_active():
                     w.stop(wait=False, drain=True)
-        sup.stop(wait=_remaining(deadline))
+        sup.stop(wait=deadline.as_wait())
         interrupted: Dict[int, List[Any]] = {}
         for w in queue_workers:
             if not w.is_stopped():
@@ -282,10 +280,6 @@ def _mark_done(q: Any, n: int) -> None:
             done()
         except ValueError:  # the executor called task_done() itself
             return
-
-
-def _remaining(deadline: float) -> float:
-    return max(0.0, deadline - time.monotonic())
 
 
 #: The default set, used by the gunicorn hooks and by :mod:`.pywsgi` unless told otherwise.

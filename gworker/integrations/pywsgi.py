@@ -39,6 +39,7 @@ import gevent
 from gevent.event import Event
 from gevent.pool import Pool
 
+from .._deadline import Deadline
 from .lifecycle import ShutdownReport, WorkerSet, server_workers
 
 __all__ = ["serve", "GracefulServer"]
@@ -113,7 +114,7 @@ class GracefulServer:
         self._stopping = True
         if self._stop_requested_at is None:
             self._stop_requested_at = time.monotonic()
-        deadline = self._stop_requested_at + self.graceful_timeout
+        deadline = Deadline(self._stop_requested_at + self.graceful_timeout)
         request_timeout = self.request_timeout
         if request_timeout is None:
             request_timeout = self.graceful_timeout / 2.0
@@ -122,11 +123,11 @@ class GracefulServer:
             server.close()  # stop accepting
             pool = getattr(server, "pool", None)
             if pool is not None:
-                pool.join(timeout=min(request_timeout, _remaining(deadline)))
+                pool.join(timeout=deadline.within(request_timeout))
                 if len(pool):
                     logger.warning("closing %d connection(s) still open after %.1fs", len(pool), request_timeout)
-                    pool.kill(block=True, timeout=min(1.0, _remaining(deadline)))
-            self.report = self.workers.shutdown(timeout=_remaining(deadline), drain=True)
+                    pool.kill(block=True, timeout=deadline.within(1.0))
+            self.report = self.workers.shutdown(timeout=deadline.within(self.graceful_timeout), drain=True)
         finally:
             self._restore_signals()
         log = logger.info if self.report.ok else logger.warning
@@ -168,7 +169,3 @@ def serve(
     server = WSGIServer(listener, application, **server_kwargs)
     runner = GracefulServer(server, workers, graceful_timeout, request_timeout, signals)
     return runner.serve_forever()
-
-
-def _remaining(deadline: float) -> float:
-    return max(0.0, deadline - time.monotonic())

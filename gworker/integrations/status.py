@@ -25,6 +25,7 @@ import os
 import time
 from typing import Any, Callable, Dict, Iterable, Optional
 
+from .._default import supervisor_or_default
 from ..supervisor import TaskSupervisor
 
 __all__ = ["status_app", "mount", "info_dict", "DEFAULT_PATH"]
@@ -40,10 +41,7 @@ def info_dict(supervisor: Optional[TaskSupervisor] = None) -> Dict[str, Any]:
     atasker's object-valued fields are summarised: ``aloops`` and
     ``async_job_schedulers`` as lists of names, ``tasks`` as a count;
     ``schedulers`` is left out (``workers`` describes them)."""
-    if supervisor is None:
-        from .. import _default_supervisor
-
-        supervisor = _default_supervisor()
+    supervisor = supervisor_or_default(supervisor)
     info = dict(vars(supervisor.get_info(schedulers=False)))
     info["aloops"] = list(info["aloops"])
     info["async_job_schedulers"] = list(info["async_job_schedulers"])

@@ -57,6 +57,8 @@ import gevent.socket
 from gevent._hub_local import get_hub_if_exists
 from gevent.monkey import get_original
 
+from .._deadline import Deadline
+from .._errors import FailureLog
 from .._hubsafe import MAIN_THREAD_IDENT, os_thread_ident, yield_to_hub
 
 try:
@@ -239,7 +241,8 @@ class RedisStreamQueue:
         self._next_claim = 0.0
         self._claim_cursor: Any = "0-0"
         self._failures_in_row = 0
-        self._next_log = 0.0
+        # the first failure of a run of them, then one per 30 s; reset by the reconnect
+        self._failure_log = FailureLog(burst=1, window=30.0, repeats=True)
         # figures
         self.delivered = 0
         self.acked = 0
@@ -450,7 +453,7 @@ class RedisStreamQueue:
             rest = []  # possibly taken over by now: leave them to the claim scans
         if not (rest or self._acks or self._clear or self._errors):
             return
-        deadline = monotonic() + self.release_timeout
+        deadline = Deadline.after(self.release_timeout)
         failures = 0
         while True:
             try:
@@ -471,7 +474,7 @@ class RedisStreamQueue:
                 self._drop_reader()
                 failures += 1
                 delay = self._delay(failures)
-                if monotonic() + delay > deadline:
+                if not deadline.allows(delay):
                     logger.warning(
                         "redis stream %s: could not send %d acknowledgement(s) at stop (%s);"
                         " those items will be delivered again", self.stream, len(self._acks), exc)
@@ -554,9 +557,7 @@ class RedisStreamQueue:
         self._failures_in_row += 1
         n = self._failures_in_row
         delay = self._delay(n)
-        now = monotonic()
-        if n == 1 or now >= self._next_log:
-            self._next_log = now + 30.0
+        if self._failure_log.admit() is not None:
             logger.warning("redis stream %s (group %s): %s: %s; retrying in %.2fs (attempt %d)",
                            self.stream, self.group, type(exc).__name__, exc, delay, n)
         gevent.sleep(delay)
@@ -566,6 +567,7 @@ class RedisStreamQueue:
             logger.warning("redis stream %s (group %s): reconnected after %d failed attempt(s)",
                            self.stream, self.group, self._failures_in_row)
             self._failures_in_row = 0
+            self._failure_log.reset()
             self.reconnects += 1
 
     def _queue_flush(self, pipe: Any) -> None:

@@ -37,7 +37,7 @@ import time
 import warnings
 from itertools import count
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
 
 import gevent
 from gevent import GreenletExit
@@ -47,6 +47,9 @@ from gevent.hub import getcurrent
 from ..aio import Aloop
 from ..priorities import TASK_NORMAL, check_priority
 from .._checks import check_seconds
+from .._deadline import Deadline
+from .._errors import FailureLog
+from .._default import supervisor_or_default
 from ..supervisor import TaskSupervisor
 
 if TYPE_CHECKING:
@@ -113,50 +116,6 @@ class Halt(GreenletExit):
     """Thrown into a parked worker greenlet by ``stop()``."""
 
 
-def default_supervisor() -> TaskSupervisor:
-    """The module-level ``task_supervisor`` (made on first use)."""
-    from .. import _default_supervisor
-
-    return _default_supervisor()
-
-
-class _FailureLog:
-    """Logs executor failures with their traceback, without flooding the log.
-
-    Within a window of ``WINDOW`` seconds a worker logs at most ``BURST``
-    tracebacks, and never the same failure (type and message) twice in a row;
-    the rest are counted and the count is reported with the next traceback.
-    Memory stays constant however often the executor fails."""
-
-    WINDOW = 10.0
-    BURST = 5
-    __slots__ = ("window_start", "logged", "last_key", "suppressed")
-
-    def __init__(self) -> None:
-        self.window_start = 0.0
-        self.logged = 0
-        self.last_key: Optional[Tuple[type, str]] = None
-        self.suppressed = 0
-
-    def report(self, worker_name: str, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self.window_start >= self.WINDOW:
-            self.window_start = now
-            self.logged = 0
-            self.last_key = None
-        key = (type(exc), str(exc)[:200])
-        if key == self.last_key or self.logged >= self.BURST:
-            self.suppressed += 1
-            return
-        self.last_key = key
-        self.logged += 1
-        note = ""
-        if self.suppressed:
-            note = " (%d similar failures not logged)" % self.suppressed
-            self.suppressed = 0
-        logger.error("worker %s: executor failed%s", worker_name, note, exc_info=True)
-
-
 class Worker:
     """The shared engine of all worker kinds; not used directly.
 
@@ -218,7 +177,7 @@ class Worker:
         self.o = o
         self.on_error = on_error
         self.on_error_kwargs = on_error_kwargs if on_error_kwargs is not None else {}
-        self.supervisor = supervisor if supervisor is not None else default_supervisor()
+        self.supervisor = supervisor_or_default(supervisor)
         self._poll_delay = check_seconds(poll_delay, "poll_delay")
         self.loop = _check_loop(loop, "loop")
         self._aloop: Optional[Aloop] = None
@@ -236,7 +195,7 @@ class Worker:
         # None until the first start; _choose_invoker sets it before any invoker runs
         # (typed as set, so that the per-run calls need neither a check nor an ignore)
         self._executor: Callable[..., Any] = None  # type: ignore[assignment]
-        self._failures: Optional[_FailureLog] = None
+        self._failures: Optional[FailureLog] = None
         self.runs = 0
         self.errors = 0
         self._run_mono: Optional[float] = None
@@ -331,24 +290,25 @@ class Worker:
         self.stop(wait=True)
         return self.start(*args, **kwargs)
 
-    def stop(self, wait: bool = True, **options: Any) -> None:
+    def stop(self, wait: Union[bool, float] = True, **options: Any) -> None:
         """Stop the worker: no new run starts.
 
         ``wait=True`` returns once the worker's loop has ended and the run in
-        progress has finished; ``wait=False`` returns at once. From inside the
-        worker's own executor (or from the hub greenlet) it never waits, so it
-        cannot deadlock. Thread-safe."""
-        self.supervisor._call(self._stop, wait, options)
+        progress has finished; a number of seconds waits at most that long;
+        ``wait=False`` returns at once. From inside the worker's own executor
+        (or from the hub greenlet) it never waits, so it cannot deadlock.
+        Thread-safe."""
+        self.supervisor._call(self._stop, Deadline.from_wait(wait), options)
 
-    def _stop(self, wait: bool, options: Dict[str, Any]) -> None:
+    def _stop(self, deadline: Deadline, options: Dict[str, Any]) -> None:
         if self._active:
             self.before_stop()
             self._active = False
             self._stop_options(options)
             self.send_stop_events()
             self._halt()
-        if wait:
-            self._wait_stopped(None)
+        if deadline.waits:
+            self._wait_stopped(deadline.remaining())
 
     def _stop_options(self, options: Dict[str, Any]) -> None:
         if options:
@@ -560,9 +520,9 @@ class Worker:
                 logger.exception("worker %s: on_error failed", self.name)
             return
         if self._failures is None:
-            self._failures = _FailureLog()
+            self._failures = FailureLog()
         # (called in the except block of the failed run: there is an exception)
-        self._failures.report(self.name, sys.exc_info()[1])  # type: ignore[arg-type]
+        self._failures.error(sys.exc_info()[1], "worker %s: executor failed", self.name)  # type: ignore[arg-type]
 
     # -- info ------------------------------------------------------------------------------------------
     def get_info(self) -> Dict[str, Any]:

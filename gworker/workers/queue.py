@@ -76,12 +76,13 @@ import queue as std_queue
 import sys
 from collections import deque
 from time import monotonic
-from typing import Any, Deque, Dict
+from typing import Any, Deque, Dict, Union
 
 import gevent
 import gevent.queue
 
 from ..aio import Aloop, AloopNotActive, await_greenlet
+from .._deadline import Deadline
 from .._hubsafe import os_thread_ident, yield_to_hub
 from .base import YIELD_EVERY, Halt, Worker, _call_ids, logger
 from .continuous import BackgroundAsyncWorker
@@ -227,11 +228,12 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         await await_greenlet(gevent.spawn(self._queue.put_threadsafe, task))
 
     # -- stopping --------------------------------------------------------------------------------
-    def stop(self, wait: bool = True, drain: bool = False) -> None:  # type: ignore[override]
-        """Stop the worker. Items still queued stay in the queue (they are
-        processed after the next ``start()``), unless ``drain=True``: then the
-        worker first processes every item queued at this moment."""
-        self.supervisor._call(self._stop, wait, {"drain": drain} if drain else {})
+    def stop(self, wait: Union[bool, float] = True, drain: bool = False) -> None:  # type: ignore[override]
+        """Stop the worker (``wait`` as in ``Worker.stop``). Items still queued
+        stay in the queue (they are processed after the next ``start()``),
+        unless ``drain=True``: then the worker first processes every item
+        queued at this moment."""
+        self.supervisor._call(self._stop, Deadline.from_wait(wait), {"drain": drain} if drain else {})
 
     def _stop_options(self, options: Dict[str, Any]) -> None:
         drain = options.pop("drain", False)
