@@ -37,11 +37,12 @@ class Deadline:
 
     @classmethod
     def from_wait(cls, wait: Any, parameter: str = "wait") -> "Deadline":
-        """Parse a ``wait=`` value: ``True`` (no limit), ``False`` (do not
-        wait), or a non-negative number of seconds."""
+        """Parse a ``wait=`` value: ``True`` (no limit), ``False`` or ``None``
+        (do not wait: atasker tests the value's truth, so ``wait=None`` is
+        atasker code that does not wait), or a non-negative number of seconds."""
         if wait is True:
             return cls(None)
-        if wait is False:
+        if wait is False or wait is None:
             return cls(monotonic(), waits=False)
         return cls.after(check_seconds(wait, parameter, allow_none=False))
 

@@ -14,7 +14,7 @@ from gworker.jobs import AsyncJobScheduler
 from conftest import wait_until
 
 BAD_WAITS = [
-    (None, TypeError), ("1", TypeError), ([], TypeError), (object(), TypeError),
+    ("1", TypeError), ([], TypeError), (object(), TypeError),
     (-1, ValueError), (-0.5, ValueError), (math.nan, ValueError),
 ]
 
@@ -46,6 +46,7 @@ def test_false_and_zero_leave_nothing_to_wait(wait):
 def test_only_false_asks_not_to_wait_at_all():
     assert Deadline.from_wait(False).waits is False
     assert Deadline.from_wait(False).as_wait() is False
+    assert Deadline.from_wait(None).waits is False  # atasker's stop(wait=None): falsy, no wait
     assert Deadline.from_wait(0).waits is True
     assert Deadline.from_wait(0).as_wait() == 0.0
 
