@@ -49,13 +49,14 @@ def test_waiters_start_by_priority_then_fifo_without_polling():
                           ("low2", TASK_LOW), ("normal2", TASK_NORMAL)]
     ]
     gevent.sleep(0)
-    assert order == [] and pool.waiting == 5
-    assert pool._waiting_flag  # (what the queue worker's burst tests per item)
+    assert order == [] and pool.waiting == 5 and pool.queued() == 5
+    # (what a queue worker's burst does while anyone waits, and once no one
+    # does: tests/test_fast_paths.py)
     pool.release()  # one slot frees: handed straight to the most urgent waiter
     gevent.joinall(glets, timeout=5, raise_error=True)
     assert order == ["high", "normal1", "normal2", "low1", "low2"]
     assert pool.running == 0
-    assert not pool._waiting_flag and pool.queued() == 0
+    assert pool.waiting == 0 and pool.queued() == 0
 
 
 def test_killed_waiter_gives_up_its_place():
