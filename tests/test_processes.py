@@ -19,10 +19,9 @@ import gevent.subprocess as subprocess
 import psutil
 import pytest
 
-from conftest import Ticker, greenlet_count, native_thread, wait_until
+from conftest import Ticker, greenlet_count, native_thread, os_thread_ident, wait_until
 
 import proc_funcs as pf
-from gworker._hubsafe import os_thread_ident
 from gworker.processes import (
     ChildProcessDied,
     PoolClosed,
