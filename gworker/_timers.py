@@ -13,8 +13,9 @@ the whole batch: the hub is never late by more than a slice. Runs due at the
 same moment start in priority order within one batch (the pool's ready heap
 orders them); across batches, by due time.
 
-Entries are cancelled lazily: ``cancel()`` marks them; they are dropped when
-they reach the top of the heap.
+Entries are cancelled lazily: ``cancel()`` marks them (and lets go of their
+call, so a stopped worker is not kept alive by its entry); they are dropped
+when they reach the top of the heap. ``len()`` counts the live entries only.
 
 The loop's timers wait in whole milliseconds, rounded up (libev on epoll), so a
 wake-up lands 0-1 ms after the time asked for, plus the OS's own latency. The
@@ -57,21 +58,28 @@ _INF = float("inf")
 class TimerEntry:
     """One scheduled call: ``fn(*args)`` at monotonic time ``due``."""
 
-    __slots__ = ("due", "seq", "fn", "args", "cancelled")
+    __slots__ = ("due", "seq", "fn", "args", "cancelled", "timers")
 
-    def __init__(self, due: float, fn: Callable[..., Any], args: tuple) -> None:
+    def __init__(self, due: float, fn: Callable[..., Any], args: tuple, timers: "Timers") -> None:
         self.due = due
         self.seq = next(_seq)
-        self.fn = fn
+        self.fn: Any = fn
         self.args = args
         self.cancelled = False
+        self.timers: Optional[Timers] = timers
 
     def __lt__(self, other: "TimerEntry") -> bool:
         return (self.due, self.seq) < (other.due, other.seq)
 
     def cancel(self) -> None:
         """Drop this entry; it will not fire."""
+        if self.cancelled:
+            return
         self.cancelled = True
+        self.fn, self.args = None, ()  # (it may sit in the heap until its due time)
+        timers, self.timers = self.timers, None
+        if timers is not None:
+            timers._live -= 1
 
 
 class Timers:
@@ -85,9 +93,11 @@ class Timers:
         #: when the armed watcher fires (monotonic), ``inf`` when none is armed
         self._armed_at = _INF
         self._running = False
+        #: entries neither fired nor cancelled
+        self._live = 0
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return self._live
 
     def start(self) -> None:
         """Start firing entries (in the calling thread's hub)."""
@@ -101,7 +111,7 @@ class Timers:
         """Stop firing and drop every entry."""
         self._running = False
         for entry in self._heap:
-            entry.cancelled = True
+            entry.cancel()
         self._heap = []
         self._disarm()
 
@@ -110,7 +120,8 @@ class Timers:
         ``LEAD`` early).
 
         ``fn`` must not block: it should only schedule work."""
-        entry = TimerEntry(due, fn, args)
+        entry = TimerEntry(due, fn, args, self)
+        self._live += 1
         heapq.heappush(self._heap, entry)
         if self._running and due - LEAD < self._armed_at:
             self._arm()  # earlier than the watcher's time: re-arm it (no wake-up)
@@ -156,11 +167,12 @@ class Timers:
             if entry.due > now + LEAD:
                 break
             heapq.heappop(heap)
-            entry.cancelled = True  # fired: cancelling it later is a no-op
+            fn, args = entry.fn, entry.args
+            entry.cancel()  # fired: cancelling it later is a no-op
             try:
-                entry.fn(*entry.args)
+                fn(*args)
             except Exception:  # pragma: no cover - fns only schedule
-                logger.exception("gworker timers: %r failed", entry.fn)
+                logger.exception("gworker timers: %r failed", fn)
             budget -= 1
             if not budget or monotonic() >= slice_end:
                 if self._running:

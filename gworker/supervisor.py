@@ -896,10 +896,10 @@ class TaskSupervisor:
         unless ``tt`` is False, ``tasks`` (id → unfinished task, of type ``tt``
         if given).
 
-        gworker's: ``thread_pool`` and ``mp_pool`` figures, ``timers`` (entries
-        in the timer heap) and ``workers`` — one dict per started worker (name,
-        kind, priority, active, runs, errors, last_run, last_duration, queue
-        length)."""
+        gworker's: ``thread_pool`` and ``mp_pool`` figures, ``timers`` (live
+        entries in the timer heap: neither fired nor cancelled) and
+        ``workers`` — one dict per started worker (name, kind, priority,
+        active, runs, errors, last_run, last_duration, queue length)."""
         pool = self.thread_pool
         mp = self.mp_pool
         info = SimpleNamespace(id=self.id, active=self._active, started=self._started)

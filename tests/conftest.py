@@ -287,6 +287,10 @@ def supervisor():
                              % (slots(),)) from None
 
 
+#: The calling OS thread's id (not a greenlet's, even when patched).
+os_thread_ident = gevent.monkey.get_original("_thread", "get_ident")
+
+
 def native_thread(fn, *args):
     """Run ``fn(*args)`` in a real OS thread (not a greenlet, even when patched).
 

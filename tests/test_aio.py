@@ -13,7 +13,6 @@ import psutil
 import pytest
 
 from conftest import greenlet_count, native_thread, wait_until
-from gworker import _running_loop
 from gworker.aio import (
     SUPERVISOR_ALOOP,
     Aloop,
@@ -25,6 +24,12 @@ from gworker.aio import (
 )
 
 running_loop = asyncio.events._get_running_loop
+
+
+def gworkers_tracer_on_top():
+    """Is the thread's trace function one of gworker's (the running-loop seam
+    an aloop installs, see gworker.aio)?"""
+    return str(getattr(greenlet.gettrace(), "__module__", "")).startswith("gworker")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -305,7 +310,7 @@ def test_another_greenlet_keeps_ticking(make_aloop):
 
 def test_previous_trace_function_is_still_called():
     # No aloop runs: the seam is not installed, so ours goes on top of this one.
-    assert not _running_loop.is_installed()
+    assert not gworkers_tracer_on_top()
     before = greenlet.gettrace()
     calls = []
 
@@ -318,7 +323,7 @@ def test_previous_trace_function_is_still_called():
     try:
         aloop = Aloop("traced")
         aloop.start()
-        assert greenlet.gettrace() is not mine and _running_loop.is_installed()
+        assert greenlet.gettrace() is not mine and gworkers_tracer_on_top()
 
         async def co():
             gevent.sleep(0.001)
@@ -488,6 +493,7 @@ def test_stop_from_inside_its_own_coroutine_does_not_deadlock():
 
 def test_killed_loop_greenlet_cleans_up():
     proc = psutil.Process()
+    tracer = greenlet.gettrace()  # (the seam is installed while an aloop runs)
     aloop = Aloop("killed")
     aloop.start()
     aloop.stop()  # the hub, the seam and friends exist now
@@ -501,7 +507,7 @@ def test_killed_loop_greenlet_cleans_up():
         wait_until(lambda: aloop.greenlet is None, 2)
         assert loop.is_closed() and not aloop.is_active()
         assert proc.num_fds() == fds
-        assert not _running_loop.is_installed()
+        assert greenlet.gettrace() is tracer  # nothing of its own left installed
     assert aloop.start() is True
     assert aloop.run(asyncio.sleep(0, result=3)) == 3
     assert aloop.stop() is True
@@ -529,6 +535,7 @@ def test_create_stop_cycles_leak_nothing():
             gevent.sleep(0)
         return counts
 
+    tracer = greenlet.gettrace()
     for _ in range(5):  # warm-up: lazily made objects
         cycle()
     fds, glets, loops = measure()
@@ -538,7 +545,7 @@ def test_create_stop_cycles_leak_nothing():
     assert fds_after <= fds
     assert glets_after <= glets
     assert loops_after <= loops
-    assert not _running_loop.is_installed()
+    assert greenlet.gettrace() is tracer  # nothing of theirs left installed
 
 
 # -- foreign OS threads ------------------------------------------------------------------

@@ -13,7 +13,7 @@ from gworker import (
     BackgroundQueueWorker, TaskSupervisor, background_worker,
 )
 
-from conftest import wait_until
+from conftest import greenlet_count, wait_until
 
 
 def test_decorator_picks_the_async_worker_and_it_runs_on_an_aloop(supervisor):
@@ -309,19 +309,25 @@ def test_async_queue_worker_runs_as_one_task_on_its_aloop(supervisor):
         tasks.append(asyncio.current_task())
 
     w = BackgroundQueueWorker(func=run, loop=aloop, supervisor=supervisor)
+    wait_until(lambda: aloop.is_active())
+    before = greenlet_count()  # (the aloop's greenlet included)
     w.start()
     for i in range(5):
         w.put_threadsafe(i)
     wait_until(lambda: len(tasks) == 5)
-    assert w._greenlet is None and w._task is not None
-    assert all(t is w._task for t in tasks)  # the worker's own task: none made per item
+    # waiting for the next item, the loop awaits one greenlet parked in the
+    # queue's peek() (see gworker.workers.queue); it has none of its own
+    wait_until(lambda: greenlet_count() == before + 1)
+    assert all(t is tasks[0] for t in tasks)  # the worker's own task: none made per item
+    assert not tasks[0].done()  # (it waits for the next item)
     w.stop()
-    assert w.is_stopped() and w._task is None
+    assert w.is_stopped() and tasks[0].done()
     assert w.start()  # restart: a new task
     w.put_threadsafe(5)
     wait_until(lambda: len(tasks) == 6)
-    assert tasks[-1] is w._task and tasks[-1] is not tasks[0]
+    assert tasks[-1] is not tasks[0] and not tasks[-1].done()
     w.stop()
+    assert tasks[-1].done() and greenlet_count() == before
 
 
 def test_async_queue_burst_keeps_order_and_never_overlaps(supervisor):

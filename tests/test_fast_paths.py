@@ -41,6 +41,38 @@ def test_burst_calls_are_exactly_the_general_calls(supervisor):
     assert supervisor.thread_pool.running == 0
 
 
+def _retaken_without_a_yield(supervisor, monkeypatch):
+    """Runs a 500-item burst; the items before which the worker took its slot
+    again without having switched out since the item before."""
+    pool = supervisor.thread_pool
+    admissions = [0]
+    try_admit = pool.try_admit
+
+    def counting_try_admit(priority):
+        admitted = try_admit(priority)
+        admissions[0] += admitted
+        return admitted
+
+    monkeypatch.setattr(pool, "try_admit", counting_try_admit)
+    seen = []
+    with SwitchesOut() as switches:
+        def run(task, **kwargs):
+            if switches.glet is None:
+                switches.watch(gevent.getcurrent())
+            seen.append((admissions[0], switches.count))
+
+        w = BackgroundQueueWorker(func=run, supervisor=supervisor)
+        q = w.get_queue_obj()
+        for i in range(500):
+            q.put(i)  # all queued before the start: one long burst
+        w.start()
+        wait_until(lambda: len(seen) == 500)
+        w.stop()
+    assert seen[0][0] == 1  # (the count sees the worker's admissions)
+    assert supervisor.get_info().thread_pool["running"] == 0
+    return [i for i in range(1, 500) if seen[i][0] > seen[i - 1][0] and seen[i][1] == seen[i - 1][1]]
+
+
 class SwitchesOut:
     """Counts how often one greenlet switched out (to the hub or any other
     greenlet), with ``greenlet.settrace``, chained to the tracer installed before
@@ -76,35 +108,8 @@ def test_a_burst_takes_the_slot_again_only_after_the_worker_yielded(supervisor, 
     # or because the queue ran empty. So between two consecutive items the slot
     # is taken again only if the worker's greenlet switched out in between.
     # Counted, not timed: true however slow the machine.
-    pool = supervisor.thread_pool
-    admissions = [0]
-    try_admit = pool.try_admit
-
-    def counting_try_admit(priority):
-        admitted = try_admit(priority)
-        admissions[0] += admitted
-        return admitted
-
-    monkeypatch.setattr(pool, "try_admit", counting_try_admit)
-    seen = []
-    with SwitchesOut() as switches:
-        def run(task, **kwargs):
-            if switches.glet is None:
-                switches.watch(gevent.getcurrent())
-            seen.append((admissions[0], switches.count))
-
-        w = BackgroundQueueWorker(func=run, supervisor=supervisor)
-        q = w.get_queue_obj()
-        for i in range(500):
-            q.put(i)  # all queued before the start: one long burst
-        w.start()
-        wait_until(lambda: len(seen) == 500)
-        w.stop()
-    assert seen[0][0] == 1  # (the count sees the worker's admissions)
-    retaken = [i for i in range(1, 500)
-               if seen[i][0] > seen[i - 1][0] and seen[i][1] == seen[i - 1][1]]
+    retaken = _retaken_without_a_yield(supervisor, monkeypatch)
     assert retaken == [], "the slot was taken again without a yield before %d of 500 items" % len(retaken)
-    assert supervisor.get_info().thread_pool["running"] == 0
 
 
 def test_burst_keeps_the_order_of_priority_and_lifo_queues(supervisor):
@@ -182,6 +187,22 @@ def test_burst_gives_its_slot_to_a_waiter_between_items(supervisor):
     wait_until(lambda: len(order) == 5)
     assert order == [0, 1, "task", 2, 3]
     w.stop()
+
+
+def test_once_the_waiters_are_served_a_burst_keeps_its_slot_again(supervisor, monkeypatch):
+    # A burst gives its slot up between items while anyone waits for one
+    # (above); once the line is empty again, it runs back to back again.
+    supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
+    release = Event()
+    blocker = supervisor.put_task(lambda _task_id=None: release.wait(5))
+    waiter = supervisor.put_task(lambda _task_id=None: "served")
+    wait_until(lambda: supervisor.get_info().thread_pool["waiting"] == 1)
+    release.set()
+    assert waiter.wait(5) == "served" and blocker.wait(5)
+    wait_until(lambda: supervisor.get_info().thread_pool["running"] == 0)
+    assert supervisor.get_info().thread_pool["waiting"] == 0
+    retaken = _retaken_without_a_yield(supervisor, monkeypatch)
+    assert retaken == [], "the slot was taken again without a yield before %d of 500 items" % len(retaken)
 
 
 def test_burst_stop_from_inside_and_drain(supervisor):

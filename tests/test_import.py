@@ -16,7 +16,8 @@ def test_import_creates_nothing():
         assert threading.active_count() == before_threads, "a thread was started at import"
         glets = [o for o in gc.get_objects() if isinstance(o, greenlet.greenlet)]
         assert all(g is greenlet.getcurrent() for g in glets), glets
-        assert gworker._default.existing() is None, "the default supervisor was made at import"
+        made = [o for o in gc.get_objects() if isinstance(o, gworker.TaskSupervisor)]
+        assert not made, "a supervisor was made at import: %r" % made
         from gworker import task_supervisor
         assert get_hub_if_exists() is None, "touching task_supervisor created a hub"
         assert not task_supervisor.is_active()

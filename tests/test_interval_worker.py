@@ -307,16 +307,24 @@ def test_an_idle_interval_worker_has_no_greenlet(supervisor):
 
 
 def test_a_short_interval_worker_keeps_one_greenlet_and_a_long_one_none(supervisor, waiting):
-    short = BackgroundIntervalWorker(func=lambda **kw: None, interval=0.05, supervisor=supervisor)
-    long = BackgroundIntervalWorker(func=lambda **kw: None, interval=0.2, supervisor=supervisor)
-    short.start()
-    long.start()
-    gevent.sleep(0.12)  # both waiting for a later run
-    kept = [w._greenlet is not None and not w._greenlet.dead for w in (short, long)]
-    short.stop()
-    long.stop()
-    assert kept == [waiting == "kept", False], "greenlet kept while waiting (short, long): %s" % kept
-    assert short._greenlet is None and long._greenlet is None
+    # Counted while each waits for a later run (its second run done, its slot
+    # given back: a run in the timer heap ends its greenlet before that).
+    ran = {"short": Event(), "long": Event()}
+    short = BackgroundIntervalWorker(func=lambda **kw: ran["short"].set(), interval=0.05, supervisor=supervisor)
+    long = BackgroundIntervalWorker(func=lambda **kw: ran["long"].set(), interval=0.2, supervisor=supervisor)
+    before = greenlet_count()
+    kept, after_stop = [], []
+    for name, w in (("short", short), ("long", long)):
+        w.start()
+        for _ in range(2):
+            assert ran[name].wait(2), "no run of the %s worker" % name
+            ran[name].clear()
+        wait_until(lambda: supervisor.thread_pool.running == 0)
+        kept.append(greenlet_count() - before)
+        w.stop()
+        after_stop.append(greenlet_count() - before)
+    assert kept == [1 if waiting == "kept" else 0, 0], "greenlets kept while waiting (short, long): %s" % kept
+    assert after_stop == [0, 0], "greenlets left after stop() (short, long): %s" % after_stop
 
 
 def test_stop_ends_a_long_wait_at_once(supervisor):
@@ -638,43 +646,60 @@ def test_precise_runs_never_start_before_their_time(supervisor, kind):
     assert not early, "runs started early by %s" % ms(early)
 
 
-def test_a_precise_wait_lets_other_greenlets_run_until_its_last_stretch(supervisor):
-    from gworker.workers.interval import PRECISE_SPIN
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_precise_wait_lets_other_greenlets_run_until_its_last_stretch(supervisor, monkeypatch, kind):
+    # A precise run starts PRECISE_EARLY before its time and yields (other
+    # greenlets run) until PRECISE_SPIN before it; the rest is a busy wait,
+    # right before the call for a sync executor, at the end of the wait for an
+    # async one: the executor is never called before its time. Both constants
+    # are widened here so that each stretch is long enough to see. The hub's
+    # CPU time between two turns of a greenlet that only yields tells a busy
+    # wait (CPU) from the OS running other processes (none).
+    early, spin = 0.03, 0.005
+    monkeypatch.setattr(interval_module, "PRECISE_EARLY", early)
+    monkeypatch.setattr(interval_module, "PRECISE_SPIN", spin)
+    called = []
+    done = Event()
 
-    w = BackgroundIntervalWorker(func=lambda **kw: None, interval=1, precise=True, supervisor=supervisor)
+    def job(**kw):
+        called.append((time.monotonic(), time.thread_time()))
+        done.set()
+
+    async def ajob(**kw):
+        job()
+
     turns = []
 
     def ticker():
         while True:
-            turns.append(time.monotonic())
+            turns.append((time.monotonic(), time.thread_time()))
             gevent.sleep(0)
 
+    # The run is due delay_before after start() (the schedule's origin is
+    # taken in start() or later): at t_start + 0.2 at the earliest.
+    w = BackgroundIntervalWorker(func=job if kind == "sync" else ajob, interval=5, delay_before=0.2,
+                                 precise=True, supervisor=supervisor)
     glet = gevent.spawn(ticker)
     gevent.sleep(0)
-    w._active, w._gen = True, 1
-    until = time.monotonic() + 0.005
-    w._yield_until(1, until)
-    w._active = False
+    t_start = time.monotonic()
+    w.start()
+    assert done.wait(5)
     glet.kill()
-    assert len(turns) > 10, "the wait yielded %d times" % len(turns)
-    assert w._spin_until == until  # the sync call path waits out the rest
-    assert max(turns) >= until - 0.005 / 2 - PRECISE_SPIN
-
-    async def job(**kw):
-        pass
-
-    other = BackgroundIntervalWorker(func=job, interval=1, precise=True, supervisor=supervisor)
-    other._choose_invoker(job, {})  # (what start() does: an async executor)
-    other._active, other._gen = True, 1
-    until = time.monotonic() + 0.002
-    other._yield_until(1, until)
-    assert time.monotonic() >= until and other._spin_until is None  # waited out here
+    w.stop()
+    call = called[0][0]
+    assert call >= t_start + 0.2, "called %.3f ms early" % ((t_start + 0.2 - call) * 1000)
+    waiting = [turn for turn in turns if call - early < turn[0] < call]
+    assert len(waiting) > 10, "the wait yielded %d times" % len(waiting)
+    cpu = [c for _, c in waiting] + [called[0][1]]
+    held = max(b - a for a, b in zip(cpu, cpu[1:]))
+    assert held < early / 2 + spin, "the wait held the hub for %.1f ms" % (held * 1000)
 
 
 def test_timer_entries_fire_at_most_lead_early(supervisor):
     # The heap fires entries up to LEAD early (to centre the loop's whole-ms
-    # wake-ups on the due time), never more.
-    from gworker._timers import LEAD
+    # wake-ups on the due time), never more: README, "up to half a
+    # millisecond *before* its time".
+    LEAD = 0.0005
 
     timers = supervisor.timers
     fired = []

@@ -1,16 +1,25 @@
-"""Admission by priority (gworker._admission.PriorityPool and the supervisor's pool)."""
+"""Admission by priority: the supervisor's thread pool (``thread_pool``), alone
+(a supervisor of its own, never started: its pool admits as the started one's
+does) and through put_task."""
 import gevent
 import pytest
 from gevent.event import Event
 
-from gworker import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
-from gworker._admission import PriorityPool
+from gworker import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, TaskSupervisor
 
 from conftest import wait_until
 
 
+def make_pool(**limits):
+    """The thread pool of a supervisor of its own, set with ``limits``
+    (``set_thread_pool``'s parameters)."""
+    sup = TaskSupervisor()
+    sup.set_thread_pool(**limits)
+    return sup.thread_pool
+
+
 def test_limits_per_priority():
-    pool = PriorityPool(pool_size=2, reserve_normal=1, reserve_high=1)
+    pool = make_pool(pool_size=2, reserve_normal=1, reserve_high=1)
     assert pool.limit(TASK_LOW) == 2
     assert pool.limit(TASK_NORMAL) == 3
     assert pool.limit(TASK_HIGH) == 4
@@ -26,7 +35,7 @@ def test_limits_per_priority():
 
 
 def test_max_size_caps_all_but_critical():
-    pool = PriorityPool(pool_size=5, reserve_normal=5, reserve_high=5, max_size=2)
+    pool = make_pool(pool_size=5, reserve_normal=5, reserve_high=5, max_size=2)
     assert pool.limit(TASK_HIGH) == 2
     assert pool.try_admit(TASK_HIGH) and pool.try_admit(TASK_HIGH)
     assert not pool.try_admit(TASK_HIGH)
@@ -34,7 +43,7 @@ def test_max_size_caps_all_but_critical():
 
 
 def test_waiters_start_by_priority_then_fifo_without_polling():
-    pool = PriorityPool(pool_size=1, reserve_normal=0, reserve_high=0)
+    pool = make_pool(pool_size=1, reserve_normal=0, reserve_high=0)
     assert pool.try_admit(TASK_LOW)  # the blocker
     order = []
 
@@ -49,17 +58,18 @@ def test_waiters_start_by_priority_then_fifo_without_polling():
                           ("low2", TASK_LOW), ("normal2", TASK_NORMAL)]
     ]
     gevent.sleep(0)
-    assert order == [] and pool.waiting == 5
-    assert pool._waiting_flag  # (what the queue worker's burst tests per item)
+    assert order == [] and pool.waiting == 5 and pool.queued() == 5
+    # (what a queue worker's burst does while anyone waits, and once no one
+    # does: tests/test_fast_paths.py)
     pool.release()  # one slot frees: handed straight to the most urgent waiter
     gevent.joinall(glets, timeout=5, raise_error=True)
     assert order == ["high", "normal1", "normal2", "low1", "low2"]
     assert pool.running == 0
-    assert not pool._waiting_flag and pool.queued() == 0
+    assert pool.waiting == 0 and pool.queued() == 0
 
 
 def test_killed_waiter_gives_up_its_place():
-    pool = PriorityPool(pool_size=1, reserve_normal=0, reserve_high=0)
+    pool = make_pool(pool_size=1, reserve_normal=0, reserve_high=0)
     assert pool.try_admit(TASK_LOW)
     ran = Event()
     waiter = gevent.spawn(pool.admit, TASK_HIGH)
@@ -74,7 +84,7 @@ def test_killed_waiter_gives_up_its_place():
 
 
 def test_deferred_start_and_cancel():
-    pool = PriorityPool(pool_size=1, reserve_normal=0, reserve_high=0)
+    pool = make_pool(pool_size=1, reserve_normal=0, reserve_high=0)
     started = []
     pool.defer(TASK_LOW, lambda: started.append("a"))
     cancel_b = pool.defer(TASK_LOW, lambda: started.append("b"))
@@ -88,7 +98,7 @@ def test_deferred_start_and_cancel():
 
 
 def test_deferred_start_with_an_argument_and_cancel_before_the_flush():
-    pool = PriorityPool(pool_size=2, reserve_normal=0, reserve_high=0)
+    pool = make_pool(pool_size=2, reserve_normal=0, reserve_high=0)
     started = []
     pool.defer(TASK_LOW, started.append, "a")  # start(arg), no closure needed
     cancel_b = pool.defer(TASK_LOW, started.append, "b")  # admitted at once, not started yet
@@ -100,7 +110,7 @@ def test_deferred_start_with_an_argument_and_cancel_before_the_flush():
 
 
 def test_a_grant_that_gives_its_slot_back_at_once_does_not_nest():
-    pool = PriorityPool(pool_size=1, reserve_normal=0, reserve_high=0)
+    pool = make_pool(pool_size=1, reserve_normal=0, reserve_high=0)
     assert pool.try_admit(TASK_LOW)
     started = []
 
@@ -116,7 +126,7 @@ def test_a_grant_that_gives_its_slot_back_at_once_does_not_nest():
 
 
 def test_resize_admits_waiters():
-    pool = PriorityPool(pool_size=1, reserve_normal=0, reserve_high=0)
+    pool = make_pool(pool_size=1, reserve_normal=0, reserve_high=0)
     assert pool.try_admit(TASK_LOW)
     got = Event()
     gevent.spawn(lambda: (pool.admit(TASK_LOW), got.set()))
@@ -127,7 +137,7 @@ def test_resize_admits_waiters():
 
 
 def test_ready_heap_starts_in_priority_order():
-    pool = PriorityPool()
+    pool = make_pool()
     order = []
     for prio in (TASK_LOW, TASK_NORMAL, TASK_CRITICAL, TASK_HIGH):
         pool.start_soon(prio, order.append, prio)
@@ -148,7 +158,7 @@ def test_ready_heap_starts_in_priority_order():
 )
 def test_bad_pool_settings(kwargs, exc, word, supervisor):
     with pytest.raises(exc, match=word):
-        PriorityPool(**kwargs)
+        make_pool(**kwargs)
     with pytest.raises(exc, match=word):
         supervisor.set_thread_pool(**kwargs)
 

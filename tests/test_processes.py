@@ -19,10 +19,10 @@ import gevent.subprocess as subprocess
 import psutil
 import pytest
 
-from conftest import Ticker, greenlet_count, native_thread, wait_until
+from conftest import Ticker, greenlet_count, native_thread, os_thread_ident, wait_until
 
+import pickled_by_name
 import proc_funcs as pf
-from gworker._hubsafe import os_thread_ident
 from gworker.processes import (
     ChildProcessDied,
     PoolClosed,
@@ -290,20 +290,13 @@ def test_unpicklable_argument_fails_at_once(pool):
     assert pool.submit(pf.add, (1, 2)).get(timeout=5) == 3
 
 
-def test_a_plain_function_is_pickled_once(pool, monkeypatch):
-    from gworker.processes import _wire as processes
-
-    pickled = []
-    real_dumps = processes._dumps
-
-    def counting_dumps(obj, protocol):
-        pickled.append(obj)
-        return real_dumps(obj, protocol)
-
-    monkeypatch.setattr(processes, "_fn_pickles", {})
-    monkeypatch.setattr(processes, "_dumps", counting_dumps)
-    assert [pool.submit(pf.add, (i, 1)).get(timeout=5) for i in range(3)] == [1, 2, 3]
-    assert [obj for obj in pickled if obj is pf.add] == [pf.add]
+def test_a_plain_function_is_pickled_once(pool):
+    f0 = pickled_by_name.function("f0")
+    assert pool.submit(f0, (0,)).get(timeout=5) == ("f0", 0)
+    once = pickled_by_name.lookups.get("f0", 0)  # (pickle's lookups for one pickling)
+    assert once >= 1
+    assert [pool.submit(f0, (i,)).get(timeout=5) for i in range(1, 3)] == [("f0", 1), ("f0", 2)]
+    assert pickled_by_name.lookups["f0"] == once
 
 
 def test_callables_with_state_are_pickled_at_each_call(pool):
@@ -317,16 +310,20 @@ def test_callables_with_state_are_pickled_at_each_call(pool):
     assert pool.submit(double, (1,)).get(timeout=5) == 5
 
 
-def test_the_function_pickle_cache_is_bounded(pool, monkeypatch):
-    from gworker.processes import _wire as processes
-
-    monkeypatch.setattr(processes, "_fn_pickles", {})
-    monkeypatch.setattr(processes, "_FN_CACHE_SIZE", 2)
-    for _ in range(2):
-        assert pool.submit(pf.echo, (1,)).get(timeout=5) == 1
-        assert pool.submit(pf.add, (1, 1)).get(timeout=5) == 2
-        assert pool.submit(pf.getpid).get(timeout=5) in pool.pids
-        assert 1 <= len(processes._fn_pickles) <= 2
+def test_the_function_pickle_cache_is_bounded(pool):
+    # Kept pickles are forgotten after enough other functions (here, a
+    # thousand): f1 is pickled again then, and only then.
+    names = ["f%d" % i for i in range(1, 1000)]
+    fns = [pickled_by_name.function(name) for name in names]
+    assert pool.submit(fns[0]).get(timeout=5) == ("f1", 0)
+    once = pickled_by_name.lookups.get("f1", 0)  # (pickle's lookups for one pickling)
+    assert once >= 1
+    assert pool.submit(fns[0]).get(timeout=5) == ("f1", 0)
+    assert pickled_by_name.lookups["f1"] == once  # kept
+    results = [pool.submit(fn) for fn in fns[1:]]
+    assert [r.get(timeout=10) for r in results] == [(name, 0) for name in names[1:]]
+    assert pool.submit(fns[0]).get(timeout=5) == ("f1", 0)
+    assert pickled_by_name.lookups["f1"] == 2 * once, "the cache kept %d functions" % len(fns)
 
 
 def test_unpicklable_result_fails_that_call_only(pool1):
@@ -455,8 +452,14 @@ def test_a_child_does_not_poll_for_calls_that_come_seldom():
 
 
 def test_no_polling_while_the_other_cores_are_taken():
-    pool = ProcessPool(2, spin=0.01)
-    pool._spin_slots = 1  # (as on 2 cores, whatever this machine has)
+    # As on 2 cores, whatever this machine has: the pool counts the cores this
+    # process may run on (its CPU affinity) when it is made.
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, sorted(cores)[:2])
+    try:
+        pool = ProcessPool(2, spin=0.01)
+    finally:
+        os.sched_setaffinity(0, cores)
     try:
         wait_until(lambda: pool.size == 2)
         busy = pool.submit(pf.sleep_then, (30, "late"))

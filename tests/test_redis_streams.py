@@ -423,15 +423,15 @@ def test_hub_stays_responsive_while_consumers_block_in_xreadgroup(supervisor, re
 
 def test_stop_interrupts_a_blocked_read_promptly(supervisor, redis_server, names, queues):
     q = make_queue(redis_server, names, queues, block_ms=5000, claim_idle=30)
-    w = BackgroundQueueWorker(func=lambda item, **kw: None, q=q, supervisor=supervisor)
+    got = []
+    w = BackgroundQueueWorker(func=lambda item, **kw: got.append(item), q=q, supervisor=supervisor)
     w.start()
     gevent.sleep(0.2)
     started = time.monotonic()
     w.stop()
     assert time.monotonic() - started < 0.5
+    assert got == []  # (nothing was put)
     # and it works after a restart
-    got = []
-    w._func = lambda item, **kw: got.append(item)
     w.start()
     q.put_threadsafe(1)
     wait_until(lambda: got == [1], timeout=5)

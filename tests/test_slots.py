@@ -12,7 +12,6 @@ from gevent.event import Event
 
 from gworker import TASK_HIGH, TASK_LOW, BackgroundQueueWorker
 from gworker.integrations.lifecycle import WorkerSet
-from gworker._admission import PriorityPool
 from gworker.tasks import TASK_STATUS_CANCELED
 
 from conftest import wait_until
@@ -71,10 +70,11 @@ def test_a_task_cancelled_while_waiting_in_line_takes_no_slot(supervisor):
     assert pool_figures(supervisor) == (0, 0)
 
 
-def test_a_waiter_killed_just_after_its_grant_passes_the_slot_on():
+def test_a_waiter_killed_just_after_its_grant_passes_the_slot_on(supervisor):
     # The slot is granted to a waiter whose kill is already on its way: the
     # kill lands first, and the granted slot must go back to the pool.
-    pool = PriorityPool(pool_size=1, reserve_normal=0, reserve_high=0)
+    supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
+    pool = supervisor.thread_pool
     assert pool.try_admit(TASK_LOW)
     waiter = gevent.spawn(pool.admit, TASK_HIGH)
     wait_until(lambda: pool.waiting == 1)
@@ -84,6 +84,7 @@ def test_a_waiter_killed_just_after_its_grant_passes_the_slot_on():
     assert waiter.dead
     assert pool.running == 0 and pool.waiting == 0
     assert pool.try_admit(TASK_LOW)
+    pool.release()  # (the supervisor fixture checks that no slot is left held)
 
 
 def test_a_worker_run_killed_at_the_shutdown_deadline_gives_its_slot_back(supervisor):

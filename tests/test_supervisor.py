@@ -9,7 +9,7 @@ import gworker
 from gworker import TASK_HIGH, TT_THREAD, TaskSupervisor
 from gworker.tasks import TASK_STATUS_CANCELED, TASK_STATUS_COMPLETED, TASK_STATUS_FAILED
 
-from conftest import native_thread, wait_until
+from conftest import native_thread, os_thread_ident, wait_until
 
 
 def test_start_stop_block():
@@ -219,15 +219,15 @@ def test_stop_bad_wait(supervisor):
 def test_start_stop_and_put_task_from_a_native_thread():
     sup = TaskSupervisor()
     sup.start()  # binds to this hub
-    hub_ident = gworker._hubsafe.os_thread_ident()
+    hub_ident = os_thread_ident()
     idents = []
 
     def target(**kw):
-        idents.append(gworker._hubsafe.os_thread_ident())
+        idents.append(os_thread_ident())
         return "from-hub"
 
     def in_thread():
-        assert gworker._hubsafe.os_thread_ident() != hub_ident
+        assert os_thread_ident() != hub_ident
         task = sup.put_task(target, tt=TT_THREAD, priority=TASK_HIGH)
         sup.stop()
         return task
