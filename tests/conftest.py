@@ -46,9 +46,10 @@ class BlockReport:
 
     The check covers the time since the previous check, from ``since``.
     ``held`` is how much of it the hub thread was not waiting for a CPU
-    (running, or blocked in a system call), in seconds; ``waited`` is the rest:
-    time the operating system had it runnable but gave the CPU to other
-    processes. On a loaded machine 12 ms of work can take the whole period.
+    (running, or blocked in a system call), less the garbage collector's time
+    and the previous check's own, in seconds; ``waited`` is the time the
+    operating system had it runnable but gave the CPU to other processes. On a
+    loaded machine 12 ms of work can take the whole period.
     Both None where the kernel does not say (no /proc)."""
 
     __slots__ = ("at", "blocking_time", "info", "since", "held", "waited")
@@ -66,9 +67,24 @@ class BlockReport:
 _blocked_reports = []
 #: perf_counter() at which the check now running in the monitor thread began, else None
 _check_started = [None]
-#: (perf_counter(), the hub thread's run-queue wait in s) at the check now running, and
-#: at the one before it (None before the first)
+#: [perf_counter(), the hub thread's run-queue wait in s, the check's own duration,
+#: the garbage collector's time so far] at the check now running, and at the one
+#: before it (None before the first)
 _check_window = [None, None]
+#: seconds the garbage collector has run so far (any thread), and when the
+#: collection now running began
+_gc_time = [0.0, None]
+
+
+def _on_gc(phase, info):
+    if phase == "start":
+        _gc_time[1] = time.perf_counter()
+    elif _gc_time[1] is not None:
+        _gc_time[0] += time.perf_counter() - _gc_time[1]
+        _gc_time[1] = None
+
+
+gc.callbacks.append(_on_gc)
 
 # The hub runs in the main thread (both worlds), whose thread id is the pid. Its
 # second figure is the time (ns) the thread has waited on a run queue so far.
@@ -92,7 +108,12 @@ def _on_gevent_event(event):
         if now is not None and before is not None and now[1] is not None and before[1] is not None:
             since = before[0]
             waited = now[1] - before[1]
-            held = (now[0] - before[0]) - waited
+            # Less the previous check's own time (building a report, the monitor
+            # thread holds the GIL for long stretches, and the hub thread waiting
+            # for it is neither the code's doing nor on a run queue), and less the
+            # garbage collector's (a full collection of the suite's heap can take
+            # 100 ms wherever it is triggered).
+            held = max(0.0, (now[0] - before[0]) - waited - before[2] - (now[3] - before[3]))
         _blocked_reports.append(BlockReport(time.perf_counter() if at is None else at,
                                             event.blocking_time, event.info, since, held, waited))
 
@@ -108,10 +129,12 @@ def _timed_check(monitor):
 
     def timed_monitor_blocking(hub):
         _check_started[0] = now = time.perf_counter()
-        _check_window[:] = [(now, _hub_run_queue_wait()), _check_window[0]]
+        entry = [now, _hub_run_queue_wait(), 0.0, _gc_time[0]]
+        _check_window[:] = [entry, _check_window[0]]
         try:
             return check(hub)
         finally:
+            entry[2] = time.perf_counter() - now
             _check_started[0] = None
 
     return timed_monitor_blocking
