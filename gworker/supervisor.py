@@ -322,7 +322,7 @@ class TaskSupervisor:
         else:
             own = next((t for t in self._tasks.values() if t._greenlet is current), None)
             for task in list(self._tasks.values()):
-                if task is not own and not task._completion().wait(deadline.remaining()):
+                if task is not own and not task.completed.wait(deadline.remaining()):
                     break
         self._stop_extras(deadline, cancel_tasks)
         self.timers.stop()

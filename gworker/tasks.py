@@ -101,7 +101,7 @@ class Task:
         self.time_completed: Optional[float] = None
         #: the asyncio.Task of a coroutine task, else None
         self.future: Any = None
-        self._event: Optional[Event] = None  # made by _completion(), for those who wait
+        self._event: Optional[Event] = None  # made by ``completed``, for those who wait
         self._started_event: Optional[Event] = None  # made by ``started``, for those who wait
         self._cancel: Optional[Callable[[], bool]] = None
         self._greenlet: Any = None
@@ -135,8 +135,14 @@ class Task:
     @property
     def completed(self) -> Event:
         """A gevent ``Event`` set once the task has finished — completed, failed
-        or cancelled (atasker's ``task.completed``; made on first use)."""
-        return self._completion()
+        or cancelled (atasker's ``task.completed``). Made on first use: most
+        tasks are never waited for."""
+        event = self._event
+        if event is None:
+            event = self._event = Event()
+            if self.status in _FINISHED:
+                event.set()
+        return event
 
     def mark_started(self) -> None:
         """Record that the task has started (atasker's ``Task.mark_started``).
@@ -175,7 +181,7 @@ class Task:
         ``timeout`` seconds pass first, ``gevent.GreenletExit`` if it was
         killed while running (``stop(cancel_tasks=True)``). A task withdrawn
         with :meth:`cancel` before it started returns ``None``."""
-        if not self.is_completed() and not self._completion().wait(timeout):
+        if not self.is_completed() and not self.completed.wait(timeout):
             raise TimeoutError("task %s did not finish within %ss" % (self.id, timeout))
         if self.exception is not None:
             raise self.exception
@@ -210,17 +216,6 @@ class Task:
         if self._event is not None:
             self._event.set()
 
-    def _completion(self) -> Event:
-        """The gevent Event set when the task finishes, for whoever waits on it
-        (``wait``, ``wait_completed``, ``co_mp_apply``, the supervisor's stop).
-        Made on first use: most tasks are never waited for."""
-        event = self._event
-        if event is None:
-            event = self._event = Event()
-            if self.status in _FINISHED:
-                event.set()
-        return event
-
     def __repr__(self) -> str:
         return "<Task %s status=%s>" % (self.id, self.status)
 
@@ -228,9 +223,10 @@ class Task:
 # -- atasker's task API ----------------------------------------------------------
 
 
-class _WithoutTaskId:
+class WithoutTaskId:
     """Calls ``func`` with the arguments given, dropping the ``_task_id``
-    keyword that ``put_task`` adds.
+    keyword that ``put_task`` adds (for gworker's own use: ``background_task``,
+    ``co_mp_apply``).
 
     A module-level class, so that an instance pickles (by reference to
     ``func``) and can travel to a child of the process pool. It takes the name
@@ -256,7 +252,7 @@ class _WithoutTaskId:
 
 
 def _coroutine_without_task_id(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The coroutine-function counterpart of :class:`_WithoutTaskId` (an
+    """The coroutine-function counterpart of :class:`WithoutTaskId` (an
     ``async def``, so that ``put_task(tt=TT_COROUTINE)`` accepts it)."""
 
     @functools.wraps(func)
@@ -357,7 +353,7 @@ def background_task(
             target: Callable[..., Any] = _coroutine_without_task_id(func)
             task_type = TT_COROUTINE
         else:
-            target = _WithoutTaskId(func, name if tt == TT_THREAD else None)
+            target = WithoutTaskId(func, name if tt == TT_THREAD else None)
             task_type = tt
 
         @functools.wraps(func)
@@ -408,7 +404,7 @@ def wait_completed(
     for task in items:
         if task.is_completed():
             continue
-        if not task._completion().wait(deadline.remaining()):
+        if not task.completed.wait(deadline.remaining()):
             pending = sum(1 for t in items if not t.is_completed())
             raise TimeoutError("%d of %d task(s) did not complete within %ss" % (pending, len(items), timeout))
     if single:
