@@ -235,7 +235,7 @@ class Aloop:
         self.supervisor = supervisor
         self.daemon = bool(daemon)
         if hub is None and supervisor is not None:
-            hub = supervisor._hub
+            hub = supervisor.bound_hub
         self._hub = hub
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._greenlet: Optional[gevent.Greenlet] = None
@@ -537,6 +537,11 @@ class AloopRegistry:
         self.supervisor = supervisor
         self._aloops: Dict[str, Aloop] = {}
         self._default: Optional[Aloop] = None
+
+    def bind_hub(self, hub: Hub) -> None:
+        """Make the aloops created from now on belong to ``hub`` (the
+        supervisor's, bound as it starts)."""
+        self._hub = hub
 
     # -- info --------------------------------------------------------------
     def names(self) -> List[str]:

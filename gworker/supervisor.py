@@ -204,6 +204,12 @@ class TaskSupervisor:
             self._hub = get_hub()
         return self._hub
 
+    @property
+    def bound_hub(self) -> Optional[Hub]:
+        """The hub this supervisor runs in, or None before it is bound (unlike
+        :attr:`hub`, reading it binds nothing)."""
+        return self._hub
+
     def foreign_hub(self) -> Optional[Hub]:
         """``None`` when the caller may touch this supervisor's gevent objects
         directly (it runs in the hub's thread), else the hub to post calls to.
@@ -248,8 +254,8 @@ class TaskSupervisor:
         if self._active:
             return False
         hub = self.hub
-        self.thread_pool._hub = hub
-        self.aloops._hub = hub
+        self.thread_pool.bind_hub(hub)
+        self.aloops.bind_hub(hub)
         self._stopped = Event()
         self._active = True
         self._started = True
