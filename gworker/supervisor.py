@@ -619,7 +619,7 @@ class TaskSupervisor:
         job = AsyncJob(target, **kwargs)  # bad parameters raise before any scheduler is made
         chosen = self._job_scheduler(scheduler)
         job.scheduler = chosen
-        return chosen._here(chosen._add, job)
+        return chosen.add(job)
 
     def cancel_async_job(self, scheduler: Any = None, job: Any = None) -> None:
         """Cancel ``job`` (no run starts after this; a run in progress finishes).
