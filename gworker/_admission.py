@@ -170,9 +170,15 @@ class PriorityPool:
 
     @property
     def hub(self) -> Hub:
+        """The hub whose loop runs deferred starts (bound on first use)."""
         if self._hub is None:
             self._hub = get_hub()
         return self._hub
+
+    def bind_hub(self, hub: Hub) -> None:
+        """Run deferred starts in ``hub`` from now on (its owner's hub, bound
+        as the owner starts)."""
+        self._hub = hub
 
     @property
     def waiting(self) -> int:

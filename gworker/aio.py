@@ -59,8 +59,7 @@ from greenlet import getcurrent
 from . import _running_loop, _thread_names
 from ._deadline import Deadline
 from ._hubsafe import call_in_hub, in_hub_thread
-from .priorities import TT_COROUTINE
-from .tasks import TASK_STATUS_CANCELED, TASK_STATUS_COMPLETED, TASK_STATUS_FAILED, Task
+from .tasks import Task, follow_future
 
 __all__ = [
     "Aloop",
@@ -236,7 +235,7 @@ class Aloop:
         self.supervisor = supervisor
         self.daemon = bool(daemon)
         if hub is None and supervisor is not None:
-            hub = supervisor._hub
+            hub = supervisor.bound_hub
         self._hub = hub
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._greenlet: Optional[gevent.Greenlet] = None
@@ -442,26 +441,7 @@ class Aloop:
         Callable from any greenlet and from other OS threads. Raises
         :class:`AloopNotActive` (a ``RuntimeError``) if the aloop is not running.
         """
-        future = self.create_task(coro)
-        task = Task(coro, tt=TT_COROUTINE)
-        task._begin()
-        task.future = future
-        future.add_done_callback(lambda fut: self._background_done(task, fut))
-        return task
-
-    def _background_done(self, task: Task, fut: "asyncio.Future[Any]") -> None:
-        # In the loop's greenlet, as a done-callback: only records.
-        if fut.cancelled():
-            task._finish(TASK_STATUS_CANCELED)
-            return
-        exc = fut.exception()
-        if exc is not None:
-            logging.getLogger("gworker").error(
-                "aloop %s: background task %s failed", self.name, task.id,
-                exc_info=(type(exc), exc, exc.__traceback__))
-            task._finish(TASK_STATUS_FAILED, exception=exc)
-        else:
-            task._finish(TASK_STATUS_COMPLETED, fut.result())
+        return follow_future(coro, self.create_task(coro), self.name)
 
     def create_task(self, coro: Coroutine[Any, Any, T]) -> "asyncio.Task[T]":
         """Schedule ``coro`` on the loop and return its ``asyncio.Task``.
@@ -557,6 +537,11 @@ class AloopRegistry:
         self.supervisor = supervisor
         self._aloops: Dict[str, Aloop] = {}
         self._default: Optional[Aloop] = None
+
+    def bind_hub(self, hub: Hub) -> None:
+        """Make the aloops created from now on belong to ``hub`` (the
+        supervisor's, bound as it starts)."""
+        self._hub = hub
 
     # -- info --------------------------------------------------------------
     def names(self) -> List[str]:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional
 
 from .priorities import TASK_NORMAL, TT_MP
 from ._default import supervisor_or_default
-from .tasks import TASK_STATUS_CANCELED, Task, _WithoutTaskId
+from .tasks import TASK_STATUS_CANCELED, Task, WithoutTaskId
 
 __all__ = ["co_mp_apply"]
 
@@ -46,7 +46,7 @@ async def co_mp_apply(
     sup = supervisor_or_default(supervisor)
     loop = asyncio.get_running_loop()
     task: Task = sup.put_task(
-        _WithoutTaskId(f), args, kwargs,
+        WithoutTaskId(f), args, kwargs,
         priority=TASK_NORMAL if priority is None else priority, delay=delay, tt=TT_MP,
     )
     if not task.is_completed():
@@ -64,14 +64,14 @@ async def co_mp_apply(
             except RuntimeError:  # the loop was closed meanwhile: nobody awaits
                 pass
 
-        task._completion().rawlink(on_done)
+        task.completed.rawlink(on_done)
         try:
             await fut
         except asyncio.CancelledError:
             task.cancel()
             raise
         finally:
-            task._completion().unlink(on_done)
+            task.completed.unlink(on_done)
     if task.status == TASK_STATUS_CANCELED:
         raise asyncio.CancelledError("the process-pool call of %s was cancelled" % (task.target,))
     if task.exception is not None:

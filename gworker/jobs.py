@@ -116,6 +116,21 @@ class AsyncJob:
         """True until the job is cancelled or has made its ``number`` of runs."""
         return self._active
 
+    @property
+    def launched(self) -> bool:
+        """True once the job's asyncio task exists (its scheduler has started it)."""
+        return self._task is not None
+
+    @property
+    def running(self) -> bool:
+        """True while the job's asyncio task exists and has not ended."""
+        return self._task is not None and not self._task.done()
+
+    def launch(self, aloop: Aloop) -> None:
+        """Start the job's asyncio task on ``aloop``. For gworker's own use
+        (its scheduler, as it starts the job)."""
+        self._task = aloop.create_task(self._run())
+
     def cancel(self) -> None:
         """Stop the job: no run starts after this returns; a run in progress
         finishes. Safe from any greenlet and from other OS threads."""
@@ -125,7 +140,7 @@ class AsyncJob:
             return
         # Wake the job if it sleeps until its next run (in the loop, where
         # _sleeping is read and written); from another OS thread, via the hub.
-        hub = self.scheduler._hub() if self.scheduler is not None else None
+        hub = self.scheduler.hub if self.scheduler is not None else None
         if hub is not None and not in_hub_thread(hub):
             hub.loop.run_callback_threadsafe(self._wake, task)
         else:
@@ -165,7 +180,7 @@ class AsyncJob:
             self._active = False
             self._sleeping = False
             if self.scheduler is not None:
-                self.scheduler._job_ended(self)
+                self.scheduler.job_ended(self)
 
     async def _sleep(self, seconds: float) -> None:
         if not self._active:
@@ -232,16 +247,19 @@ class AsyncJobScheduler:
         """The jobs not cancelled or finished (started or waiting for start)."""
         return [job for job in self._jobs if job.active]
 
-    def _hub(self) -> Any:
+    @property
+    def hub(self) -> Any:
+        """The hub the scheduler's jobs run in: its aloop's, else its
+        supervisor's, else None while neither is bound."""
         if self.aloop is not None and self.aloop.hub is not None:
             return self.aloop.hub
-        if self.supervisor is not None and self.supervisor._hub is not None:
-            return self.supervisor._hub
+        if self.supervisor is not None:
+            return self.supervisor.bound_hub
         return None
 
     def _here(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn`` in the hub's thread (directly when already there)."""
-        hub = self._hub()
+        hub = self.hub
         if hub is None or in_hub_thread(hub):
             return fn(*args)
         return call_in_hub(hub, fn, *args)
@@ -271,7 +289,7 @@ class AsyncJobScheduler:
             raise RuntimeError("aloop %r is not active: start it before the scheduler" % resolved.name)
         self.aloop = resolved
         self._active = True
-        pending = [job for job in self._jobs if job.active and job._task is None]
+        pending = [job for job in self._jobs if job.active and not job.launched]
         for job in pending:
             self._launch(job)
         logger.debug("async job scheduler %s started on aloop %s", self.name, resolved.name)
@@ -289,7 +307,7 @@ class AsyncJobScheduler:
 
     def _stop(self, deadline: Deadline) -> bool:
         self._active = False
-        jobs, self._jobs = self._jobs, [job for job in self._jobs if job._task is not None and not job._task.done()]
+        jobs, self._jobs = self._jobs, [job for job in self._jobs if job.running]
         for job in jobs:
             job.cancel()
         if not self._jobs:
@@ -308,8 +326,7 @@ class AsyncJobScheduler:
         Keywords: ``args``, ``kwargs``, ``interval`` (seconds, start to start),
         ``timer`` (delay of the first run), ``number`` (how many runs; 0 = no
         limit). Callable from any greenlet, coroutine or OS thread."""
-        job = AsyncJob(target, scheduler=self, **kwargs)
-        return self._here(self._add, job)
+        return self.add(AsyncJob(target, scheduler=self, **kwargs))
 
     async def create(self, target: Callable[..., Any], **kwargs: Any) -> AsyncJob:
         """:meth:`create_threadsafe` for a coroutine (the same thing: nothing waits)."""
@@ -321,6 +338,13 @@ class AsyncJobScheduler:
             raise TypeError("job must be an AsyncJob; got %r" % (job,))
         job.cancel()
 
+    def add(self, job: AsyncJob) -> AsyncJob:
+        """Schedule ``job``, made with this scheduler as its ``scheduler`` (it
+        waits if the scheduler is not started); returns it. For gworker's own
+        use (``create_threadsafe``, the supervisor's ``create_async_job``).
+        Callable from any greenlet, coroutine or OS thread."""
+        return self._here(self._add, job)
+
     def _add(self, job: AsyncJob) -> AsyncJob:
         self._jobs.append(job)
         if self._active:
@@ -330,15 +354,16 @@ class AsyncJobScheduler:
     def _launch(self, job: AsyncJob) -> None:
         assert self.aloop is not None
         self._idle.clear()
-        job._task = self.aloop.create_task(job._run())
+        job.launch(self.aloop)
 
-    def _job_ended(self, job: AsyncJob) -> None:
-        # In the aloop's greenlet, as a job's task ends.
+    def job_ended(self, job: AsyncJob) -> None:
+        """``job``'s asyncio task is ending: forget the job. For gworker's own
+        use (the job, in the aloop's greenlet)."""
         try:
             self._jobs.remove(job)
         except ValueError:
             pass
-        if not any(j._task is not None for j in self._jobs):
+        if not any(j.launched for j in self._jobs):
             self._idle.set()
 
 

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections import deque
 import os
 from itertools import count
 from types import SimpleNamespace
-from typing import Any, Callable, Deque, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import gevent
 from gevent.event import Event
@@ -35,9 +34,7 @@ from ._checks import check_seconds
 from ._deadline import Deadline
 from ._admission import PriorityPool
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
-from .tasks import (
-    TASK_STATUS_CANCELED, TASK_STATUS_COMPLETED, TASK_STATUS_FAILED, Task,
-)
+from .tasks import Task, TaskRunner, name_of
 from ._timers import Timers
 
 __all__ = ["TaskSupervisor", "DEFAULT_POLL_DELAY", "logger"]
@@ -93,10 +90,10 @@ class TaskSupervisor:
         self._stopped: Optional[Event] = None
         self._workers: Dict[int, Any] = {}
         self._tasks: Dict[str, Task] = {}
-        self._task_glets: Dict[str, gevent.Greenlet] = {}
-        self._callbacks: Deque[Task] = deque()
-        self._callback_glet: Optional[gevent.Greenlet] = None
-        self._mp_done = self._mp_task_done  # one bound method for every TT_MP call
+        # tasks.py runs the tasks; its grants are bound once, not per task
+        self._runner = runner = TaskRunner(self, self._tasks)
+        self._start_thread = runner.start_thread
+        self._start_mp = runner.start_mp
         #: Async job schedulers by name (see :mod:`gworker.jobs`).
         self.async_job_schedulers: Dict[str, Any] = {}
         self.default_async_job_scheduler: Any = None
@@ -132,7 +129,7 @@ class TaskSupervisor:
         arg = entry.arg
         subject: Any  # the Task, or the worker whose run waited
         if isinstance(arg, Task):
-            subject, task_id, target = arg, arg.id, _name_of(arg.target)
+            subject, task_id, target = arg, arg.id, name_of(arg.target)
         else:
             worker = arg if arg is not None and hasattr(arg, "supervisor") else getattr(entry.grant, "__self__", None)
             subject, task_id, target = worker, "-", "worker %s" % getattr(worker, "name", worker)
@@ -207,6 +204,12 @@ class TaskSupervisor:
             self._hub = get_hub()
         return self._hub
 
+    @property
+    def bound_hub(self) -> Optional[Hub]:
+        """The hub this supervisor runs in, or None before it is bound (unlike
+        :attr:`hub`, reading it binds nothing)."""
+        return self._hub
+
     def foreign_hub(self) -> Optional[Hub]:
         """``None`` when the caller may touch this supervisor's gevent objects
         directly (it runs in the hub's thread), else the hub to post calls to.
@@ -251,8 +254,8 @@ class TaskSupervisor:
         if self._active:
             return False
         hub = self.hub
-        self.thread_pool._hub = hub
-        self.aloops._hub = hub
+        self.thread_pool.bind_hub(hub)
+        self.aloops.bind_hub(hub)
         self._stopped = Event()
         self._active = True
         self._started = True
@@ -310,19 +313,16 @@ class TaskSupervisor:
         if cancel_tasks:
             for task in list(self._tasks.values()):
                 task.cancel()
-            spawned = [t for t in self._tasks.values() if t.id in self._task_glets]
-            glets = [g for g in self._task_glets.values() if g is not current]
+            spawned = [t for t in self._tasks.values() if t.greenlet is not None]
+            glets = [t.greenlet for t in spawned if t.greenlet is not current]
             gevent.killall(glets, block=True, timeout=deadline.remaining())
             for task in spawned:
-                if task.time_started is None:  # killed before it ran: its slot is ours to give back
-                    self.thread_pool.release()
-                    self._task_glets.pop(task.id, None)
-                    self._tasks.pop(task.id, None)
-                    task._finish(TASK_STATUS_CANCELED)
+                if task.time_started is None:
+                    self._runner.killed_before_start(task)  # its slot is ours to give back
         else:
-            own = next((t for t in self._tasks.values() if t._greenlet is current), None)
+            own = next((t for t in self._tasks.values() if t.greenlet is current), None)
             for task in list(self._tasks.values()):
-                if task is not own and not task._completion().wait(deadline.remaining()):
+                if task is not own and not task.completed.wait(deadline.remaining()):
                     break
         self._stop_extras(deadline, cancel_tasks)
         self.timers.stop()
@@ -619,7 +619,7 @@ class TaskSupervisor:
         job = AsyncJob(target, **kwargs)  # bad parameters raise before any scheduler is made
         chosen = self._job_scheduler(scheduler)
         job.scheduler = chosen
-        return chosen._here(chosen._add, job)
+        return chosen.add(job)
 
     def cancel_async_job(self, scheduler: Any = None, job: Any = None) -> None:
         """Cancel ``job`` (no run starts after this; a run in progress finishes).
@@ -692,134 +692,33 @@ class TaskSupervisor:
         return self._call(self._put, task)
 
     def _put(self, task: Task) -> Task:
-        self.ensure_started("a task")
-        self._tasks[task.id] = task
-        task._registry = self._tasks
+        if not self._active:
+            self.ensure_started("a task")
+        task.register(self._tasks)
         if task.delay:
             timer = self.hub.loop.timer(task.delay)
             # (close() returns None: the tuple runs it, then the lambda returns True)
-            task._cancel = lambda: (timer.close(), True)[1]  # type: ignore[func-returns-value]
+            task.set_withdraw(lambda: (timer.close(), True)[1])  # type: ignore[func-returns-value]
             timer.start(self._submit, task, timer)
         else:
             self._submit(task)
         return task
 
     def _submit(self, task: Task, timer: Any = None) -> None:
-        # May run in a hub callback (a delay timer): it only schedules.
+        # May run in a hub callback (a delay timer): it only schedules. Admission
+        # is ours; the run, once admitted, is the task runner's (tasks.py).
         if timer is not None:
             timer.close()
             if task.is_completed():
                 return
         tt = task.tt
         if tt == TT_THREAD:
-            task._cancel = self.thread_pool.defer(task.priority, self._spawn_task, task)
+            task.set_withdraw(self.thread_pool.defer(task.priority, self._start_thread, task))
         elif tt == TT_MP:
             # (put_task refuses TT_MP without a pool, and a pool comes with mp_admission)
-            task._cancel = self.mp_admission.defer(task.priority, self._send_to_mp, task)  # type: ignore[union-attr]
+            task.set_withdraw(self.mp_admission.defer(task.priority, self._start_mp, task))  # type: ignore[union-attr]
         else:
-            self._submit_coroutine(task)
-
-    def _submit_coroutine(self, task: Task) -> None:
-        # Coroutines take no pool slot (as in atasker, priority does not apply).
-        aloop = self.aloops.resolve(task.loop)
-        task._begin()
-        # (put_task checked that target is a coroutine function: callable)
-        future = aloop.create_task(task.target(*task.args, _task_id=task.id, **task.kwargs))  # type: ignore[operator]
-        task.future = future
-        task._cancel = lambda: bool(future.cancel())
-        future.add_done_callback(lambda fut: self._coroutine_done(task, fut))
-
-    def _coroutine_done(self, task: Task, fut: Any) -> None:
-        # Runs in the aloop's greenlet, as a loop callback.
-        self._tasks.pop(task.id, None)
-        if fut.cancelled():
-            task._finish(TASK_STATUS_CANCELED)
-            return
-        exc = fut.exception()
-        self._settle(task, exc, None if exc is not None else fut.result(), "")
-
-    def _send_to_mp(self, task: Task) -> None:
-        # Runs from the admission pool (a hub callback or a releasing greenlet): only schedules.
-        task._begin()
-        try:
-            result = self.mp_pool._submit(task.target, task.args, task.kwargs, task.id)
-        except Exception as exc:  # the pool was shut down meanwhile
-            self.mp_admission.release()  # type: ignore[union-attr]  # (admitted by it: not None)
-            self._tasks.pop(task.id, None)
-            task._finish(TASK_STATUS_FAILED, exception=exc)
-            return
-        result._on_settle(self._mp_done, task)
-
-    def _mp_task_done(self, task: Task, exc: Optional[BaseException], value: Any) -> None:
-        # Runs where the pool settles results: its reader greenlet, which must
-        # not wait on pool results (or a hub callback, for a call that did not
-        # pickle).
-        self.mp_admission.release()  # type: ignore[union-attr]  # (admitted by it: not None)
-        self._tasks.pop(task.id, None)
-        self._settle(task, exc, value, " in a child process")
-
-    def _settle(self, task: Task, exc: Optional[BaseException], value: Any, where: str) -> None:
-        """Finish a task run outside a greenlet of ours (a coroutine, a child
-        process): log a failure, or record the result and hand the user's
-        callback to the callback greenlet (we may be in a loop callback or the
-        pool's reader greenlet, neither of which may wait)."""
-        if exc is not None:
-            logger.error("task %s (%s) failed%s", task.id, _name_of(task.target), where,
-                         exc_info=(type(exc), exc, exc.__traceback__))
-            task._finish(TASK_STATUS_FAILED, exception=exc)
-            return
-        task._finish(TASK_STATUS_COMPLETED, value)
-        if task.callback is not None:
-            self._callbacks.append(task)
-            if self._callback_glet is None:
-                self._callback_glet = gevent.spawn(self._run_callbacks)
-
-    def _run_callbacks(self) -> None:
-        # One greenlet runs the callbacks of coroutine and process tasks, in the
-        # order their tasks finished (as atasker's pool ran them in its one
-        # result thread): no greenlet per callback, and none while idle.
-        callbacks = self._callbacks
-        try:
-            while callbacks:
-                self._run_callback(callbacks.popleft())
-        finally:
-            self._callback_glet = None
-
-    def _run_callback(self, task: Task) -> None:
-        try:
-            task.callback(task.result)  # type: ignore[misc]  # (called only for tasks that have one)
-        except Exception:
-            logger.exception("callback of task %s failed", task.id)
-
-    def _spawn_task(self, task: Task) -> None:
-        glet = gevent.spawn(self._run_task, task)
-        task._greenlet = glet
-        self._task_glets[task.id] = glet
-
-    def _run_task(self, task: Task) -> None:
-        pool = self.thread_pool
-        try:
-            task._begin()
-            try:
-                # (put_task checked that target is callable; only an aloop's
-                # background_task holds a coroutine, and it never comes here)
-                result = task.target(*task.args, _task_id=task.id, **task.kwargs)  # type: ignore[operator]
-            except gevent.GreenletExit as exc:
-                task._finish(TASK_STATUS_CANCELED, exception=exc)
-                raise
-            except Exception as exc:
-                logger.exception("task %s (%s) failed", task.id, _name_of(task.target))
-                task._finish(TASK_STATUS_FAILED, exception=exc)
-            else:
-                task._finish(TASK_STATUS_COMPLETED, result)
-                if task.callback is not None:
-                    self._run_callback(task)
-        finally:
-            pool.release()
-            self._task_glets.pop(task.id, None)
-            self._tasks.pop(task.id, None)
-            if not task.is_completed():
-                task._finish(TASK_STATUS_CANCELED)
+            self._runner.start_coroutine(task, self.aloops.resolve(task.loop))
 
     def _task_done(self, task: Task) -> None:
         """Forget a finished task (used by non-greenlet task types)."""
@@ -869,7 +768,7 @@ class TaskSupervisor:
         ``task_id`` that no unfinished task has (e.g. a worker executor's
         ``_task_id``, which is not registered)."""
         found = self._find_task(task, task_id)
-        if not found.is_started() and found._cancel is None and found._greenlet is None:
+        if not found.is_started() and not found.is_managed():
             found.mark_completed()
         return True
 
@@ -944,6 +843,3 @@ class TaskSupervisor:
     def __repr__(self) -> str:
         return "<TaskSupervisor %s active=%s>" % (self.id, self._active)
 
-
-def _name_of(fn: Any) -> str:
-    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)

@@ -23,7 +23,8 @@ import inspect
 import logging
 import time
 from itertools import count
-from typing import Any, Callable, Coroutine, Dict, List, Optional, Sequence, Union
+from collections import deque
+from typing import Any, Callable, Coroutine, Deque, Dict, List, Optional, Sequence, Union
 
 import gevent
 from gevent.event import Event
@@ -33,6 +34,8 @@ from ._checks import check_seconds
 from ._deadline import Deadline
 from ._default import supervisor_or_default
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
+
+logger = logging.getLogger("gworker")
 
 __all__ = [
     "Task", "TASK_STATUS_QUEUED", "TASK_STATUS_DELAYED", "TASK_STATUS_STARTED",
@@ -101,7 +104,7 @@ class Task:
         self.time_completed: Optional[float] = None
         #: the asyncio.Task of a coroutine task, else None
         self.future: Any = None
-        self._event: Optional[Event] = None  # made by _completion(), for those who wait
+        self._event: Optional[Event] = None  # made by ``completed``, for those who wait
         self._started_event: Optional[Event] = None  # made by ``started``, for those who wait
         self._cancel: Optional[Callable[[], bool]] = None
         self._greenlet: Any = None
@@ -135,8 +138,14 @@ class Task:
     @property
     def completed(self) -> Event:
         """A gevent ``Event`` set once the task has finished — completed, failed
-        or cancelled (atasker's ``task.completed``; made on first use)."""
-        return self._completion()
+        or cancelled (atasker's ``task.completed``). Made on first use: most
+        tasks are never waited for."""
+        event = self._event
+        if event is None:
+            event = self._event = Event()
+            if self.status in _FINISHED:
+                event.set()
+        return event
 
     def mark_started(self) -> None:
         """Record that the task has started (atasker's ``Task.mark_started``).
@@ -175,7 +184,7 @@ class Task:
         ``timeout`` seconds pass first, ``gevent.GreenletExit`` if it was
         killed while running (``stop(cancel_tasks=True)``). A task withdrawn
         with :meth:`cancel` before it started returns ``None``."""
-        if not self.is_completed() and not self._completion().wait(timeout):
+        if not self.is_completed() and not self.completed.wait(timeout):
             raise TimeoutError("task %s did not finish within %ss" % (self.id, timeout))
         if self.exception is not None:
             raise self.exception
@@ -195,7 +204,32 @@ class Task:
             del registry[self.id]  # finished: no longer listed by get_task/get_tasks
         return True
 
-    # -- used by the supervisor ----------------------------------------------------
+    # -- for gworker's own use ---------------------------------------------------
+    @property
+    def greenlet(self) -> Any:
+        """The greenlet running a ``TT_THREAD`` task once it is admitted (None
+        before, and for the other task types)."""
+        return self._greenlet
+
+    def is_managed(self) -> bool:
+        """True once a supervisor has queued, delayed or spawned the task: it
+        then records the task's start and completion itself."""
+        return self._cancel is not None or self._greenlet is not None
+
+    def register(self, registry: Dict[str, "Task"]) -> None:
+        """List the task in ``registry`` (its supervisor's unfinished tasks, by
+        id); ``cancel()`` and the end of its run take it out again. For
+        gworker's own use (the supervisor)."""
+        registry[self.id] = self
+        self._registry = registry
+
+    def set_withdraw(self, withdraw: Callable[[], Any]) -> None:
+        """Give the task the ``withdraw()`` that takes it out of line — a pool's
+        queue, a delay timer, an aloop — before it starts, returning a true
+        value if it did: ``cancel()`` calls it. For gworker's own use (the
+        supervisor, as it admits the task)."""
+        self._cancel = withdraw
+
     def _begin(self) -> None:
         self.status = TASK_STATUS_STARTED
         self.time_started = time.time()
@@ -210,27 +244,198 @@ class Task:
         if self._event is not None:
             self._event.set()
 
-    def _completion(self) -> Event:
-        """The gevent Event set when the task finishes, for whoever waits on it
-        (``wait``, ``wait_completed``, ``co_mp_apply``, the supervisor's stop).
-        Made on first use: most tasks are never waited for."""
-        event = self._event
-        if event is None:
-            event = self._event = Event()
-            if self.status in _FINISHED:
-                event.set()
-        return event
-
     def __repr__(self) -> str:
         return "<Task %s status=%s>" % (self.id, self.status)
+
+
+def name_of(fn: Any) -> str:
+    """How logs name a target: its qualified name, else its name, else its repr."""
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+# -- running tasks -----------------------------------------------------------------
+
+
+class TaskRunner:
+    """Runs the tasks of one supervisor once they are admitted, and records how
+    each one goes on its :class:`Task`. For gworker's own use.
+
+    The supervisor keeps admission (which pool, at which priority, after which
+    delay), the registry of unfinished tasks and its own lifecycle; it hands a
+    task here when its turn comes:
+
+    * :meth:`start_thread` — the thread pool granted a slot: the target runs in
+      a greenlet of its own, which gives the slot back when it ends;
+    * :meth:`start_mp` — the process pool's admission granted one: the call
+      goes to a child, and its result settles the task where the pool reads it;
+    * :meth:`start_coroutine` — no slot: the coroutine runs on an aloop.
+
+    Whatever the type, the runner records the start, the result or the failure
+    (logged on the ``gworker`` logger) or the cancellation, takes the task out
+    of the registry when it ends and calls its callback: a thread task's in its
+    own greenlet, the others' one after another in one greenlet (they settle in
+    a loop callback or the pool's reader greenlet, neither of which may wait).
+    """
+
+    def __init__(self, supervisor: Any, registry: Dict[str, Task]) -> None:
+        #: the supervisor whose tasks this runs (its greenlets take their
+        #: thread names from it, see :mod:`gworker._thread_names`)
+        self.supervisor = supervisor
+        self._registry = registry
+        self._callbacks: Deque[Task] = deque()
+        self._callback_glet: Optional[gevent.Greenlet] = None
+        self._mp_done = self._mp_task_done  # one bound method for every TT_MP call
+
+    # -- TT_THREAD ---------------------------------------------------------------------
+    def start_thread(self, task: Task) -> None:
+        """The thread pool's grant (a hub callback or a releasing greenlet):
+        only spawns."""
+        task._greenlet = gevent.spawn(self._run_thread, task)
+
+    def _run_thread(self, task: Task) -> None:
+        pool = self.supervisor.thread_pool
+        try:
+            task._begin()
+            try:
+                # (put_task checked that target is callable; only an aloop's
+                # background_task holds a coroutine, and it never comes here)
+                result = task.target(*task.args, _task_id=task.id, **task.kwargs)  # type: ignore[operator]
+            except gevent.GreenletExit as exc:
+                task._finish(TASK_STATUS_CANCELED, exception=exc)
+                raise
+            except Exception as exc:
+                logger.exception("task %s (%s) failed", task.id, name_of(task.target))
+                task._finish(TASK_STATUS_FAILED, exception=exc)
+            else:
+                task._finish(TASK_STATUS_COMPLETED, result)
+                if task.callback is not None:
+                    self._run_callback(task)
+        finally:
+            pool.release()
+            self._registry.pop(task.id, None)
+            if task.time_completed is None:  # ended by another BaseException
+                task._finish(TASK_STATUS_CANCELED)
+
+    def killed_before_start(self, task: Task) -> None:
+        """A thread task whose greenlet was killed before its target began
+        (``stop(cancel_tasks=True)``): the greenlet never ran, so give its slot
+        back, forget it and finish it as cancelled here."""
+        self.supervisor.thread_pool.release()
+        self._registry.pop(task.id, None)
+        task._finish(TASK_STATUS_CANCELED)
+
+    # -- TT_MP ---------------------------------------------------------------------------
+    def start_mp(self, task: Task) -> None:
+        """The process pool admission's grant (a hub callback or a releasing
+        greenlet): only schedules."""
+        supervisor = self.supervisor
+        task._begin()
+        try:
+            result = supervisor.mp_pool._submit(task.target, task.args, task.kwargs, task.id)
+        except Exception as exc:  # the pool was shut down meanwhile
+            supervisor.mp_admission.release()
+            self._registry.pop(task.id, None)
+            task._finish(TASK_STATUS_FAILED, exception=exc)
+            return
+        result._on_settle(self._mp_done, task)
+
+    def _mp_task_done(self, task: Task, exc: Optional[BaseException], value: Any) -> None:
+        # Runs where the pool settles results: its reader greenlet, which must
+        # not wait on pool results (or a hub callback, for a call that did not
+        # pickle).
+        self.supervisor.mp_admission.release()
+        self._registry.pop(task.id, None)
+        self._settle(task, exc, value, " in a child process")
+
+    # -- TT_COROUTINE ----------------------------------------------------------------------
+    def start_coroutine(self, task: Task, aloop: Any) -> None:
+        """Run the task's coroutine on ``aloop`` (it takes no pool slot: as in
+        atasker, priority does not apply)."""
+        task._begin()
+        # (put_task checked that target is a coroutine function: callable)
+        future = aloop.create_task(task.target(*task.args, _task_id=task.id, **task.kwargs))  # type: ignore[operator]
+        task.future = future
+        task._cancel = lambda: bool(future.cancel())
+        future.add_done_callback(lambda fut: self._coroutine_done(task, fut))
+
+    def _coroutine_done(self, task: Task, fut: Any) -> None:
+        # Runs in the aloop's greenlet, as a loop callback.
+        self._registry.pop(task.id, None)
+        if fut.cancelled():
+            task._finish(TASK_STATUS_CANCELED)
+            return
+        exc = fut.exception()
+        self._settle(task, exc, None if exc is not None else fut.result(), "")
+
+    # -- ends outside our greenlets ------------------------------------------------------
+    def _settle(self, task: Task, exc: Optional[BaseException], value: Any, where: str) -> None:
+        """Finish a task run outside a greenlet of ours (a coroutine, a child
+        process): log a failure, or record the result and hand the user's
+        callback to the callback greenlet (we may be in a loop callback or the
+        pool's reader greenlet, neither of which may wait)."""
+        if exc is not None:
+            logger.error("task %s (%s) failed%s", task.id, name_of(task.target), where,
+                         exc_info=(type(exc), exc, exc.__traceback__))
+            task._finish(TASK_STATUS_FAILED, exception=exc)
+            return
+        task._finish(TASK_STATUS_COMPLETED, value)
+        if task.callback is not None:
+            self._callbacks.append(task)
+            if self._callback_glet is None:
+                self._callback_glet = gevent.spawn(self._run_callbacks)
+
+    def _run_callbacks(self) -> None:
+        # One greenlet runs the callbacks of coroutine and process tasks, in the
+        # order their tasks finished (as atasker's pool ran them in its one
+        # result thread): no greenlet per callback, and none while idle.
+        callbacks = self._callbacks
+        try:
+            while callbacks:
+                self._run_callback(callbacks.popleft())
+        finally:
+            self._callback_glet = None
+
+    @staticmethod
+    def _run_callback(task: Task) -> None:
+        try:
+            task.callback(task.result)  # type: ignore[misc]  # (called only for tasks that have one)
+        except Exception:
+            logger.exception("callback of task %s failed", task.id)
+
+
+def follow_future(coro: Coroutine[Any, Any, Any], future: Any, aloop_name: str) -> Task:
+    """A started ``TT_COROUTINE`` :class:`Task` that follows ``future``, the
+    asyncio task an aloop made of ``coro`` (``Aloop.background_task``; for
+    gworker's own use): it completes, fails (logged at ERROR on the
+    ``gworker`` logger) or is cancelled with the future."""
+    task = Task(coro, tt=TT_COROUTINE)
+    task._begin()
+    task.future = future
+    future.add_done_callback(lambda fut: _background_done(task, fut, aloop_name))
+    return task
+
+
+def _background_done(task: Task, fut: Any, aloop_name: str) -> None:
+    # In the loop's greenlet, as a done-callback: only records.
+    if fut.cancelled():
+        task._finish(TASK_STATUS_CANCELED)
+        return
+    exc = fut.exception()
+    if exc is not None:
+        logger.error("aloop %s: background task %s failed", aloop_name, task.id,
+                     exc_info=(type(exc), exc, exc.__traceback__))
+        task._finish(TASK_STATUS_FAILED, exception=exc)
+    else:
+        task._finish(TASK_STATUS_COMPLETED, fut.result())
 
 
 # -- atasker's task API ----------------------------------------------------------
 
 
-class _WithoutTaskId:
+class WithoutTaskId:
     """Calls ``func`` with the arguments given, dropping the ``_task_id``
-    keyword that ``put_task`` adds.
+    keyword that ``put_task`` adds (for gworker's own use: ``background_task``,
+    ``co_mp_apply``).
 
     A module-level class, so that an instance pickles (by reference to
     ``func``) and can travel to a child of the process pool. It takes the name
@@ -256,7 +461,7 @@ class _WithoutTaskId:
 
 
 def _coroutine_without_task_id(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The coroutine-function counterpart of :class:`_WithoutTaskId` (an
+    """The coroutine-function counterpart of :class:`WithoutTaskId` (an
     ``async def``, so that ``put_task(tt=TT_COROUTINE)`` accepts it)."""
 
     @functools.wraps(func)
@@ -343,7 +548,7 @@ def background_task(
 
         check_unknown_keywords("background_task", kwargs, _BACKGROUND_TASK_PARAMETERS)
     if daemon and tt == TT_THREAD:
-        logging.getLogger("gworker").warning("daemon argument is obsolete")
+        logger.warning("daemon argument is obsolete")
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Task]:
         if not callable(func):
@@ -357,7 +562,7 @@ def background_task(
             target: Callable[..., Any] = _coroutine_without_task_id(func)
             task_type = TT_COROUTINE
         else:
-            target = _WithoutTaskId(func, name if tt == TT_THREAD else None)
+            target = WithoutTaskId(func, name if tt == TT_THREAD else None)
             task_type = tt
 
         @functools.wraps(func)
@@ -408,7 +613,7 @@ def wait_completed(
     for task in items:
         if task.is_completed():
             continue
-        if not task._completion().wait(deadline.remaining()):
+        if not task.completed.wait(deadline.remaining()):
             pending = sum(1 for t in items if not t.is_completed())
             raise TimeoutError("%d of %d task(s) did not complete within %ss" % (pending, len(items), timeout))
     if single:
