@@ -383,6 +383,10 @@ class Worker:
         glet = self._greenlet
         if glet is not None:
             glet.kill(block=True, timeout=timeout)
+            if glet.dead and self._greenlet is glet:
+                # killed before it first ran: its loop, whose ``finally`` ends
+                # the worker, never began
+                self._finished(self._gen)
 
     def _halt(self) -> None:
         """Interrupt the worker if it is parked waiting for work."""

@@ -12,6 +12,14 @@ compared in a ``PriorityQueue`` of tuples): a parked ``get()`` is interrupted
 instead. Items still queued at ``stop()`` stay in the queue and are processed
 after the next ``start()``; ``stop(drain=True)`` processes them first.
 
+``shutdown(deadline)`` is the stop of a process that is about to exit: drain
+until the deadline, then interrupt the run still in progress (``GreenletExit``
+thrown into it, or its coroutine cancelled) and take out whatever the queue
+still holds, so that the caller can persist or re-queue it. It returns a
+:class:`QueueShutdown`: every item put was either processed or is in its
+``left``, never both. :class:`gworker.integrations.lifecycle.WorkerSet` builds
+the graceful stop of a web server process on it.
+
 ``join()`` on a gevent queue (``get_queue_obj().join(timeout)``) returns once
 every item put was processed: the worker calls the queue's ``task_done()``
 after each item's executor call has ended, returned or raised (an executor must
@@ -76,7 +84,7 @@ import queue as std_queue
 import sys
 from collections import deque
 from time import monotonic
-from typing import Any, Deque, Dict, Union
+from typing import Any, Deque, Dict, List, NamedTuple, Tuple, Union
 
 import gevent
 import gevent.queue
@@ -87,7 +95,10 @@ from .._hubsafe import os_thread_ident, yield_to_hub
 from .base import YIELD_EVERY, Halt, Worker, _call_ids, logger
 from .continuous import BackgroundAsyncWorker
 
-__all__ = ["BackgroundQueueWorker", "make_queue", "is_queue_object"]
+__all__ = ["BackgroundQueueWorker", "QueueShutdown", "make_queue", "is_queue_object", "INTERRUPT_TIMEOUT"]
+
+#: Seconds a run interrupted by ``shutdown()`` at its deadline gets to unwind.
+INTERRUPT_TIMEOUT = 0.2
 
 _QUEUE_CLASSES = {
     asyncio.Queue: gevent.queue.Queue,
@@ -135,6 +146,26 @@ def make_queue(q: Any, parameter: str = "q") -> Any:
         "LifoQueue), a gevent queue object or an object with get/qsize/put_threadsafe"
         " (the queue-object protocol); got %r" % (parameter, q)
     )
+
+
+class QueueShutdown(NamedTuple):
+    """What :meth:`BackgroundQueueWorker.shutdown` did.
+
+    * ``finished`` — the worker's loop ended by the deadline (nothing was
+      interrupted);
+    * ``interrupted`` — ``(item,)`` if the run in progress at the deadline was
+      interrupted (it may have been partly processed: treat it as "at least
+      once"), else ``()``;
+    * ``left`` — the items now in the caller's hands, not processed, in order:
+      the interrupted item first, then every item taken out of the queue. Empty
+      for a queue that keeps its items (a protocol object with ``release()``,
+      such as a broker's queue: it delivers them, and the interrupted item,
+      again).
+    """
+
+    finished: bool
+    interrupted: Tuple[Any, ...]
+    left: List[Any]
 
 
 class BackgroundQueueWorker(BackgroundAsyncWorker):
@@ -234,6 +265,62 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         unless ``drain=True``: then the worker first processes every item
         queued at this moment."""
         self.supervisor._call(self._stop, Deadline.from_wait(wait), {"drain": drain} if drain else {})
+
+    def shutdown(self, deadline: Union[Deadline, bool, float] = True, drain: bool = True,
+                 interrupt_timeout: float = INTERRUPT_TIMEOUT) -> QueueShutdown:
+        """Stop the worker by ``deadline`` and hand back what it did not process.
+
+        ``deadline`` is a :class:`~gworker._deadline.Deadline` or a ``wait=``
+        value (``True``: no limit; ``False``: now; seconds from now). In turn:
+
+        1. an active worker is stopped — with ``drain=True`` (the default) it
+           first processes the items queued at this moment, as
+           ``stop(drain=True)`` does;
+        2. the call waits until the worker's loop has ended, or the deadline;
+        3. at the deadline the worker takes no more items, and the run still
+           in progress is interrupted (``GreenletExit`` thrown into it, an
+           ``async def`` executor's coroutine cancelled), given
+           ``interrupt_timeout`` seconds to unwind;
+        4. whatever the queue still holds is taken out (a gevent queue: with
+           ``get_nowait()``, each item then marked done with ``task_done()``
+           so that ``join()`` returns; a protocol object: the ``qsize()``
+           items ``get()`` returns without waiting) — except from a protocol
+           object with ``release()``, which keeps its items.
+
+        Returns a :class:`QueueShutdown`. Safe on a worker that was never
+        started or is already stopped (then only step 4 applies). Thread-safe;
+        not from inside the worker's own executor (it cannot interrupt the
+        call it is made from)."""
+        if not isinstance(deadline, Deadline):
+            deadline = Deadline.from_wait(deadline, "deadline")
+        return self.supervisor._call(self._shutdown, deadline, drain, interrupt_timeout)
+
+    def _shutdown(self, deadline: Deadline, drain: bool, interrupt_timeout: float) -> QueueShutdown:
+        current = gevent.getcurrent()
+        if current is self._greenlet or self._in_own_run(current):
+            raise RuntimeError("worker %s: shutdown() from inside its own executor" % self.name)
+        if self._active:
+            self._stop(Deadline.from_wait(False), {"drain": True} if drain else {})
+        if deadline.waits:
+            self._wait_stopped(deadline.remaining())
+        interrupted: Tuple[Any, ...] = ()
+        finished = self.is_stopped()
+        if not finished:
+            # Take no more items, and interrupt the run in progress, so that its
+            # item is handed back instead of being cut off by the process's exit
+            # (or finishing *and* being handed back).
+            self._draining = False
+            self._interrupt(interrupt_timeout)
+            in_progress = self._in_progress  # still set: the run did not return
+            if in_progress is not None:
+                interrupted = in_progress
+        q = self._queue
+        if _keeps_its_items(q):
+            return QueueShutdown(finished, interrupted, [])
+        left = list(interrupted)
+        _take_all(q, left)
+        _mark_done(q, len(left))
+        return QueueShutdown(finished, interrupted, left)
 
     def _stop_options(self, options: Dict[str, Any]) -> None:
         drain = options.pop("drain", False)
@@ -537,6 +624,36 @@ def _task_done_of(q: Any) -> Any:
     if isinstance(q, gevent.queue.Queue):
         return getattr(q, "task_done", None)
     return None
+
+
+def _keeps_its_items(q: Any) -> bool:
+    """A protocol object with ``release()``: a broker keeps (and delivers again)
+    whatever the worker fetched and did not finish."""
+    return not isinstance(q, gevent.queue.Queue) and callable(getattr(q, "release", None))
+
+
+def _take_all(q: Any, items: List[Any]) -> None:
+    """Append to ``items`` what ``q`` (not a broker's queue) still holds."""
+    if isinstance(q, gevent.queue.Queue):
+        while True:
+            try:
+                items.append(q.get_nowait())
+            except gevent.queue.Empty:
+                return
+    for _ in range(q.qsize()):  # get() returns that many without waiting
+        items.append(q.get())
+
+
+def _mark_done(q: Any, n: int) -> None:
+    """Items handed back leave a gevent queue done, so that its ``join()`` returns."""
+    done = _task_done_of(q)
+    if done is None:
+        return
+    for _ in range(n):
+        try:
+            done()
+        except ValueError:  # the executor called task_done() itself
+            return
 
 
 def _overridden(worker: BackgroundQueueWorker, hook: str) -> Any:
