@@ -709,3 +709,13 @@ def test_shutdown_checks_its_deadline(supervisor):
     w = BackgroundQueueWorker(func=lambda task, **kw: None, supervisor=supervisor)
     with pytest.raises((TypeError, ValueError), match="deadline"):
         w.shutdown(-1)
+
+
+def test_the_queue_object_protocol_is_a_typing_protocol():
+    from gworker.workers import queue as queue_module
+    from gworker.workers.queue import QueueObject, is_queue_object
+
+    assert "QueueObject" in queue_module.__all__
+    assert is_queue_object(_ProtocolQueue()) and not is_queue_object(gevent.queue.Queue())
+    with pytest.raises(TypeError):  # not runtime-checkable: is_queue_object is the check
+        isinstance(_ProtocolQueue(), QueueObject)

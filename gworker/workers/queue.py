@@ -44,37 +44,14 @@ for any other executor that cannot run).
 
 The queue-object protocol
 -------------------------
-``q=`` also takes any object that follows this small protocol (duck-typed;
-:class:`gworker.redis.RedisStreamQueue` is one). The greenlet loop
-serves every queue; a gevent queue is simply an object of the protocol whose
-optional methods are absent. (A protocol object with an ``async def`` executor
-keeps that loop, each call handed to the aloop: the coroutine loop above
-relies on gevent's ``peek()``.)
-
-Required:
-
-* ``get()`` — return the next item, waiting cooperatively (through the hub)
-  while there is none. The worker calls it *parked*: ``stop()`` may throw
-  :class:`~gworker.workers.base.Halt` (a ``GreenletExit``) into the wait, and an
-  interrupted ``get()`` must lose nothing.
-* ``qsize()`` — how many items ``get()`` returns without waiting; cheap and
-  local (the loop asks it before every item). It also feeds ``drain=True`` and
-  ``get_info()['queue_length']``, so for a remote queue it is what has already
-  been fetched, not the remote backlog.
-* ``put_threadsafe(item)`` — add an item, from any greenlet or OS thread. The
-  worker's own ``put_threadsafe`` (and ``await put()``) hand items to it.
-
-Optional (absent means "nothing to do"):
-
-* ``ack(item)`` — the executor *returned* (any value, ``False`` too) for the
-  item ``get()`` returned last. The worker calls ``get``, the executor and then
-  ``ack``/``fail`` strictly in turn, so the object may track that item itself.
-* ``fail(item, exc)`` — the executor raised ``exc``; the item is not
-  acknowledged (a broker leaves it pending, for a later retry).
-* ``release()`` — the worker's loop has ended (``stop()``, or an executor
-  returned ``False``): make acknowledgements durable and let go of items
-  fetched but not yet returned by ``get()``. Called in the worker's greenlet,
-  so ``stop(wait=True)`` returns after it.
+``q=`` also takes any object that follows a small protocol, :class:`QueueObject`
+(duck-typed; :class:`gworker.redis.RedisStreamQueue` is one): three required
+methods, ``get``, ``qsize`` and ``put_threadsafe``, and three optional ones,
+``ack``, ``fail`` and ``release``, for a queue that wants to know how each item
+ended (a broker's). The greenlet loop serves every queue; a gevent queue is
+simply an object of the protocol whose optional methods are absent. (A
+protocol object with an ``async def`` executor keeps that loop, each call
+handed to the aloop: the coroutine loop above relies on gevent's ``peek()``.)
 """
 from __future__ import annotations
 
@@ -84,7 +61,7 @@ import queue as std_queue
 import sys
 from collections import deque
 from time import monotonic
-from typing import Any, Deque, Dict, List, NamedTuple, Tuple, Union
+from typing import Any, Deque, Dict, List, NamedTuple, Protocol, Tuple, Union
 
 import gevent
 import gevent.queue
@@ -95,7 +72,10 @@ from .._hubsafe import os_thread_ident, yield_to_hub
 from .base import YIELD_EVERY, Halt, Worker, _call_ids, logger
 from .continuous import BackgroundAsyncWorker
 
-__all__ = ["BackgroundQueueWorker", "QueueShutdown", "make_queue", "is_queue_object", "INTERRUPT_TIMEOUT"]
+__all__ = [
+    "BackgroundQueueWorker", "QueueShutdown", "QueueObject", "make_queue", "is_queue_object",
+    "INTERRUPT_TIMEOUT",
+]
 
 #: Seconds a run interrupted by ``shutdown()`` at its deadline gets to unwind.
 INTERRUPT_TIMEOUT = 0.2
@@ -108,6 +88,50 @@ _QUEUE_CLASSES = {
     std_queue.PriorityQueue: gevent.queue.PriorityQueue,
     std_queue.LifoQueue: gevent.queue.LifoQueue,
 }
+
+
+class QueueObject(Protocol):
+    """The queue-object protocol: what ``q=`` takes besides gevent's queues.
+
+    The three methods below are required. Three more are optional — absent
+    means "nothing to do" — and so are not members of this class (a
+    ``Protocol`` cannot leave a member out); an object that has one must give
+    it this signature:
+
+    * ``ack(item) -> None`` — the executor *returned* (any value, ``False``
+      too) for the item ``get()`` returned last. The worker calls ``get``, the
+      executor and then ``ack``/``fail`` strictly in turn, so the object may
+      track that item itself (no envelope per item).
+    * ``fail(item, exc) -> None`` — the executor raised ``exc``; the item is
+      not acknowledged (a broker leaves it pending, for a later retry).
+    * ``release() -> None`` — the worker's loop has ended (``stop()``, or an
+      executor returned ``False``): make acknowledgements durable and let go
+      of items fetched but not yet returned by ``get()``. Called in the
+      worker's greenlet, so ``stop(wait=True)`` returns after it. An object
+      with ``release()`` keeps its items at :meth:`~BackgroundQueueWorker.shutdown`
+      (a broker delivers them again).
+
+    For type checkers only: it is not ``runtime_checkable``, because an
+    ``isinstance`` check would test only that the names exist; the worker
+    checks with :func:`is_queue_object` (callable, and a ``get`` that is not
+    a coroutine function).
+    """
+
+    def get(self) -> Any:
+        """Return the next item, waiting cooperatively (through the hub) while
+        there is none. The worker calls it *parked*: ``stop()`` may throw
+        :class:`~gworker.workers.base.Halt` (a ``GreenletExit``) into the
+        wait, and an interrupted ``get()`` must lose nothing."""
+
+    def qsize(self) -> int:
+        """How many items ``get()`` returns without waiting; cheap and local
+        (the loop asks it before every item). It also feeds ``drain=True``,
+        ``shutdown()`` and ``get_info()['queue_length']``, so for a remote
+        queue it is what has already been fetched, not the remote backlog."""
+
+    def put_threadsafe(self, item: Any) -> Any:
+        """Add an item, from any greenlet or OS thread. The worker's own
+        ``put_threadsafe`` (and ``await put()``) hand items to it."""
 
 
 def is_queue_object(q: Any) -> bool:
