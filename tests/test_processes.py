@@ -294,14 +294,14 @@ def test_a_plain_function_is_pickled_once(pool, monkeypatch):
     from gworker.processes import _wire as processes
 
     pickled = []
-    real_dumps = processes._dumps
+    real_dumps = processes.dumps
 
     def counting_dumps(obj, protocol):
         pickled.append(obj)
         return real_dumps(obj, protocol)
 
     monkeypatch.setattr(processes, "_fn_pickles", {})
-    monkeypatch.setattr(processes, "_dumps", counting_dumps)
+    monkeypatch.setattr(processes, "dumps", counting_dumps)
     assert [pool.submit(pf.add, (i, 1)).get(timeout=5) for i in range(3)] == [1, 2, 3]
     assert [obj for obj in pickled if obj is pf.add] == [pf.add]
 
