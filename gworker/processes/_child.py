@@ -14,6 +14,7 @@ from typing import Any, Deque, Dict, Tuple
 import gevent
 from gevent.hub import get_hub
 
+from .._gevent import drop_hub
 from ._registry import forget_parent_sockets
 from ._wire import (
     HEADER,
@@ -91,11 +92,9 @@ def _fresh_hub() -> None:  # pragma: no cover - child only
     if monitor is not None:
         monitor.kill()
         hub.periodic_monitoring_thread = None
-    # The thread pool's threads did not survive fork; drop it (as gipc does:
-    # Hub.destroy() would try to kill it and may hang).
-    # (both are gevent internals that its stubs do not declare)
-    hub._threadpool = None  # type: ignore[attr-defined]
-    gevent.hub.set_hub(None)  # type: ignore[attr-defined]
+    # The thread pool's threads did not survive fork: drop the hub without
+    # Hub.destroy(), which would try to kill them and may hang.
+    drop_hub(hub)
     hub.loop.destroy()
     new_hub = gevent.get_hub()
     if new_hub is hub or not new_hub.loop.default:

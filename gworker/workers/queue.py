@@ -68,6 +68,7 @@ import gevent.queue
 
 from ..aio import Aloop, AloopNotActive, await_greenlet
 from .._deadline import Deadline
+from .._gevent import queue_items
 from .._hubsafe import os_thread_ident, yield_to_hub
 from .base import YIELD_EVERY, Halt, Worker, _call_ids, logger
 from .continuous import BackgroundAsyncWorker
@@ -588,7 +589,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         slot, it is time to yield (``yield_at``), or the worker stops; the
         result is ``_execute``'s."""
         q = self._queue
-        items = q.queue  # gevent's Queue keeps its items in this deque
+        items = queue_items(q)  # the deque gevent's Queue keeps its items in
         if type(q) in _PLAIN_FIFO and q.maxsize is None:
             # Unbounded, so no putter ever waits to be woken: taking the next
             # item is the deque's popleft, which is all get() would do here.
