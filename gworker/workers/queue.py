@@ -70,7 +70,7 @@ from ..aio import Aloop, AloopNotActive, await_greenlet
 from .._deadline import Deadline
 from .._gevent import queue_items
 from .._hubsafe import os_thread_ident, yield_to_hub
-from .base import YIELD_EVERY, Halt, Worker, _call_ids, logger
+from .base import YIELD_EVERY, Halt, Worker, call_ids, logger
 from .continuous import BackgroundAsyncWorker
 
 __all__ = [
@@ -599,7 +599,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         executor = self._executor
         kw = self._kw
         name, o = kw["_name"], kw["o"]
-        ids = _call_ids
+        ids = call_ids
         waiting = pool._waiting_flag  # true while anyone waits for a slot (changed in place)
         runs = self.runs
         started = monotonic()
