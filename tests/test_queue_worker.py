@@ -579,13 +579,18 @@ def test_a_protocol_object_with_an_async_executor_is_acked_failed_and_released(s
 
 
 # -- shutdown(deadline) ----------------------------------------------------------------------------
-def test_shutdown_drains_within_the_deadline(supervisor):
-    w, processed, gate, entered = _blocking_worker(supervisor)
+def _start_busy(w, entered, n):
+    """Start a _blocking_worker on the item 'block', with ``n`` items queued behind it."""
     w.start()
     w.put_threadsafe("block")
     entered.wait(5)
-    for i in range(5):
+    for i in range(n):
         w.put_threadsafe(i)
+
+
+def test_shutdown_drains_within_the_deadline(supervisor):
+    w, processed, gate, entered = _blocking_worker(supervisor)
+    _start_busy(w, entered, 5)
     gevent.spawn_later(0.02, gate.set)
     result = w.shutdown(5)
     assert result == (True, (), [])
@@ -596,11 +601,7 @@ def test_shutdown_drains_within_the_deadline(supervisor):
 
 def test_shutdown_at_the_deadline_interrupts_and_hands_back_the_rest(supervisor):
     w, processed, gate, entered = _blocking_worker(supervisor)
-    w.start()
-    w.put_threadsafe("block")
-    entered.wait(5)
-    for i in range(3):
-        w.put_threadsafe(i)
+    _start_busy(w, entered, 3)
     t0 = time.monotonic()
     result = w.shutdown(0.1)
     took = time.monotonic() - t0
@@ -621,11 +622,7 @@ def test_shutdown_at_the_deadline_interrupts_and_hands_back_the_rest(supervisor)
 
 def test_shutdown_without_drain_hands_back_the_queued_items(supervisor):
     w, processed, gate, entered = _blocking_worker(supervisor)
-    w.start()
-    w.put_threadsafe("block")
-    entered.wait(5)
-    for i in range(3):
-        w.put_threadsafe(i)
+    _start_busy(w, entered, 3)
     gevent.spawn_later(0.02, gate.set)
     result = w.shutdown(5, drain=False)
     assert result == (True, (), [0, 1, 2]), "the run in progress finished, nothing else ran"
