@@ -11,7 +11,8 @@ greenlet, named ``Dummy-<n>``.
 
 gworker names that dummy thread when it is made, not when a greenlet starts:
 :func:`install` (called when the first supervisor or aloop starts — never at
-import) replaces ``threading._DummyThread`` with a subclass of gevent's that
+import) replaces gevent's dummy-thread class (``threading._DummyThread``,
+reached through :mod:`gworker._gevent`) with a subclass that
 looks at the greenlet it is made in and, if that greenlet runs an aloop, a
 worker or a supervisor's task, takes atasker's name. Naming every greenlet as
 it starts would cost what making a dummy thread costs (about 10 µs, half
@@ -27,12 +28,12 @@ installed.
 """
 from __future__ import annotations
 
-import threading
 from itertools import count
 from typing import Any, Dict, Optional
 
-import gevent.monkey
 from greenlet import getcurrent
+
+from ._gevent import patched_dummy_thread, replace_dummy_thread
 
 __all__ = ["install", "name_for"]
 
@@ -72,13 +73,11 @@ def install() -> None:
     if _installed:
         return
     _installed = True
-    if not gevent.monkey.is_module_patched("threading"):
-        return
-    base = threading._DummyThread  # type: ignore[attr-defined]
-    if getattr(base, "__module__", None) != "gevent.threading":
-        return  # someone else replaced it: leave theirs alone
+    base: Any = patched_dummy_thread()
+    if base is None:
+        return  # not patched, or someone else replaced it: leave theirs alone
 
-    class _DummyThread(base):  # type: ignore[valid-type, misc]
+    class _DummyThread(base):  # type: ignore[misc]
         """gevent's dummy thread, named as atasker names its threads when it
         is made in a greenlet of gworker's."""
 
@@ -88,5 +87,4 @@ def install() -> None:
             if name is not None:
                 self._name = name
 
-    # (misc: typeshed declares _DummyThread a class, which mypy will not let be replaced)
-    threading._DummyThread = _DummyThread  # type: ignore[attr-defined, misc]
+    replace_dummy_thread(_DummyThread)

@@ -576,3 +576,143 @@ def test_a_protocol_object_with_an_async_executor_is_acked_failed_and_released(s
     w.stop()
     assert q.calls == [("get", "a"), ("ack", "a"), ("get", "bad"), ("fail", "bad", "bad item"),
                        ("get", "b"), ("ack", "b"), ("release",)]
+
+
+# -- shutdown(deadline) ----------------------------------------------------------------------------
+def _start_busy(w, entered, n):
+    """Start a _blocking_worker on the item 'block', with ``n`` items queued behind it."""
+    w.start()
+    w.put_threadsafe("block")
+    entered.wait(5)
+    for i in range(n):
+        w.put_threadsafe(i)
+
+
+def test_shutdown_drains_within_the_deadline(supervisor):
+    w, processed, gate, entered = _blocking_worker(supervisor)
+    _start_busy(w, entered, 5)
+    gevent.spawn_later(0.02, gate.set)
+    result = w.shutdown(5)
+    assert result == (True, (), [])
+    assert result.finished and result.interrupted == () and result.left == []
+    assert processed == ["block", 0, 1, 2, 3, 4] and w.is_stopped()
+    w.get_queue_obj().join(timeout=1)  # returns: every item was marked done
+
+
+def test_shutdown_at_the_deadline_interrupts_and_hands_back_the_rest(supervisor):
+    w, processed, gate, entered = _blocking_worker(supervisor)
+    _start_busy(w, entered, 3)
+    t0 = time.monotonic()
+    result = w.shutdown(0.1)
+    took = time.monotonic() - t0
+    assert not result.finished
+    assert result.interrupted == ("block",), "the run in progress was cut off"
+    assert result.left == ["block", 0, 1, 2], "the interrupted item first, then the queued ones"
+    assert processed == [], "the interrupted call did not finish"
+    assert w.is_stopped() and w.get_queue_obj().qsize() == 0
+    assert 0.1 <= took < 2
+    assert w.get_queue_obj().join(timeout=1), "handed-back items are marked done"
+    gate.set()
+    # the worker starts again on an empty queue
+    w.start()
+    w.put_threadsafe("again")
+    wait_until(lambda: processed == ["again"])
+    w.stop()
+
+
+def test_shutdown_without_drain_hands_back_the_queued_items(supervisor):
+    w, processed, gate, entered = _blocking_worker(supervisor)
+    _start_busy(w, entered, 3)
+    gevent.spawn_later(0.02, gate.set)
+    result = w.shutdown(5, drain=False)
+    assert result == (True, (), [0, 1, 2]), "the run in progress finished, nothing else ran"
+    assert processed == ["block"]
+
+
+def test_shutdown_of_an_idle_or_never_started_worker(supervisor):
+    w = BackgroundQueueWorker(func=lambda task, **kw: None, supervisor=supervisor)
+    for i in range(3):
+        w.put_threadsafe(i)
+    with gevent.Timeout(2):
+        assert w.shutdown() == (True, (), [0, 1, 2]), "never started: the queue is emptied"
+    w.start()
+    t0 = time.monotonic()
+    assert w.shutdown(5) == (True, (), []), "idle: its parked get() is interrupted"
+    assert time.monotonic() - t0 < 1 and w.is_stopped()
+    w.start()
+    # no time at all: even an idle loop has not ended yet, so it is cut off, losing nothing
+    assert w.shutdown(False) == (False, (), [])
+    assert w.is_stopped()
+
+
+def test_shutdown_of_a_queue_that_keeps_its_items(supervisor):
+    q = _ProtocolQueue()  # has release(): a broker's queue delivers its items again
+    entered = Event()
+
+    def run(item, **kw):
+        entered.set()
+        gevent.sleep(10)
+
+    w = BackgroundQueueWorker(func=run, q=q, supervisor=supervisor)
+    w.start()
+    w.put_threadsafe("a")
+    w.put_threadsafe("b")
+    entered.wait(5)
+    result = w.shutdown(0.05)
+    assert result == (False, ("a",), []), "named as interrupted, but not handed back"
+    assert q.calls[-1] == ("release",) and q.qsize() == 1
+
+
+def test_shutdown_interrupts_an_async_executor(supervisor):
+    entered = Event()
+    cancelled = []
+
+    async def run(item, **kw):
+        entered.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(item)
+            raise
+
+    w = BackgroundQueueWorker(func=run, supervisor=supervisor)
+    w.start()
+    w.put_threadsafe("a")
+    w.put_threadsafe("b")
+    entered.wait(5)
+    result = w.shutdown(0.05)
+    assert result == (False, ("a",), ["a", "b"])
+    assert cancelled == ["a"]
+
+
+def test_shutdown_from_its_own_executor_raises(supervisor):
+    errors = []
+
+    def run(item, _worker, **kw):
+        try:
+            _worker.shutdown(False)
+        except RuntimeError as e:
+            errors.append(str(e))
+        return False
+
+    w = BackgroundQueueWorker(func=run, supervisor=supervisor)
+    w.start()
+    w.put_threadsafe("a")
+    wait_until(w.is_stopped)
+    assert errors and "own executor" in errors[0]
+
+
+def test_shutdown_checks_its_deadline(supervisor):
+    w = BackgroundQueueWorker(func=lambda task, **kw: None, supervisor=supervisor)
+    with pytest.raises((TypeError, ValueError), match="deadline"):
+        w.shutdown(-1)
+
+
+def test_the_queue_object_protocol_is_a_typing_protocol():
+    from gworker.workers import queue as queue_module
+    from gworker.workers.queue import QueueObject, is_queue_object
+
+    assert "QueueObject" in queue_module.__all__
+    assert is_queue_object(_ProtocolQueue()) and not is_queue_object(gevent.queue.Queue())
+    with pytest.raises(TypeError):  # not runtime-checkable: is_queue_object is the check
+        isinstance(_ProtocolQueue(), QueueObject)

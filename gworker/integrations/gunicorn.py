@@ -47,6 +47,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import weakref
 from typing import Any, Dict, Optional
 
 from .lifecycle import ShutdownReport, WorkerSet, server_workers
@@ -133,7 +134,7 @@ def _note_sigterm() -> None:
     gunicorn's worker has installed its own SIGTERM handler by now; ours records
     the time and calls it."""
     previous = signal.getsignal(signal.SIGTERM)
-    if getattr(previous, "_gworker", False):
+    if previous in _ours:
         return
 
     def on_sigterm(signum: int, frame: Any) -> None:
@@ -142,14 +143,15 @@ def _note_sigterm() -> None:
         if callable(previous):
             previous(signum, frame)
 
-    on_sigterm._gworker = True  # type: ignore[attr-defined]
+    _ours.add(on_sigterm)
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn has it: don't disturb requests
 
 
-for _hook in (post_worker_init, worker_int, worker_abort, worker_exit):
-    # (a mark on our own hook functions; union-attr: the loop variable is a union of them)
-    _hook._gworker = True  # type: ignore[attr-defined, union-attr]
+#: The signal handler and hooks gworker made (its own, or a chain with one of
+#: its own): installing twice finds them and does not chain them again.
+_ours: "weakref.WeakSet[Any]" = weakref.WeakSet(
+    (post_worker_init, worker_int, worker_abort, worker_exit))
 
 
 def _chain(first: Any, second: Any, arity: int) -> Any:
@@ -182,10 +184,11 @@ def install(config: Dict[str, Any], workers: Optional[WorkerSet] = None) -> None
         use_worker_set(workers)
     for name, ours, arity, ours_first in _HOOKS:
         theirs = config.get(name)
-        if getattr(theirs, "_gworker", False):
+        if theirs in _ours:
             continue  # ours already, alone or chained
         if theirs is None:
             config[name] = ours
             continue
-        config[name] = _chain(ours, theirs, arity) if ours_first else _chain(theirs, ours, arity)
-        config[name]._gworker = True
+        chained = _chain(ours, theirs, arity) if ours_first else _chain(theirs, ours, arity)
+        _ours.add(chained)
+        config[name] = chained

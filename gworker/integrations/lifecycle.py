@@ -19,7 +19,8 @@ requests. Two moments matter:
   2. every other worker is stopped (the run in progress finishes);
   3. at the deadline a queue worker still busy is interrupted (``GreenletExit``
      is thrown into its run), and the item of that run plus whatever is still
-     queued are taken out and *reported* — handed to
+     queued are taken out (:meth:`BackgroundQueueWorker.shutdown
+     <gworker.workers.queue.BackgroundQueueWorker.shutdown>`) and *reported* — handed to
      ``on_undrained(worker, items)`` (by default logged as a warning on the
      ``gworker`` logger), so the application can persist or re-queue them. An
      item is processed or reported, never both, never silently dropped; an
@@ -54,21 +55,15 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-import gevent.queue
-
 from .._deadline import Deadline
 from .._default import supervisor_or_default
 from ..supervisor import TaskSupervisor
 from ..workers.base import Worker
-from ..workers.queue import BackgroundQueueWorker
+from ..workers.queue import INTERRUPT_TIMEOUT, BackgroundQueueWorker
 
 __all__ = ["WorkerSet", "ShutdownReport", "server_workers", "autostart"]
 
 logger = logging.getLogger("gworker")
-
-#: Seconds a queue worker's interrupted run gets to unwind at the deadline.
-INTERRUPT_TIMEOUT = 0.2
-
 
 class ShutdownReport:
     """What a graceful shutdown did.
@@ -205,28 +200,21 @@ class WorkerSet:
                 if w.is_active():
                     w.stop(wait=False, drain=True)
         sup.stop(wait=deadline.as_wait())
-        interrupted: Dict[int, List[Any]] = {}
-        for w in queue_workers:
-            if not w.is_stopped():
-                # Past the deadline: take no more items, and interrupt the run in
-                # progress so that its item is reported instead of being cut off by
-                # the process's exit (or finishing *and* being reported).
-                w._draining = False
-                w._interrupt(INTERRUPT_TIMEOUT)
-                in_progress = w._in_progress  # still set: the run did not return
-                if in_progress is not None:
-                    report.interrupted[w.name] = in_progress[0]
-                    if not _keeps_its_items(w.get_queue_obj()):
-                        interrupted[id(w)] = [in_progress[0]]
+        # Past the deadline, each queue worker still busy is interrupted and
+        # hands back its item; every queue is emptied (BackgroundQueueWorker.shutdown).
+        results = [(w, w.shutdown(deadline, drain=drain, interrupt_timeout=INTERRUPT_TIMEOUT))
+                   for w in queue_workers]
+        for w, result in results:
+            if result.interrupted:
+                report.interrupted[w.name] = result.interrupted[0]
+            if not result.finished:
                 report.unfinished.append(w.name)
         for w in sup.get_schedulers():
             if not w.is_stopped() and w.name not in report.unfinished:
                 report.unfinished.append(w.name)
-        for w in queue_workers:
+        for w, result in results:
             report.drained[w.name] = report.drained.get(w.name, 0) + w.runs - runs_before[id(w)]
-            q = w.get_queue_obj()
-            items = interrupted.get(id(w), []) + _take_all(q)
-            _mark_done(q, len(items))
+            items = result.left
             if items:
                 report.undrained.setdefault(w.name, []).extend(items)
                 handler = self.on_undrained or _log_undrained
@@ -246,40 +234,6 @@ class WorkerSet:
             if isinstance(w, BackgroundQueueWorker):
                 seen.setdefault(id(w), w)
         return list(seen.values())
-
-
-def _keeps_its_items(q: Any) -> bool:
-    """A protocol object with ``release()``: a broker keeps (and delivers again)
-    whatever the worker fetched and did not finish."""
-    return not isinstance(q, gevent.queue.Queue) and callable(getattr(q, "release", None))
-
-
-def _take_all(q: Any) -> List[Any]:
-    """Take out what ``q`` still holds (see the module docstring)."""
-    items: List[Any] = []
-    if isinstance(q, gevent.queue.Queue):
-        while True:
-            try:
-                items.append(q.get_nowait())
-            except gevent.queue.Empty:
-                return items
-    if _keeps_its_items(q):
-        return items
-    for _ in range(q.qsize()):  # get() returns that many without waiting
-        items.append(q.get())
-    return items
-
-
-def _mark_done(q: Any, n: int) -> None:
-    """Reported items leave a gevent queue done, so that its ``join()`` returns."""
-    done = getattr(q, "task_done", None) if isinstance(q, gevent.queue.Queue) else None
-    if done is None:
-        return
-    for _ in range(n):
-        try:
-            done()
-        except ValueError:  # the executor called task_done() itself
-            return
 
 
 #: The default set, used by the gunicorn hooks and by :mod:`.pywsgi` unless told otherwise.

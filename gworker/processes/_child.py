@@ -14,28 +14,31 @@ from typing import Any, Deque, Dict, Tuple
 import gevent
 from gevent.hub import get_hub
 
-from ._registry import _forget_parent_sockets
+from .._gevent import drop_hub
+from ._registry import forget_parent_sockets
 from ._wire import (
-    _HEADER,
-    _K_CALL_SPIN,
-    _K_ERR,
-    _K_ERR_EXIT,
-    _K_INIT_FAILED,
-    _K_OK,
-    _K_STOP,
-    _POLLIN,
-    _PROTOCOL,
-    _RECV_SIZE,
-    _dump_exception,
-    _dumps,
-    _exc_name,
-    _FrameReader,
-    _load_call,
+    HEADER,
+    K_CALL_SPIN,
+    K_ERR,
+    K_ERR_EXIT,
+    K_INIT_FAILED,
+    K_OK,
+    K_STOP,
+    POLLIN,
+    PROTOCOL,
+    RECV_SIZE,
+    describe,
+    dump_exception,
+    dumps,
+    exc_name,
+    FrameReader,
+    load_call,
+    pickle_error,
 )
-from .errors import ProcessPoolError, RemoteError, _describe, _pickle_error
+from .errors import ProcessPoolError, RemoteError
 
 
-def _flush_std_streams() -> None:
+def flush_std_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -57,19 +60,19 @@ def child_poll_counts() -> Dict[str, int]:
     return {"polls": _polls[0], "caught": _polls[1]}
 
 
-def _child_main(sock: Any, own_parent_sock: Any, initializer: Any, initargs: tuple, spin: float) -> None:  # pragma: no cover
+def child_main(sock: Any, own_parent_sock: Any, initializer: Any, initargs: tuple, spin: float) -> None:  # pragma: no cover
     """Entry point in a freshly forked child; never returns."""
     code = 1
     try:
         try:
             own_parent_sock.close()
-            _forget_parent_sockets()  # (the at-fork hook did it already)
+            forget_parent_sockets()  # (the at-fork hook did it already)
             _fresh_hub()
             code = _serve_parent(sock, initializer, initargs, spin)
         except BaseException:
             traceback.print_exc()
     finally:
-        _flush_std_streams()
+        flush_std_streams()
         os._exit(code)
 
 
@@ -89,11 +92,9 @@ def _fresh_hub() -> None:  # pragma: no cover - child only
     if monitor is not None:
         monitor.kill()
         hub.periodic_monitoring_thread = None
-    # The thread pool's threads did not survive fork; drop it (as gipc does:
-    # Hub.destroy() would try to kill it and may hang).
-    # (both are gevent internals that its stubs do not declare)
-    hub._threadpool = None  # type: ignore[attr-defined]
-    gevent.hub.set_hub(None)  # type: ignore[attr-defined]
+    # The thread pool's threads did not survive fork: drop the hub without
+    # Hub.destroy(), which would try to kill them and may hang.
+    drop_hub(hub)
     hub.loop.destroy()
     new_hub = gevent.get_hub()
     if new_hub is hub or not new_hub.loop.default:
@@ -124,11 +125,11 @@ def _serve_parent(sock: Any, initializer: Any, initargs: tuple, spin: float) -> 
     # than now", taken before the initializer can start anything.
     idle_count = loop.activecnt if type(loop).__module__.startswith("gevent.libev") else -1
     poller = _original_poll()
-    poller.register(fd, _POLLIN)
+    poller.register(fd, POLLIN)
     poll = poller.poll
 
     def send(kind: int, payload: bytes) -> None:
-        data = memoryview(_HEADER.pack(len(payload), kind) + payload)
+        data = memoryview(HEADER.pack(len(payload), kind) + payload)
         while data:
             try:
                 sent = sock.send(data)
@@ -141,13 +142,13 @@ def _serve_parent(sock: Any, initializer: Any, initargs: tuple, spin: float) -> 
         try:
             initializer(*initargs)
         except BaseException:
-            send(_K_INIT_FAILED, traceback.format_exc().encode("utf-8", "replace"))
+            send(K_INIT_FAILED, traceback.format_exc().encode("utf-8", "replace"))
             return 1
 
     frames: Deque[Tuple[int, Any]] = deque()
-    reader = _FrameReader()
+    reader = FrameReader()
     # Polling for the next call (module docs, "A child waiting for its next
-    # call"): allowed per call by the parent (_K_CALL_SPIN), done while each
+    # call"): allowed per call by the parent (K_CALL_SPIN), done while each
     # call came within `spin` of the last result.
     spinning = True  # (try it once)
     answered = 0.0  # when the last result was sent, if it may spin after it
@@ -169,7 +170,7 @@ def _serve_parent(sock: Any, initializer: Any, initargs: tuple, spin: float) -> 
                         _polls[1] += 1
                 poll()  # (at once when a call is already there)
             try:
-                data = recv(_RECV_SIZE)
+                data = recv(RECV_SIZE)
             except BlockingIOError:
                 if not idle:
                     hub.wait(io_read)
@@ -184,32 +185,32 @@ def _serve_parent(sock: Any, initializer: Any, initargs: tuple, spin: float) -> 
                 spinning = perf_counter() - answered < spin
                 answered = 0.0
         kind, payload = frames.popleft()
-        if kind == _K_STOP:
+        if kind == K_STOP:
             return 0
-        may_spin = kind == _K_CALL_SPIN
+        may_spin = kind == K_CALL_SPIN
         fatal = False
         fn = None
         err: ProcessPoolError  # a RemoteError or a TaskPickleError (annotation only: no runtime cost)
         try:
-            fn, args, kwargs = _load_call(payload)
+            fn, args, kwargs = load_call(payload)
             del payload
             value = fn(*args, **kwargs)
         except Exception as exc:
-            kind, out = _K_ERR, _dump_exception(exc, fn)
+            kind, out = K_ERR, dump_exception(exc, fn)
         except BaseException as exc:
             fatal = True
             err = RemoteError("%s raised %s in child process %d, which exits"
-                              % (_describe(fn), _exc_name(exc), os.getpid()))
-            kind, out = _K_ERR_EXIT, _dump_exception(err, fn, traceback.format_exc())
+                              % (describe(fn), exc_name(exc), os.getpid()))
+            kind, out = K_ERR_EXIT, dump_exception(err, fn, traceback.format_exc())
         else:
             try:
-                out = _dumps(value, _PROTOCOL)
-                kind = _K_OK
+                out = dumps(value, PROTOCOL)
+                kind = K_OK
             except Exception as exc:
-                err = _pickle_error("the result of %s (%s) could not be pickled in the child"
-                                    % (_describe(fn), type(value).__name__), exc)
+                err = pickle_error("the result of %s (%s) could not be pickled in the child"
+                                    % (describe(fn), type(value).__name__), exc)
                 err.__cause__ = None
-                kind, out = _K_ERR, _dump_exception(err, fn, "")
+                kind, out = K_ERR, dump_exception(err, fn, "")
             del value
         args = kwargs = None
         send(kind, out)

@@ -3,34 +3,35 @@
 from __future__ import annotations
 
 import pickle
+import signal
 import struct
 import traceback
 import types
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-from .errors import RemoteError, RemoteTraceback, _describe
+from .errors import RemoteError, RemoteTraceback, TaskPickleError
 
 # -- wire format -------------------------------------------------------------
 # Every frame: 4-byte length, 1-byte kind, then ``length`` bytes of payload.
-_HEADER = struct.Struct("!IB")
-_HSIZE = _HEADER.size
+HEADER = struct.Struct("!IB")
+_HSIZE = HEADER.size
 # parent -> child
-_K_CALL = 0  # payload: 4-byte length n, pickle of fn (n bytes), pickle of (args, kwargs, task id or None)
-_K_STOP = 1  # no payload: finish and exit
-_K_CALL_SPIN = 2  # as _K_CALL; then, if no call is waiting, poll for one for up to `spin`
+K_CALL = 0  # payload: 4-byte length n, pickle of fn (n bytes), pickle of (args, kwargs, task id or None)
+K_STOP = 1  # no payload: finish and exit
+K_CALL_SPIN = 2  # as K_CALL; then, if no call is waiting, poll for one for up to `spin`
 # child -> parent
-_K_OK = 0  # payload: pickle of the return value
-_K_ERR = 1  # payload: pickle of (exception, traceback text)
-_K_INIT_FAILED = 2  # payload: the initializer's traceback, utf-8
-_K_ERR_EXIT = 3  # as _K_ERR, and the child exits (SystemExit & co. in the call)
+K_OK = 0  # payload: pickle of the return value
+K_ERR = 1  # payload: pickle of (exception, traceback text)
+K_INIT_FAILED = 2  # payload: the initializer's traceback, utf-8
+K_ERR_EXIT = 3  # as K_ERR, and the child exits (SystemExit & co. in the call)
 
-_STOP_FRAME = _HEADER.pack(0, _K_STOP)
-_POLLIN = 1  # select.POLLIN (select.poll itself is gone after monkey-patching)
-_PROTOCOL = pickle.HIGHEST_PROTOCOL
-_RECV_SIZE = 256 * 1024
+STOP_FRAME = HEADER.pack(0, K_STOP)
+POLLIN = 1  # select.POLLIN (select.poll itself is gone after monkey-patching)
+PROTOCOL = pickle.HIGHEST_PROTOCOL
+RECV_SIZE = 256 * 1024
 
-_dumps = pickle.dumps
-_loads = pickle.loads
+dumps = pickle.dumps
+loads = pickle.loads
 
 # A call's function travels as its own pickle (a call frame: _FN_LEN, the
 # function, then args, kwargs and a task id). A plain function pickles by
@@ -45,25 +46,25 @@ _FN_CACHE_SIZE = 512
 _fn_pickles: Dict[Any, bytes] = {}
 
 
-def _call_payload(fn: Any, args: Any, kwargs: Optional[dict], task_id: Any = None) -> bytes:
+def call_payload(fn: Any, args: Any, kwargs: Optional[dict], task_id: Any = None) -> bytes:
     """The payload of a call frame (see _FN_LEN); raises if it does not pickle."""
     plain = type(fn) is types.FunctionType
     fn_pickle = _fn_pickles.get(fn) if plain else None
     if fn_pickle is None:
-        fn_pickle = _dumps(fn, _PROTOCOL)
+        fn_pickle = dumps(fn, PROTOCOL)
         if plain:
             if len(_fn_pickles) >= _FN_CACHE_SIZE:
                 _fn_pickles.clear()
             _fn_pickles[fn] = fn_pickle
-    return _FN_LEN.pack(len(fn_pickle)) + fn_pickle + _dumps((args, kwargs or {}, task_id), _PROTOCOL)
+    return _FN_LEN.pack(len(fn_pickle)) + fn_pickle + dumps((args, kwargs or {}, task_id), PROTOCOL)
 
 
-def _load_call(payload: Any) -> Tuple[Any, Any, Any]:  # pragma: no cover - child only
+def load_call(payload: Any) -> Tuple[Any, Any, Any]:  # pragma: no cover - child only
     """``(fn, args, kwargs)`` out of a call frame's payload."""
     (size,) = _FN_LEN.unpack_from(payload)
     end = _FN_LEN.size + size
-    fn = _loads(payload[_FN_LEN.size:end])
-    args, kwargs, task_id = _loads(payload[end:])
+    fn = loads(payload[_FN_LEN.size:end])
+    args, kwargs, task_id = loads(payload[end:])
     if task_id is not None:
         kwargs["_task_id"] = task_id  # (a dict of the child's own, just unpickled)
     return fn, args, kwargs
@@ -75,7 +76,7 @@ def _frames(data: Any) -> Any:
     pos = 0
     n = len(data)
     while n - pos >= _HSIZE:
-        size, kind = _HEADER.unpack_from(data, pos)
+        size, kind = HEADER.unpack_from(data, pos)
         end = pos + _HSIZE + size
         if end > n:
             break
@@ -86,7 +87,7 @@ def _frames(data: Any) -> Any:
         yield None, None, rest
 
 
-class _FrameReader:
+class FrameReader:
     """Frames out of a stream of socket reads, for both ends of a pipe:
     ``feed(data)`` yields each complete ``(kind, payload)``; an incomplete tail
     is kept in ``partial`` and completed by the next read."""
@@ -108,30 +109,59 @@ class _FrameReader:
                 yield kind, payload
 
 
-def _load_exception(payload: bytes) -> BaseException:
+def load_exception(payload: bytes) -> BaseException:
     try:
-        exc, tb = _loads(payload)
+        exc, tb = loads(payload)
     except Exception as err:  # pragma: no cover - the child checked it loads
         return RemoteError("the child's exception could not be unpickled: %s: %s" % (type(err).__name__, err))
     exc.__cause__ = RemoteTraceback(tb)
     return exc
 
 
-def _exc_name(exc: BaseException) -> str:
+def exc_name(exc: BaseException) -> str:
     return "%s(%s)" % (type(exc).__name__, ", ".join(map(repr, exc.args)))
 
 
-def _dump_exception(exc: BaseException, fn: Any, tb: Optional[str] = None) -> bytes:  # pragma: no cover
+def dump_exception(exc: BaseException, fn: Any, tb: Optional[str] = None) -> bytes:  # pragma: no cover
     if tb is None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     exc.__traceback__ = None
     try:
-        data = _dumps((exc, tb), _PROTOCOL)
-        _loads(data)  # an exception that pickles may still not unpickle
+        data = dumps((exc, tb), PROTOCOL)
+        loads(data)  # an exception that pickles may still not unpickle
         return data
     except Exception as err:
         substitute = RemoteError(
             "%s raised %s.%s: %s (it could not be sent back as itself: %s: %s)"
-            % (_describe(fn), type(exc).__module__, type(exc).__qualname__, exc, type(err).__name__, err)
+            % (describe(fn), type(exc).__module__, type(exc).__qualname__, exc, type(err).__name__, err)
         )
-        return _dumps((substitute, tb), _PROTOCOL)
+        return dumps((substitute, tb), PROTOCOL)
+
+
+# -- messages ------------------------------------------------------------------
+def describe(fn: Any) -> str:
+    """``module.qualname`` of a function, for messages."""
+    module = getattr(fn, "__module__", None)
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if name is None:
+        return repr(fn)
+    return "%s.%s" % (module, name) if module else name
+
+
+def describe_status(exitcode: Optional[int]) -> str:
+    """A child's exit status in words."""
+    if exitcode is None:
+        return "exit status unknown"
+    if exitcode < 0:
+        try:
+            return "killed by %s" % signal.Signals(-exitcode).name
+        except ValueError:
+            return "killed by signal %d" % -exitcode
+    return "exit code %d" % exitcode
+
+
+def pickle_error(message: str, exc: BaseException) -> TaskPickleError:
+    """A :class:`TaskPickleError` for ``exc``, raised while pickling or unpickling."""
+    err = TaskPickleError("%s: %s: %s" % (message, type(exc).__name__, exc))
+    err.__cause__ = exc
+    return err

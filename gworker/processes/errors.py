@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import pickle
-import signal
 from multiprocessing import TimeoutError as _MPTimeoutError
-from typing import Any, Optional
+from typing import Optional
 
 
 # -- exceptions ----------------------------------------------------------------
@@ -58,28 +57,3 @@ class RemoteTraceback(Exception):
 class ResultTimeout(_MPTimeoutError, TimeoutError):
     """:meth:`ProcessResult.get` timed out (both a ``multiprocessing.TimeoutError``,
     as the stock pool raises, and a builtin ``TimeoutError``)."""
-
-
-def _describe(fn: Any) -> str:
-    module = getattr(fn, "__module__", None)
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
-    if name is None:
-        return repr(fn)
-    return "%s.%s" % (module, name) if module else name
-
-
-def _describe_status(exitcode: Optional[int]) -> str:
-    if exitcode is None:
-        return "exit status unknown"
-    if exitcode < 0:
-        try:
-            return "killed by %s" % signal.Signals(-exitcode).name
-        except ValueError:
-            return "killed by signal %d" % -exitcode
-    return "exit code %d" % exitcode
-
-
-def _pickle_error(message: str, exc: BaseException) -> TaskPickleError:
-    err = TaskPickleError("%s: %s: %s" % (message, type(exc).__name__, exc))
-    err.__cause__ = exc
-    return err

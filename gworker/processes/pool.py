@@ -15,24 +15,27 @@ import gevent.os
 from gevent.hub import Waiter, get_hub, getcurrent
 
 from .._hubsafe import call_in_hub, in_hub_thread, os_thread_ident
-from ._child import _child_main, _flush_std_streams
-from ._registry import _live_pids, _parent_sockets, _register_atexit
+from ._child import child_main, flush_std_streams
+from ._registry import live_pids, parent_sockets, register_atexit
 from ._wire import (
-    _HEADER,
-    _K_CALL,
-    _K_CALL_SPIN,
-    _K_ERR_EXIT,
-    _K_INIT_FAILED,
-    _K_OK,
-    _RECV_SIZE,
-    _STOP_FRAME,
-    _call_payload,
-    _FrameReader,
-    _load_exception,
-    _loads,
+    HEADER,
+    K_CALL,
+    K_CALL_SPIN,
+    K_ERR_EXIT,
+    K_INIT_FAILED,
+    K_OK,
+    RECV_SIZE,
+    STOP_FRAME,
+    FrameReader,
+    call_payload,
+    describe,
+    describe_status,
+    load_exception,
+    loads,
+    pickle_error,
 )
-from .errors import ChildProcessDied, PoolClosed, _describe, _describe_status, _pickle_error
-from .result import _ERR, _OK, ProcessResult, _failed_result
+from .errors import ChildProcessDied, PoolClosed
+from .result import ERR, OK, ProcessResult, failed_result, reader_greenlets
 
 log = logging.getLogger("gworker")
 
@@ -87,7 +90,7 @@ class _Child:
         elif os.WIFEXITED(status):
             self.exitcode = os.WEXITSTATUS(status)
         self.exited = True
-        _live_pids.discard(self.pid)
+        live_pids.discard(self.pid)
         waiter = self.waiter
         if waiter is not None:
             waiter.switch(None)
@@ -203,7 +206,7 @@ class ProcessPool:
         # the time per call: decaying sums of timed seconds and calls (see _measure)
         self._timed_seconds = 0.0
         self._timed_calls = 0.0
-        _register_atexit()
+        register_atexit()
         self._slots = [gevent.spawn(self._run_slot, index) for index in range(self._processes)]
 
     # -- public figures ----------------------------------------------------------
@@ -262,11 +265,11 @@ class ProcessPool:
         if hub.thread_ident != os_thread_ident():
             return call_in_hub(hub, self._submit, fn, args, kwargs, task_id)
         if self._state != _RUNNING:
-            raise PoolClosed("the process pool is shut down; %s was not submitted" % _describe(fn))
+            raise PoolClosed("the process pool is shut down; %s was not submitted" % describe(fn))
         try:
-            payload = _call_payload(fn, args, kwargs, task_id)
+            payload = call_payload(fn, args, kwargs, task_id)
         except Exception as exc:
-            return _failed_result(hub, fn, _pickle_error("could not send %s to a child process" % _describe(fn), exc))
+            return failed_result(hub, fn, pickle_error("could not send %s to a child process" % describe(fn), exc))
         result = ProcessResult(hub, fn)
         idle = self._idle
         while idle:
@@ -275,13 +278,13 @@ class ProcessPool:
             if not child.exited:  # (one that died idle is being buried)
                 # A call that finds a child idle may be one of a sequence (each
                 # submitted once the last is done): let that child poll for the
-                # next one, while few enough others are busy (see _K_CALL_SPIN).
-                kind = _K_CALL
+                # next one, while few enough others are busy (see K_CALL_SPIN).
+                kind = K_CALL
                 if self._spin and len(self._children) - len(idle) <= self._spin_slots:
-                    kind = _K_CALL_SPIN
-                self._give(child, [(_HEADER.pack(len(payload), kind) + payload, result)])
+                    kind = K_CALL_SPIN
+                self._give(child, [(HEADER.pack(len(payload), kind) + payload, result)])
                 return result
-        self._queue.append((_HEADER.pack(len(payload), _K_CALL) + payload, result))
+        self._queue.append((HEADER.pack(len(payload), K_CALL) + payload, result))
         return result
 
     def apply_async(
@@ -297,11 +300,12 @@ class ProcessPool:
         if callback is not None or error_callback is not None:
 
             def dispatch(res: ProcessResult) -> None:
-                if res._state == _OK:
+                exc = res.exception()
+                if exc is None:
                     if callback is not None:
-                        callback(res._value)
+                        callback(res.value)
                 elif error_callback is not None:
-                    error_callback(res._value)
+                    error_callback(exc)
 
             result.rawlink(dispatch)
         return result
@@ -365,13 +369,13 @@ class ProcessPool:
         queue = self._queue
         while queue:
             _, result = queue.popleft()
-            result._fail(PoolClosed("the process pool was shut down before %s started" % _describe(result.fn)))
+            result.fail(PoolClosed("the process pool was shut down before %s started" % describe(result.fn)))
         idle = self._idle
         while idle:
             child = idle.pop()
             child.idle = False
             child.retiring = True
-            self._send(child, _STOP_FRAME)
+            self._send(child, STOP_FRAME)
         for slot in list(self._backing_off):
             # A slot waiting out a re-fork back-off has no child: end it now.
             slot.kill(block=False)
@@ -389,11 +393,11 @@ class ProcessPool:
     def _run_slot(self, index: int) -> None:
         # (No frame here keeps the greenlet in a local: a GreenletExit's
         # traceback would make a cycle that outlives the pool.)
-        # (a mark on the slot's greenlet for ProcessResult.wait; greenlets take attributes)
-        getcurrent()._gworker_reader = True  # type: ignore[attr-defined]
+        reader_greenlets.add(getcurrent())  # (ProcessResult.wait refuses to wait in it)
         try:
             self._slot_loop()
         finally:
+            reader_greenlets.discard(getcurrent())
             # Done for good: forget the finished greenlet.
             try:
                 self._slots.remove(getcurrent())  # type: ignore[arg-type]  # (this slot's Greenlet)
@@ -420,7 +424,7 @@ class ProcessPool:
                 if not any(not c.exited for c in self._children):
                     queue = self._queue
                     while queue:
-                        queue.popleft()[1]._fail(ChildProcessDied("no child process could be started: %s" % exc))
+                        queue.popleft()[1].fail(ChildProcessDied("no child process could be started: %s" % exc))
                 backoff = min(max(backoff * 2, 0.1), _MAX_BACKOFF)
                 continue
             try:
@@ -435,7 +439,7 @@ class ProcessPool:
     def _fork_child(self) -> _Child:
         parent_sock, child_sock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
         child = _Child(parent_sock)
-        _flush_std_streams()
+        flush_std_streams()
         try:
             pid = gevent.os.fork_and_watch(child.on_exit)
         except BaseException:
@@ -443,12 +447,12 @@ class ProcessPool:
             child_sock.close()
             raise
         if pid == 0:  # pragma: no cover - runs in the child, never returns
-            _child_main(child_sock, parent_sock, self._initializer, self._initargs, self._spin)
+            child_main(child_sock, parent_sock, self._initializer, self._initargs, self._spin)
         child_sock.close()
         child.pid = pid
-        _live_pids.add(pid)
+        live_pids.add(pid)
         parent_sock.setblocking(False)
-        _parent_sockets.add(parent_sock)
+        parent_sockets.add(parent_sock)
         loop = self._hub.loop
         child.io_read = loop.io(child.fd, 1)
         child.io_write = loop.io(child.fd, 2)
@@ -460,10 +464,10 @@ class ProcessPool:
         """Read results from ``child`` until its socket reports EOF or it exits."""
         recv = child.sock.recv
         on_reply = self._on_reply
-        reader = _FrameReader()
+        reader = FrameReader()
         while True:
             try:
-                data = recv(_RECV_SIZE)
+                data = recv(RECV_SIZE)
             except BlockingIOError:
                 if child.exited:
                     return  # dead, and all it wrote is read
@@ -506,7 +510,7 @@ class ProcessPool:
                 timer.close()
 
     def _on_reply(self, child: _Child, kind: int, payload: Any) -> None:
-        if kind == _K_INIT_FAILED:
+        if kind == K_INIT_FAILED:
             child.init_error = bytes(payload).decode("utf-8", "replace")
             return
         calls = child.calls
@@ -514,20 +518,20 @@ class ProcessPool:
             log.error("gworker process pool: child %d sent a result nobody asked for", child.pid)
             return
         result = calls.popleft()[1]
-        if kind == _K_ERR_EXIT:
+        if kind == K_ERR_EXIT:
             child.retiring = True  # it is on its way out: give it nothing more
         elif not calls:
             self._refill(child)  # keep the child busy before settling the result
-        if kind == _K_OK:
+        if kind == K_OK:
             try:
-                value = _loads(payload)
+                value = loads(payload)
             except Exception as exc:
-                result._settle(_ERR, _pickle_error(
-                    "the result of %s could not be unpickled in the parent" % _describe(result.fn), exc))
+                result.settle(ERR, pickle_error(
+                    "the result of %s could not be unpickled in the parent" % describe(result.fn), exc))
             else:
-                result._settle(_OK, value)
+                result.settle(OK, value)
         else:
-            result._settle(_ERR, _load_exception(payload))
+            result.settle(ERR, load_exception(payload))
 
     def _measure(self, seconds: float, calls: int) -> None:
         """Fold in one read of a child that was busy all along (``calls``
@@ -561,7 +565,7 @@ class ProcessPool:
         if self._state != _RUNNING:
             if not calls:
                 child.retiring = True
-                self._send(child, _STOP_FRAME)
+                self._send(child, STOP_FRAME)
             return
         queue = self._queue
         if not queue:
@@ -592,7 +596,7 @@ class ProcessPool:
         child.nsent += len(batch)
         if self._maxtasks is not None and child.nsent >= self._maxtasks:
             child.retiring = True  # it exits after this last call
-            self._send(child, b"".join([frame for frame, _ in batch] + [_STOP_FRAME]))
+            self._send(child, b"".join([frame for frame, _ in batch] + [STOP_FRAME]))
         elif len(batch) == 1:
             self._send(child, batch[0][0])
         else:
@@ -655,7 +659,7 @@ class ProcessPool:
         if child.io_read is not None:
             child.io_read.close()
         child.outbuf = None
-        _parent_sockets.discard(child.sock)
+        parent_sockets.discard(child.sock)
         child.sock.close()
         try:
             self._children.remove(child)
@@ -666,14 +670,14 @@ class ProcessPool:
             frame, result = calls.popleft()
             if self._terminating:
                 why = self._terminating
-                result._fail(PoolClosed("%s: child process %d was stopped while running %s"
-                                        % (why, child.pid, _describe(result.fn))))
+                result.fail(PoolClosed("%s: child process %d was stopped while running %s"
+                                        % (why, child.pid, describe(result.fn))))
             else:
                 message = "child process %d died (%s) while running %s" % (
-                    child.pid, _describe_status(child.exitcode), _describe(result.fn))
+                    child.pid, describe_status(child.exitcode), describe(result.fn))
                 if child.init_error:
                     message += "; its initializer raised:\n" + child.init_error
-                result._fail(ChildProcessDied(message, child.pid, child.exitcode))
+                result.fail(ChildProcessDied(message, child.pid, child.exitcode))
             # The calls written after it never started (a child runs them in
             # order): they go back to the head of the queue.
             if self._state == _RUNNING:
@@ -681,8 +685,8 @@ class ProcessPool:
                 self._kick()
             else:
                 for frame, result in calls:
-                    result._fail(PoolClosed("the process pool was shut down before %s started"
-                                            % _describe(result.fn)))
+                    result.fail(PoolClosed("the process pool was shut down before %s started"
+                                            % describe(result.fn)))
         elif child.init_error and not child.retiring:
             log.error("gworker process pool: the initializer of child %d raised:\n%s", child.pid, child.init_error)
 

@@ -54,11 +54,11 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
 
 import gevent
 import gevent.socket
-from gevent._hub_local import get_hub_if_exists
 from gevent.monkey import get_original
 
 from .._deadline import Deadline
 from .._errors import FailureLog
+from .._gevent import get_hub_if_exists
 from .._hubsafe import MAIN_THREAD_IDENT, os_thread_ident, yield_to_hub
 
 try:

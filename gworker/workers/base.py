@@ -59,7 +59,8 @@ __all__ = ["Worker", "Halt", "logger", "KNOWN_PARAMETERS", "check_unknown_keywor
 
 logger = logging.getLogger("gworker")
 
-_call_ids = count(1)
+#: ``_task_id`` of every executor call of every worker (the queue burst draws from it too)
+call_ids = count(1)
 _name_suffixes = count(1)
 
 #: The keywords of a start without arguments, in the order ``_start`` adds them.
@@ -383,6 +384,10 @@ class Worker:
         glet = self._greenlet
         if glet is not None:
             glet.kill(block=True, timeout=timeout)
+            if glet.dead and self._greenlet is glet:
+                # killed before it first ran: its loop, whose ``finally`` ends
+                # the worker, never began
+                self._finished(self._gen)
 
     def _halt(self) -> None:
         """Interrupt the worker if it is parked waiting for work."""
@@ -411,7 +416,7 @@ class Worker:
         call): the start, kept as monotonic time (``last_run`` converts it on
         demand), and the end, kept in ``_ended`` for the caller's yield check."""
         kw = self._kw
-        kw["_task_id"] = next(_call_ids)
+        kw["_task_id"] = next(call_ids)
         self.runs += 1
         self._run_mono = started = monotonic()
         try:
@@ -429,7 +434,7 @@ class Worker:
         ``BackgroundQueueWorker``): the same keywords, stats and outcome, with
         no task, no greenlet switch and no loop wake-up per call."""
         kw = self._kw
-        kw["_task_id"] = task_id = next(_call_ids)
+        kw["_task_id"] = task_id = next(call_ids)
         self.runs += 1
         self._run_mono = started = monotonic()
         try:

@@ -12,6 +12,14 @@ compared in a ``PriorityQueue`` of tuples): a parked ``get()`` is interrupted
 instead. Items still queued at ``stop()`` stay in the queue and are processed
 after the next ``start()``; ``stop(drain=True)`` processes them first.
 
+``shutdown(deadline)`` is the stop of a process that is about to exit: drain
+until the deadline, then interrupt the run still in progress (``GreenletExit``
+thrown into it, or its coroutine cancelled) and take out whatever the queue
+still holds, so that the caller can persist or re-queue it. It returns a
+:class:`QueueShutdown`: every item put was either processed or is in its
+``left``, never both. :class:`gworker.integrations.lifecycle.WorkerSet` builds
+the graceful stop of a web server process on it.
+
 ``join()`` on a gevent queue (``get_queue_obj().join(timeout)``) returns once
 every item put was processed: the worker calls the queue's ``task_done()``
 after each item's executor call has ended, returned or raised (an executor must
@@ -36,37 +44,14 @@ for any other executor that cannot run).
 
 The queue-object protocol
 -------------------------
-``q=`` also takes any object that follows this small protocol (duck-typed;
-:class:`gworker.redis.RedisStreamQueue` is one). The greenlet loop
-serves every queue; a gevent queue is simply an object of the protocol whose
-optional methods are absent. (A protocol object with an ``async def`` executor
-keeps that loop, each call handed to the aloop: the coroutine loop above
-relies on gevent's ``peek()``.)
-
-Required:
-
-* ``get()`` — return the next item, waiting cooperatively (through the hub)
-  while there is none. The worker calls it *parked*: ``stop()`` may throw
-  :class:`~gworker.workers.base.Halt` (a ``GreenletExit``) into the wait, and an
-  interrupted ``get()`` must lose nothing.
-* ``qsize()`` — how many items ``get()`` returns without waiting; cheap and
-  local (the loop asks it before every item). It also feeds ``drain=True`` and
-  ``get_info()['queue_length']``, so for a remote queue it is what has already
-  been fetched, not the remote backlog.
-* ``put_threadsafe(item)`` — add an item, from any greenlet or OS thread. The
-  worker's own ``put_threadsafe`` (and ``await put()``) hand items to it.
-
-Optional (absent means "nothing to do"):
-
-* ``ack(item)`` — the executor *returned* (any value, ``False`` too) for the
-  item ``get()`` returned last. The worker calls ``get``, the executor and then
-  ``ack``/``fail`` strictly in turn, so the object may track that item itself.
-* ``fail(item, exc)`` — the executor raised ``exc``; the item is not
-  acknowledged (a broker leaves it pending, for a later retry).
-* ``release()`` — the worker's loop has ended (``stop()``, or an executor
-  returned ``False``): make acknowledgements durable and let go of items
-  fetched but not yet returned by ``get()``. Called in the worker's greenlet,
-  so ``stop(wait=True)`` returns after it.
+``q=`` also takes any object that follows a small protocol, :class:`QueueObject`
+(duck-typed; :class:`gworker.redis.RedisStreamQueue` is one): three required
+methods, ``get``, ``qsize`` and ``put_threadsafe``, and three optional ones,
+``ack``, ``fail`` and ``release``, for a queue that wants to know how each item
+ended (a broker's). The greenlet loop serves every queue; a gevent queue is
+simply an object of the protocol whose optional methods are absent. (A
+protocol object with an ``async def`` executor keeps that loop, each call
+handed to the aloop: the coroutine loop above relies on gevent's ``peek()``.)
 """
 from __future__ import annotations
 
@@ -76,18 +61,25 @@ import queue as std_queue
 import sys
 from collections import deque
 from time import monotonic
-from typing import Any, Deque, Dict, Union
+from typing import Any, Deque, Dict, List, NamedTuple, Protocol, Tuple, Union
 
 import gevent
 import gevent.queue
 
 from ..aio import Aloop, AloopNotActive, await_greenlet
 from .._deadline import Deadline
+from .._gevent import queue_items
 from .._hubsafe import os_thread_ident, yield_to_hub
-from .base import YIELD_EVERY, Halt, Worker, _call_ids, logger
+from .base import YIELD_EVERY, Halt, Worker, call_ids, logger
 from .continuous import BackgroundAsyncWorker
 
-__all__ = ["BackgroundQueueWorker", "make_queue", "is_queue_object"]
+__all__ = [
+    "BackgroundQueueWorker", "QueueShutdown", "QueueObject", "make_queue", "is_queue_object",
+    "INTERRUPT_TIMEOUT",
+]
+
+#: Seconds a run interrupted by ``shutdown()`` at its deadline gets to unwind.
+INTERRUPT_TIMEOUT = 0.2
 
 _QUEUE_CLASSES = {
     asyncio.Queue: gevent.queue.Queue,
@@ -97,6 +89,50 @@ _QUEUE_CLASSES = {
     std_queue.PriorityQueue: gevent.queue.PriorityQueue,
     std_queue.LifoQueue: gevent.queue.LifoQueue,
 }
+
+
+class QueueObject(Protocol):
+    """The queue-object protocol: what ``q=`` takes besides gevent's queues.
+
+    The three methods below are required. Three more are optional — absent
+    means "nothing to do" — and so are not members of this class (a
+    ``Protocol`` cannot leave a member out); an object that has one must give
+    it this signature:
+
+    * ``ack(item) -> None`` — the executor *returned* (any value, ``False``
+      too) for the item ``get()`` returned last. The worker calls ``get``, the
+      executor and then ``ack``/``fail`` strictly in turn, so the object may
+      track that item itself (no envelope per item).
+    * ``fail(item, exc) -> None`` — the executor raised ``exc``; the item is
+      not acknowledged (a broker leaves it pending, for a later retry).
+    * ``release() -> None`` — the worker's loop has ended (``stop()``, or an
+      executor returned ``False``): make acknowledgements durable and let go
+      of items fetched but not yet returned by ``get()``. Called in the
+      worker's greenlet, so ``stop(wait=True)`` returns after it. An object
+      with ``release()`` keeps its items at :meth:`~BackgroundQueueWorker.shutdown`
+      (a broker delivers them again).
+
+    For type checkers only: it is not ``runtime_checkable``, because an
+    ``isinstance`` check would test only that the names exist; the worker
+    checks with :func:`is_queue_object` (callable, and a ``get`` that is not
+    a coroutine function).
+    """
+
+    def get(self) -> Any:
+        """Return the next item, waiting cooperatively (through the hub) while
+        there is none. The worker calls it *parked*: ``stop()`` may throw
+        :class:`~gworker.workers.base.Halt` (a ``GreenletExit``) into the
+        wait, and an interrupted ``get()`` must lose nothing."""
+
+    def qsize(self) -> int:
+        """How many items ``get()`` returns without waiting; cheap and local
+        (the loop asks it before every item). It also feeds ``drain=True``,
+        ``shutdown()`` and ``get_info()['queue_length']``, so for a remote
+        queue it is what has already been fetched, not the remote backlog."""
+
+    def put_threadsafe(self, item: Any) -> Any:
+        """Add an item, from any greenlet or OS thread. The worker's own
+        ``put_threadsafe`` (and ``await put()``) hand items to it."""
 
 
 def is_queue_object(q: Any) -> bool:
@@ -135,6 +171,26 @@ def make_queue(q: Any, parameter: str = "q") -> Any:
         "LifoQueue), a gevent queue object or an object with get/qsize/put_threadsafe"
         " (the queue-object protocol); got %r" % (parameter, q)
     )
+
+
+class QueueShutdown(NamedTuple):
+    """What :meth:`BackgroundQueueWorker.shutdown` did.
+
+    * ``finished`` — the worker's loop ended by the deadline (nothing was
+      interrupted);
+    * ``interrupted`` — ``(item,)`` if the run in progress at the deadline was
+      interrupted (it may have been partly processed: treat it as "at least
+      once"), else ``()``;
+    * ``left`` — the items now in the caller's hands, not processed, in order:
+      the interrupted item first, then every item taken out of the queue. Empty
+      for a queue that keeps its items (a protocol object with ``release()``,
+      such as a broker's queue: it delivers them, and the interrupted item,
+      again).
+    """
+
+    finished: bool
+    interrupted: Tuple[Any, ...]
+    left: List[Any]
 
 
 class BackgroundQueueWorker(BackgroundAsyncWorker):
@@ -234,6 +290,62 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         unless ``drain=True``: then the worker first processes every item
         queued at this moment."""
         self.supervisor._call(self._stop, Deadline.from_wait(wait), {"drain": drain} if drain else {})
+
+    def shutdown(self, deadline: Union[Deadline, bool, float] = True, drain: bool = True,
+                 interrupt_timeout: float = INTERRUPT_TIMEOUT) -> QueueShutdown:
+        """Stop the worker by ``deadline`` and hand back what it did not process.
+
+        ``deadline`` is a :class:`~gworker._deadline.Deadline` or a ``wait=``
+        value (``True``: no limit; ``False``: now; seconds from now). In turn:
+
+        1. an active worker is stopped — with ``drain=True`` (the default) it
+           first processes the items queued at this moment, as
+           ``stop(drain=True)`` does;
+        2. the call waits until the worker's loop has ended, or the deadline;
+        3. at the deadline the worker takes no more items, and the run still
+           in progress is interrupted (``GreenletExit`` thrown into it, an
+           ``async def`` executor's coroutine cancelled), given
+           ``interrupt_timeout`` seconds to unwind;
+        4. whatever the queue still holds is taken out (a gevent queue: with
+           ``get_nowait()``, each item then marked done with ``task_done()``
+           so that ``join()`` returns; a protocol object: the ``qsize()``
+           items ``get()`` returns without waiting) — except from a protocol
+           object with ``release()``, which keeps its items.
+
+        Returns a :class:`QueueShutdown`. Safe on a worker that was never
+        started or is already stopped (then only step 4 applies). Thread-safe;
+        not from inside the worker's own executor (it cannot interrupt the
+        call it is made from)."""
+        if not isinstance(deadline, Deadline):
+            deadline = Deadline.from_wait(deadline, "deadline")
+        return self.supervisor._call(self._shutdown, deadline, drain, interrupt_timeout)
+
+    def _shutdown(self, deadline: Deadline, drain: bool, interrupt_timeout: float) -> QueueShutdown:
+        current = gevent.getcurrent()
+        if current is self._greenlet or self._in_own_run(current):
+            raise RuntimeError("worker %s: shutdown() from inside its own executor" % self.name)
+        if self._active:
+            self._stop(Deadline.from_wait(False), {"drain": True} if drain else {})
+        if deadline.waits:
+            self._wait_stopped(deadline.remaining())
+        interrupted: Tuple[Any, ...] = ()
+        finished = self.is_stopped()
+        if not finished:
+            # Take no more items, and interrupt the run in progress, so that its
+            # item is handed back instead of being cut off by the process's exit
+            # (or finishing *and* being handed back).
+            self._draining = False
+            self._interrupt(interrupt_timeout)
+            in_progress = self._in_progress  # still set: the run did not return
+            if in_progress is not None:
+                interrupted = in_progress
+        q = self._queue
+        if _keeps_its_items(q):
+            return QueueShutdown(finished, interrupted, [])
+        left = list(interrupted)
+        _take_all(q, left)
+        _mark_done(q, len(left))
+        return QueueShutdown(finished, interrupted, left)
 
     def _stop_options(self, options: Dict[str, Any]) -> None:
         drain = options.pop("drain", False)
@@ -477,7 +589,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         slot, it is time to yield (``yield_at``), or the worker stops; the
         result is ``_execute``'s."""
         q = self._queue
-        items = q.queue  # gevent's Queue keeps its items in this deque
+        items = queue_items(q)  # the deque gevent's Queue keeps its items in
         if type(q) in _PLAIN_FIFO and q.maxsize is None:
             # Unbounded, so no putter ever waits to be woken: taking the next
             # item is the deque's popleft, which is all get() would do here.
@@ -487,7 +599,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         executor = self._executor
         kw = self._kw
         name, o = kw["_name"], kw["o"]
-        ids = _call_ids
+        ids = call_ids
         waiting = pool._waiting_flag  # true while anyone waits for a slot (changed in place)
         runs = self.runs
         started = monotonic()
@@ -537,6 +649,36 @@ def _task_done_of(q: Any) -> Any:
     if isinstance(q, gevent.queue.Queue):
         return getattr(q, "task_done", None)
     return None
+
+
+def _keeps_its_items(q: Any) -> bool:
+    """A protocol object with ``release()``: a broker keeps (and delivers again)
+    whatever the worker fetched and did not finish."""
+    return not isinstance(q, gevent.queue.Queue) and callable(getattr(q, "release", None))
+
+
+def _take_all(q: Any, items: List[Any]) -> None:
+    """Append to ``items`` what ``q`` (not a broker's queue) still holds."""
+    if isinstance(q, gevent.queue.Queue):
+        while True:
+            try:
+                items.append(q.get_nowait())
+            except gevent.queue.Empty:
+                return
+    for _ in range(q.qsize()):  # get() returns that many without waiting
+        items.append(q.get())
+
+
+def _mark_done(q: Any, n: int) -> None:
+    """Items handed back leave a gevent queue done, so that its ``join()`` returns."""
+    done = _task_done_of(q)
+    if done is None:
+        return
+    for _ in range(n):
+        try:
+            done()
+        except ValueError:  # the executor called task_done() itself
+            return
 
 
 def _overridden(worker: BackgroundQueueWorker, hook: str) -> Any:
