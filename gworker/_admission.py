@@ -123,7 +123,10 @@ class PriorityPool:
         # Holds one item while anyone is in line, none otherwise; changed in
         # place, so a hot loop can keep it in a local and test it as cheaply as
         # a local (the queue worker's burst gives its slot up when it is true).
-        self._waiting_flag: List[None] = []
+        #: non-empty while anyone waits in line for a slot, changed in place: a
+        #: loop that runs items back to back in one slot (the queue burst) holds
+        #: it in a local and gives its slot back once the list is non-empty
+        self.waiting_flag: List[None] = []
         self._ready: List[Tuple[int, int, Callable[..., Any], tuple]] = []
         self._flush_scheduled = False
         self._granting = False
@@ -209,13 +212,13 @@ class PriorityPool:
         self._line[entry.priority].append(entry)
         self._queued += 1
         if self._queued == 1:
-            self._waiting_flag.append(None)
+            self.waiting_flag.append(None)
 
     def _dequeue(self, line: Deque[_Waiter]) -> None:
         line.popleft()
         self._queued -= 1
         if not self._queued:
-            self._waiting_flag.clear()
+            self.waiting_flag.clear()
 
     def admit(self, priority: int, who: Any = None) -> None:
         """Take a slot, waiting cooperatively (in the calling greenlet) if needed.

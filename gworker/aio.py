@@ -39,6 +39,7 @@ import uuid
 import weakref
 from typing import (
     Any,
+    Callable,
     Coroutine,
     Dict,
     Iterator,
@@ -244,6 +245,20 @@ class Aloop:
         #: pending tasks are drained: lets a long-lived task that serves gworker
         #: (an async queue worker's loop) end instead of keeping the loop alive.
         self._stop_callbacks: List[Any] = []
+
+    def add_stop_callback(self, fn: Callable[[], Any]) -> None:
+        """Call ``fn()`` (in the loop) when a stop of this aloop begins, before
+        its pending tasks are drained: a long-lived task that serves gworker
+        (an async queue worker's loop) ends then instead of keeping the loop
+        alive."""
+        self._stop_callbacks.append(fn)
+
+    def remove_stop_callback(self, fn: Callable[[], Any]) -> None:
+        """Forget ``fn`` (see :meth:`add_stop_callback`); nothing if unknown."""
+        try:
+            self._stop_callbacks.remove(fn)
+        except ValueError:
+            pass
 
     def __repr__(self) -> str:
         state = "active" if self._active else ("stopping" if self._greenlet else "stopped")

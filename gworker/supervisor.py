@@ -235,8 +235,11 @@ class TaskSupervisor:
         else:
             hub.loop.run_callback_threadsafe(fn, *args)
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn`` in this supervisor's hub: directly when already there."""
+    def run_in_hub(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` in this supervisor's hub and return its result:
+        directly when called in the hub's thread (or before the supervisor has
+        a hub), else handed to the hub while the calling OS thread waits (the
+        hub never does). How every thread-safe method of gworker's runs."""
         hub = self._hub
         if hub is None or hub.thread_ident == hubsafe.os_thread_ident():
             return fn(*args)
@@ -248,7 +251,7 @@ class TaskSupervisor:
 
         ``daemon`` is accepted for atasker compatibility and changes nothing
         (there is no event-loop thread to make a daemon of)."""
-        return self._call(self._start)
+        return self.run_in_hub(self._start)
 
     def _start(self) -> bool:
         if self._active:
@@ -298,7 +301,7 @@ class TaskSupervisor:
                 return
             hubsafe.post_to_hub(hub, self._stop, Deadline.never(), stop_schedulers, cancel_tasks)
             return
-        self._call(self._stop, deadline, stop_schedulers, cancel_tasks)
+        self.run_in_hub(self._stop, deadline, stop_schedulers, cancel_tasks)
 
     def _stop(self, deadline: Deadline, stop_schedulers: bool, cancel_tasks: bool) -> None:
         if not self._active:
@@ -373,7 +376,7 @@ class TaskSupervisor:
         compatibility: greenlets need no pre-spawning, so it changes nothing.
         Waiters that now fit start at once."""
         pool = self.thread_pool
-        self._call(
+        self.run_in_hub(
             pool.configure,
             pool.pool_size if pool_size is None else pool_size,
             pool.reserve_normal if reserve_normal is None else reserve_normal,
@@ -403,7 +406,7 @@ class TaskSupervisor:
         if old is not None:
             old.shutdown(wait=False)
         if self.mp_admission is None:
-            self.mp_admission = PriorityPool(pool.processes * pool.window, 0, 0, hub=pool._hub)
+            self.mp_admission = PriorityPool(pool.processes * pool.window, 0, 0, hub=pool.hub)
             self.mp_admission.on_waited = self._waited
             self._set_warn_after()
         elif self._mp_admission_follows_window:
@@ -483,7 +486,7 @@ class TaskSupervisor:
             return False
         if start:
             self.ensure_started("aloop %s" % name)
-        return self._call(self.aloops.create, name, daemon, start, default)
+        return self.run_in_hub(self.aloops.create, name, daemon, start, default)
 
     def get_aloop(self, name: Optional[str] = None, default: bool = True) -> Optional[Aloop]:
         """The aloop named ``name``; with no name the default aloop (``None``
@@ -515,7 +518,7 @@ class TaskSupervisor:
         if name not in self.aloops:
             logger.error("supervisor %s: no aloop named %r", self.id, name)
             return False
-        return self._call(self.aloops.start, name)
+        return self.run_in_hub(self.aloops.start, name)
 
     def stop_aloop(self, name: str, wait: Union[bool, float] = True, cancel_tasks: bool = False) -> bool:
         """Stop aloop ``name``: pending tasks finish first, or are cancelled with
@@ -529,7 +532,7 @@ class TaskSupervisor:
             logger.error("supervisor %s: no aloop named %r", self.id, name)
             return False
         wait = Deadline.from_wait(wait).as_wait()  # a bad value raises before anything stops
-        return self._call(self._stop_aloop, name, wait, cancel_tasks)
+        return self.run_in_hub(self._stop_aloop, name, wait, cancel_tasks)
 
     def _stop_aloop(self, name: str, wait: Union[bool, float], cancel_tasks: bool) -> bool:
         aloop = self.aloops.get(name)
@@ -540,7 +543,7 @@ class TaskSupervisor:
 
     def set_default_aloop(self, aloop: Union[Aloop, str, None]) -> None:
         """Make ``aloop`` (or the aloop of that name) the default one; None clears it."""
-        self._call(self.aloops.set_default, aloop)
+        self.run_in_hub(self.aloops.set_default, aloop)
 
     # -- async jobs ---------------------------------------------------------------------
     def create_async_job_scheduler(
@@ -558,7 +561,7 @@ class TaskSupervisor:
             raise TypeError("name must be a non-empty string; got %r" % (name,))
         if name == "__supervisor__":
             raise ValueError("name %r is reserved for the supervisor's own scheduler" % name)
-        return self._call(self._create_async_job_scheduler, AsyncJobScheduler(name, aloop, self), start, default)
+        return self.run_in_hub(self._create_async_job_scheduler, AsyncJobScheduler(name, aloop, self), start, default)
 
     def _create_async_job_scheduler(self, scheduler: Any, start: bool, default: bool) -> Any:
         if scheduler.name in self.async_job_schedulers:
@@ -597,7 +600,7 @@ class TaskSupervisor:
             own = self.async_job_schedulers.get("__supervisor__")
             if own is None:
                 own = AsyncJobScheduler("__supervisor__", None, self)
-                self._call(self._create_async_job_scheduler, own, True, False)
+                self.run_in_hub(self._create_async_job_scheduler, own, True, False)
             elif not own.is_active():
                 own.start()
             return own
@@ -689,7 +692,7 @@ class TaskSupervisor:
         if tt == TT_MP and self.mp_pool is None:
             raise RuntimeError("tt=TT_MP needs a process pool: call create_mp_pool() first")
         task = Task(target, tuple(args), kwargs, callback, priority, tt, task_id, worker, delay, loop)
-        return self._call(self._put, task)
+        return self.run_in_hub(self._put, task)
 
     def _put(self, task: Task) -> Task:
         if not self._active:
@@ -809,7 +812,7 @@ class TaskSupervisor:
             info.thread_reserve_high = pool.reserve_high
             continuous = sum(  # sync continuous workers (their greenlet holds no slot)
                 1 for w in self._workers.values()
-                if w.kind == "continuous" and getattr(w._invoke, "__name__", None) == "_invoke_sync"
+                if w.kind == "continuous" and w.runs_sync
             )
             info.thread_tasks_count = pool.running + continuous
             if tt is not False:

@@ -331,13 +331,13 @@ class TaskRunner:
         supervisor = self.supervisor
         task._begin()
         try:
-            result = supervisor.mp_pool._submit(task.target, task.args, task.kwargs, task.id)
+            result = supervisor.mp_pool.submit_with_id(task.target, task.args, task.kwargs, task.id)
         except Exception as exc:  # the pool was shut down meanwhile
             supervisor.mp_admission.release()
             self._registry.pop(task.id, None)
             task._finish(TASK_STATUS_FAILED, exception=exc)
             return
-        result._on_settle(self._mp_done, task)
+        result.on_settle(self._mp_done, task)
 
     def _mp_task_done(self, task: Task, exc: Optional[BaseException], value: Any) -> None:
         # Runs where the pool settles results: its reader greenlet, which must

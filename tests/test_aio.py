@@ -752,3 +752,15 @@ def test_registry_stop_and_start_unknown(registry):
         registry.stop("x")
     with pytest.raises(UnknownAloopError, match="'x'"):
         registry.start("x")
+
+
+def test_stop_callbacks_run_when_a_stop_begins_and_can_be_removed(make_aloop):
+    aloop = make_aloop("callbacks")
+    seen = []
+    kept, removed = (lambda: seen.append("kept")), (lambda: seen.append("removed"))
+    aloop.add_stop_callback(kept)
+    aloop.add_stop_callback(removed)
+    aloop.remove_stop_callback(removed)
+    aloop.remove_stop_callback(removed)  # unknown by now: nothing happens
+    assert aloop.stop(wait=5) is True
+    assert seen == ["kept"]

@@ -22,6 +22,7 @@ import pytest
 from conftest import Ticker, greenlet_count, native_thread, os_thread_ident, wait_until
 
 import pickled_by_name
+import compat_funcs
 import proc_funcs as pf
 from gworker.processes import (
     ChildProcessDied,
@@ -625,3 +626,11 @@ def test_children_leave_when_the_parent_dies_without_shutdown(tmp_path):
                        for p in pids)
 
     wait_until(gone, timeout=5)
+
+
+def test_submit_with_id_passes_the_task_id_as_a_keyword(pool):
+    assert pool.hub is gevent.get_hub()
+    args, kwargs, _pid = pool.submit_with_id(compat_funcs.args_of, (1,), {"a": 2}, "t7").get(timeout=5)
+    assert (args, kwargs) == ((1,), {"a": 2, "_task_id": "t7"})
+    args, kwargs, _pid = pool.submit_with_id(compat_funcs.args_of, (), None, None).get(timeout=5)
+    assert (args, kwargs) == ((), {})

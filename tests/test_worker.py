@@ -386,3 +386,16 @@ def test_decorator_picks_the_class():
         assert type(background_worker(**kw)(f)) is BackgroundIntervalWorker
     assert background_worker(i=2)(f).interval == 2
     assert background_worker(delay_before=2)(f).delay == 1  # neither interval nor delay: delay=1
+
+
+def test_runs_sync_says_whether_the_executor_is_called_in_the_hub(supervisor):
+    async def coro(**kw):
+        return False
+
+    sync = BackgroundWorker(func=lambda **kw: False, supervisor=supervisor)
+    not_sync = BackgroundWorker(func=coro, supervisor=supervisor)
+    supervisor.create_aloop("runs-sync", default=True)
+    sync.start()
+    not_sync.start()
+    assert sync.runs_sync and not not_sync.runs_sync
+    wait_until(lambda: sync.is_stopped() and not_sync.is_stopped())

@@ -211,6 +211,12 @@ class ProcessPool:
 
     # -- public figures ----------------------------------------------------------
     @property
+    def hub(self) -> Any:
+        """The hub the pool belongs to (its children are watched by that hub's
+        loop; calls from other OS threads are handed to it)."""
+        return self._hub
+
+    @property
     def processes(self) -> int:
         """How many children the pool keeps (the ``processes`` argument)."""
         return self._processes
@@ -253,17 +259,17 @@ class ProcessPool:
         queue. A call that does not pickle gives a result that has already failed
         with :class:`TaskPickleError`. After :meth:`shutdown`, raises
         :class:`PoolClosed`. Safe from another OS thread (handed to the pool's hub)."""
-        return self._submit(fn, args, kwargs, None)
+        return self.submit_with_id(fn, args, kwargs, None)
 
-    def _submit(
+    def submit_with_id(
         self, fn: Callable[..., Any], args: Any, kwargs: Optional[dict], task_id: Any
     ) -> ProcessResult:
-        """``submit``; a ``task_id`` that is not None is passed to ``fn`` as the
-        keyword ``_task_id`` (over any in ``kwargs``), added in the child: the
-        supervisor's TT_MP tasks need no copy of their keywords per call."""
+        """:meth:`submit`; a ``task_id`` that is not None is passed to ``fn`` as
+        the keyword ``_task_id`` (over any in ``kwargs``), added in the child:
+        the supervisor's TT_MP tasks need no copy of their keywords per call."""
         hub = self._hub
         if hub.thread_ident != os_thread_ident():
-            return call_in_hub(hub, self._submit, fn, args, kwargs, task_id)
+            return call_in_hub(hub, self.submit_with_id, fn, args, kwargs, task_id)
         if self._state != _RUNNING:
             raise PoolClosed("the process pool is shut down; %s was not submitted" % describe(fn))
         try:

@@ -165,9 +165,6 @@ class ProcessResult:
         else:
             self._hub.loop.run_callback(_run_hook, hook, arg, self._state, self._value)
 
-    # (supervisor.py still calls it by its old name)
-    _on_settle = on_settle
-
     # -- settling: the pool's side (hub thread only) ------------------------------
     def settle(self, state: int, value: Any) -> None:
         """Finish the call: ``state`` is :data:`OK` (``value`` is what it

@@ -236,7 +236,7 @@ class Worker:
         (and for interval workers ``_interval``, ``_delay``/``_delay_after``,
         ``_delay_before``) override the initial parameters and stay
         overridden. Starts the supervisor if needed. Thread-safe."""
-        return self.supervisor._call(self._start, args, kwargs)
+        return self.supervisor.run_in_hub(self._start, args, kwargs)
 
     def _start(self, args: tuple, kwargs: Dict[str, Any]) -> bool:
         if self._active:
@@ -299,7 +299,7 @@ class Worker:
         ``wait=False`` returns at once. From inside the worker's own executor
         (or from the hub greenlet) it never waits, so it cannot deadlock.
         Thread-safe."""
-        self.supervisor._call(self._stop, Deadline.from_wait(wait), options)
+        self.supervisor.run_in_hub(self._stop, Deadline.from_wait(wait), options)
 
     def _stop(self, deadline: Deadline, options: Dict[str, Any]) -> None:
         if self._active:
@@ -345,6 +345,13 @@ class Worker:
     def is_active(self) -> bool:
         """True between ``start()`` and ``stop()`` (or an executor's ``False``)."""
         return self._active
+
+    @property
+    def runs_sync(self) -> bool:
+        """True once started with a plain (sync) executor, called in the hub's
+        thread — not a coroutine on an aloop, nor a call in a child process.
+        (atasker counts such continuous workers as thread tasks.)"""
+        return getattr(self._invoke, "__name__", "").startswith("_invoke_sync")
 
     def is_started(self) -> bool:
         """True while the worker runs, as in atasker: from ``start()`` until its

@@ -289,7 +289,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         stay in the queue (they are processed after the next ``start()``),
         unless ``drain=True``: then the worker first processes every item
         queued at this moment."""
-        self.supervisor._call(self._stop, Deadline.from_wait(wait), {"drain": drain} if drain else {})
+        self.supervisor.run_in_hub(self._stop, Deadline.from_wait(wait), {"drain": drain} if drain else {})
 
     def shutdown(self, deadline: Union[Deadline, bool, float] = True, drain: bool = True,
                  interrupt_timeout: float = INTERRUPT_TIMEOUT) -> QueueShutdown:
@@ -318,7 +318,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         call it is made from)."""
         if not isinstance(deadline, Deadline):
             deadline = Deadline.from_wait(deadline, "deadline")
-        return self.supervisor._call(self._shutdown, deadline, drain, interrupt_timeout)
+        return self.supervisor.run_in_hub(self._shutdown, deadline, drain, interrupt_timeout)
 
     def _shutdown(self, deadline: Deadline, drain: bool, interrupt_timeout: float) -> QueueShutdown:
         current = gevent.getcurrent()
@@ -420,7 +420,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         execute = self._execute_async
         done = _task_done_of(q)
         aloop: Aloop = self._aloop  # type: ignore[assignment]  # (set with the async invoker)
-        aloop._stop_callbacks.append(self._aloop_stopping)
+        aloop.add_stop_callback(self._aloop_stopping)
         last_yield = monotonic()
         try:
             while self._gen == gen:
@@ -459,10 +459,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
                 if not ok and not self._draining:
                     break
         finally:
-            try:
-                aloop._stop_callbacks.remove(self._aloop_stopping)
-            except ValueError:
-                pass
+            aloop.remove_stop_callback(self._aloop_stopping)
             self._draining = False
             if self._gen == gen:
                 self._task = None
@@ -600,7 +597,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         kw = self._kw
         name, o = kw["_name"], kw["o"]
         ids = call_ids
-        waiting = pool._waiting_flag  # true while anyone waits for a slot (changed in place)
+        waiting = pool.waiting_flag  # true while anyone waits for a slot (changed in place)
         runs = self.runs
         started = monotonic()
         try:
