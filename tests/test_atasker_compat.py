@@ -261,7 +261,7 @@ def test_a_very_long_wait_is_critical(a_supervisor, logged_errors):
     release = gevent.event.Event()
     sup.put_task(lambda _task_id=None: release.wait(5), priority=TASK_LOW)
     starved = sup.put_task(lambda _task_id=None: None, priority=TASK_LOW)
-    gevent.sleep(0.05)
+    gevent.sleep(0.05)  # the scenario: it waits in line past timeout_critical
     release.set()
     starved.wait(2)
     wait_until(lambda: critical == [starved], 2)

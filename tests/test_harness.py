@@ -7,6 +7,7 @@ import sys
 import time
 
 import gevent
+import psutil
 import gevent.event
 import gevent.events
 import pytest
@@ -16,6 +17,7 @@ import gworker
 from gworker import BackgroundWorker
 
 import conftest
+from conftest import wait_until
 
 real_sleep = get_original("time", "sleep")
 
@@ -110,7 +112,8 @@ def test_a_block_that_is_the_machines_load_is_not_charged():
     sup = gworker.TaskSupervisor()
     sup.start()
     try:
-        gevent.sleep(0.3)  # the hogs are up and running
+        # the hogs are up and running
+        wait_until(lambda: all(sum(psutil.Process(h.pid).cpu_times()[:2]) > 0.05 for h in hogs))
         os.sched_setaffinity(0, {cpu})  # this (the hub's) thread shares their CPU
         started = time.perf_counter()
         BackgroundWorker(func=work, supervisor=sup).start()

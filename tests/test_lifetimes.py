@@ -84,8 +84,8 @@ NOTHING = {"greenlets": 0, "running": 0, "waiting": 0, "running (attribute)": 0}
 def _baseline(supervisor):
     # The workers' aloop is the supervisor's, made on first use: make it now so
     # that its greenlet counts as the supervisor's, not as the worker's.
-    supervisor.aloops.for_workers()
-    gevent.sleep(0.01)
+    aloop = supervisor.aloops.for_workers()
+    wait_until(aloop.is_active)
     return greenlet_count(), supervisor.get_info().timers
 
 
