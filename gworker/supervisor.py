@@ -25,12 +25,12 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import gevent
 from gevent.event import Event
-from gevent._hub_local import get_hub_if_exists
 from gevent.hub import Hub, get_hub, getcurrent
 
 from . import _hubsafe as hubsafe, _thread_names
 from .aio import SUPERVISOR_ALOOP, Aloop, AloopRegistry, UnknownAloopError
 from ._checks import check_seconds
+from ._gevent import get_hub_if_exists
 from ._deadline import Deadline
 from ._admission import PriorityPool
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
