@@ -241,7 +241,10 @@ def test_a_task_and_a_worker_run_that_waited_long_are_reported(supervisor, caplo
     quick = supervisor.put_task(lambda _task_id=None: "at once", priority=gworker.TASK_CRITICAL)
     assert quick.wait(2) == "at once"  # admitted at once: never timed
     with caplog.at_level(logging.WARNING, logger="gworker"):
-        gevent.sleep(0.1)  # (they wait in line for the one slot, which the blocker holds)
+        # both wait in line for the one slot, which the blocker holds (the
+        # trigger reaches the hub on its own turn) ...
+        wait_until(lambda: supervisor.thread_pool.waiting == 2, 2)
+        gevent.sleep(0.1)  # ... past timeout_warning: the scenario, not a wait for a state
         release.set()
         assert starved.wait(2) == "late"
         wait_until(lambda: w.runs == 1 and len(warned) == 2, 2)
