@@ -6,6 +6,15 @@ priority (four of them), served most urgent first. A slot that frees is handed
 straight to the most urgent waiter (no polling loop, no thundering herd): the
 releasing code grants it, and the waiter starts in a later hub callback.
 
+Slots are *tokens* (:class:`Slot`), as a capacity limiter's borrowers: the
+holder (a worker's start, a task) gets one from :meth:`PriorityPool.slot` and
+acquires and releases through it, once each in turn. The pool refuses, with
+:class:`SlotError`, a release of a token that is not held (a second release,
+or one never acquired) and any token another pool made — so a slot leak or a
+double release shows up where it happens, not as a pool that slowly fills or
+admits too much. A token is reused for its holder's next acquisition: holding
+a slot costs no object per run, and a token waiting in line is the line's entry.
+
 Limits, for ``pool_size=P``, ``reserve_normal=N``, ``reserve_high=H``:
 
 ======================  ==========================================
@@ -34,13 +43,14 @@ from typing import Any, Callable, Deque, Dict, List, Literal, Optional, Tuple, U
 
 from gevent.hub import Hub, Waiter, get_hub
 
-from .priorities import PRIORITIES, TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
+from .priorities import PRIORITIES, TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, check_priority
 
-__all__ = ["PriorityPool"]
+__all__ = ["PriorityPool", "Slot", "SlotError"]
 
 _seq = count()
 
-_WAITING, _GRANTED, _CANCELLED = 0, 1, 2
+#: A slot's states: not held; in line for the pool; held; withdrawn from the line (for good).
+IDLE, WAITING, HELD, WITHDRAWN = 0, 1, 2, 3
 
 #: One flush of the ready heap works at most this long (seconds) in a hub
 #: callback; the rest waits for the next turn of the loop.
@@ -61,68 +71,79 @@ def _check_size(value: Any, parameter: str, allow_none: bool = False) -> Optiona
     return value
 
 
-_NO_ARG = object()
+class SlotError(RuntimeError):
+    """A slot was released (or acquired) by someone who may not: released
+    while not held (twice, or never acquired), given to a pool that did not
+    make it, or acquired while already held or in line."""
 
 
-class _Waiter:
-    """One request waiting in line for a slot: ``grant(arg)`` (or ``grant()``) runs when
-    a slot is handed over. Calling the entry withdraws it (see ``cancel``)."""
+class Slot:
+    """The claim of one holder (a worker's start, a task) on one slot of a
+    :class:`PriorityPool`, at a fixed priority: a token.
 
-    __slots__ = ("priority", "grant", "arg", "state", "queued_at")
+    Made by :meth:`PriorityPool.slot`; acquired (:meth:`~PriorityPool.try_acquire`,
+    :meth:`~PriorityPool.acquire`, :meth:`~PriorityPool.defer`) and then
+    released (:meth:`~PriorityPool.release`) exactly once per acquisition, by
+    the pool that made it; anything else raises :class:`SlotError`. A slot is
+    reused for its holder's next acquisition, so that holding a slot costs no
+    object per run. Invariants: ``state`` is IDLE, WAITING, HELD or WITHDRAWN;
+    the pool counts one running slot per HELD token; a WITHDRAWN token is
+    never acquired again (its holder is gone).
 
-    def __init__(self, priority: int, grant: Callable[..., object], arg: Any = _NO_ARG) -> None:
+    While it waits in line it is also the pool's line entry, and calling it
+    (or :meth:`cancel`) withdraws it, so that ``defer`` needs no request
+    object and no closure.
+    """
+
+    __slots__ = ("pool", "priority", "holder", "state", "grant", "queued_at")
+
+    def __init__(self, pool: "PriorityPool", priority: int, holder: Any = None) -> None:
+        self.pool = pool
         self.priority = priority
-        self.grant = grant
-        self.arg = arg
-        self.state = _WAITING
+        #: who holds it: what the starvation report names (a worker, a Task)
+        self.holder = holder
+        self.state = IDLE
+        #: in line: ``grant(slot)`` runs when the slot is handed over
+        self.grant: Optional[Callable[["Slot"], object]] = None
         #: when it went into line (monotonic), set only if it had to wait
         self.queued_at = 0.0
 
-    def fire(self) -> None:
-        """Mark it granted and run ``grant``."""
-        self.state = _GRANTED
-        if self.arg is _NO_ARG:
-            self.grant()
-        else:
-            self.grant(self.arg)
+    @property
+    def held(self) -> bool:
+        """True between an acquisition and its release."""
+        return self.state == HELD
 
     def cancel(self) -> bool:
-        """Withdraw the request; True if it was still waiting."""
-        if self.state == _WAITING:
-            self.state = _CANCELLED
+        """Withdraw the slot from the line, for good; True if it was waiting.
+        A slot granted meanwhile stays held: release it."""
+        if self.state == WAITING:
+            self.state = WITHDRAWN
             return True
         return False
 
-    __call__ = cancel  # the entry is its own cancel callable: no bound method per request
+    __call__ = cancel  # the slot is its own withdraw callable
+
+    def __repr__(self) -> str:
+        return "<Slot of %r priority=%s %s>" % (
+            self.holder, self.priority, ("idle", "waiting", "held", "withdrawn")[self.state])
 
 
 class PriorityPool:
     """Counts slots and admits work by priority (see the module docstring)."""
 
-    def __init__(
-        self,
-        pool_size: int = 100,
-        reserve_normal: int = 10,
-        reserve_high: int = 10,
-        min_size: Union[int, str] = 0,
-        max_size: Optional[int] = None,
-        hub: Optional[Hub] = None,
-    ) -> None:
+    def __init__(self, hub: Optional[Hub] = None) -> None:
         self.running = 0
         # One FIFO per priority, most urgent first (only four priorities exist:
         # no heap, no sequence number, no tuple per request), and how many
         # entries they hold in all, withdrawn ones included until they reach the
         # front (``_queued``: zero means nobody waits, checked on hot paths).
-        self._lines: List[Deque[_Waiter]] = [deque() for _ in PRIORITIES]
-        self._line: Dict[int, Deque[_Waiter]] = dict(zip(PRIORITIES, self._lines))
+        self._lines: List[Deque[Slot]] = [deque() for _ in PRIORITIES]
+        self._line: Dict[int, Deque[Slot]] = dict(zip(PRIORITIES, self._lines))
         # per priority, the lines it waits behind: its own and the more urgent
-        self._ahead: Dict[int, List[Deque[_Waiter]]] = {
+        self._ahead: Dict[int, List[Deque[Slot]]] = {
             priority: self._lines[:i + 1] for i, priority in enumerate(PRIORITIES)
         }
         self._queued = 0
-        # Holds one item while anyone is in line, none otherwise; changed in
-        # place, so a hot loop can keep it in a local and test it as cheaply as
-        # a local (the queue worker's burst gives its slot up when it is true).
         #: non-empty while anyone waits in line for a slot, changed in place: a
         #: loop that runs items back to back in one slot (the queue burst) holds
         #: it in a local and gives its slot back once the list is non-empty
@@ -131,32 +152,35 @@ class PriorityPool:
         self._flush_scheduled = False
         self._granting = False
         self._hub = hub
-        #: ``on_waited(entry, seconds)`` is called when a request that waited in
-        #: line at least ``warn_after`` seconds is granted its slot (the
-        #: supervisor's starvation warnings); requests admitted at once are
-        #: never timed.
-        self.on_waited: Optional[Callable[[Any, float], None]] = None
+        #: ``on_waited(slot, seconds)`` is called when a slot that waited in
+        #: line at least ``warn_after`` seconds is granted (the supervisor's
+        #: starvation warnings); slots acquired at once are never timed.
+        self.on_waited: Optional[Callable[[Slot, float], None]] = None
         self.warn_after = float("inf")
-        self.configure(pool_size, reserve_normal, reserve_high, min_size, max_size)
+        self.pool_size, self.reserve_normal, self.reserve_high = 100, 10, 10
+        self.min_size: Union[int, str] = 0
+        self.max_size: Optional[int] = None
+        self.configure()
 
     # -- settings -----------------------------------------------------------
-    def configure(
-        self,
-        pool_size: int = 100,
-        reserve_normal: int = 10,
-        reserve_high: int = 10,
-        min_size: Union[int, str] = 0,
-        max_size: Optional[int] = None,
-    ) -> None:
-        """Set the limits (validated, naming the bad parameter) and admit any
-        waiters the new limits let in. ``min_size`` is accepted for atasker
-        compatibility (``'max'`` too, atasker's "as many as max_size");
-        greenlets need no pre-spawning, so it changes nothing."""
-        self.pool_size = _check_size(pool_size, "pool_size")
-        self.reserve_normal = _check_size(reserve_normal, "reserve_normal")
-        self.reserve_high = _check_size(reserve_high, "reserve_high")
-        self.min_size = min_size if min_size == "max" else _check_size(min_size, "min_size")
-        self.max_size = _check_size(max_size, "max_size", allow_none=True)
+    def configure(self, pool_size: Any = None, reserve_normal: Any = None, reserve_high: Any = None,
+                  min_size: Any = None, max_size: Any = None) -> None:
+        """Set the limits (validated, naming the bad parameter; one left out,
+        or None, keeps its value: at first ``pool_size=100``,
+        ``reserve_normal=10``, ``reserve_high=10``, no ``max_size``) and admit
+        any waiters the new limits let in. ``min_size`` is accepted for
+        atasker compatibility (``'max'`` too, atasker's "as many as
+        max_size"); greenlets need no pre-spawning, so it changes nothing."""
+        if pool_size is not None:
+            self.pool_size = _check_size(pool_size, "pool_size")
+        if reserve_normal is not None:
+            self.reserve_normal = _check_size(reserve_normal, "reserve_normal")
+        if reserve_high is not None:
+            self.reserve_high = _check_size(reserve_high, "reserve_high")
+        if min_size is not None:
+            self.min_size = min_size if min_size == "max" else _check_size(min_size, "min_size")
+        if max_size is not None:
+            self.max_size = _check_size(max_size, "max_size")
         low = self.pool_size
         normal = low + self.reserve_normal
         high = normal + self.reserve_high
@@ -185,85 +209,115 @@ class PriorityPool:
 
     @property
     def waiting(self) -> int:
-        """How many requests wait for a slot."""
-        return sum(1 for line in self._lines for w in line if w.state == _WAITING)
+        """How many slots wait in line."""
+        return sum(1 for line in self._lines for s in line if s.state == WAITING)
 
     def queued(self) -> int:
-        """How many requests are in line: a cheap upper bound of ``waiting``
-        (withdrawn requests count until they reach the front)."""
+        """How many slots are in line: a cheap upper bound of ``waiting``
+        (withdrawn ones count until they reach the front)."""
         return self._queued
 
     # -- admission ----------------------------------------------------------
-    def try_admit(self, priority: int) -> bool:
-        """Take a slot at once if ``priority`` may have one now; never waits.
+    def slot(self, priority: int, holder: Any = None) -> Slot:
+        """A token for ``holder`` to acquire slots of this pool with, at ``priority``."""
+        return Slot(self, check_priority(priority), holder)
 
-        A request that fits still waits its turn behind an earlier waiter of the
-        same or a more urgent priority (FIFO within a priority)."""
+    def _refuse(self, slot: Any, what: str) -> None:
+        if not isinstance(slot, Slot):
+            raise TypeError("slot must be a Slot of this pool (PriorityPool.slot()); got %r" % (slot,))
+        if slot.pool is not self:
+            raise SlotError("%s: %r belongs to another pool" % (what, slot))
+        if what == "release":
+            raise SlotError("release: %r is not held (released twice, or never acquired)" % (slot,))
+        raise SlotError("%s: %r is not idle (held, in line, or withdrawn)" % (what, slot))
+
+    def try_acquire(self, slot: Slot) -> bool:
+        """Take a slot for ``slot`` at once if its priority may have one now;
+        never waits. False: not now (the token stays idle).
+
+        A request that fits still waits its turn behind an earlier waiter of
+        the same or a more urgent priority (FIFO within a priority)."""
+        if slot.state != IDLE or slot.pool is not self:
+            self._refuse(slot, "acquire")
+        priority = slot.priority
         if priority == TASK_CRITICAL or (
             self.running < self._limits[priority]
             and not (self._queued and any(self._ahead[priority]))
         ):
             self.running += 1
+            slot.state = HELD
             return True
         return False
 
-    def _enqueue(self, entry: _Waiter) -> None:
-        entry.queued_at = monotonic()  # (only a request that must wait is timed)
-        self._line[entry.priority].append(entry)
+    def _enqueue(self, slot: Slot, grant: Callable[[Slot], object]) -> None:
+        slot.grant = grant
+        slot.state = WAITING
+        slot.queued_at = monotonic()  # (only a request that must wait is timed)
+        self._line[slot.priority].append(slot)
         self._queued += 1
         if self._queued == 1:
             self.waiting_flag.append(None)
 
-    def _dequeue(self, line: Deque[_Waiter]) -> None:
+    def _dequeue(self, line: Deque[Slot]) -> None:
         line.popleft()
         self._queued -= 1
         if not self._queued:
             self.waiting_flag.clear()
 
-    def admit(self, priority: int, who: Any = None) -> None:
-        """Take a slot, waiting cooperatively (in the calling greenlet) if needed.
-        ``who`` (e.g. the worker) is what ``on_waited`` reports if it waited long.
+    def acquire(self, slot: Slot) -> None:
+        """Take a slot for ``slot``, waiting cooperatively (in the calling
+        greenlet) if needed.
 
-        If the waiting greenlet is killed, its place is given up; a slot granted
-        to it in the meantime is passed on."""
-        if self.try_admit(priority):
+        If the waiting greenlet is killed, its place is given up (the token is
+        idle again); a slot granted to it in the meantime is passed on."""
+        if self.try_acquire(slot):
             return
         hub = self.hub
         waiter: Waiter[None] = Waiter(hub)
-        entry = _Waiter(priority, lambda _who: hub.loop.run_callback(waiter.switch, None), who)
-        self._enqueue(entry)
+        self._enqueue(slot, lambda _slot: hub.loop.run_callback(waiter.switch, None))
         try:
             waiter.get()
         except BaseException:
-            if entry.state == _GRANTED:
-                self.release()
-            entry.state = _CANCELLED
+            if slot.state == HELD:  # granted, but the wake-up came too late
+                self.release(slot)
+            elif slot.state == WAITING:  # (a rare path: the line's scan is fine)
+                self._line[slot.priority].remove(slot)
+                self._queued -= 1
+                if not self._queued:
+                    self.waiting_flag.clear()
+                slot.state = IDLE
             raise
 
-    def defer(self, priority: int, start: Callable[..., None], arg: Any = _NO_ARG) -> Callable[[], bool]:
-        """Call ``start(arg)`` (``start()`` without ``arg``) once a slot is held
-        for it — soon if one is free now.
+    def defer(self, slot: Slot, start: Callable[[Slot], object]) -> Slot:
+        """Call ``start(slot)`` once ``slot`` holds a slot — soon if one is free now.
 
-        Nothing waits: no greenlet exists until the slot is granted. Returns a
-        ``cancel()`` callable that withdraws the request (True if it was withdrawn
-        before ``start`` ran). Passing ``arg`` instead of a closure saves two
-        objects per request, which matters when thousands wait."""
-        entry = _Waiter(priority, start, arg)
-        if self.try_admit(priority):
-            self.start_soon(priority, self._run_entry, entry)
+        Nothing waits: no greenlet exists until the slot is granted. Returns
+        the slot, whose ``cancel()`` (or call) withdraws it, for good (True if
+        it was withdrawn before ``start`` ran)."""
+        if self.try_acquire(slot):
+            slot.state = WAITING  # held, but withdrawable until it starts
+            slot.grant = start
+            self.start_soon(slot.priority, self._run_admitted, slot)
         else:
-            self._enqueue(entry)
-        return entry
+            self._enqueue(slot, start)
+        return slot
 
-    def _run_entry(self, entry: _Waiter) -> None:
+    def _run_admitted(self, slot: Slot) -> None:
         # A deferred start admitted at once: runs from the ready-heap flush.
-        if entry.state == _CANCELLED:
-            self.release()
+        if slot.state == WITHDRAWN:
+            self.running -= 1
+            if self._queued:
+                self._grant_waiting()
             return
-        entry.fire()
+        slot.state = HELD
+        slot.grant(slot)  # type: ignore[misc]  # (set by defer)
 
-    def release(self) -> None:
-        """Give a slot back; the most urgent waiters that now fit are granted."""
+    def release(self, slot: Slot) -> None:
+        """Give ``slot``'s slot back; the most urgent waiters that now fit are
+        granted. Raises :class:`SlotError` unless ``slot`` is held and of this pool."""
+        if slot.state != HELD or slot.pool is not self:
+            self._refuse(slot, "release")
+        slot.state = IDLE
         self.running -= 1
         if self._queued:
             self._grant_waiting()
@@ -283,20 +337,21 @@ class PriorityPool:
                 for line in lines:  # the most urgent line that has anyone in it
                     if line:
                         break
-                entry = line[0]
-                if entry.state == _CANCELLED:
+                slot = line[0]
+                if slot.state != WAITING:  # withdrawn while in line
                     self._dequeue(line)
                     continue
-                priority = entry.priority
+                priority = slot.priority
                 if priority != TASK_CRITICAL and self.running >= limits[priority]:
                     return
                 self._dequeue(line)
                 self.running += 1
+                slot.state = HELD
                 if self.on_waited is not None:
-                    waited = monotonic() - entry.queued_at
+                    waited = monotonic() - slot.queued_at
                     if waited >= self.warn_after:
-                        self.on_waited(entry, waited)
-                entry.fire()
+                        self.on_waited(slot, waited)
+                slot.grant(slot)  # type: ignore[misc]  # (set by _enqueue)
         finally:
             self._granting = False
 
