@@ -1,29 +1,24 @@
-"""The one engine every worker kind shares: lifecycle and the executor path.
+"""Worker: the parameters, hooks and lifecycle every worker kind shares.
 
 A worker kind decides *when* its executor runs (continuously, per queue item,
-on a trigger, on a timer). Everything else is decided here, once, for all of
-them:
+on a trigger, on a timer); *how* it runs is the :class:`~gworker.workers._engine.Engine`'s,
+built at each ``start()``, and what that start owns — its greenlets, timer
+entries, asyncio task — is its :class:`~gworker.workers._run.Run`'s. This
+module joins the two:
 
+* **parameters** — validated at construction (a bad one raises
+  ``TypeError``/``ValueError`` naming it), never later in a greenlet;
 * **lifecycle** — ``start``/``stop``/``restart``, the hooks a subclass may
-  override, registration with the supervisor, and waiting for the end;
-* **how a call is made** — at ``start()`` the executor is resolved (the
-  ``func`` given, else ``run``, which may have been assigned after
-  construction) and one *invoker* is chosen: sync in the hub, async on an
-  aloop, or in the process pool for a static ``run``;
-* **admission** — sync calls of slot-holding kinds take one slot of the
-  supervisor's pool at the worker's priority;
-* **the keywords** — ``_worker``, ``_name``, ``_task_id``, ``o`` are added to the
-  start arguments; the dict is built once per start, only ``_task_id`` changes
-  per call (Python copies ``**kwargs`` into the callee anyway);
-* **the outcome** — ``False`` stops the worker; an exception (or an escaped
-  ``gevent.Timeout``) goes to ``on_error`` inside the ``except`` block, or is
-  logged with its traceback, rate-limited; the worker goes on. ``GreenletExit``,
-  ``KeyboardInterrupt`` and ``SystemExit`` pass through;
-* **stats** for ``get_info()``.
+  override, registration with the supervisor, and waiting for the end. At
+  ``start()`` the executor is resolved (the ``func`` given, else ``run``,
+  which may have been assigned after construction), the engine is built (sync
+  in the hub, async on an aloop, or in the process pool for a static
+  ``run``) and a new run begins; ``stop()`` stops that run;
+* **stats** for ``get_info()``, kept by the engine across starts.
 
-Parking: while a worker greenlet waits *for work* (a queue item, a trigger, a
-slot), it marks itself parked; ``stop()`` interrupts only a parked greenlet, from
-a hub callback, so a running executor is never interrupted.
+Parking: while a worker greenlet waits *for work* (a queue item, a trigger),
+it parks on its run; ``stop()`` interrupts only a parked greenlet, from a hub
+callback, so a running executor is never interrupted.
 """
 from __future__ import annotations
 
@@ -33,24 +28,21 @@ import inspect
 import logging
 import os
 import sys
-import time
 import warnings
 from itertools import count
-from time import monotonic
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
 
 import gevent
-from gevent import GreenletExit
-from gevent.event import Event
 from gevent.hub import getcurrent
 
 from ..aio import Aloop
 from ..priorities import TASK_NORMAL, check_priority
 from .._checks import check_seconds
 from .._deadline import Deadline
-from .._errors import FailureLog
 from .._default import supervisor_or_default
 from ..supervisor import TaskSupervisor
+from ._engine import Engine
+from ._run import Halt, Run
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -59,12 +51,7 @@ __all__ = ["Worker", "Halt", "logger", "KNOWN_PARAMETERS", "check_unknown_keywor
 
 logger = logging.getLogger("gworker")
 
-#: ``_task_id`` of every executor call of every worker (the queue burst draws from it too)
-call_ids = count(1)
 _name_suffixes = count(1)
-
-#: The keywords of a start without arguments, in the order ``_start`` adds them.
-_PLAIN_KEYS = ["_name", "o", "_worker"]
 
 #: A busy worker yields to the hub at least this often (seconds).
 YIELD_EVERY = 0.004
@@ -111,10 +98,6 @@ def _outside_gworker() -> int:
         frame = frame.f_back
         level += 1
     return level
-
-
-class Halt(GreenletExit):
-    """Thrown into a parked worker greenlet by ``stop()``."""
 
 
 class Worker:
@@ -181,27 +164,10 @@ class Worker:
         self.supervisor = supervisor_or_default(supervisor)
         self._poll_delay = check_seconds(poll_delay, "poll_delay")
         self.loop = _check_loop(loop, "loop")
-        self._aloop: Optional[Aloop] = None
-        self._active = False
-        self._started = False
-        self._gen = 0
-        self._greenlet: Optional[gevent.Greenlet] = None
-        self._parked = False
-        self._done: Optional[Event] = None
-        self._kw: Dict[str, Any] = {}
-        self._plain_kw = False
-        self._slot_held = False
-        self._args: tuple = ()
-        self._invoke: Callable[..., Any] = self._invoke_sync
-        # None until the first start; _choose_invoker sets it before any invoker runs
-        # (typed as set, so that the per-run calls need neither a check nor an ignore)
-        self._executor: Callable[..., Any] = None  # type: ignore[assignment]
-        self._failures: Optional[FailureLog] = None
-        self.runs = 0
-        self.errors = 0
-        self._run_mono: Optional[float] = None
-        self._ended = 0.0
-        self.last_duration: Optional[float] = None
+        #: how this start calls the executor (None until the first start)
+        self._engine: Optional[Engine] = None
+        #: what this start owns (None until the first start)
+        self._run: Optional[Run] = None
 
     # -- parameters -----------------------------------------------------------------------------
     @property
@@ -239,30 +205,31 @@ class Worker:
         return self.supervisor.run_in_hub(self._start, args, kwargs)
 
     def _start(self, args: tuple, kwargs: Dict[str, Any]) -> bool:
-        if self._active:
+        if self.is_active():
             return False
         self._apply_overrides(kwargs)
         executor = self._resolve_executor()
-        if self._done is not None and not self._done.is_set():
+        if not self.is_stopped():
             # stopped without waiting and not finished yet: let the old run end first
             self._wait_stopped(None)
-        self.supervisor.ensure_started("worker %s" % self.name)
-        self._args = args
-        # _name and o first (in _PLAIN_KEYS order), whether given or not
-        kw = {"_name": kwargs.get("_name", self.name), "o": kwargs.get("o", self.o)}
-        kw.update(kwargs)
-        self._choose_invoker(executor, kw)
-        self._kw = kw
-        self._plain_kw = not args and list(kw) == _PLAIN_KEYS and kw["_worker"] is self
+        supervisor = self.supervisor
+        supervisor.ensure_started("worker %s" % self.name)
+        process = self._func is None and is_static_run(self) and supervisor.mp_pool is not None
+        self._engine = engine = Engine(self, executor, args, kwargs, process, self.holds_slot,
+                                       self._engine, self._keeps_errors())
         self.before_start()
-        self._gen += 1
-        self._done = Event()
-        self._active = True
-        self._started = True
-        self.supervisor.register_worker(self)
-        self._launch(self._gen)
+        self._run = run = self._new_run()
+        supervisor.register_worker(self)
+        self._launch(run, engine)
         self.after_start()
         return True
+
+    def _new_run(self) -> Run:
+        return Run(self.supervisor.hub, self._finished)
+
+    def _keeps_errors(self) -> bool:
+        """Whether the engine keeps each failed call's exception (for the kind)."""
+        return False
 
     def _resolve_executor(self) -> Callable[..., Any]:
         func = self._func if self._func is not None else getattr(self, "run", None)
@@ -271,20 +238,6 @@ class Worker:
                 "worker %s has no executor: pass func= or define a run method" % self.name
             )
         return func
-
-    def _choose_invoker(self, executor: Callable[..., Any], kw: Dict[str, Any]) -> None:
-        """Pick sync / async / process for this start (see the module docstring)."""
-        self._executor = executor
-        if self._func is None and is_static_run(self) and self.supervisor.mp_pool is not None:
-            self._invoke = self._invoke_mp  # no _worker: the call crosses a process boundary
-            return
-        kw["_worker"] = self
-        if inspect.iscoroutinefunction(executor):
-            # Coroutines take no pool slot (as in atasker, priority does not apply).
-            self._aloop = self.supervisor.aloops.resolve(self.loop)
-            self._invoke = self._invoke_async
-            return
-        self._invoke = self._invoke_sync_slot if self.holds_slot else self._invoke_sync
 
     def restart(self, *args: Any, **kwargs: Any) -> bool:
         """Stop (waiting for the end), then start with these arguments."""
@@ -302,66 +255,65 @@ class Worker:
         self.supervisor.run_in_hub(self._stop, Deadline.from_wait(wait), options)
 
     def _stop(self, deadline: Deadline, options: Dict[str, Any]) -> None:
-        if self._active:
+        run = self._run
+        if run is not None and run.active:
             self.before_stop()
-            self._active = False
-            self._stop_options(options)
+            run.active = False
+            self._stop_options(run, options)
             self.send_stop_events()
-            self._halt()
+            self._halt(run)
         if deadline.waits:
             self._wait_stopped(deadline.remaining())
 
-    def _stop_options(self, options: Dict[str, Any]) -> None:
+    def _stop_options(self, run: Run, options: Dict[str, Any]) -> None:
         if options:
             raise TypeError("unexpected stop() argument %r" % sorted(options)[0])
 
     def _wait_stopped(self, timeout: Optional[float]) -> bool:
-        """Wait until the worker's loop has ended, unless that would deadlock."""
-        done = self._done
-        if done is None or done.is_set():
+        """Wait until the worker's run has ended, unless that would deadlock."""
+        run = self._run
+        if run is None or run.ended:
             return True
         current = getcurrent()
-        if current is self._greenlet or self._in_own_run(current) or current is gevent.get_hub():
+        if run.owns(current) or self._in_own_run(run, current) or current is gevent.get_hub():
             return False
-        return done.wait(timeout)
+        return run.done.wait(timeout)
 
-    def _in_own_run(self, current: Any) -> bool:
-        """True if ``current`` is running this worker's executor."""
+    def _in_own_run(self, run: Run, current: Any) -> bool:
+        """True if ``current`` runs this worker's executor outside the run's
+        greenlets (a coroutine loop in its aloop's greenlet)."""
         return False
 
-    def _finished(self, gen: int) -> None:
-        """The worker's loop has ended (any path): unregister, after_stop."""
-        if gen != self._gen:
+    def _finished(self, run: Run) -> None:
+        """A run has ended (any path): unregister, after_stop — unless a newer
+        start (made from inside the old run's executor) has taken over."""
+        if run is not self._run:
             return
-        self._active = False
-        self._greenlet = None
         self.supervisor.unregister_worker(self)
-        try:
-            self.after_stop()
-        finally:
-            if self._done is not None:
-                self._done.set()
+        self.after_stop()
 
     def is_active(self) -> bool:
         """True between ``start()`` and ``stop()`` (or an executor's ``False``)."""
-        return self._active
+        run = self._run
+        return run is not None and run.active
 
     @property
     def runs_sync(self) -> bool:
         """True once started with a plain (sync) executor, called in the hub's
         thread — not a coroutine on an aloop, nor a call in a child process.
         (atasker counts such continuous workers as thread tasks.)"""
-        return getattr(self._invoke, "__name__", "").startswith("_invoke_sync")
+        return self._engine is not None and self._engine.runs_sync
 
     def is_started(self) -> bool:
         """True while the worker runs, as in atasker: from ``start()`` until its
         loop has ended (after ``stop()``, or an executor that returned ``False``)."""
-        done = self._done
-        return done is not None and not done.is_set()
+        run = self._run
+        return run is not None and not run.ended
 
     def is_stopped(self) -> bool:
         """True when the worker is not active and its loop has ended."""
-        return not self._active and (self._done is None or self._done.is_set())
+        run = self._run
+        return run is None or run.ended
 
     # -- hooks (override in a subclass) ------------------------------------------------------------
     def before_start(self) -> None:
@@ -381,160 +333,52 @@ class Worker:
         the worker waits on (the kinds interrupt their own waits already)."""
 
     # -- kind-specific (the *when*) -----------------------------------------------------------------
-    def _launch(self, gen: int) -> None:
+    def _launch(self, run: Run, engine: Engine) -> None:
         raise NotImplementedError
 
+    def _halt(self, run: Run) -> None:
+        """``stop()``: stop the run (its entries, its wakers, its parked loop)."""
+        run.stop()
+
     def _interrupt(self, timeout: float) -> None:
-        """Abort the run in progress (``GreenletExit`` thrown into it) and wait
-        at most ``timeout`` seconds for the worker's loop to end. For a
-        graceful shutdown's deadline (see ``gworker.integrations.lifecycle``)."""
-        glet = self._greenlet
-        if glet is not None:
-            glet.kill(block=True, timeout=timeout)
-            if glet.dead and self._greenlet is glet:
-                # killed before it first ran: its loop, whose ``finally`` ends
-                # the worker, never began
-                self._finished(self._gen)
-
-    def _halt(self) -> None:
-        """Interrupt the worker if it is parked waiting for work."""
-        glet = self._greenlet
-        if glet is not None and not glet.dead:
-            self.supervisor.hub.loop.run_callback(self._throw_if_parked, glet)
-
-    def _throw_if_parked(self, glet: gevent.Greenlet) -> None:
-        # Runs in the hub: the greenlet is not running now, so "parked" is exact.
-        if self._parked and self._greenlet is glet and not glet.dead:
-            glet.throw(Halt)
-
-    def _park(self, wait: Callable[..., Any], *args: Any) -> Any:
-        """Wait for work in a way ``stop()`` may interrupt (raises ``Halt``)."""
-        self._parked = True
-        try:
-            return wait(*args)
-        finally:
-            self._parked = False
-
-    # -- the executor path (the *how*) -------------------------------------------------------------
-    def _execute(self, pre: tuple = ()) -> bool:
-        """Make one executor call; False if the worker must stop now.
-
-        Two clock reads per call (each costs about as much as a small Python
-        call): the start, kept as monotonic time (``last_run`` converts it on
-        demand), and the end, kept in ``_ended`` for the caller's yield check."""
-        kw = self._kw
-        kw["_task_id"] = next(call_ids)
-        self.runs += 1
-        self._run_mono = started = monotonic()
-        try:
-            result = self._invoke(pre, kw)
-        except (Exception, gevent.Timeout):
-            return self._run_failed()
-        finally:
-            self._ended = ended = monotonic()
-            self.last_duration = ended - started
-        return self._outcome(result)
-
-    async def _execute_async(self, pre: tuple = ()) -> bool:
-        """``_execute`` for an ``async def`` executor, awaited by a coroutine
-        already running on the worker's aloop (a queue worker's loop, see
-        ``BackgroundQueueWorker``): the same keywords, stats and outcome, with
-        no task, no greenlet switch and no loop wake-up per call."""
-        kw = self._kw
-        kw["_task_id"] = task_id = next(call_ids)
-        self.runs += 1
-        self._run_mono = started = monotonic()
-        try:
-            if self._plain_kw and len(pre) < 2:
-                if pre:
-                    result = await self._executor(pre[0], _name=kw["_name"], o=kw["o"], _worker=self,
-                                                  _task_id=task_id)
-                else:
-                    result = await self._executor(_name=kw["_name"], o=kw["o"], _worker=self, _task_id=task_id)
-            else:
-                result = await self._executor(*pre, *self._args, **kw)
-        except (Exception, gevent.Timeout):
-            return self._run_failed()
-        finally:
-            self._ended = ended = monotonic()
-            self.last_duration = ended - started
-        return self._outcome(result)
-
-    # The outcome routing, shared by every path that calls an executor.
-
-    def _outcome(self, result: Any) -> bool:
-        """After a call returned ``result``: ``False`` stops the worker; else
-        whether the worker is still active."""
-        if result is False:
-            self._active = False
-            return False
-        return self._active
-
-    def _run_failed(self) -> bool:
-        """In the ``except`` block of a failed call: count it, route it to
-        on_error or the log; the worker goes on (returns whether it is active)."""
-        self.errors += 1
-        self._failed()
-        return self._active
-
-    @property
-    def last_run(self) -> Optional[float]:
-        """Wall-clock time (``time.time()``) the last run started, or None."""
-        if self._run_mono is None:
-            return None
-        return time.time() - (monotonic() - self._run_mono)
-
-    # A worker started with no arguments of its own (the common case) calls its
-    # executor with the four keywords spelled out, in the order ``kw`` holds them:
-    # the same call, at less than half the cost of unpacking ``*pre, **kw``.
-
-    def _invoke_sync(self, pre: tuple, kw: Dict[str, Any]) -> Any:
-        if self._plain_kw and len(pre) < 2:
-            if pre:
-                return self._executor(pre[0], _name=kw["_name"], o=kw["o"], _worker=self,
-                                      _task_id=kw["_task_id"])
-            return self._executor(_name=kw["_name"], o=kw["o"], _worker=self, _task_id=kw["_task_id"])
-        return self._executor(*pre, *self._args, **kw)
-
-    def _invoke_sync_slot(self, pre: tuple, kw: Dict[str, Any]) -> Any:
-        # Not parked while it waits for a slot: the item or trigger is taken,
-        # so this run is in progress and stop() lets it finish.
-        pool = self.supervisor.thread_pool
-        if self._slot_held:  # admitted before its greenlet existed (an interval run)
-            self._slot_held = False
-        elif not pool.try_admit(self.priority):  # the common case costs no extra call
-            pool.admit(self.priority, self)
-        try:
-            return self._invoke_sync(pre, kw)
-        finally:
-            pool.release()
-
-    def _invoke_async(self, pre: tuple, kw: Dict[str, Any]) -> Any:
-        # The worker's greenlet waits cooperatively while the coroutine runs on its aloop.
-        # (_choose_invoker sets _aloop before it picks this invoker)
-        return self._aloop.run(self._executor(*pre, *self._args, **kw))  # type: ignore[union-attr]
-
-    def _invoke_mp(self, pre: tuple, kw: Dict[str, Any]) -> Any:
-        result = self.supervisor.run_in_mp_pool(self._executor, pre + self._args, kw, self.priority)
-        return self.process_result(result)
+        """Abort the run in progress (``GreenletExit`` thrown into its
+        greenlets) and wait at most ``timeout`` seconds for them to end. For a
+        graceful shutdown's deadline (see :meth:`BackgroundQueueWorker.shutdown`)."""
+        run = self._run
+        if run is None or run.ended:
+            return
+        glets = list(run.greenlets)
+        gevent.killall(glets, block=True, timeout=timeout)
+        if not run.ended and run.task is None and all(glet.dead for glet in glets):
+            # killed before it first ran: its loop, whose ``finally`` ends the
+            # run, never began
+            run.end()
 
     def process_result(self, result: Any) -> Any:
         """Called in the hub with what a static ``run`` returned from its child
         process; returning ``False`` stops the worker. Override it."""
         return result
 
-    def _failed(self) -> None:
-        """Route the exception being handled to on_error, or to the log."""
-        if self.on_error is not None:
-            try:
-                self.on_error(**self.on_error_kwargs)
-            except Exception:
-                logger.exception("worker %s: on_error failed", self.name)
-            return
-        if self._failures is None:
-            self._failures = FailureLog()
-        # (called in the except block of the failed run: there is an exception)
-        self._failures.error(sys.exc_info()[1], "worker %s: executor failed", self.name)  # type: ignore[arg-type]
+    # -- stats ---------------------------------------------------------------------------------------
+    @property
+    def runs(self) -> int:
+        """How many executor calls were made (over every start)."""
+        return 0 if self._engine is None else self._engine.runs
+
+    @property
+    def errors(self) -> int:
+        """How many executor calls failed (over every start)."""
+        return 0 if self._engine is None else self._engine.errors
+
+    @property
+    def last_run(self) -> Optional[float]:
+        """Wall-clock time (``time.time()``) the last run started, or None."""
+        return None if self._engine is None else self._engine.last_run
+
+    @property
+    def last_duration(self) -> Optional[float]:
+        """How long the last run took (seconds), or None."""
+        return None if self._engine is None else self._engine.last_duration
 
     # -- info ------------------------------------------------------------------------------------------
     def get_info(self) -> Dict[str, Any]:
@@ -543,7 +387,7 @@ class Worker:
             "name": self.name,
             "kind": self.kind,
             "priority": self.priority,
-            "active": self._active,
+            "active": self.is_active(),
             "runs": self.runs,
             "errors": self.errors,
             "last_run": self.last_run,
@@ -552,7 +396,7 @@ class Worker:
         }
 
     def __repr__(self) -> str:
-        return "<%s %s active=%s>" % (type(self).__name__, self.name, self._active)
+        return "<%s %s active=%s>" % (type(self).__name__, self.name, self.is_active())
 
 
 def _check_loop(loop: Any, parameter: str) -> Any:

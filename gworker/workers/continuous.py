@@ -11,7 +11,9 @@ from __future__ import annotations
 import gevent
 
 from .._hubsafe import yield_to_hub
-from .base import Halt, Worker
+from ._engine import Engine
+from ._run import Halt, Run
+from .base import Worker
 
 __all__ = ["BackgroundWorker", "BackgroundAsyncWorker"]
 
@@ -24,23 +26,26 @@ class BackgroundWorker(Worker):
     holds_slot = False
     kind = "continuous"
 
-    def _launch(self, gen: int) -> None:
-        self._greenlet = gevent.spawn(self._loop, gen)
+    def _launch(self, run: Run, engine: Engine) -> None:
+        run.spawn_loop(self._loop, run, engine)
 
-    def _pause(self) -> None:
+    def _pause(self, run: Run) -> None:
         """Between two calls: yield to the hub."""
-        self._park(yield_to_hub)
+        run.park(yield_to_hub)
 
-    def _loop(self, gen: int) -> None:
+    def _loop(self, run: Run, engine: Engine) -> None:
+        call = engine.call
         try:
-            while self._active and self._gen == gen:
-                if not self._execute():
+            while run.active:
+                if call() is False:
                     break
-                self._pause()
+                if not run.active:
+                    break
+                self._pause(run)
         except Halt:
             pass
         finally:
-            self._finished(gen)
+            run.end()
 
 
 class BackgroundAsyncWorker(BackgroundWorker):
@@ -55,5 +60,5 @@ class BackgroundAsyncWorker(BackgroundWorker):
 
     kind = "async"
 
-    def _pause(self) -> None:
-        self._park(gevent.sleep, self.poll_delay)
+    def _pause(self, run: Run) -> None:
+        run.park(gevent.sleep, self.poll_delay)

@@ -8,14 +8,25 @@ into that one extra run). There is no ``poll_delay`` pause after a run.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from gevent.event import Event
 
-from .base import Halt
+from ._engine import Engine
+from ._run import Halt, Run
 from .continuous import BackgroundAsyncWorker
 
 __all__ = ["BackgroundEventWorker"]
+
+
+class EventRun(Run):
+    """A start of an event worker: whether a run is pending or in progress
+    (``busy``), and whether a forced trigger asked for one more (``again``)."""
+
+    def __init__(self, hub: Any, on_end: Any) -> None:
+        super().__init__(hub, on_end)
+        self.busy = False
+        self.again = False
 
 
 class BackgroundEventWorker(BackgroundAsyncWorker):
@@ -27,12 +38,14 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
 
     holds_slot = True
     kind = "event"
+    _run: Optional[EventRun]  # type: ignore[assignment]  # (made by _new_run)
 
     def __init__(self, *args: Any, e: Any = None, event: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._event = Event()
-        self._busy = False
-        self._again = False
+
+    def _new_run(self) -> EventRun:
+        return EventRun(self.supervisor.hub, self._finished)
 
     def get_event_obj(self) -> Event:
         """The gevent ``Event`` the worker waits on."""
@@ -46,33 +59,35 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
         """Trigger a run from a coroutine running on an aloop."""
         self._trigger(force)
 
-    def _trigger(self, force: bool) -> None:
+    def _trigger(self, force: bool = False) -> None:
         # May run in a hub callback: only sets flags and the event.
-        if not self._active:
+        run = self._run
+        if run is None or not run.active:
             return
-        if self._busy:
+        if run.busy:
             if force:
-                self._again = True
+                run.again = True
             return
-        self._busy = True
+        run.busy = True
         self._event.set()
 
-    def _loop(self, gen: int) -> None:
+    def _loop(self, run: EventRun, engine: Engine) -> None:  # type: ignore[override]
         event = self._event
+        call = engine.call
         try:
-            while self._active and self._gen == gen:
-                if not self._again:
-                    self._park(event.wait)
-                self._again = False
+            while run.active:
+                if not run.again:
+                    run.park(event.wait)
+                run.again = False
                 event.clear()
-                if not self._active:
+                if not run.active:
                     break
-                self._busy = True
-                if not self._execute():
+                run.busy = True
+                if call() is False or not run.active:
                     break
-                self._busy = self._again
+                run.busy = run.again
         except Halt:
             pass
         finally:
-            self._busy = self._again = False
-            self._finished(gen)
+            run.busy = run.again = False
+            run.end()

@@ -47,18 +47,16 @@ Timing rules:
 from __future__ import annotations
 
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import Any, Dict, Optional
 
 import gevent
-from gevent.hub import Waiter, get_hub, getcurrent
+from gevent.hub import Waiter, get_hub
 
 from .._checks import check_seconds
 from .._timers import LEAD, TimerEntry
-from .base import Halt, Worker
-from .event import BackgroundEventWorker
-
-if TYPE_CHECKING:
-    from greenlet import greenlet
+from ._engine import Engine
+from ._run import Halt
+from .event import BackgroundEventWorker, EventRun
 
 __all__ = ["BackgroundIntervalWorker", "PRECISE_EARLY", "PRECISE_SPIN", "KEEP_GREENLET"]
 
@@ -84,10 +82,28 @@ ANCHOR_WITHIN = 0.001
 PRECISE_SPIN = 0.00005
 
 
-def _wait_until(until: float) -> None:
-    """Watch the clock, without yielding, until ``until`` (at most PRECISE_SPIN)."""
-    while monotonic() < until:
-        pass
+class IntervalRun(EventRun):
+    """A start of an interval worker: the state of its schedule (``again``: a
+    trigger, or a scheduled time, came during a run: run again after it)."""
+
+    def __init__(self, hub: Any, on_end: Any) -> None:
+        super().__init__(hub, on_end)
+        #: the origin of the next scheduled run (monotonic)
+        self.tick = monotonic()
+        #: a call is pending or in progress
+        self.running = False
+        #: the timer entry of the next scheduled run, if in the heap
+        self.entry: Optional[TimerEntry] = None
+        #: the waiter of a kept greenlet waiting for its next run (a trigger wakes it)
+        self.waiter: Optional[Waiter] = None
+        #: until the first scheduled run of the start in the timer heap (see _run_due)
+        self.anchor = False
+        #: the run made ready (by a timer or a trigger) waits for its greenlet:
+        #: the exact time of a precise one, and whether it was scheduled
+        self.due_until: Optional[float] = None
+        self.due_scheduled = False
+        #: the engine's ``defer`` calls this once the run may start (see _launch)
+        self.on_grant: Any = None
 
 
 class BackgroundIntervalWorker(BackgroundEventWorker):
@@ -102,13 +118,9 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
     ``delay`` as a keyword) is the pause, None for an interval worker.
     """
 
-    #: set by a precise run's wait: the exact time its sync executor is called at
-    _spin_until: Optional[float] = None
-    #: until the first scheduled run of a start in the timer heap (see _run)
-    _anchor = False
-
     holds_slot = True
     kind = "interval"
+    _run: Optional[IntervalRun]  # type: ignore[assignment]  # (made by _new_run)
 
     def __init__(
         self,
@@ -127,13 +139,6 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
             raise TypeError("precise must be True or False; got %r" % (precise,))
         self.precise = precise
         super().__init__(*args, **kwargs)
-        self._entry: Optional[TimerEntry] = None
-        self._tick = 0.0
-        self._running = False
-        self._again = False
-        self._run_glet: Optional[greenlet] = None  # (getcurrent(): only compared by identity)
-        #: the waiter of a kept greenlet waiting for its next run (a trigger wakes it)
-        self._waiter: Optional[Waiter] = None
 
     def _apply_overrides(self, kwargs: Dict[str, Any]) -> None:
         if "_interval" in kwargs or "_delay" in kwargs or "_delay_after" in kwargs:
@@ -160,21 +165,24 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
             self.delay_after = value
 
     # -- scheduling -----------------------------------------------------------------------------
-    def _launch(self, gen: int) -> None:
-        self._running = False
-        self._again = False
-        self._tick = monotonic()
-        period = self.interval if self.interval is not None else self.delay_after
-        if period + (self.delay_before or 0.0) <= KEEP_GREENLET:
-            self._greenlet = gevent.spawn(self._kept_loop, gen)
-        else:
-            self._anchor = True
-            self._schedule(gen)
+    def _new_run(self) -> IntervalRun:
+        return IntervalRun(self.supervisor.hub, self._finished)
 
-    def _kept_loop(self, gen: int) -> None:
+    def _period(self) -> float:
+        return self.interval if self.interval is not None else self.delay_after  # type: ignore[return-value]
+
+    def _launch(self, run: IntervalRun, engine: Engine) -> None:  # type: ignore[override]
+        if self._period() + (self.delay_before or 0.0) <= KEEP_GREENLET:
+            run.spawn_loop(self._kept_loop, run, engine)
+        else:
+            # one callable per start, not per run: a grant starts this start's run
+            run.on_grant = lambda _slot: run.spawn(self._run_due, run, engine)
+            run.anchor = True
+            self._schedule(run)
+
+    def _kept_loop(self, run: IntervalRun, engine: Engine) -> None:
         """The loop of a worker that keeps its greenlet (see the module
         docstring): the timing rules are those of the timer heap's runs."""
-        self._run_glet = getcurrent()
         hub = get_hub()
         # The schedule starts when this loop does (start() was one turn of the
         # hub ago): else every run after the first is early by that turn,
@@ -182,196 +190,168 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         # are (a PRECISE_SPIN's wait, its bookkeeping done before it). Not when
         # the hub was busy for longer (ANCHOR_WITHIN): the schedule then keeps
         # start() as its origin and catches up, rather than carrying the delay.
-        self._move_origin(monotonic() + (PRECISE_SPIN if self.precise else 0.0))
+        self._move_origin(run, monotonic() + (PRECISE_SPIN if self.precise else 0.0))
         try:
-            while self._active and self._gen == gen:
-                triggered = self._again
+            while run.active:
+                triggered = run.again
+                until = None
                 if not triggered:
-                    due = self._scheduled_time()
+                    due = self._scheduled_time(run)
                     wait = due - (PRECISE_EARLY if self.precise else LEAD) - monotonic()
                     if wait > 0:
-                        self._sleep(hub, wait)
-                        triggered = self._again
+                        self._sleep(run, hub, wait)
+                        triggered = run.again
                     if self.precise and not triggered:
-                        self._yield_until(gen, due)
-                    if not (self._active and self._gen == gen):
+                        until = self._yield_until(run, due)
+                    if not run.active:
                         break
-                self._again = False
-                self._running = True
-                ok = self._execute()
-                self._running = False
-                if not ok:
+                run.again = False
+                run.running = True
+                outcome = engine.call() if until is None else engine.call_at(until)
+                run.running = False
+                if outcome is False or not run.active:
                     break
                 if not triggered:  # a triggered run does not move the schedule
-                    self._next_tick()
+                    self._next_tick(run)
         except Halt:
             pass
         finally:
-            self._running = False
-            self._run_glet = None
-            self._finished(gen)
+            run.running = False
+            run.end()
 
-    def _move_origin(self, origin: float) -> bool:
+    def _move_origin(self, run: IntervalRun, origin: float) -> bool:
         """Make ``origin`` the schedule's origin if it is later than the one
         ``start()`` set by at most ANCHOR_WITHIN (one turn of the hub); True if
         it did."""
-        if 0.0 < origin - self._tick <= ANCHOR_WITHIN:
-            self._tick = origin
+        if 0.0 < origin - run.tick <= ANCHOR_WITHIN:
+            run.tick = origin
             return True
         return False
 
-    def _scheduled_time(self) -> float:
+    def _scheduled_time(self, run: IntervalRun) -> float:
         """When the next scheduled run is due (monotonic)."""
-        return self._tick + (self.delay_before or 0.0)
+        return run.tick + (self.delay_before or 0.0)
 
-    def _yield_until(self, gen: int, until: float) -> None:
+    def _yield_until(self, run: IntervalRun, until: float) -> Optional[float]:
         """Precise mode's last stretch: yield, not sleep, until ``PRECISE_SPIN``
-        before ``until``; then watch the clock, without yielding, until ``until``."""
+        before ``until``; returns ``until`` (the engine watches the clock for
+        the rest), or None if the run stopped meanwhile."""
         spin_from = until - PRECISE_SPIN
         while monotonic() < spin_from:
-            if not (self._active and self._gen == gen):
-                return
+            if not run.active:
+                return None
             gevent.sleep(0)
-        if getattr(self._invoke, "__func__", None) in _SPINS_BEFORE_CALL:
-            self._spin_until = until  # _invoke_sync waits, right before the call
-        else:
-            _wait_until(until)
+        return until
 
-    def _invoke_sync(self, pre: tuple, kw: Dict[str, Any]) -> Any:
-        until = self._spin_until
-        if until is not None:  # a precise run: its last few microseconds
-            self._spin_until = None
-            _wait_until(until)
-        return super()._invoke_sync(pre, kw)
-
-    def _sleep(self, hub: Any, seconds: float) -> None:
+    def _sleep(self, run: IntervalRun, hub: Any, seconds: float) -> None:
         # As gevent.sleep (a bare loop timer: no Timeout raised at the end, whose
         # cost would land between the wake-up and the run), but a trigger may
         # end it early and stop() may throw Halt into it.
         timer = hub.loop.timer(seconds)
-        waiter = self._waiter = Waiter(hub)
+        waiter = run.waiter = Waiter(hub)
         timer.start(waiter.switch, None)
         try:
-            self._park(waiter.get)
+            run.park(waiter.get)
         finally:
-            self._waiter = None
+            run.waiter = None
             timer.close()
 
-    def _schedule(self, gen: int) -> None:
-        due = self._scheduled_time()
+    def _schedule(self, run: IntervalRun) -> None:
+        due = self._scheduled_time(run)
+        timers = self.supervisor.timers
         if self.precise:
-            self._entry = self.supervisor.timers.add(due - PRECISE_EARLY, self._due, gen, due)
+            run.entry = run.schedule(timers, due - PRECISE_EARLY, self._due, run, due)
         else:
-            self._entry = self.supervisor.timers.add(due, self._due, gen, None)
+            run.entry = run.schedule(timers, due, self._due, run, None)
 
-    def _due(self, gen: int, until: Optional[float]) -> None:
+    def _due(self, run: IntervalRun, until: Optional[float]) -> None:
         # Called from the timer heap's hub callback: only schedules. ``until``: the exact
         # time of a precise run.
-        if gen != self._gen or not self._active:
+        entry, run.entry = run.entry, None
+        if entry is not None:
+            run.fired(entry)
+        if not run.active:
             return
-        self._entry = None
-        if self._running:
-            self._again = True
+        if run.running:
+            run.again = True
         else:
-            self._begin(gen, until, scheduled=True)
+            self._begin(run, until, scheduled=True)
 
-    def _begin(self, gen: int, until: Optional[float] = None, scheduled: bool = False) -> None:
+    def _begin(self, run: IntervalRun, until: Optional[float] = None, scheduled: bool = False) -> None:
         # The run's slot first, then its greenlet: a run waiting for a slot is
-        # an entry in the pool's line, not a parked greenlet (ten thousand runs
+        # a line entry of the pool, not a parked greenlet (ten thousand runs
         # due at once on a pool of 110 used to mean ten thousand greenlets).
-        self._running = True
-        pool = self.supervisor.thread_pool
-        if getattr(self._invoke, "__func__", None) is Worker._invoke_sync_slot:
-            # (a bound method and a tuple rather than a closure: the pool's
-            # starvation report can tell whose run waited)
-            pool.defer(self.priority, self._spawn_run, (gen, until, scheduled))
-        else:  # an invoker that does not take a thread-pool slot
-            pool.start_soon(self.priority, gevent.spawn, self._run, gen, False, until, scheduled)
+        run.running = True
+        run.due_until = until
+        run.due_scheduled = scheduled
+        self._engine.defer(run.on_grant)  # type: ignore[union-attr]  # (started: there is one)
 
-    def _spawn_run(self, run: tuple) -> None:
-        # Granted a slot (by the pool, in the hub or a releasing greenlet): start the run.
-        gen, until, scheduled = run
-        gevent.spawn(self._run, gen, True, until, scheduled)
-
-    def _run(self, gen: int, slot_held: bool = False, until: Optional[float] = None,
-             scheduled: bool = False) -> None:
-        self._run_glet = getcurrent()
-        self._slot_held = slot_held  # the first call uses the slot defer() took
+    def _run_due(self, run: IntervalRun, engine: Engine) -> None:
+        until, scheduled = run.due_until, run.due_scheduled
         try:
-            if scheduled and self._anchor:
+            if scheduled and run.anchor:
                 # The first scheduled run of this start: when it is late by a
                 # turn or so (of the timer heap, the slot, the greenlet), the
                 # schedule starts with it, as a kept loop's starts when the loop
                 # does (later than ANCHOR_WITHIN, it keeps its origin).
-                self._anchor = False
+                run.anchor = False
                 start = monotonic() + (PRECISE_SPIN if until is not None else 0.0)
-                if self._move_origin(start - (self.delay_before or 0.0)) and until is not None:
+                if self._move_origin(run, start - (self.delay_before or 0.0)) and until is not None:
                     until = start
             if until is not None:
-                self._yield_until(gen, until)
-            while self._active and self._gen == gen:
-                if not self._execute():
+                until = self._yield_until(run, until)
+            while run.active:
+                outcome = engine.call() if until is None else engine.call_at(until)
+                until = None
+                if outcome is False:
+                    run.active = False  # the executor stopped the worker
+                if not run.active:
                     break
-                if self._again:
-                    self._again = False
+                if run.again:
+                    run.again = False
                     continue
-                if self._entry is None and self._active and self._gen == gen:
-                    self._next_tick()
-                    self._schedule(gen)
+                if run.entry is None:
+                    self._next_tick(run)
+                    self._schedule(run)
                 break
         finally:
-            if self._slot_held:  # stopped before the first call
-                self._slot_held = False
-                self.supervisor.thread_pool.release()
-            self._running = False
-            self._run_glet = None
-            if not self._active and self._gen == gen:
-                self._finished(gen)
+            engine.release_unused()  # stopped before the call
+            run.running = False
+            if not run.active:
+                run.end()
 
-    def _next_tick(self) -> None:
+    def _next_tick(self, run: IntervalRun) -> None:
         now = monotonic()
         if self.interval is not None:
-            tick = self._tick + self.interval
-            self._tick = tick if tick + (self.delay_before or 0.0) >= now else now
+            tick = run.tick + self.interval
+            run.tick = tick if tick + (self.delay_before or 0.0) >= now else now
         else:
-            self._tick = now + self.delay_after  # type: ignore[operator]
+            run.tick = now + self.delay_after  # type: ignore[operator]
 
     # -- triggers --------------------------------------------------------------------------------
-    def trigger_threadsafe(self, force: bool = False) -> None:
-        """Ask for an extra run as soon as none is in progress; from any greenlet
-        or OS thread. ``force`` is accepted for symmetry with event workers."""
-        self.supervisor.call_soon_threadsafe(self._trigger)
-
-    async def trigger(self, force: bool = False) -> None:
-        """Ask for an extra run, from a coroutine running on an aloop."""
-        self._trigger()
-
     def _trigger(self, force: bool = False) -> None:
-        # (``force`` as the event worker's: a trigger during a run always runs again here)
-        if not self._active:
+        # A trigger during a run always runs again here (``force`` is accepted
+        # for symmetry with event workers).
+        run = self._run
+        if run is None or not run.active:
             return
-        if self._running:
-            self._again = True
-        elif self._greenlet is not None:  # a kept greenlet, waiting for its next run
-            self._again = True
-            if self._waiter is not None:
-                self.supervisor.hub.loop.run_callback(self._waiter.switch, None)
+        if run.running:
+            run.again = True
+        elif run.greenlet is not None:  # a kept greenlet, waiting for its next run
+            run.again = True
+            if run.waiter is not None:
+                self.supervisor.hub.loop.run_callback(run.waiter.switch, None)
         else:
-            self._begin(self._gen)
+            self._begin(run)
 
     # -- stopping -----------------------------------------------------------------------------------
-    def _halt(self) -> None:
-        if self._greenlet is not None:  # a kept greenlet: interrupt its wait
-            super()._halt()
-            return
-        entry, self._entry = self._entry, None
-        if entry is not None:
-            entry.cancel()
-        if not self._running:
-            self._finished(self._gen)
-
-    def _in_own_run(self, current: Any) -> bool:
-        return current is self._run_glet
+    def _halt(self, run: IntervalRun) -> None:  # type: ignore[override]
+        run.stop()  # (a kept greenlet's wait is interrupted; a heap entry cancelled)
+        run.entry = None
+        if run.greenlet is None and (not run.running or self._engine.withdraw()):  # type: ignore[union-attr]
+            # nothing in progress, or a run still in line for its slot, withdrawn
+            run.running = False
+            run.end()
 
     def get_info(self) -> Dict[str, Any]:
         info = super().get_info()
@@ -398,7 +378,3 @@ def _check_timing(interval: Any, delay: Any, p_interval: str, p_delay: str):
         delay = 1
     return interval, delay
 
-
-#: The invokers that end in BackgroundIntervalWorker._invoke_sync, which does a
-#: precise run's last wait itself.
-_SPINS_BEFORE_CALL = (Worker._invoke_sync_slot, BackgroundIntervalWorker._invoke_sync)

@@ -58,19 +58,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 import queue as std_queue
-import sys
 from collections import deque
 from time import monotonic
-from typing import Any, Deque, Dict, List, NamedTuple, Protocol, Tuple, Union
+from typing import Any, Deque, Dict, List, NamedTuple, Optional, Protocol, Tuple, Union
 
 import gevent
 import gevent.queue
 
 from ..aio import Aloop, AloopNotActive, await_greenlet
 from .._deadline import Deadline
-from .._gevent import queue_items
 from .._hubsafe import os_thread_ident, yield_to_hub
-from .base import YIELD_EVERY, Halt, Worker, call_ids, logger
+from ._engine import FAILED, NO_SLOT, Engine
+from ._run import Halt, Run
+from .base import YIELD_EVERY, logger
 from .continuous import BackgroundAsyncWorker
 
 __all__ = [
@@ -193,6 +193,15 @@ class QueueShutdown(NamedTuple):
     left: List[Any]
 
 
+class QueueRun(Run):
+    """A start of a queue worker: whether ``stop(drain=True)`` asked it to
+    process what is queued first."""
+
+    def __init__(self, hub: Any, on_end: Any) -> None:
+        super().__init__(hub, on_end)
+        self.draining = False
+
+
 class BackgroundQueueWorker(BackgroundAsyncWorker):
     """Calls ``run(task, *args, **kwargs)`` once per item put into its queue.
 
@@ -201,6 +210,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
 
     holds_slot = True
     kind = "queue"
+    _run: Optional[QueueRun]  # type: ignore[assignment]  # (made by _new_run)
 
     def __init__(self, *args: Any, q: Any = None, queue: Any = None, **kwargs: Any) -> None:
         if q is not None and queue is not None:
@@ -208,13 +218,8 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         spec = q if q is not None else queue
         self._queue = make_queue(True if spec is None else spec, "q" if q is not None else "queue")
         super().__init__(*args, **kwargs)
-        self._draining = False
         self._inbox: Deque[Any] = deque()
         self._inbox_scheduled = False
-        #: ``(item,)`` while the executor runs on ``item`` (still set if that run was
-        #: interrupted), else None.
-        self._in_progress: Any = None
-        self._failure: Any = None
         #: the protocol object's fail(item, exc), or None (then failures are not kept)
         self._fail = getattr(self._queue, "fail", None)
         if not isinstance(self._queue, gevent.queue.Queue):
@@ -223,10 +228,6 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
             self.put = self._put_to_object  # type: ignore[assignment]
         #: the OS thread of the supervisor's hub, once started (put_threadsafe's fast path)
         self._hub_ident: Any = None
-        #: the async loop's task on the aloop (async executor), else None
-        self._task: Any = None
-        #: the greenlet parked in ``peek()`` while the async loop waits, else None
-        self._peeker: Any = None
 
     # -- feeding the queue --------------------------------------------------------------------
     def get_queue_obj(self) -> Any:
@@ -321,22 +322,24 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         return self.supervisor.run_in_hub(self._shutdown, deadline, drain, interrupt_timeout)
 
     def _shutdown(self, deadline: Deadline, drain: bool, interrupt_timeout: float) -> QueueShutdown:
-        current = gevent.getcurrent()
-        if current is self._greenlet or self._in_own_run(current):
-            raise RuntimeError("worker %s: shutdown() from inside its own executor" % self.name)
-        if self._active:
+        run = self._run
+        if run is not None and not run.ended:
+            current = gevent.getcurrent()
+            if run.owns(current) or self._in_own_run(run, current):
+                raise RuntimeError("worker %s: shutdown() from inside its own executor" % self.name)
+        if self.is_active():
             self._stop(Deadline.from_wait(False), {"drain": True} if drain else {})
         if deadline.waits:
             self._wait_stopped(deadline.remaining())
         interrupted: Tuple[Any, ...] = ()
         finished = self.is_stopped()
-        if not finished:
+        if not finished and run is not None:
             # Take no more items, and interrupt the run in progress, so that its
             # item is handed back instead of being cut off by the process's exit
             # (or finishing *and* being handed back).
-            self._draining = False
+            run.draining = False
             self._interrupt(interrupt_timeout)
-            in_progress = self._in_progress  # still set: the run did not return
+            in_progress = run.in_progress  # still set: the run did not return
             if in_progress is not None:
                 interrupted = in_progress
         q = self._queue
@@ -347,39 +350,35 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         _mark_done(q, len(left))
         return QueueShutdown(finished, interrupted, left)
 
-    def _stop_options(self, options: Dict[str, Any]) -> None:
+    def _stop_options(self, run: Run, options: Dict[str, Any]) -> None:  # type: ignore[override]
         drain = options.pop("drain", False)
-        super()._stop_options(options)
-        self._draining = bool(drain)
+        super()._stop_options(run, options)
+        run.draining = bool(drain)  # type: ignore[attr-defined]  # (a QueueRun)
 
-    def _halt(self) -> None:
-        if self._draining and self._queue.qsize():
+    def _halt(self, run: QueueRun) -> None:  # type: ignore[override]
+        if run.draining and self._queue.qsize():
             return  # the loop keeps taking items until the queue is empty
-        if self._task is not None:
-            # The async loop: wake it if it waits for an item (its peek greenlet
-            # takes nothing out of the queue); a running call is left alone.
-            peeker = self._peeker
-            if peeker is not None:
-                peeker.kill(block=False)
-            return
-        super()._halt()
+        # (the coroutine loop's peeker, a waker, is killed: the loop wakes and
+        # sees the run stopped; a running call is left alone)
+        run.stop()
 
-    def _in_own_run(self, current: Any) -> bool:
-        # The async loop runs in its aloop's greenlet: waiting there for the
+    def _in_own_run(self, run: Run, current: Any) -> bool:
+        # The coroutine loop runs in its aloop's greenlet: waiting there for the
         # loop to end could never end.
-        return self._task is not None and self._aloop is not None and current is self._aloop.greenlet
+        aloop = self._engine.aloop if self._engine is not None else None
+        return run.task is not None and aloop is not None and current is aloop.greenlet
 
     def _interrupt(self, timeout: float) -> None:
-        task = self._task
+        run = self._run
+        task = run.task if run is not None else None
         if task is None:
             super()._interrupt(timeout)
             return
         loop = task.get_loop()
         if not task.done() and not loop.is_closed():
             loop.call_soon_threadsafe(task.cancel)  # CancelledError in the running call
-        done = self._done
-        if done is not None and not self._in_own_run(gevent.getcurrent()):
-            done.wait(timeout)
+        if not self._in_own_run(run, gevent.getcurrent()):  # type: ignore[arg-type]
+            run.done.wait(timeout)  # type: ignore[union-attr]
 
     # -- hooks ----------------------------------------------------------------------------------
     def before_queue_get(self) -> None:
@@ -389,59 +388,63 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         """Called with each item just taken from the queue, before the executor."""
 
     # -- the loop -----------------------------------------------------------------------------------
-    def _failed(self) -> None:
-        # inside the except block of a failed run: keep the error for fail()
-        if self._fail is not None:
-            self._failure = sys.exc_info()[1]
-        super()._failed()
+    def _new_run(self) -> QueueRun:
+        return QueueRun(self.supervisor.hub, self._finished)
 
-    def _launch(self, gen: int) -> None:
+    def _keeps_errors(self) -> bool:
+        return self._fail is not None  # fail(item, exc) wants each failure's exception
+
+    def _launch(self, run: QueueRun, engine: Engine) -> None:  # type: ignore[override]
         self._hub_ident = os_thread_ident()  # (start() runs in the supervisor's hub thread)
-        if (getattr(self._invoke, "__func__", None) is Worker._invoke_async
-                and isinstance(self._queue, gevent.queue.Queue)):
+        if engine.aloop is not None and isinstance(self._queue, gevent.queue.Queue):
             # (a protocol object, which may want ack/fail/release, keeps the greenlet loop)
             try:
-                # (the async invoker was chosen with its aloop: _aloop is set)
-                self._task = self._aloop.create_task(self._aloop_loop(gen))  # type: ignore[union-attr]
+                run.task = engine.aloop.create_task(self._aloop_loop(run, engine))
                 return
             except (AloopNotActive, RuntimeError):
                 # not running (or a task cannot be made from here): the greenlet
                 # loop below hands each item to the aloop, and reports its failure
-                self._task = None
-        super()._launch(gen)
+                run.task = None
+        run.spawn_loop(self._loop, run, engine)
 
-    async def _aloop_loop(self, gen: int) -> None:
+    def _goes_on(self, run: QueueRun, outcome: Any, waiting: int) -> bool:
+        """After a call, or before taking the next item: whether the loop goes
+        on — it is active, or draining what is still queued (``waiting``
+        items); a ``False`` from the executor ends it unless it drains."""
+        if run.draining:
+            return bool(waiting)
+        return run.active and outcome is not False
+
+    async def _aloop_loop(self, run: QueueRun, engine: Engine) -> None:
         """The loop for an ``async def`` executor, as a task on the worker's aloop
         (see the module docstring); the rules are ``_loop``'s."""
         q = self._queue
-        self._in_progress = None
         before = _overridden(self, "before_queue_get")
         after = _overridden(self, "after_queue_get")
-        execute = self._execute_async
+        call = engine.call_async
         done = _task_done_of(q)
-        aloop: Aloop = self._aloop  # type: ignore[assignment]  # (set with the async invoker)
+        aloop: Aloop = engine.aloop  # type: ignore[assignment]  # (an async engine has one)
         aloop.add_stop_callback(self._aloop_stopping)
         last_yield = monotonic()
+        outcome = None
         try:
-            while self._gen == gen:
-                if not self._active and not (self._draining and len(q)):
-                    break
+            while self._goes_on(run, outcome, len(q)):
                 if before is not None:
                     before()
                 if len(q):
                     # a burst: let this loop's other coroutines and the hub run
                     # every few ms (the clock was read when the previous call ended)
-                    if self._ended - last_yield >= YIELD_EVERY:
+                    if engine.ended - last_yield >= YIELD_EVERY:
                         await _yield_async()
                         last_yield = monotonic()
-                        if self._gen != gen:
+                        if not self._goes_on(run, outcome, len(q)):
                             break
                 else:
-                    if not self._active:
+                    if not run.active:
                         break
-                    await self._park_async(q)
+                    await self._park_async(run, q)
                     last_yield = monotonic()
-                    if self._gen != gen or (not self._active and not (self._draining and len(q))):
+                    if not self._goes_on(run, outcome, len(q)):
                         break
                 try:
                     task = q.get(False)  # ``get`` as the sync loop calls it, never waiting
@@ -450,64 +453,58 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
                 if after is not None:
                     after(task)
                 # Set until the call returns: after an interrupt at shutdown it
-                # still names the item (see gworker.integrations.lifecycle).
-                pre = self._in_progress = (task,)
-                ok = await execute(pre)
-                self._in_progress = None
+                # still names the item (see shutdown()).
+                pre = run.in_progress = (task,)
+                outcome = await call(pre)
+                run.in_progress = None
                 if done is not None:
                     self._mark_done(done)
-                if not ok and not self._draining:
-                    break
         finally:
             aloop.remove_stop_callback(self._aloop_stopping)
-            self._draining = False
-            if self._gen == gen:
-                self._task = None
-            self._finished(gen)
+            run.draining = False
+            run.task = None
+            run.end()
 
-    async def _park_async(self, q: gevent.queue.Queue) -> None:
-        """Wait until the queue has an item, or ``stop()`` (``_halt``) wakes us."""
-        peeker = self._peeker = gevent.spawn(q.peek)
-        self._parked = True
+    async def _park_async(self, run: QueueRun, q: gevent.queue.Queue) -> None:
+        """Wait until the queue has an item, or ``stop()`` kills the peeker."""
+        peeker = run.spawn_waker(q.peek)
+        run.parked = True
         try:
             await await_greenlet(peeker)
         finally:
-            self._parked = False
-            self._peeker = None
+            run.parked = False
             if not peeker.dead:  # cancelled while waiting
                 peeker.kill(block=False)
 
     def _aloop_stopping(self) -> None:
         # The aloop's stop began (in its loop): end the worker, which would
         # otherwise keep the loop from ever finishing its tasks.
-        if self._active:
+        if self.is_active():
+            aloop = self._engine.aloop if self._engine is not None else None
             logger.warning("worker %s: its aloop %s is stopping: the worker stops (queued items stay"
-                           " in its queue)", self.name, self._aloop.name if self._aloop else "?")
+                           " in its queue)", self.name, aloop.name if aloop else "?")
             self.stop(wait=False)
 
-    def _loop(self, gen: int) -> None:
+    def _loop(self, run: QueueRun, engine: Engine) -> None:  # type: ignore[override]
         q = self._queue
         size = q.qsize
         ack = getattr(q, "ack", None)
-        self._in_progress = None
+        fail = self._fail
         # The hooks are called only when a subclass (or the instance) overrides them.
         before = _overridden(self, "before_queue_get")
         after = _overridden(self, "after_queue_get")
-        execute = self._execute
+        call = engine.call
         done = _task_done_of(q)
-        pool = self.supervisor.thread_pool
-        # Bursts of a plain sync executor run back to back in one pool slot (see _burst).
-        burst = (
-            isinstance(q, gevent.queue.Queue) and ack is None
-            and before is None and after is None and self._plain_kw
-            and getattr(self._invoke, "__func__", None) is Worker._invoke_sync_slot
+        # Bursts of a plain sync executor run back to back in one pool slot (engine.batch).
+        batch = (
+            engine.batch if isinstance(q, gevent.queue.Queue) and ack is None
+            and before is None and after is None and engine.batches else None
         )
         last_yield = monotonic()
+        outcome = None
         try:
-            while self._gen == gen:
-                if not self._active and not (self._draining and size()):
-                    break
-                if size() and self._ended - last_yield >= YIELD_EVERY:
+            while self._goes_on(run, outcome, size()):
+                if size() and engine.ended - last_yield >= YIELD_EVERY:
                     # a burst: let the hub run I/O and timers every few ms (the
                     # clock was read when the previous call ended). Before the
                     # next item is taken: an interrupt landing here (a kill at a
@@ -521,38 +518,38 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
                 if size():
                     task = q.get()
                 else:
-                    if not self._active:
+                    if not run.active:
                         break
-                    task = self._park(q.get)
+                    task = run.park(q.get)
                     last_yield = monotonic()
                 if after is not None:
                     after(task)
                 # Set until the call returns: after a kill at shutdown it still
-                # names the interrupted item (see gworker.integrations.lifecycle).
-                pre = self._in_progress = (task,)
-                if burst and self._active and len(q) and pool.try_admit(self.priority):
-                    ok = self._burst(gen, task, pool, last_yield + YIELD_EVERY, done)
-                else:
-                    ok = execute(pre)
-                    if self._failure is not None:
-                        self._item_failed(task)
-                    elif ack is not None:
-                        ack(task)
-                    if done is not None:
-                        self._mark_done(done)
-                self._in_progress = None
-                if not ok and not self._draining:
-                    break
+                # names the interrupted item (see shutdown()).
+                pre = run.in_progress = (task,)
+                if batch is not None and run.active and len(q):
+                    outcome = batch(run, q, task, last_yield + YIELD_EVERY, done, self._task_done_twice)
+                    if outcome is not NO_SLOT:
+                        run.in_progress = None
+                        continue
+                outcome = call(pre)
+                if outcome is FAILED and fail is not None:
+                    fail(task, engine.take_error())
+                elif ack is not None:
+                    ack(task)
+                if done is not None:
+                    self._mark_done(done)
+                run.in_progress = None
         except Halt:
             pass
         finally:
-            self._draining = False
+            run.draining = False
             try:
                 release = getattr(q, "release", None)
                 if release is not None:
                     release()
             finally:
-                self._finished(gen)
+                run.end()
 
     def _mark_done(self, done: Any) -> None:
         try:
@@ -566,78 +563,11 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
                        " were taken; the worker calls it for each item, the executor must not",
                        self.name)
 
-    def _item_failed(self, task: Any) -> None:
-        exc, self._failure = self._failure, None
-        self._fail(task, exc)  # type: ignore[misc]  # (_failure is kept only when there is a fail())
-
-    def _burst(self, gen: int, task: Any, pool: Any, yield_at: float, done: Any) -> bool:
-        """Call the executor for ``task``, then for the items queued behind it,
-        back to back in the one pool slot the caller took for it.
-
-        The fast path of the loop above, for a sync executor started without
-        arguments of its own and no queue hooks: each call is exactly what
-        ``_execute`` makes (keywords, ``_task_id``, stats, ``False`` stops, an
-        exception goes to ``on_error`` or the log), but the slot is not given
-        back and taken again between two items (no greenlet runs in between, so
-        no one could have used it), the keywords are spelled out, and one clock
-        read serves as the end of a call and the start of the next. ``done`` is
-        the queue's ``task_done`` (or None), called after each call. Returns
-        (giving the slot back) when the queue is empty, someone waits for a
-        slot, it is time to yield (``yield_at``), or the worker stops; the
-        result is ``_execute``'s."""
-        q = self._queue
-        items = queue_items(q)  # the deque gevent's Queue keeps its items in
-        if type(q) in _PLAIN_FIFO and q.maxsize is None:
-            # Unbounded, so no putter ever waits to be woken: taking the next
-            # item is the deque's popleft, which is all get() would do here.
-            get = items.popleft
-        else:
-            get = q.get
-        executor = self._executor
-        kw = self._kw
-        name, o = kw["_name"], kw["o"]
-        ids = call_ids
-        waiting = pool.waiting_flag  # true while anyone waits for a slot (changed in place)
-        runs = self.runs
-        started = monotonic()
-        try:
-            while True:
-                self.runs = runs = runs + 1
-                self._run_mono = started
-                try:
-                    result = executor(task, _name=name, o=o, _worker=self, _task_id=next(ids))
-                except (Exception, gevent.Timeout):
-                    self._run_failed()
-                    result = None
-                finally:
-                    self._ended = ended = monotonic()
-                    self.last_duration = ended - started
-                if done is not None:
-                    try:
-                        done()
-                    except ValueError:
-                        self._task_done_twice()
-                if result is False:
-                    self._active = False
-                    return False
-                if not self._active or self._gen != gen:
-                    return self._active
-                if waiting or ended >= yield_at or not items:
-                    return True
-                task = get()
-                self._in_progress = (task,)
-                started = ended
-        finally:
-            pool.release()
-
     def get_info(self) -> Dict[str, Any]:
         info = super().get_info()
         info["queue_length"] = self._queue.qsize()
         return info
 
-
-#: gevent queue classes whose get() takes the oldest item of ``queue`` (a deque)
-_PLAIN_FIFO = (gevent.queue.Queue, gevent.queue.JoinableQueue)
 
 
 def _task_done_of(q: Any) -> Any:

@@ -1,0 +1,364 @@
+"""The engine: *how* a worker's executor is called, written once for every kind.
+
+A worker kind decides *when* its executor runs; an :class:`Engine`, built at
+each ``start()``, decides how:
+
+* **the mode** — chosen once: ``sync`` (called in the hub's thread, by the
+  kind's greenlet), ``sync+slot`` (the same, holding one slot of the
+  supervisor's pool at the worker's priority while it runs), ``async`` (a
+  coroutine on the worker's aloop, which the calling greenlet waits for) or
+  ``process`` (a static ``run``, called in the supervisor's process pool);
+* **the keywords** — ``_name``, ``o``, ``_worker`` (not across a process
+  boundary) and ``_task_id`` are added to the start's arguments; the dict is
+  built once per start and only ``_task_id`` changes per call. A start with
+  no arguments of its own (the common case) calls the executor with the four
+  keywords spelled out: the same call, at less than half the cost of
+  unpacking ``**kw``;
+* **the outcome** — :meth:`Engine.call` returns what the executor returned,
+  or :data:`FAILED` when it raised (an exception, or an escaped
+  ``gevent.Timeout``): the failure is counted and routed, inside the
+  ``except`` block, to the worker's ``on_error`` or to the log (one
+  rate-limited line per kind of failure). ``GreenletExit``,
+  ``KeyboardInterrupt`` and ``SystemExit`` pass through. Whether to go on
+  (``False`` stops a worker) is the kind's to decide;
+* **stats** — runs, errors, when the last run started, how long it took.
+
+The kinds call :meth:`~Engine.call` (or :meth:`~Engine.call_at` for a run due
+at an exact time), :meth:`~Engine.call_async` from a coroutine on the aloop,
+and :meth:`~Engine.batch` — the only home of the queue's fast path — and
+never look at the mode.
+"""
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+from itertools import count
+from time import monotonic
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+
+import gevent
+import gevent.queue
+
+from .._admission import HELD, Slot
+from .._errors import FailureLog
+from .._gevent import queue_items
+from ..logs import logger
+
+if TYPE_CHECKING:
+    from ..aio import Aloop
+    from ._run import Run
+    from .base import Worker
+
+__all__ = ["Engine", "FAILED", "NO_SLOT", "call_ids", "wait_until"]
+
+#: ``_task_id`` of every executor call of every worker
+call_ids = count(1)
+
+#: The keywords of a start without arguments, in the order ``Engine`` adds them.
+_PLAIN_KEYS = ["_name", "o", "_worker"]
+
+
+class _Sentinel:
+    """An outcome that no executor can return (compared by identity)."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+#: What :meth:`Engine.call` returns for a call that raised.
+FAILED: Any = _Sentinel("FAILED")
+#: What :meth:`Engine.batch` returns when no slot was free at once (no call made).
+NO_SLOT: Any = _Sentinel("NO_SLOT")
+
+
+def wait_until(until: float) -> None:
+    """Watch the clock, without yielding, until ``until`` (a precise run's last
+    few tens of microseconds: see :mod:`gworker.workers.interval`)."""
+    while monotonic() < until:
+        pass
+
+
+class Engine:
+    """How one start of a worker calls its executor (see the module docstring).
+
+    ``args``/``kwargs`` are the start's; ``previous`` is the engine of the
+    worker's previous start, whose stats carry on. ``keep_errors``: keep the
+    exception of a failed call for :meth:`take_error` (a queue that wants to
+    know how each item ended)."""
+
+    __slots__ = (
+        "worker", "name", "executor", "args", "kw", "plain", "mode", "aloop", "slot", "_pool",
+        "_supervisor", "_invoke", "_spin_until", "_keep_errors", "_error", "_failures",
+        "runs", "errors", "started", "ended", "last_duration",
+    )
+
+    def __init__(self, worker: "Worker", executor: Callable[..., Any], args: tuple,
+                 kwargs: Dict[str, Any], process: bool, holds_slot: bool,
+                 previous: Optional["Engine"] = None, keep_errors: bool = False) -> None:
+        supervisor = worker.supervisor
+        self.worker = worker
+        self.name = worker.name
+        self.executor = executor
+        self.args = args
+        self._supervisor = supervisor
+        # _name and o first (in _PLAIN_KEYS order), whether given or not
+        kw = {"_name": kwargs.get("_name", worker.name), "o": kwargs.get("o", worker.o)}
+        kw.update(kwargs)
+        self.aloop: Optional[Aloop] = None
+        self.slot: Optional[Slot] = None
+        self._pool = supervisor.thread_pool
+        if process:
+            self.mode = "process"  # no _worker: the call crosses a process boundary
+            self._invoke = self._invoke_process
+        else:
+            kw["_worker"] = worker
+            if inspect.iscoroutinefunction(executor):
+                # Coroutines take no pool slot (as in atasker, priority does not apply).
+                self.mode = "async"
+                self.aloop = supervisor.aloops.resolve(worker.loop)
+                self._invoke = self._invoke_async
+            elif holds_slot:
+                self.mode = "sync+slot"
+                self.slot = self._pool.slot(worker.priority, worker)
+                self._invoke = self._invoke_slot
+            else:
+                self.mode = "sync"
+                self._invoke = self._invoke_sync
+        self.kw = kw
+        self.plain = not args and list(kw) == _PLAIN_KEYS and kw["_worker"] is worker
+        self._spin_until: Optional[float] = None
+        self._keep_errors = keep_errors
+        self._error: Optional[BaseException] = None
+        self._failures: Optional[FailureLog] = previous._failures if previous is not None else None
+        self.runs: int = previous.runs if previous is not None else 0
+        self.errors: int = previous.errors if previous is not None else 0
+        self.started: Optional[float] = previous.started if previous is not None else None
+        self.ended = 0.0
+        self.last_duration: Optional[float] = previous.last_duration if previous is not None else None
+
+    # -- what the kinds may ask --------------------------------------------------------------------
+    @property
+    def runs_sync(self) -> bool:
+        """True for a plain executor called in the hub's thread (not a
+        coroutine, not a call in a child process)."""
+        return self.mode.startswith("sync")
+
+    @property
+    def batches(self) -> bool:
+        """True if :meth:`batch` serves this engine: a plain executor started
+        without arguments of its own, holding a slot per call."""
+        return self.plain and self.slot is not None
+
+    @property
+    def last_run(self) -> Optional[float]:
+        """Wall-clock time (``time.time()``) the last run started, or None."""
+        if self.started is None:
+            return None
+        return time.time() - (monotonic() - self.started)
+
+    # -- admission for a run that has no greenlet yet ---------------------------------------------
+    def defer(self, start: Callable[[Any], object]) -> None:
+        """Call ``start(slot_or_None)`` from a hub callback, in priority order
+        with everything else made ready at the same time — once this engine's
+        slot is held, for a mode that holds one (the next :meth:`call` then
+        uses it). For a run that is due but has no greenlet yet: waiting for a
+        slot costs a line entry, not a parked greenlet."""
+        slot = self.slot
+        if slot is not None:
+            self._pool.defer(slot, start)
+        else:
+            self._pool.start_soon(self.worker.priority, start, None)
+
+    def withdraw(self) -> bool:
+        """Withdraw, for good, a :meth:`defer` whose slot has not been granted
+        yet (the worker stopped); True if there was one."""
+        slot = self.slot
+        return slot is not None and slot.cancel()
+
+    def release_unused(self) -> None:
+        """Give back a slot that :meth:`defer` took for a call that is not
+        going to be made (the worker stopped meanwhile)."""
+        slot = self.slot
+        if slot is not None and slot.state == HELD:
+            self._pool.release(slot)
+
+    # -- the one call path ---------------------------------------------------------------------------
+    def call(self, pre: tuple = ()) -> Any:
+        """Make one executor call (``pre``: positional arguments before the
+        start's, a queue item); returns its value, or :data:`FAILED`.
+
+        Two clock reads per call (each costs about as much as a small Python
+        call): the start, kept as monotonic time (``last_run`` converts it on
+        demand), and the end, kept in ``ended`` for the kind's yield check."""
+        kw = self.kw
+        kw["_task_id"] = next(call_ids)
+        self.runs += 1
+        self.started = started = monotonic()
+        try:
+            return self._invoke(pre, kw)
+        except (Exception, gevent.Timeout):
+            return self._failed()
+        finally:
+            self.ended = ended = monotonic()
+            self.last_duration = ended - started
+
+    def call_at(self, until: float, pre: tuple = ()) -> Any:
+        """:meth:`call`, made at monotonic time ``until`` exactly: the clock is
+        watched without yielding until then — for a call in the hub's thread
+        as the very last step before it (after admission and bookkeeping), so
+        that all of that is done before the time, not after it."""
+        if self.mode.startswith("sync"):
+            self._spin_until = until
+        else:
+            wait_until(until)
+        return self.call(pre)
+
+    async def call_async(self, pre: tuple = ()) -> Any:
+        """:meth:`call` for an ``async def`` executor, awaited by a coroutine
+        already running on the worker's aloop: the same keywords, stats and
+        outcome, with no task, no greenlet switch and no loop wake-up per call."""
+        kw = self.kw
+        kw["_task_id"] = task_id = next(call_ids)
+        self.runs += 1
+        self.started = started = monotonic()
+        try:
+            if self.plain and len(pre) < 2:
+                return await self.executor(*pre, _name=kw["_name"], o=kw["o"], _worker=self.worker,
+                                           _task_id=task_id)
+            return await self.executor(*pre, *self.args, **kw)
+        except (Exception, gevent.Timeout):
+            return self._failed()
+        finally:
+            self.ended = ended = monotonic()
+            self.last_duration = ended - started
+
+    def _invoke_sync(self, pre: tuple, kw: Dict[str, Any]) -> Any:
+        until = self._spin_until
+        if until is not None:  # a precise run: its last few microseconds
+            self._spin_until = None
+            wait_until(until)
+        if self.plain and len(pre) < 2:
+            if pre:
+                return self.executor(pre[0], _name=kw["_name"], o=kw["o"], _worker=self.worker,
+                                     _task_id=kw["_task_id"])
+            return self.executor(_name=kw["_name"], o=kw["o"], _worker=self.worker, _task_id=kw["_task_id"])
+        return self.executor(*pre, *self.args, **kw)
+
+    def _invoke_slot(self, pre: tuple, kw: Dict[str, Any]) -> Any:
+        # Not parked while it waits for a slot: the item or trigger is taken,
+        # so this run is in progress and stop() lets it finish.
+        slot: Slot = self.slot  # type: ignore[assignment]  # (this mode has one)
+        pool = self._pool
+        if slot.state != HELD:  # else: taken by defer(), before this greenlet existed
+            if not pool.try_acquire(slot):  # the common case costs no extra call
+                pool.acquire(slot)
+        try:
+            return self._invoke_sync(pre, kw)
+        finally:
+            pool.release(slot)
+
+    def _invoke_async(self, pre: tuple, kw: Dict[str, Any]) -> Any:
+        # The calling greenlet waits cooperatively while the coroutine runs on its aloop.
+        return self.aloop.run(self.executor(*pre, *self.args, **kw))  # type: ignore[union-attr]
+
+    def _invoke_process(self, pre: tuple, kw: Dict[str, Any]) -> Any:
+        worker = self.worker
+        result = self._supervisor.run_in_mp_pool(self.executor, pre + self.args, kw, worker.priority)
+        return worker.process_result(result)
+
+    def _failed(self) -> Any:
+        """In the ``except`` block of a failed call: count it, route it to
+        on_error or the log; returns FAILED."""
+        self.errors += 1
+        exc = sys.exc_info()[1]
+        if self._keep_errors:
+            self._error = exc
+        worker = self.worker
+        if worker.on_error is not None:
+            try:
+                worker.on_error(**worker.on_error_kwargs)
+            except Exception:
+                logger.exception("worker %s: on_error failed", self.name)
+            return FAILED
+        if self._failures is None:
+            self._failures = FailureLog()
+        self._failures.error(exc, "worker %s: executor failed", self.name)  # type: ignore[arg-type]
+        return FAILED
+
+    def take_error(self) -> Optional[BaseException]:
+        """The exception of the last :data:`FAILED` call (with ``keep_errors``),
+        once; None if there is none."""
+        exc, self._error = self._error, None
+        return exc
+
+    # -- the queue's fast path ---------------------------------------------------------------------
+    def batch(self, run: "Run", q: Any, item: Any, yield_at: float, done: Any,
+              done_twice: Callable[[], None]) -> Any:
+        """Call the executor for ``item``, then for the items queued behind it
+        in the gevent queue ``q``, back to back in one slot; returns the
+        outcome of the last call.
+
+        For an engine that :attr:`batches`. Each call is exactly what
+        :meth:`call` makes (keywords, ``_task_id``, stats, a failure routed),
+        but the slot is not given back and taken again between two items (no
+        greenlet runs in between, so no one could have used it), the keywords
+        are spelled out, and one clock read serves as the end of a call and
+        the start of the next. ``done`` is the queue's ``task_done`` (or
+        None), called after each call; ``run.in_progress`` names the item
+        being processed. Returns (giving the slot back) when the queue is
+        empty, someone waits for a slot, it is time to yield (``yield_at``),
+        a call returned ``False``, or the run stopped. Returns :data:`NO_SLOT`
+        without calling anything if no slot is free at once (the caller then
+        makes a plain :meth:`call`)."""
+        pool = self._pool
+        slot: Slot = self.slot  # type: ignore[assignment]  # (batches: there is one)
+        if not pool.try_acquire(slot):
+            return NO_SLOT
+        items = queue_items(q)  # the deque gevent's Queue keeps its items in
+        if type(q) in _PLAIN_FIFO and q.maxsize is None:
+            # Unbounded, so no putter ever waits to be woken: taking the next
+            # item is the deque's popleft, which is all get() would do here.
+            get = items.popleft
+        else:
+            get = q.get
+        executor = self.executor
+        kw = self.kw
+        name, o, worker = kw["_name"], kw["o"], self.worker
+        ids = call_ids
+        waiting = pool.waiting_flag  # true while anyone waits for a slot (changed in place)
+        runs = self.runs
+        started = monotonic()
+        try:
+            while True:
+                self.runs = runs = runs + 1
+                self.started = started
+                try:
+                    result = executor(item, _name=name, o=o, _worker=worker, _task_id=next(ids))
+                except (Exception, gevent.Timeout):
+                    result = self._failed()
+                finally:
+                    self.ended = ended = monotonic()
+                    self.last_duration = ended - started
+                if done is not None:
+                    try:
+                        done()
+                    except ValueError:
+                        done_twice()
+                if result is False or not run.active or waiting or ended >= yield_at or not items:
+                    return result
+                item = get()
+                run.in_progress = (item,)
+                started = ended
+        finally:
+            pool.release(slot)
+
+
+
+#: gevent queue classes whose get() takes the oldest item of ``queue`` (a deque)
+_PLAIN_FIFO = (gevent.queue.Queue, gevent.queue.JoinableQueue)
