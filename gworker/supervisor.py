@@ -50,6 +50,25 @@ DEFAULT_TIMEOUT_CRITICAL = 10
 _supervisor_ids = count(1)
 
 
+def _pool_limit(pool: str, name: str, doc: str, set_by: Optional[str] = None) -> property:
+    """A :class:`TaskSupervisor` attribute (atasker's) that reads limit
+    ``name`` of the PriorityPool in attribute ``pool`` (None while that is
+    None); with ``set_by``, setting it calls that method as
+    ``set_by(name=value)``, else it is read-only."""
+
+    def get(self: "TaskSupervisor") -> Any:
+        admission = getattr(self, pool)
+        return None if admission is None else getattr(admission, name)
+
+    if set_by is None:
+        return property(get, doc=doc)
+
+    def set_(self: "TaskSupervisor", value: Any) -> None:
+        getattr(self, set_by)(**{name: value})
+
+    return property(get, set_, doc=doc)
+
+
 class TaskSupervisor:
     """Runs workers and tasks in one gevent hub (see the module docstring).
 
@@ -150,49 +169,29 @@ class TaskSupervisor:
         except Exception:
             logger.exception("timeout function %r failed", func)
 
-    @property
-    def thread_pool_size(self) -> int:
-        """The thread pool's ``pool_size`` (atasker's attribute; setting it
-        reconfigures the pool)."""
-        return self.thread_pool.pool_size
-
-    @thread_pool_size.setter
-    def thread_pool_size(self, value: int) -> None:
-        self.set_thread_pool(pool_size=value)
-
-    @property
-    def thread_reserve_normal(self) -> int:
-        """The thread pool's ``reserve_normal`` (settable, as ``thread_pool_size``)."""
-        return self.thread_pool.reserve_normal
-
-    @thread_reserve_normal.setter
-    def thread_reserve_normal(self, value: int) -> None:
-        self.set_thread_pool(reserve_normal=value)
-
-    @property
-    def thread_reserve_high(self) -> int:
-        """The thread pool's ``reserve_high`` (settable, as ``thread_pool_size``)."""
-        return self.thread_pool.reserve_high
-
-    @thread_reserve_high.setter
-    def thread_reserve_high(self, value: int) -> None:
-        self.set_thread_pool(reserve_high=value)
-
-    @property
-    def mp_pool_size(self) -> Optional[int]:
-        """How many process-pool calls ``TASK_LOW`` work may have admitted (the
-        admission's ``pool_size``), or None before a process pool is made."""
-        return None if self.mp_admission is None else self.mp_admission.pool_size
-
-    @property
-    def mp_reserve_normal(self) -> Optional[int]:
-        """The process pool's ``reserve_normal`` (None before a pool is made)."""
-        return None if self.mp_admission is None else self.mp_admission.reserve_normal
-
-    @property
-    def mp_reserve_high(self) -> Optional[int]:
-        """The process pool's ``reserve_high`` (None before a pool is made)."""
-        return None if self.mp_admission is None else self.mp_admission.reserve_high
+    thread_pool_size = _pool_limit(
+        "thread_pool", "pool_size",
+        "The thread pool's ``pool_size`` (atasker's attribute; setting it"
+        " reconfigures the pool, as ``set_thread_pool(pool_size=value)``).",
+        set_by="set_thread_pool")
+    thread_reserve_normal = _pool_limit(
+        "thread_pool", "reserve_normal",
+        "The thread pool's ``reserve_normal`` (settable, as ``thread_pool_size``).",
+        set_by="set_thread_pool")
+    thread_reserve_high = _pool_limit(
+        "thread_pool", "reserve_high",
+        "The thread pool's ``reserve_high`` (settable, as ``thread_pool_size``).",
+        set_by="set_thread_pool")
+    mp_pool_size = _pool_limit(
+        "mp_admission", "pool_size",
+        "How many process-pool calls ``TASK_LOW`` work may have admitted (the"
+        " admission's ``pool_size``), or None before a process pool is made.")
+    mp_reserve_normal = _pool_limit(
+        "mp_admission", "reserve_normal",
+        "The process pool's ``reserve_normal`` (None before a pool is made).")
+    mp_reserve_high = _pool_limit(
+        "mp_admission", "reserve_high",
+        "The process pool's ``reserve_high`` (None before a pool is made).")
 
     # -- where it lives ------------------------------------------------------------
     @property
