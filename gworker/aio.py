@@ -58,6 +58,7 @@ from gevent.selectors import GeventSelector
 from greenlet import getcurrent
 
 from . import _running_loop, _thread_names
+from ._checks import named_or_default
 from ._deadline import Deadline
 from ._hubsafe import call_in_hub, in_hub_thread
 from .tasks import Task, follow_future
@@ -618,12 +619,7 @@ class AloopRegistry:
 
         Raises :class:`UnknownAloopError` (a ``KeyError``) for unknown names.
         """
-        if name is None:
-            return self._default
-        try:
-            return self._aloops[name]
-        except KeyError:
-            raise UnknownAloopError("name: no aloop named %r" % (name,)) from None
+        return named_or_default(self._aloops, name, self._default, "name", "aloop", UnknownAloopError)
 
     def start(self, name: str) -> bool:
         """Start the registered aloop ``name`` (False if already running)."""

@@ -29,7 +29,7 @@ from gevent.hub import Hub, get_hub, getcurrent
 
 from . import _hubsafe as hubsafe, _thread_names
 from .aio import SUPERVISOR_ALOOP, Aloop, AloopRegistry, UnknownAloopError
-from ._checks import check_seconds
+from ._checks import check_seconds, named_or_default
 from ._gevent import get_hub_if_exists
 from ._deadline import Deadline
 from ._admission import PriorityPool, Slot
@@ -581,12 +581,8 @@ class TaskSupervisor:
     def get_async_job_scheduler(self, name: Optional[str] = None) -> Any:
         """The async job scheduler named ``name`` (``ValueError`` if unknown),
         or the default one (possibly None) when no name is given."""
-        if name is None:
-            return self.default_async_job_scheduler
-        try:
-            return self.async_job_schedulers[name]
-        except KeyError:
-            raise ValueError("scheduler: no async job scheduler named %r" % (name,)) from None
+        return named_or_default(self.async_job_schedulers, name, self.default_async_job_scheduler,
+                                "scheduler", "async job scheduler")
 
     def _job_scheduler(self, scheduler: Any) -> Any:
         # The scheduler meant by a create/cancel_async_job ``scheduler=`` value.
