@@ -237,7 +237,10 @@ class PriorityPool:
 
         A request that fits still waits its turn behind an earlier waiter of
         the same or a more urgent priority (FIFO within a priority)."""
-        if slot.state != IDLE or slot.pool is not self:
+        try:
+            if slot.state != IDLE or slot.pool is not self:
+                self._refuse(slot, "acquire")
+        except AttributeError:  # not a Slot (a try costs nothing until it catches)
             self._refuse(slot, "acquire")
         priority = slot.priority
         if priority == TASK_CRITICAL or (
@@ -315,7 +318,10 @@ class PriorityPool:
     def release(self, slot: Slot) -> None:
         """Give ``slot``'s slot back; the most urgent waiters that now fit are
         granted. Raises :class:`SlotError` unless ``slot`` is held and of this pool."""
-        if slot.state != HELD or slot.pool is not self:
+        try:
+            if slot.state != HELD or slot.pool is not self:
+                self._refuse(slot, "release")
+        except AttributeError:  # not a Slot
             self._refuse(slot, "release")
         slot.state = IDLE
         self.running -= 1

@@ -58,6 +58,7 @@ from gevent.selectors import GeventSelector
 from greenlet import getcurrent
 
 from . import _running_loop, _thread_names
+from ._checks import named_or_default
 from ._deadline import Deadline
 from ._hubsafe import call_in_hub, in_hub_thread
 from .tasks import Task, follow_future
@@ -166,6 +167,19 @@ async def await_greenlet(glet: gevent.Greenlet) -> Any:
         raise TypeError("glet must be a gevent Greenlet; got %r" % (glet,))
     if glet.ready():
         return glet.get(block=False)
+    await await_link(glet)
+    return glet.get(block=False)
+
+
+async def await_link(source: Any) -> None:
+    """Wait, in a coroutine and without blocking its loop, until gevent runs
+    the links of ``source`` (anything with ``rawlink``/``unlink``: a greenlet
+    that dies, an ``Event`` that is set, an ``AsyncResult``). For gworker's
+    own use (:func:`await_greenlet`, ``co_mp_apply``).
+
+    The coroutine awaits an asyncio future of its own loop, which the link
+    settles thread-safely; the link is removed however the wait ends
+    (cancelling the awaiting coroutine included)."""
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
 
@@ -173,7 +187,7 @@ async def await_greenlet(glet: gevent.Greenlet) -> Any:
         if not fut.done():
             fut.set_result(None)
 
-    def on_dead(_: Any) -> None:
+    def on_link(_: Any) -> None:
         # gevent runs links from the hub greenlet: wake the loop thread-safely
         # (its select() may be waiting, and call_soon alone would not wake it).
         try:
@@ -181,12 +195,11 @@ async def await_greenlet(glet: gevent.Greenlet) -> Any:
         except RuntimeError:  # the loop was closed meanwhile: nobody awaits
             pass
 
-    glet.rawlink(on_dead)
+    source.rawlink(on_link)
     try:
         await fut
     finally:
-        glet.unlink(on_dead)
-    return glet.get(block=False)
+        source.unlink(on_link)
 
 
 # -- Aloop ---------------------------------------------------------------------
@@ -606,12 +619,7 @@ class AloopRegistry:
 
         Raises :class:`UnknownAloopError` (a ``KeyError``) for unknown names.
         """
-        if name is None:
-            return self._default
-        try:
-            return self._aloops[name]
-        except KeyError:
-            raise UnknownAloopError("name: no aloop named %r" % (name,)) from None
+        return named_or_default(self._aloops, name, self._default, "name", "aloop", UnknownAloopError)
 
     def start(self, name: str) -> bool:
         """Start the registered aloop ``name`` (False if already running)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, Dict, Optional
 
+from .aio import await_link
 from .priorities import TASK_NORMAL, TT_MP
 from ._default import supervisor_or_default
 from .tasks import TASK_STATUS_CANCELED, Task, WithoutTaskId
@@ -44,34 +45,16 @@ async def co_mp_apply(
     if not callable(f):
         raise TypeError("f must be callable; got %r" % (f,))
     sup = supervisor_or_default(supervisor)
-    loop = asyncio.get_running_loop()
     task: Task = sup.put_task(
         WithoutTaskId(f), args, kwargs,
         priority=TASK_NORMAL if priority is None else priority, delay=delay, tt=TT_MP,
     )
     if not task.is_completed():
-        fut = loop.create_future()
-
-        def settle() -> None:  # in the loop
-            if not fut.done():
-                fut.set_result(None)
-
-        def on_done(_: Any) -> None:
-            # gevent runs event links in the hub greenlet: wake the loop
-            # thread-safely (its select() may be waiting).
-            try:
-                loop.call_soon_threadsafe(settle)
-            except RuntimeError:  # the loop was closed meanwhile: nobody awaits
-                pass
-
-        task.completed.rawlink(on_done)
         try:
-            await fut
+            await await_link(task.completed)
         except asyncio.CancelledError:
             task.cancel()
             raise
-        finally:
-            task.completed.unlink(on_done)
     if task.status == TASK_STATUS_CANCELED:
         raise asyncio.CancelledError("the process-pool call of %s was cancelled" % (task.target,))
     if task.exception is not None:

@@ -29,10 +29,10 @@ from gevent.hub import Hub, get_hub, getcurrent
 
 from . import _hubsafe as hubsafe, _thread_names
 from .aio import SUPERVISOR_ALOOP, Aloop, AloopRegistry, UnknownAloopError
-from ._checks import check_seconds
+from ._checks import check_seconds, named_or_default
 from ._gevent import get_hub_if_exists
 from ._deadline import Deadline
-from ._admission import PriorityPool
+from ._admission import PriorityPool, Slot
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
 from .tasks import Task, TaskRunner, name_of
 from ._timers import Timers
@@ -48,6 +48,25 @@ DEFAULT_TIMEOUT_WARNING = 5
 DEFAULT_TIMEOUT_CRITICAL = 10
 
 _supervisor_ids = count(1)
+
+
+def _pool_limit(pool: str, name: str, doc: str, set_by: Optional[str] = None) -> property:
+    """A :class:`TaskSupervisor` attribute (atasker's) that reads limit
+    ``name`` of the PriorityPool in attribute ``pool`` (None while that is
+    None); with ``set_by``, setting it calls that method as
+    ``set_by(name=value)``, else it is read-only."""
+
+    def get(self: "TaskSupervisor") -> Any:
+        admission = getattr(self, pool)
+        return None if admission is None else getattr(admission, name)
+
+    if set_by is None:
+        return property(get, doc=doc)
+
+    def set_(self: "TaskSupervisor", value: Any) -> None:
+        getattr(self, set_by)(**{name: value})
+
+    return property(get, set_, doc=doc)
 
 
 class TaskSupervisor:
@@ -122,17 +141,15 @@ class TaskSupervisor:
             if pool is not None:
                 pool.warn_after = self._timeout_warning
 
-    def _waited(self, entry: Any, seconds: float) -> None:
-        """A pool's report that ``entry`` waited ``seconds`` for its slot (at
+    def _waited(self, slot: Slot, seconds: float) -> None:
+        """A pool's report that ``slot`` waited ``seconds`` to be granted (at
         least ``timeout_warning``): runs where the slot is granted (a hub
         callback or a releasing greenlet), so it only logs and spawns."""
-        arg = entry.arg
-        subject: Any  # the Task, or the worker whose run waited
-        if isinstance(arg, Task):
-            subject, task_id, target = arg, arg.id, name_of(arg.target)
+        subject: Any = slot.holder  # the Task, or the worker whose run waited
+        if isinstance(subject, Task):
+            task_id, target = subject.id, name_of(subject.target)
         else:
-            worker = arg if arg is not None and hasattr(arg, "supervisor") else getattr(entry.grant, "__self__", None)
-            subject, task_id, target = worker, "-", "worker %s" % getattr(worker, "name", worker)
+            task_id, target = "-", "worker %s" % getattr(subject, "name", subject)
         critical = seconds > self.timeout_critical
         message = self.timeout_message.format(
             supervisor_id=self.id, task_id=task_id, target=target, time_spent=seconds)
@@ -152,49 +169,29 @@ class TaskSupervisor:
         except Exception:
             logger.exception("timeout function %r failed", func)
 
-    @property
-    def thread_pool_size(self) -> int:
-        """The thread pool's ``pool_size`` (atasker's attribute; setting it
-        reconfigures the pool)."""
-        return self.thread_pool.pool_size
-
-    @thread_pool_size.setter
-    def thread_pool_size(self, value: int) -> None:
-        self.set_thread_pool(pool_size=value)
-
-    @property
-    def thread_reserve_normal(self) -> int:
-        """The thread pool's ``reserve_normal`` (settable, as ``thread_pool_size``)."""
-        return self.thread_pool.reserve_normal
-
-    @thread_reserve_normal.setter
-    def thread_reserve_normal(self, value: int) -> None:
-        self.set_thread_pool(reserve_normal=value)
-
-    @property
-    def thread_reserve_high(self) -> int:
-        """The thread pool's ``reserve_high`` (settable, as ``thread_pool_size``)."""
-        return self.thread_pool.reserve_high
-
-    @thread_reserve_high.setter
-    def thread_reserve_high(self, value: int) -> None:
-        self.set_thread_pool(reserve_high=value)
-
-    @property
-    def mp_pool_size(self) -> Optional[int]:
-        """How many process-pool calls ``TASK_LOW`` work may have admitted (the
-        admission's ``pool_size``), or None before a process pool is made."""
-        return None if self.mp_admission is None else self.mp_admission.pool_size
-
-    @property
-    def mp_reserve_normal(self) -> Optional[int]:
-        """The process pool's ``reserve_normal`` (None before a pool is made)."""
-        return None if self.mp_admission is None else self.mp_admission.reserve_normal
-
-    @property
-    def mp_reserve_high(self) -> Optional[int]:
-        """The process pool's ``reserve_high`` (None before a pool is made)."""
-        return None if self.mp_admission is None else self.mp_admission.reserve_high
+    thread_pool_size = _pool_limit(
+        "thread_pool", "pool_size",
+        "The thread pool's ``pool_size`` (atasker's attribute; setting it"
+        " reconfigures the pool, as ``set_thread_pool(pool_size=value)``).",
+        set_by="set_thread_pool")
+    thread_reserve_normal = _pool_limit(
+        "thread_pool", "reserve_normal",
+        "The thread pool's ``reserve_normal`` (settable, as ``thread_pool_size``).",
+        set_by="set_thread_pool")
+    thread_reserve_high = _pool_limit(
+        "thread_pool", "reserve_high",
+        "The thread pool's ``reserve_high`` (settable, as ``thread_pool_size``).",
+        set_by="set_thread_pool")
+    mp_pool_size = _pool_limit(
+        "mp_admission", "pool_size",
+        "How many process-pool calls ``TASK_LOW`` work may have admitted (the"
+        " admission's ``pool_size``), or None before a process pool is made.")
+    mp_reserve_normal = _pool_limit(
+        "mp_admission", "reserve_normal",
+        "The process pool's ``reserve_normal`` (None before a pool is made).")
+    mp_reserve_high = _pool_limit(
+        "mp_admission", "reserve_high",
+        "The process pool's ``reserve_high`` (None before a pool is made).")
 
     # -- where it lives ------------------------------------------------------------
     @property
@@ -375,15 +372,7 @@ class TaskSupervisor:
         ``min_size`` (a number, or atasker's ``'max'``) is accepted for atasker
         compatibility: greenlets need no pre-spawning, so it changes nothing.
         Waiters that now fit start at once."""
-        pool = self.thread_pool
-        self.run_in_hub(
-            pool.configure,
-            pool.pool_size if pool_size is None else pool_size,
-            pool.reserve_normal if reserve_normal is None else reserve_normal,
-            pool.reserve_high if reserve_high is None else reserve_high,
-            pool.min_size if min_size is None else min_size,
-            max_size if max_size is not None else pool.max_size,
-        )
+        self.run_in_hub(self.thread_pool.configure, pool_size, reserve_normal, reserve_high, min_size, max_size)
 
     def create_mp_pool(self, *args: Any, **kwargs: Any) -> Any:
         """Make the process pool for static ``run`` executors and ``TT_MP`` tasks.
@@ -405,16 +394,26 @@ class TaskSupervisor:
         old, self.mp_pool = self.mp_pool, pool
         if old is not None:
             old.shutdown(wait=False)
-        if self.mp_admission is None:
-            self.mp_admission = PriorityPool(pool.processes * pool.window, 0, 0, hub=pool.hub)
-            self.mp_admission.on_waited = self._waited
-            self._set_warn_after()
+        admission = self.mp_admission
+        if admission is None:
+            admission = self._new_mp_admission(pool.hub, pool.processes * pool.window, 0, 0)
         elif self._mp_admission_follows_window:
-            self.mp_admission.configure(pool.processes * pool.window, 0, 0)
+            admission.configure(pool.processes * pool.window, 0, 0)
         # calls still waiting for admission are backlog: the pool writes ahead for them
-        pool.backlog_hint = self.mp_admission.queued
+        pool.backlog_hint = admission.queued
         pool.on_window = lambda window: self._mp_window_changed(pool, window)
         return pool
+
+    def _new_mp_admission(self, hub: Optional[Hub], pool_size: int, reserve_normal: int,
+                          reserve_high: int) -> PriorityPool:
+        # The process pool's admission, set up as the thread pool is (starvation
+        # warnings); the limits are checked before it is kept.
+        admission = PriorityPool(hub=hub)
+        admission.configure(pool_size, reserve_normal, reserve_high)
+        admission.on_waited = self._waited
+        self.mp_admission = admission
+        self._set_warn_after()
+        return admission
 
     def _mp_window_changed(self, pool: Any, window: int) -> None:
         # The pool's reader greenlet, after a read: resizing may admit calls
@@ -439,21 +438,19 @@ class TaskSupervisor:
         then on the limits are fixed: admission no longer follows the pool's
         window (see ``create_mp_pool``)."""
         admission = self.mp_admission
-        if pool_size is None:
-            pool_size = admission.pool_size if admission is not None else (os.cpu_count() or 1)
-        if reserve_normal is None:
-            reserve_normal = admission.reserve_normal if admission is not None else 0
-        if reserve_high is None:
-            reserve_high = admission.reserve_high if admission is not None else 0
         if admission is None:
-            self.mp_admission = PriorityPool(pool_size, reserve_normal, reserve_high)
-            self.mp_admission.on_waited = self._waited
-            self._set_warn_after()
+            admission = self._new_mp_admission(
+                None,
+                (os.cpu_count() or 1) if pool_size is None else pool_size,
+                0 if reserve_normal is None else reserve_normal,
+                0 if reserve_high is None else reserve_high,
+            )
         else:
-            admission.configure(pool_size, reserve_normal, reserve_high)
+            admission.configure(pool_size, reserve_normal, reserve_high)  # None keeps the value
         self._mp_admission_follows_window = False
         if self.mp_pool is None:
-            self.create_mp_pool(processes=max(1, pool_size + reserve_normal + reserve_high))
+            processes = admission.pool_size + admission.reserve_normal + admission.reserve_high
+            self.create_mp_pool(processes=max(1, processes))
 
     def run_in_mp_pool(
         self, fn: Callable[..., Any], args: tuple, kwargs: Dict[str, Any], priority: int
@@ -464,13 +461,14 @@ class TaskSupervisor:
         pool = self.mp_pool
         if pool is None:
             raise RuntimeError("supervisor %s has no process pool: call create_mp_pool() first" % self.id)
-        admission = self.mp_admission
         # (create_mp_pool sets mp_admission whenever it sets mp_pool: not None here)
-        admission.admit(priority)  # type: ignore[union-attr]
+        admission: PriorityPool = self.mp_admission  # type: ignore[assignment]
+        slot = admission.slot(priority)  # one token per call: calls are not cheap anyway
+        admission.acquire(slot)
         try:
             return pool.submit(fn, args, kwargs).get()
         finally:
-            admission.release()  # type: ignore[union-attr]
+            admission.release(slot)
 
     # -- aloops -------------------------------------------------------------------------
     def create_aloop(self, name: str, daemon: bool = False, start: bool = True, default: bool = False) -> Any:
@@ -583,12 +581,8 @@ class TaskSupervisor:
     def get_async_job_scheduler(self, name: Optional[str] = None) -> Any:
         """The async job scheduler named ``name`` (``ValueError`` if unknown),
         or the default one (possibly None) when no name is given."""
-        if name is None:
-            return self.default_async_job_scheduler
-        try:
-            return self.async_job_schedulers[name]
-        except KeyError:
-            raise ValueError("scheduler: no async job scheduler named %r" % (name,)) from None
+        return named_or_default(self.async_job_schedulers, name, self.default_async_job_scheduler,
+                                "scheduler", "async job scheduler")
 
     def _job_scheduler(self, scheduler: Any) -> Any:
         # The scheduler meant by a create/cancel_async_job ``scheduler=`` value.
@@ -714,12 +708,16 @@ class TaskSupervisor:
             timer.close()
             if task.is_completed():
                 return
+        # A slot is the task's token and, while it waits, its place in line:
+        # withdrawing it is the task's cancel(), granting it starts the run.
         tt = task.tt
         if tt == TT_THREAD:
-            task.set_withdraw(self.thread_pool.defer(task.priority, self._start_thread, task))
+            pool = self.thread_pool
+            task.set_withdraw(pool.defer(pool.slot(task.priority, task), self._start_thread))
         elif tt == TT_MP:
             # (put_task refuses TT_MP without a pool, and a pool comes with mp_admission)
-            task.set_withdraw(self.mp_admission.defer(task.priority, self._start_mp, task))  # type: ignore[union-attr]
+            admission: PriorityPool = self.mp_admission  # type: ignore[assignment]
+            task.set_withdraw(admission.defer(admission.slot(task.priority, task), self._start_mp))
         else:
             self._runner.start_coroutine(task, self.aloops.resolve(task.loop))
 

@@ -30,6 +30,7 @@ import gevent
 from gevent.event import Event
 from gevent.hub import getcurrent
 
+from ._admission import Slot
 from ._checks import check_seconds
 from ._deadline import Deadline
 from ._default import supervisor_or_default
@@ -69,7 +70,7 @@ class Task:
     __slots__ = (
         "id", "target", "args", "kwargs", "callback", "priority", "tt", "worker", "delay", "loop",
         "status", "result", "exception", "time_queued", "time_started", "time_completed",
-        "future", "_event", "_started_event", "_cancel", "_greenlet", "_registry", "__weakref__",
+        "future", "_event", "_started_event", "_cancel", "_greenlet", "_slot", "_registry", "__weakref__",
     )
 
     def __init__(
@@ -108,6 +109,9 @@ class Task:
         self._started_event: Optional[Event] = None  # made by ``started``, for those who wait
         self._cancel: Optional[Callable[[], bool]] = None
         self._greenlet: Any = None
+        #: a TT_THREAD task's pool slot once its greenlet is spawned: the
+        #: runner gives it back when the task ends, even if the greenlet never ran
+        self._slot: Optional[Slot] = None
         #: the supervisor's registry of unfinished tasks, once put there
         self._registry: Optional[Dict[str, "Task"]] = None
 
@@ -264,10 +268,13 @@ class TaskRunner:
     delay), the registry of unfinished tasks and its own lifecycle; it hands a
     task here when its turn comes:
 
-    * :meth:`start_thread` — the thread pool granted a slot: the target runs in
-      a greenlet of its own, which gives the slot back when it ends;
-    * :meth:`start_mp` — the process pool's admission granted one: the call
-      goes to a child, and its result settles the task where the pool reads it;
+    * :meth:`start_thread` — the thread pool granted the task's slot (a
+      :class:`~gworker._admission.Slot` whose ``holder`` is the task): the
+      target runs in a greenlet of its own, which gives that slot back when it
+      ends;
+    * :meth:`start_mp` — the process pool's admission granted it: the call
+      goes to a child, and its result settles the task (and gives the slot
+      back) where the pool reads it;
     * :meth:`start_coroutine` — no slot: the coroutine runs on an aloop.
 
     Whatever the type, the runner records the start, the result or the failure
@@ -287,13 +294,15 @@ class TaskRunner:
         self._mp_done = self._mp_task_done  # one bound method for every TT_MP call
 
     # -- TT_THREAD ---------------------------------------------------------------------
-    def start_thread(self, task: Task) -> None:
-        """The thread pool's grant (a hub callback or a releasing greenlet):
-        only spawns."""
-        task._greenlet = gevent.spawn(self._run_thread, task)
+    def start_thread(self, slot: Slot) -> None:
+        """The thread pool's grant of ``slot`` to its holder, a task (in a hub
+        callback or a releasing greenlet): only spawns. The task keeps the
+        slot until its greenlet ends."""
+        task: Task = slot.holder
+        task._slot = slot
+        task._greenlet = gevent.spawn(self._run_thread, task, slot)
 
-    def _run_thread(self, task: Task) -> None:
-        pool = self.supervisor.thread_pool
+    def _run_thread(self, task: Task, slot: Slot) -> None:
         try:
             task._begin()
             try:
@@ -311,7 +320,7 @@ class TaskRunner:
                 if task.callback is not None:
                     self._run_callback(task)
         finally:
-            pool.release()
+            slot.pool.release(slot)
             self._registry.pop(task.id, None)
             if task.time_completed is None:  # ended by another BaseException
                 task._finish(TASK_STATUS_CANCELED)
@@ -320,30 +329,33 @@ class TaskRunner:
         """A thread task whose greenlet was killed before its target began
         (``stop(cancel_tasks=True)``): the greenlet never ran, so give its slot
         back, forget it and finish it as cancelled here."""
-        self.supervisor.thread_pool.release()
+        slot = task._slot
+        assert slot is not None  # (start_thread set it as it spawned the greenlet)
+        slot.pool.release(slot)
         self._registry.pop(task.id, None)
         task._finish(TASK_STATUS_CANCELED)
 
     # -- TT_MP ---------------------------------------------------------------------------
-    def start_mp(self, task: Task) -> None:
-        """The process pool admission's grant (a hub callback or a releasing
-        greenlet): only schedules."""
-        supervisor = self.supervisor
+    def start_mp(self, slot: Slot) -> None:
+        """The process pool admission's grant of ``slot`` to its holder, a task
+        (in a hub callback or a releasing greenlet): only schedules."""
+        task: Task = slot.holder
         task._begin()
         try:
-            result = supervisor.mp_pool.submit_with_id(task.target, task.args, task.kwargs, task.id)
+            result = self.supervisor.mp_pool.submit_with_id(task.target, task.args, task.kwargs, task.id)
         except Exception as exc:  # the pool was shut down meanwhile
-            supervisor.mp_admission.release()
+            slot.pool.release(slot)
             self._registry.pop(task.id, None)
             task._finish(TASK_STATUS_FAILED, exception=exc)
             return
-        result.on_settle(self._mp_done, task)
+        result.on_settle(self._mp_done, slot)
 
-    def _mp_task_done(self, task: Task, exc: Optional[BaseException], value: Any) -> None:
+    def _mp_task_done(self, slot: Slot, exc: Optional[BaseException], value: Any) -> None:
         # Runs where the pool settles results: its reader greenlet, which must
         # not wait on pool results (or a hub callback, for a call that did not
         # pickle).
-        self.supervisor.mp_admission.release()
+        slot.pool.release(slot)
+        task: Task = slot.holder
         self._registry.pop(task.id, None)
         self._settle(task, exc, value, " in a child process")
 

@@ -46,14 +46,14 @@ def _retaken_without_a_yield(supervisor, monkeypatch):
     again without having switched out since the item before."""
     pool = supervisor.thread_pool
     admissions = [0]
-    try_admit = pool.try_admit
+    try_acquire = pool.try_acquire
 
-    def counting_try_admit(priority):
-        admitted = try_admit(priority)
+    def counting_try_acquire(slot):
+        admitted = try_acquire(slot)
         admissions[0] += admitted
         return admitted
 
-    monkeypatch.setattr(pool, "try_admit", counting_try_admit)
+    monkeypatch.setattr(pool, "try_acquire", counting_try_acquire)
     seen = []
     with SwitchesOut() as switches:
         def run(task, **kwargs):

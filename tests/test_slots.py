@@ -75,16 +75,18 @@ def test_a_waiter_killed_just_after_its_grant_passes_the_slot_on(supervisor):
     # kill lands first, and the granted slot must go back to the pool.
     supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
     pool = supervisor.thread_pool
-    assert pool.try_admit(TASK_LOW)
-    waiter = gevent.spawn(pool.admit, TASK_HIGH)
+    blocker, token = pool.slot(TASK_LOW), pool.slot(TASK_HIGH)
+    assert pool.try_acquire(blocker)
+    waiter = gevent.spawn(pool.acquire, token)
     wait_until(lambda: pool.waiting == 1)
     waiter.kill(block=False)  # the kill is scheduled before the grant's wake-up
-    pool.release()  # grants the slot to the waiter
+    pool.release(blocker)  # grants the slot to the waiter
     waiter.join(2)
     assert waiter.dead
     assert pool.running == 0 and pool.waiting == 0
-    assert pool.try_admit(TASK_LOW)
-    pool.release()  # (the supervisor fixture checks that no slot is left held)
+    assert not token.held  # given back, not left held by a dead greenlet
+    assert pool.try_acquire(token)  # and idle: the token can be used again
+    pool.release(token)  # (the supervisor fixture checks that no slot is left held)
 
 
 def test_a_worker_run_killed_at_the_shutdown_deadline_gives_its_slot_back(supervisor):

@@ -265,3 +265,12 @@ def test_threadsafe_call_before_the_supervisor_has_a_hub_is_refused():
         native_thread(w.put_threadsafe, 1).join(10)
     w.put_threadsafe(2)  # from the hub's thread it is fine: the queue exists already
     assert w.get_queue_obj().qsize() == 1
+
+
+def test_an_unknown_async_job_scheduler_name_is_a_value_error_naming_scheduler():
+    sup = TaskSupervisor()
+    assert sup.get_async_job_scheduler() is None  # no name: the default, none yet
+    with pytest.raises(ValueError, match=r"^scheduler: no async job scheduler named 'nope'$"):
+        sup.get_async_job_scheduler("nope")
+    with pytest.raises(ValueError, match="scheduler: no async job scheduler named 'nope'"):
+        sup.set_default_async_job_scheduler("nope")
