@@ -21,7 +21,7 @@ import logging
 import os
 from itertools import count
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import gevent
 from gevent.event import Event
