@@ -263,8 +263,8 @@ def test_interval_stopped_while_waiting_for_a_slot(supervisor):
     w.start()
     wait_until(lambda: supervisor.get_info().thread_pool["waiting"] == 1)  # its run is in line
     w.stop(wait=False)
+    assert w.is_stopped(), "its run, still in line, is withdrawn: nothing is left to wait for"
     release.set()
-    wait_until(w.is_stopped)
     blocker.stop()
     # A task put now, at w's priority, is admitted behind anything still in
     # line: once it ran, a run of w that had (wrongly) kept its place would have too.
