@@ -171,16 +171,18 @@ class PriorityPool:
         any waiters the new limits let in. ``min_size`` is accepted for
         atasker compatibility (``'max'`` too, atasker's "as many as
         max_size"); greenlets need no pre-spawning, so it changes nothing."""
-        if pool_size is not None:
-            self.pool_size = _check_size(pool_size, "pool_size")
-        if reserve_normal is not None:
-            self.reserve_normal = _check_size(reserve_normal, "reserve_normal")
-        if reserve_high is not None:
-            self.reserve_high = _check_size(reserve_high, "reserve_high")
-        if min_size is not None:
-            self.min_size = min_size if min_size == "max" else _check_size(min_size, "min_size")
-        if max_size is not None:
-            self.max_size = _check_size(max_size, "max_size")
+        # every value checked before any is set: a bad one changes nothing
+        pool_size = self.pool_size if pool_size is None else _check_size(pool_size, "pool_size")
+        reserve_normal = (self.reserve_normal if reserve_normal is None
+                          else _check_size(reserve_normal, "reserve_normal"))
+        reserve_high = self.reserve_high if reserve_high is None else _check_size(reserve_high, "reserve_high")
+        if min_size is None:
+            min_size = self.min_size
+        elif min_size != "max":
+            min_size = _check_size(min_size, "min_size")
+        max_size = self.max_size if max_size is None else _check_size(max_size, "max_size")
+        self.pool_size, self.reserve_normal, self.reserve_high = pool_size, reserve_normal, reserve_high
+        self.min_size, self.max_size = min_size, max_size
         low = self.pool_size
         normal = low + self.reserve_normal
         high = normal + self.reserve_high

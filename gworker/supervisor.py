@@ -453,17 +453,18 @@ class TaskSupervisor:
             self.create_mp_pool(processes=max(1, processes))
 
     def run_in_mp_pool(
-        self, fn: Callable[..., Any], args: tuple, kwargs: Dict[str, Any], priority: int
+        self, fn: Callable[..., Any], args: tuple, kwargs: Dict[str, Any], priority: int,
+        holder: Any = None,
     ) -> Any:
         """Run ``fn`` in the process pool at ``priority`` and return its result
         (the calling greenlet waits cooperatively; the child's exception is
-        raised here)."""
+        raised here). ``holder`` (a worker) is whom a starvation warning names."""
         pool = self.mp_pool
         if pool is None:
             raise RuntimeError("supervisor %s has no process pool: call create_mp_pool() first" % self.id)
         # (create_mp_pool sets mp_admission whenever it sets mp_pool: not None here)
         admission: PriorityPool = self.mp_admission  # type: ignore[assignment]
-        slot = admission.slot(priority)  # one token per call: calls are not cheap anyway
+        slot = admission.slot(priority, holder)  # one token per call: calls are not cheap anyway
         admission.acquire(slot)
         try:
             return pool.submit(fn, args, kwargs).get()

@@ -262,3 +262,22 @@ def test_set_mp_pool_fixes_admission(mp_supervisor):
     for task in tasks:
         task.wait(15)
     assert mp_supervisor.mp_admission.pool_size == 3  # however the window moved
+
+
+def test_a_process_call_that_waited_long_for_admission_names_its_worker(mp_supervisor, caplog):
+    # A static run's call waits for the process pool's admission as a task
+    # does; the starvation warning says whose call it was.
+    mp_supervisor.set_mp_pool(pool_size=1, reserve_normal=0, reserve_high=0)
+    mp_supervisor.timeout_warning = 0.05
+    warned = []
+    mp_supervisor.timeout_warning_func = warned.append
+    blocker = mp_supervisor.put_task(mp_workers.sleep_then, args=(0.3, None), tt=TT_MP, priority=TASK_LOW)
+    wait_until(blocker.is_started, 5)
+    w = mp_workers.PidQueueWorker(priority=TASK_LOW, supervisor=mp_supervisor)
+    with caplog.at_level("WARNING", logger="gworker"):
+        w.start()
+        w.put_threadsafe("late")
+        wait_until(lambda: len(w.results) == 1, 15)
+    w.stop()
+    assert warned == [w]
+    assert any("worker %s" % w.name in r.getMessage() for r in caplog.records)

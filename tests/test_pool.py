@@ -166,6 +166,9 @@ def test_configure_keeps_what_is_left_out():
     pool.configure()
     assert limits() == (3, 10, 1, "max", 20)
     assert [pool.limit(p) for p in (TASK_LOW, TASK_NORMAL, TASK_HIGH)] == [3, 13, 14]
+    with pytest.raises(ValueError, match="reserve_normal"):
+        pool.configure(pool_size=50, reserve_normal=-1)
+    assert limits() == (3, 10, 1, "max", 20), "a bad value changes nothing, the good ones neither"
     # and through the supervisor, which passes what it is given on
     sup = TaskSupervisor()
     sup.set_thread_pool(pool_size=7)

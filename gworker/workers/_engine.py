@@ -269,7 +269,7 @@ class Engine:
 
     def _invoke_process(self, pre: tuple, kw: Dict[str, Any]) -> Any:
         worker = self.worker
-        result = self._supervisor.run_in_mp_pool(self.executor, pre + self.args, kw, worker.priority)
+        result = self._supervisor.run_in_mp_pool(self.executor, pre + self.args, kw, worker.priority, worker)
         return worker.process_result(result)
 
     def _failed(self) -> Any:
