@@ -4,7 +4,7 @@ Each ``start()`` makes a :class:`Run`. The greenlets the kind spawns for that
 start (its loop, a run's greenlet, a queue's peeker), the timer entries it
 schedules and the asyncio task of a coroutine loop belong to the run:
 spawned, scheduled and created through it, and forgotten by it when they end
-(a greenlet's link, as a gevent ``Group`` keeps its members). ``stop()``
+(each greenlet lets go of its run as it ends). ``stop()``
 stops the run — it takes no new work, its timer entries are cancelled, its
 peekers are woken and a loop greenlet *parked* waiting for work gets
 ``Halt`` — and the run ends once its loop has: :meth:`Run.end` runs once.
@@ -14,25 +14,56 @@ after a restart the worker has a new run, and the old loop, holding the old
 one, sees it stopped. There are no generation counters and nothing to reset
 at the next start; the state of a kind's schedule lives on its run too.
 
-Invariants: ``active`` goes from True to False once (``stop()``); ``end()``
-happens once, after ``active`` is False; a run's greenlets and entries are
-its own (``greenlets`` and ``entries`` are empty after the end, unless
-something still running was spawned through a run that had ended — which
-raises instead).
+Invariants: ``active`` goes from True to False once (``stop()``, or the
+end); ``end()`` happens once; nothing is spawned through a run that has
+ended (that raises); ``entries`` is empty once the run is stopped, and
+``greenlets`` once they have all ended.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional, Set
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
-from gevent import Greenlet
+from gevent import Greenlet, getcurrent
 from gevent.event import Event
 
 if TYPE_CHECKING:
     from .._timers import TimerEntry, Timers
+    from ..supervisor import TaskSupervisor
 
 __all__ = ["Run", "Halt"]
 
 from gevent import GreenletExit
+
+
+# What a run owns is kept as None, the one thing, or a list of them: most runs
+# own one greenlet or one timer entry at a time, and a list per run, for tens
+# of thousands of idle interval workers, is memory and work for the garbage
+# collector that buys nothing.
+
+def _add(held: Any, thing: Any) -> Any:
+    if held is None:
+        return thing
+    if type(held) is list:
+        held.append(thing)
+        return held
+    return [held, thing]
+
+
+def _discard(held: Any, thing: Any) -> Any:
+    if held is thing:
+        return None
+    if type(held) is list and thing in held:
+        held.remove(thing)
+        return held or None
+    return held
+
+
+def _listed(held: Any) -> list:
+    if held is None:
+        return []
+    if type(held) is list:
+        return list(held)
+    return [held]
 
 
 class Halt(GreenletExit):
@@ -40,15 +71,18 @@ class Halt(GreenletExit):
 
 
 class Run:
-    """One start of a worker (see the module docstring)."""
+    """One start of a worker (see the module docstring).
 
-    # (no __slots__: a kind keeps the state of its schedule on its run)
+    Small, as there is one per started worker (tens of thousands of interval
+    workers): slots, and what it owns kept without a container for one. A kind
+    keeps the state of its schedule in a subclass (with slots of its own)."""
 
-    def __init__(self, hub: Any, on_end: Callable[["Run"], None]) -> None:
+    __slots__ = ("active", "ended", "greenlet", "parked", "in_progress", "task",
+                 "supervisor", "_greenlets", "_entries", "_wakers", "_done")
+
+    def __init__(self, supervisor: "TaskSupervisor") -> None:
         self.active = True
         self.ended = False
-        #: set once the run has ended (its loop is over, the worker told)
-        self.done = Event()
         #: the loop greenlet of a kind that keeps one, else None
         self.greenlet: Optional[Greenlet] = None
         #: True while ``greenlet`` waits for work (``stop()`` may throw Halt into it)
@@ -56,25 +90,43 @@ class Run:
         #: ``(item,)`` while the executor runs on ``item`` (still set if that
         #: run was interrupted), else None — for kinds with items
         self.in_progress: Any = None
-        self.greenlets: Set[Greenlet] = set()
-        self.entries: Set[TimerEntry] = set()
         #: the asyncio task of a loop that is a coroutine, else None
         self.task: Any = None
-        self._hub = hub
-        self._on_end = on_end
-        self._wakers: Set[Greenlet] = set()
+        # each None, one, or a list (see _add)
+        self._greenlets: Any = None
+        self._entries: Any = None
+        self._wakers: Any = None
+        self._done: Optional[Event] = None  # made for the first who waits for the end
+        #: the worker's supervisor (whose hub runs the run; the greenlets'
+        #: thread names come from it, see gworker._thread_names)
+        self.supervisor = supervisor
 
     # -- what belongs to it --------------------------------------------------------------------------
+    @property
+    def greenlets(self) -> List[Greenlet]:
+        """The run's live greenlets (a copy)."""
+        return [glet for glet in _listed(self._greenlets) if not glet.dead]
+
     def spawn(self, fn: Callable[..., Any], *args: Any) -> Greenlet:
-        """Start ``fn(*args)`` in a greenlet that belongs to this run."""
+        """Start ``fn(*args)`` in a greenlet that belongs to this run until it ends."""
         if self.ended:
             raise RuntimeError("spawn: this run has ended")
-        glet = Greenlet(fn, *args)
-        greenlets = self.greenlets
-        greenlets.add(glet)
-        glet.rawlink(greenlets.discard)
+        glet = Greenlet(self._owned, fn, args)
+        self._greenlets = _add(self._greenlets, glet)
         glet.start()
         return glet
+
+    def _owned(self, fn: Callable[..., Any], args: tuple) -> Any:
+        # The greenlet lets go of the run itself as it ends: no link, and no
+        # hub callback per greenlet to run it. (One killed before it began
+        # never gets here: ``greenlets`` leaves out the dead.)
+        try:
+            return fn(*args)
+        finally:
+            glet = getcurrent()
+            self._greenlets = _discard(self._greenlets, glet)
+            if self._wakers is not None:
+                self._wakers = _discard(self._wakers, glet)
 
     def spawn_loop(self, fn: Callable[..., Any], *args: Any) -> Greenlet:
         """:meth:`spawn` the run's loop greenlet (the one ``stop()`` halts when parked)."""
@@ -85,9 +137,7 @@ class Run:
         """:meth:`spawn` a greenlet that only waits for work to arrive (a
         queue's peeker): ``stop()`` kills it."""
         glet = self.spawn(fn, *args)
-        wakers = self._wakers
-        wakers.add(glet)
-        glet.rawlink(wakers.discard)
+        self._wakers = _add(self._wakers, glet)
         return glet
 
     def schedule(self, timers: "Timers", due: float, fn: Callable[..., Any], *args: Any) -> "TimerEntry":
@@ -95,12 +145,17 @@ class Run:
         ``stop()`` cancels it. ``fn`` should call :meth:`fired` with its entry
         first (it is then no longer the run's)."""
         entry = timers.add(due, fn, *args)
-        self.entries.add(entry)
+        self._entries = _add(self._entries, entry)
         return entry
 
     def fired(self, entry: "TimerEntry") -> None:
         """``entry`` has fired: it no longer belongs to the run."""
-        self.entries.discard(entry)
+        self._entries = _discard(self._entries, entry)
+
+    @property
+    def entries(self) -> List["TimerEntry"]:
+        """The run's timer entries not fired yet (a copy)."""
+        return _listed(self._entries)
 
     # -- parking ------------------------------------------------------------------------------------
     def park(self, wait: Callable[..., Any], *args: Any) -> Any:
@@ -116,10 +171,10 @@ class Run:
         """Take no new work: cancel the run's timer entries, kill its wakers,
         and interrupt its loop greenlet if it is parked."""
         self.active = False
-        entries, self.entries = self.entries, set()
-        for entry in entries:
+        entries, self._entries = self._entries, None
+        for entry in _listed(entries):
             entry.cancel()
-        for glet in list(self._wakers):
+        for glet in _listed(self._wakers):
             glet.kill(block=False)
         self.halt()
 
@@ -127,25 +182,39 @@ class Run:
         """Interrupt the loop greenlet if it is parked waiting for work."""
         glet = self.greenlet
         if glet is not None and not glet.dead:
-            self._hub.loop.run_callback(self._throw_if_parked, glet)
+            self.supervisor.hub.loop.run_callback(self._throw_if_parked, glet)
 
     def _throw_if_parked(self, glet: Greenlet) -> None:
         # Runs in the hub: the greenlet is not running now, so "parked" is exact.
         if self.parked and not glet.dead:
             glet.throw(Halt)
 
-    def end(self) -> None:
-        """The run's loop is over (any path): tell the worker, once."""
+    def end(self, then: Callable[["Run"], None]) -> None:
+        """The run's loop is over (any path): call ``then(run)`` (the worker's
+        unregistering and ``after_stop``), once, before anyone waiting for
+        the end is woken. (``then`` is passed here rather than kept: a bound
+        method per run is an object per idle worker.)"""
         if self.ended:
             return
         self.active = False
         self.ended = True
         self.greenlet = None
         try:
-            self._on_end(self)
+            then(self)
         finally:
-            self.done.set()
+            if self._done is not None:
+                self._done.set()
+
+    def wait_ended(self, timeout: Optional[float] = None) -> bool:
+        """Wait (cooperatively) until the run has ended; False if ``timeout``
+        seconds passed first."""
+        if self.ended:
+            return True
+        if self._done is None:
+            self._done = Event()
+        return self._done.wait(timeout)
 
     def owns(self, glet: Any) -> bool:
         """True if ``glet`` is one of this run's live greenlets."""
-        return glet in self.greenlets
+        greenlets = self._greenlets
+        return greenlets is glet or (type(greenlets) is list and glet in greenlets)

@@ -225,7 +225,7 @@ class Worker:
         return True
 
     def _new_run(self) -> Run:
-        return Run(self.supervisor.hub, self._finished)
+        return Run(self.supervisor)
 
     def _keeps_errors(self) -> bool:
         """Whether the engine keeps each failed call's exception (for the kind)."""
@@ -277,7 +277,7 @@ class Worker:
         current = getcurrent()
         if run.owns(current) or self._in_own_run(run, current) or current is gevent.get_hub():
             return False
-        return run.done.wait(timeout)
+        return run.wait_ended(timeout)
 
     def _in_own_run(self, run: Run, current: Any) -> bool:
         """True if ``current`` runs this worker's executor outside the run's
@@ -352,7 +352,7 @@ class Worker:
         if not run.ended and run.task is None and all(glet.dead for glet in glets):
             # killed before it first ran: its loop, whose ``finally`` ends the
             # run, never began
-            run.end()
+            run.end(self._finished)
 
     def process_result(self, result: Any) -> Any:
         """Called in the hub with what a static ``run`` returned from its child

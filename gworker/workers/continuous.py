@@ -45,7 +45,7 @@ class BackgroundWorker(Worker):
         except Halt:
             pass
         finally:
-            run.end()
+            run.end(self._finished)
 
 
 class BackgroundAsyncWorker(BackgroundWorker):

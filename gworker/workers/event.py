@@ -23,8 +23,10 @@ class EventRun(Run):
     """A start of an event worker: whether a run is pending or in progress
     (``busy``), and whether a forced trigger asked for one more (``again``)."""
 
-    def __init__(self, hub: Any, on_end: Any) -> None:
-        super().__init__(hub, on_end)
+    __slots__ = ("busy", "again")
+
+    def __init__(self, supervisor: Any) -> None:
+        super().__init__(supervisor)
         self.busy = False
         self.again = False
 
@@ -45,7 +47,7 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
         self._event = Event()
 
     def _new_run(self) -> EventRun:
-        return EventRun(self.supervisor.hub, self._finished)
+        return EventRun(self.supervisor)
 
     def get_event_obj(self) -> Event:
         """The gevent ``Event`` the worker waits on."""
@@ -90,4 +92,4 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
             pass
         finally:
             run.busy = run.again = False
-            run.end()
+            run.end(self._finished)

@@ -86,8 +86,11 @@ class IntervalRun(EventRun):
     """A start of an interval worker: the state of its schedule (``again``: a
     trigger, or a scheduled time, came during a run: run again after it)."""
 
-    def __init__(self, hub: Any, on_end: Any) -> None:
-        super().__init__(hub, on_end)
+    __slots__ = ("tick", "running", "entry", "waiter", "anchor", "due_until", "due_scheduled", "engine",
+                 "worker")
+
+    def __init__(self, supervisor: Any) -> None:
+        super().__init__(supervisor)
         #: the origin of the next scheduled run (monotonic)
         self.tick = monotonic()
         #: a call is pending or in progress
@@ -102,8 +105,14 @@ class IntervalRun(EventRun):
         #: the exact time of a precise one, and whether it was scheduled
         self.due_until: Optional[float] = None
         self.due_scheduled = False
-        #: the engine's ``defer`` calls this once the run may start (see _launch)
-        self.on_grant: Any = None
+        #: the start's engine and worker (set for runs from the timer heap)
+        self.engine: Optional[Engine] = None
+        self.worker: Optional[BackgroundIntervalWorker] = None
+
+    def granted(self, _slot: Any) -> None:
+        """The engine's ``defer`` grant (in the hub, or a releasing greenlet):
+        start the run made ready, in a greenlet of this run."""
+        self.spawn(self.worker._run_due, self)  # type: ignore[union-attr]  # (set with engine)
 
 
 class BackgroundIntervalWorker(BackgroundEventWorker):
@@ -166,7 +175,7 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
 
     # -- scheduling -----------------------------------------------------------------------------
     def _new_run(self) -> IntervalRun:
-        return IntervalRun(self.supervisor.hub, self._finished)
+        return IntervalRun(self.supervisor)
 
     def _period(self) -> float:
         return self.interval if self.interval is not None else self.delay_after  # type: ignore[return-value]
@@ -175,8 +184,7 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         if self._period() + (self.delay_before or 0.0) <= KEEP_GREENLET:
             run.spawn_loop(self._kept_loop, run, engine)
         else:
-            # one callable per start, not per run: a grant starts this start's run
-            run.on_grant = lambda _slot: run.spawn(self._run_due, run, engine)
+            run.engine, run.worker = engine, self
             run.anchor = True
             self._schedule(run)
 
@@ -217,7 +225,7 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
             pass
         finally:
             run.running = False
-            run.end()
+            run.end(self._finished)
 
     def _move_origin(self, run: IntervalRun, origin: float) -> bool:
         """Make ``origin`` the schedule's origin if it is later than the one
@@ -284,9 +292,10 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         run.running = True
         run.due_until = until
         run.due_scheduled = scheduled
-        self._engine.defer(run.on_grant)  # type: ignore[union-attr]  # (started: there is one)
+        run.engine.defer(run.granted)  # type: ignore[union-attr]  # (set at _launch)
 
-    def _run_due(self, run: IntervalRun, engine: Engine) -> None:
+    def _run_due(self, run: IntervalRun) -> None:
+        engine: Engine = run.engine  # type: ignore[assignment]  # (set at _launch)
         until, scheduled = run.due_until, run.due_scheduled
         try:
             if scheduled and run.anchor:
@@ -318,7 +327,7 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
             engine.release_unused()  # stopped before the call
             run.running = False
             if not run.active:
-                run.end()
+                run.end(self._finished)
 
     def _next_tick(self, run: IntervalRun) -> None:
         now = monotonic()
@@ -348,10 +357,10 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
     def _halt(self, run: IntervalRun) -> None:  # type: ignore[override]
         run.stop()  # (a kept greenlet's wait is interrupted; a heap entry cancelled)
         run.entry = None
-        if run.greenlet is None and (not run.running or self._engine.withdraw()):  # type: ignore[union-attr]
+        if run.greenlet is None and (not run.running or run.engine.withdraw()):  # type: ignore[union-attr]
             # nothing in progress, or a run still in line for its slot, withdrawn
             run.running = False
-            run.end()
+            run.end(self._finished)
 
     def get_info(self) -> Dict[str, Any]:
         info = super().get_info()

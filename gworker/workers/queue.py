@@ -197,8 +197,10 @@ class QueueRun(Run):
     """A start of a queue worker: whether ``stop(drain=True)`` asked it to
     process what is queued first."""
 
-    def __init__(self, hub: Any, on_end: Any) -> None:
-        super().__init__(hub, on_end)
+    __slots__ = ("draining",)
+
+    def __init__(self, supervisor: Any) -> None:
+        super().__init__(supervisor)
         self.draining = False
 
 
@@ -378,7 +380,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         if not task.done() and not loop.is_closed():
             loop.call_soon_threadsafe(task.cancel)  # CancelledError in the running call
         if not self._in_own_run(run, gevent.getcurrent()):  # type: ignore[arg-type]
-            run.done.wait(timeout)  # type: ignore[union-attr]
+            run.wait_ended(timeout)  # type: ignore[union-attr]
 
     # -- hooks ----------------------------------------------------------------------------------
     def before_queue_get(self) -> None:
@@ -389,7 +391,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
 
     # -- the loop -----------------------------------------------------------------------------------
     def _new_run(self) -> QueueRun:
-        return QueueRun(self.supervisor.hub, self._finished)
+        return QueueRun(self.supervisor)
 
     def _keeps_errors(self) -> bool:
         return self._fail is not None  # fail(item, exc) wants each failure's exception
@@ -463,7 +465,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
             aloop.remove_stop_callback(self._aloop_stopping)
             run.draining = False
             run.task = None
-            run.end()
+            run.end(self._finished)
 
     async def _park_async(self, run: QueueRun, q: gevent.queue.Queue) -> None:
         """Wait until the queue has an item, or ``stop()`` kills the peeker."""
@@ -549,7 +551,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
                 if release is not None:
                     release()
             finally:
-                run.end()
+                run.end(self._finished)
 
     def _mark_done(self, done: Any) -> None:
         try:
