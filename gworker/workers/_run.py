@@ -1,13 +1,14 @@
 """A run: everything one ``start()`` of a worker owns, and its end.
 
-Each ``start()`` makes a :class:`Run`. The greenlets the kind spawns for that
-start (its loop, a run's greenlet, a queue's peeker), the timer entries it
-schedules and the asyncio task of a coroutine loop belong to the run:
-spawned, scheduled and created through it, and forgotten by it when they end
-(each greenlet lets go of its run as it ends). ``stop()``
-stops the run — it takes no new work, its timer entries are cancelled, its
-peekers are woken and a loop greenlet *parked* waiting for work gets
-``Halt`` — and the run ends once its loop has: :meth:`Run.end` runs once.
+Each ``start()`` makes a :class:`Run` (here a *run* is one start; one
+executor call is a *call*). The greenlets the kind spawns for that start (its
+loop, the greenlet of a call due on a timer, a queue's peeker) and the timer
+entries it schedules belong to the run: spawned and scheduled through it, and
+forgotten by it as they end (each greenlet lets go of its run itself); the
+asyncio task of a coroutine loop is recorded on it. ``stop()`` stops the run
+— it takes no new work, its timer entries are cancelled, its peekers are
+killed and a loop greenlet *parked* waiting for work gets ``Halt`` — and the
+run ends once its loop has: :meth:`Run.end` runs once.
 
 A loop asks its own run whether to go on (``run.active``), never the worker:
 after a restart the worker has a new run, and the old loop, holding the old
