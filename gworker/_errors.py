@@ -1,4 +1,10 @@
-"""Where failures outside an ``on_error`` go: the ``gworker`` logger, rate-limited.
+"""Where failures outside an ``on_error`` go: one sink, the ``gworker`` logger, rate-limited.
+
+:func:`report` is the one place gworker logs a failure it caught — of an
+executor without ``on_error``, a task, a user's callback or hook (on_error,
+a task's callback, a timeout function, an aloop stop callback,
+``on_undrained``, a process-pool result's callbacks), an async job: at ERROR,
+with the traceback, through the source's :class:`FailureLog` if it has one.
 
 A worker whose executor fails on every call, an async job that fails on every
 run, a consumer whose broker is down: each would write the same traceback
@@ -16,10 +22,11 @@ first failure, and a call that succeeds costs nothing here.
 from __future__ import annotations
 
 import logging
+import sys
 from time import monotonic
 from typing import Any, Optional, Tuple
 
-__all__ = ["FailureLog", "logger"]
+__all__ = ["FailureLog", "report", "logger"]
 
 logger = logging.getLogger("gworker")
 
@@ -77,3 +84,19 @@ class FailureLog:
         note = " (%d similar failures not logged)" % suppressed if suppressed else ""
         logger.error(msg + "%s", *args, note, exc_info=exc)
         return True
+
+
+def report(msg: str, *args: Any, exc: Optional[BaseException] = None,
+           limit: Optional[FailureLog] = None) -> bool:
+    """Log a failure gworker caught: ``msg % args`` at ERROR, with the
+    traceback of ``exc`` (default: the exception being handled), through
+    ``limit`` — the source's :class:`FailureLog` — when the source is one that
+    may fail on every call (a worker's executor, an async job); True if it was
+    logged. Sources whose every failure is news (a task, as in atasker; a
+    user's callback) pass no ``limit``."""
+    if exc is None:
+        exc = sys.exc_info()[1]
+    if limit is not None:
+        return limit.error(exc, msg, *args)  # type: ignore[arg-type]  # (called with one)
+    logger.error(msg, *args, exc_info=exc if exc is not None else False)
+    return True

@@ -33,7 +33,7 @@ from typing import Any, Callable, List, Optional
 
 from gevent.hub import get_hub
 
-from .logs import logger
+from ._errors import report
 
 __all__ = ["Timers", "TimerEntry", "SLICE", "BATCH", "LEAD"]
 
@@ -172,7 +172,7 @@ class Timers:
             try:
                 fn(*args)
             except Exception:  # pragma: no cover - fns only schedule
-                logger.exception("gworker timers: %r failed", fn)
+                report("gworker timers: %r failed", fn)
             budget -= 1
             if not budget or monotonic() >= slice_end:
                 if self._running:

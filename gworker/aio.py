@@ -57,6 +57,7 @@ from gevent.hub import Hub, get_hub
 from gevent.selectors import GeventSelector
 from greenlet import getcurrent
 
+from ._errors import report
 from . import _running_loop, _thread_names
 from ._checks import named_or_default
 from ._deadline import Deadline
@@ -417,7 +418,7 @@ class Aloop:
             try:
                 callback()
             except Exception:
-                logger.exception("aloop %s: stop callback %r failed", self.name, callback)
+                report("aloop %s: stop callback %r failed", self.name, callback)
         loop.create_task(self._drain(loop, cancel_tasks))
 
     @staticmethod

@@ -52,7 +52,7 @@ from .aio import Aloop
 from ._default import supervisor_or_default
 from ._checks import check_seconds
 from ._deadline import Deadline
-from ._errors import FailureLog
+from ._errors import FailureLog, report
 from ._hubsafe import call_in_hub, in_hub_thread
 
 __all__ = [
@@ -199,7 +199,7 @@ class AsyncJob:
         except Exception as exc:
             if self._failures is None:
                 self._failures = FailureLog()
-            self._failures.error(exc, "async job %s (%s) failed", self.id, _name_of(self.target))
+            report("async job %s (%s) failed", self.id, _name_of(self.target), exc=exc, limit=self._failures)
 
     def __repr__(self) -> str:
         return "<AsyncJob %s %s every %ss%s>" % (

@@ -27,6 +27,7 @@ import gevent
 from gevent.event import Event
 from gevent.hub import Hub, get_hub, getcurrent
 
+from ._errors import report
 from . import _hubsafe as hubsafe, _thread_names
 from .aio import SUPERVISOR_ALOOP, Aloop, AloopRegistry, UnknownAloopError
 from ._checks import check_seconds, named_or_default
@@ -167,7 +168,7 @@ class TaskSupervisor:
         try:
             func(subject)
         except Exception:
-            logger.exception("timeout function %r failed", func)
+            report("timeout function %r failed", func)
 
     thread_pool_size = _pool_limit(
         "thread_pool", "pool_size",

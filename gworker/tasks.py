@@ -30,6 +30,7 @@ import gevent
 from gevent.event import Event
 from gevent.hub import getcurrent
 
+from ._errors import report
 from ._admission import Slot
 from ._checks import check_seconds
 from ._deadline import Deadline
@@ -313,7 +314,7 @@ class TaskRunner:
                 task._finish(TASK_STATUS_CANCELED, exception=exc)
                 raise
             except Exception as exc:
-                logger.exception("task %s (%s) failed", task.id, name_of(task.target))
+                report("task %s (%s) failed", task.id, name_of(task.target))
                 task._finish(TASK_STATUS_FAILED, exception=exc)
             else:
                 task._finish(TASK_STATUS_COMPLETED, result)
@@ -386,8 +387,7 @@ class TaskRunner:
         callback to the callback greenlet (we may be in a loop callback or the
         pool's reader greenlet, neither of which may wait)."""
         if exc is not None:
-            logger.error("task %s (%s) failed%s", task.id, name_of(task.target), where,
-                         exc_info=(type(exc), exc, exc.__traceback__))
+            report("task %s (%s) failed%s", task.id, name_of(task.target), where, exc=exc)
             task._finish(TASK_STATUS_FAILED, exception=exc)
             return
         task._finish(TASK_STATUS_COMPLETED, value)
@@ -412,7 +412,7 @@ class TaskRunner:
         try:
             task.callback(task.result)  # type: ignore[misc]  # (called only for tasks that have one)
         except Exception:
-            logger.exception("callback of task %s failed", task.id)
+            report("callback of task %s failed", task.id)
 
 
 def follow_future(coro: Coroutine[Any, Any, Any], future: Any, aloop_name: str) -> Task:
@@ -434,8 +434,7 @@ def _background_done(task: Task, fut: Any, aloop_name: str) -> None:
         return
     exc = fut.exception()
     if exc is not None:
-        logger.error("aloop %s: background task %s failed", aloop_name, task.id,
-                     exc_info=(type(exc), exc, exc.__traceback__))
+        report("aloop %s: background task %s failed", aloop_name, task.id, exc=exc)
         task._finish(TASK_STATUS_FAILED, exception=exc)
     else:
         task._finish(TASK_STATUS_COMPLETED, fut.result())

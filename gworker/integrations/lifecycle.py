@@ -55,6 +55,7 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from .._errors import report as report_failure
 from .._deadline import Deadline
 from .._default import supervisor_or_default
 from ..supervisor import TaskSupervisor
@@ -221,7 +222,7 @@ class WorkerSet:
                 try:
                     handler(w, items)
                 except Exception:
-                    logger.exception("on_undrained failed for worker %s", w.name)
+                    report_failure("on_undrained failed for worker %s", w.name)
                     _log_undrained(w, items)
         report.elapsed = time.monotonic() - started
         self._pid = None

@@ -7,6 +7,7 @@ from typing import Any, Callable, List, Optional, Set
 import gevent
 from gevent.hub import Waiter, getcurrent
 
+from .._errors import report
 from .._hubsafe import call_in_hub, in_hub_thread
 from ._wire import describe
 from .errors import ResultTimeout
@@ -207,7 +208,7 @@ def _run_callbacks(result: ProcessResult, callbacks: List[Callable[[Any], Any]])
         try:
             callback(result)
         except Exception:
-            log.exception("callback %r of %r raised", callback, result)
+            report("callback %r of %r raised", callback, result)
 
 
 def _run_hook(
@@ -219,7 +220,7 @@ def _run_hook(
         else:
             hook(arg, value, None)
     except Exception:
-        log.exception("hook %r of a process pool result raised", hook)
+        report("hook %r of a process pool result raised", hook)
 
 
 def failed_result(hub: Any, fn: Any, exc: BaseException) -> ProcessResult:

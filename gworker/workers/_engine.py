@@ -41,9 +41,8 @@ import gevent
 import gevent.queue
 
 from .._admission import HELD, Slot
-from .._errors import FailureLog
+from .._errors import FailureLog, report
 from .._gevent import queue_items
-from ..logs import logger
 
 if TYPE_CHECKING:
     from ..aio import Aloop
@@ -284,11 +283,11 @@ class Engine:
             try:
                 worker.on_error(**worker.on_error_kwargs)
             except Exception:
-                logger.exception("worker %s: on_error failed", self.name)
+                report("worker %s: on_error failed", self.name)
             return FAILED
         if self._failures is None:
             self._failures = FailureLog()
-        self._failures.error(exc, "worker %s: executor failed", self.name)  # type: ignore[arg-type]
+        report("worker %s: executor failed", self.name, exc=exc, limit=self._failures)
         return FAILED
 
     def take_error(self) -> Optional[BaseException]:
