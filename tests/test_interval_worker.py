@@ -572,7 +572,7 @@ def _preemptions():
     return resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
 
 
-def test_precise_mode_keeps_a_tight_schedule(supervisor):
+def test_precise_mode_keeps_a_tight_schedule(without_gc, supervisor):
     # precise=True wakes early and yields until due: each start lands within
     # microseconds of t0 + k * interval (measured median ~0.02 ms: the first
     # run's own bookkeeping). The schedule starts when the worker's loop does,
@@ -622,7 +622,7 @@ def test_a_first_run_delayed_by_a_busy_hub_keeps_the_schedule_on_start(superviso
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_precise_runs_never_start_before_their_time(supervisor, kind):
+def test_precise_runs_never_start_before_their_time(without_gc, supervisor, kind):
     # The run is started PRECISE_EARLY ahead and yields until its exact time:
     # the executor is never called before t_k = t0 + k * interval, where t0
     # (the schedule's origin) is taken inside start() or later, so t0 >= t_start.
@@ -647,7 +647,7 @@ def test_precise_runs_never_start_before_their_time(supervisor, kind):
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_a_precise_wait_lets_other_greenlets_run_until_its_last_stretch(supervisor, monkeypatch, kind):
+def test_a_precise_wait_lets_other_greenlets_run_until_its_last_stretch(without_gc, supervisor, monkeypatch, kind):
     # A precise run starts PRECISE_EARLY before its time and yields (other
     # greenlets run) until PRECISE_SPIN before it; the rest is a busy wait,
     # right before the call for a sync executor, at the end of the wait for an
