@@ -92,7 +92,7 @@ class Engine:
     know how each item ended)."""
 
     __slots__ = (
-        "worker", "name", "executor", "args", "kw", "plain", "mode", "aloop", "slot", "_pool",
+        "worker", "executor", "args", "kw", "plain", "mode", "aloop", "slot", "_pool",
         "_supervisor", "_invoke", "_spin_until", "_keep_errors", "_error", "_failures",
         "runs", "errors", "started", "ended", "last_duration",
     )
@@ -102,7 +102,6 @@ class Engine:
                  previous: Optional["Engine"] = None, keep_errors: bool = False) -> None:
         supervisor = worker.supervisor
         self.worker = worker
-        self.name = worker.name
         self.executor = executor
         self.args = args
         self._supervisor = supervisor
@@ -283,11 +282,11 @@ class Engine:
             try:
                 worker.on_error(**worker.on_error_kwargs)
             except Exception:
-                report("worker %s: on_error failed", self.name)
+                report("worker %s: on_error failed", worker.name)
             return FAILED
         if self._failures is None:
             self._failures = FailureLog()
-        report("worker %s: executor failed", self.name, exc=exc, limit=self._failures)
+        report("worker %s: executor failed", worker.name, exc=exc, limit=self._failures)
         return FAILED
 
     def take_error(self) -> Optional[BaseException]:

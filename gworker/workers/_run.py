@@ -17,8 +17,8 @@ at the next start; the state of a kind's schedule lives on its run too.
 
 Invariants: ``active`` goes from True to False once (``stop()``, or the
 end); ``end()`` happens once; nothing is spawned through a run that has
-ended (that raises); ``entries`` is empty once the run is stopped, and
-``greenlets`` once they have all ended.
+ended (that raises); a stopped run owns no timer entry, and ``greenlets``
+is empty once they have all ended.
 """
 from __future__ import annotations
 
@@ -152,11 +152,6 @@ class Run:
     def fired(self, entry: "TimerEntry") -> None:
         """``entry`` has fired: it no longer belongs to the run."""
         self._entries = _discard(self._entries, entry)
-
-    @property
-    def entries(self) -> List["TimerEntry"]:
-        """The run's timer entries not fired yet (a copy)."""
-        return _listed(self._entries)
 
     # -- parking ------------------------------------------------------------------------------------
     def park(self, wait: Callable[..., Any], *args: Any) -> Any:

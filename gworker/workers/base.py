@@ -347,7 +347,7 @@ class Worker:
         run = self._run
         if run is None or run.ended:
             return
-        glets = list(run.greenlets)
+        glets = run.greenlets  # (a copy)
         gevent.killall(glets, block=True, timeout=timeout)
         if not run.ended and run.task is None and all(glet.dead for glet in glets):
             # killed before it first ran: its loop, whose ``finally`` ends the
