@@ -28,33 +28,29 @@ Limits, for ``pool_size=P``, ``reserve_normal=N``, ``reserve_high=H``:
 most urgent waiter does not fit, no other waiter does either.
 
 Work that becomes runnable together starts in priority order: grants are made
-most-urgent first, and immediate starts are collected in a small *ready heap*
-that one hub callback flushes in priority order. What a priority cannot do is
-pre-empt a greenlet that is already running: gevent switches only when a
-greenlet yields.
+most-urgent first, and a *deferred* start (:meth:`PriorityPool.defer`: work
+that has no greenlet yet) is handed, once admitted, to the pool's
+:class:`~gworker._runners.Runners`, whose lines are served most urgent first.
+What a priority cannot do is pre-empt a greenlet that is already running:
+gevent switches only when a greenlet yields.
 """
 from __future__ import annotations
 
-import heapq
 from collections import deque
-from itertools import count
 from time import monotonic
-from typing import Any, Callable, Deque, Dict, List, Literal, Optional, Tuple, Union, overload
+from typing import Any, Callable, Deque, Dict, List, Literal, Optional, Union, overload
 
 from gevent.hub import Hub, Waiter, get_hub
 
+from ._runners import Runners
 from .priorities import PRIORITIES, TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, check_priority
 
 __all__ = ["PriorityPool", "Slot", "SlotError"]
 
-_seq = count()
-
-#: A slot's states: not held; in line for the pool; held; withdrawn from the line (for good).
-IDLE, WAITING, HELD, WITHDRAWN = 0, 1, 2, 3
-
-#: One flush of the ready heap works at most this long (seconds) in a hub
-#: callback; the rest waits for the next turn of the loop.
-FLUSH_SLICE = 0.002
+#: A slot's states: not held; in line for the pool; held; withdrawn (for good,
+#: from the line or before its deferred start); admitted — held, its deferred
+#: start submitted to a runner and not begun (still withdrawable).
+IDLE, WAITING, HELD, WITHDRAWN, ADMITTED = 0, 1, 2, 3, 4
 
 
 @overload
@@ -95,7 +91,7 @@ class Slot:
     object and no closure.
     """
 
-    __slots__ = ("pool", "priority", "holder", "state", "grant", "queued_at")
+    __slots__ = ("pool", "priority", "holder", "state", "grant", "deferred", "queued_at")
 
     def __init__(self, pool: "PriorityPool", priority: int, holder: Any = None) -> None:
         self.pool = pool
@@ -103,8 +99,10 @@ class Slot:
         #: who holds it: what the starvation report names (a worker, a Task)
         self.holder = holder
         self.state = IDLE
-        #: in line: ``grant(slot)`` runs when the slot is handed over
+        #: in line: ``grant(slot)`` runs when the slot is handed over — in a
+        #: runner for a ``deferred`` start (see :meth:`PriorityPool.defer`)
         self.grant: Optional[Callable[["Slot"], object]] = None
+        self.deferred = False
         #: when it went into line (monotonic), set only if it had to wait
         self.queued_at = 0.0
 
@@ -114,24 +112,35 @@ class Slot:
         return self.state == HELD
 
     def cancel(self) -> bool:
-        """Withdraw the slot from the line, for good; True if it was waiting.
-        A slot granted meanwhile stays held: release it."""
-        if self.state == WAITING:
+        """Withdraw the slot, for good, from the line or before its deferred
+        start begins; True if it was withdrawn. A slot whose start has begun
+        (or that an ``acquire()`` got) stays held: release it."""
+        state = self.state
+        if state == WAITING or state == ADMITTED:
             self.state = WITHDRAWN
             return True
         return False
 
     __call__ = cancel  # the slot is its own withdraw callable
 
+    def go(self) -> None:
+        """The deferred start, made by a runner (see :meth:`PriorityPool.defer`):
+        ``grant(slot)``, holding the slot — unless it was withdrawn meanwhile."""
+        if self.state != ADMITTED:  # withdrawn after it was admitted
+            self.pool._give_back(self)
+            return
+        self.state = HELD
+        self.grant(self)  # type: ignore[misc]  # (set by defer)
+
     def __repr__(self) -> str:
         return "<Slot of %r priority=%s %s>" % (
-            self.holder, self.priority, ("idle", "waiting", "held", "withdrawn")[self.state])
+            self.holder, self.priority, ("idle", "waiting", "held", "withdrawn", "admitted")[self.state])
 
 
 class PriorityPool:
     """Counts slots and admits work by priority (see the module docstring)."""
 
-    def __init__(self, hub: Optional[Hub] = None) -> None:
+    def __init__(self, hub: Optional[Hub] = None, runners: Optional[Runners] = None) -> None:
         self.running = 0
         # One FIFO per priority, most urgent first (only four priorities exist:
         # no heap, no sequence number, no tuple per request), and how many
@@ -148,10 +157,10 @@ class PriorityPool:
         #: loop that runs items back to back in one slot (the queue burst) holds
         #: it in a local and gives its slot back once the list is non-empty
         self.waiting_flag: List[None] = []
-        self._ready: List[Tuple[int, int, Callable[..., Any], tuple]] = []
-        self._flush_scheduled = False
         self._granting = False
         self._hub = hub
+        #: where deferred starts are made once admitted
+        self.runners = runners if runners is not None else Runners(hub=hub)
         #: ``on_waited(slot, seconds)`` is called when a slot that waited in
         #: line at least ``warn_after`` seconds is granted (the supervisor's
         #: starvation warnings); slots acquired at once are never timed.
@@ -208,6 +217,7 @@ class PriorityPool:
         """Run deferred starts in ``hub`` from now on (its owner's hub, bound
         as the owner starts)."""
         self._hub = hub
+        self.runners.bind_hub(hub)
 
     @property
     def waiting(self) -> int:
@@ -279,6 +289,7 @@ class PriorityPool:
             return
         hub = self.hub
         waiter: Waiter[None] = Waiter(hub)
+        slot.deferred = False
         self._enqueue(slot, lambda _slot: hub.loop.run_callback(waiter.switch, None))
         try:
             waiter.get()
@@ -294,28 +305,41 @@ class PriorityPool:
             raise
 
     def defer(self, slot: Slot, start: Callable[[Slot], object]) -> Slot:
-        """Call ``start(slot)`` once ``slot`` holds a slot — soon if one is free now.
+        """Call ``start(slot)`` in a runner greenlet once ``slot`` holds a
+        slot — soon if one is free now — in priority order with every other
+        deferred start made ready meanwhile.
 
-        Nothing waits: no greenlet exists until the slot is granted. Returns
-        the slot, whose ``cancel()`` (or call) withdraws it, for good (True if
-        it was withdrawn before ``start`` ran)."""
-        if self.try_acquire(slot):
-            slot.state = WAITING  # held, but withdrawable until it starts
+        Nothing waits: no greenlet is taken until the slot is granted (and
+        then a reused one, see :mod:`gworker._runners`). ``start`` must catch
+        its own exceptions. Returns the slot, whose ``cancel()`` (or call)
+        withdraws it, for good, until ``start`` begins (True if it did)."""
+        # (try_acquire, spelled out: this is every interval run's path)
+        try:
+            if slot.state != IDLE or slot.pool is not self:
+                self._refuse(slot, "acquire")  # changing nothing
+        except AttributeError:  # not a Slot
+            self._refuse(slot, "acquire")
+        priority = slot.priority
+        if priority == TASK_CRITICAL or (
+            self.running < self._limits[priority]
+            and not (self._queued and any(self._ahead[priority]))
+        ):
+            self.running += 1
             slot.grant = start
-            self.start_soon(slot.priority, self._run_admitted, slot)
+            slot.deferred = True
+            slot.state = ADMITTED
+            self.runners.submit(priority, slot)
         else:
+            slot.deferred = True
             self._enqueue(slot, start)
         return slot
 
-    def _run_admitted(self, slot: Slot) -> None:
-        # A deferred start admitted at once: runs from the ready-heap flush.
-        if slot.state == WITHDRAWN:
-            self.running -= 1
-            if self._queued:
-                self._grant_waiting()
-            return
-        slot.state = HELD
-        slot.grant(slot)  # type: ignore[misc]  # (set by defer)
+    def _give_back(self, slot: Slot) -> None:
+        # A deferred start admitted, then withdrawn before it began: the slot
+        # it was counted for is free again.
+        self.running -= 1
+        if self._queued:
+            self._grant_waiting()
 
     def release(self, slot: Slot) -> None:
         """Give ``slot``'s slot back; the most urgent waiters that now fit are
@@ -354,46 +378,15 @@ class PriorityPool:
                     return
                 self._dequeue(line)
                 self.running += 1
-                slot.state = HELD
                 if self.on_waited is not None:
                     waited = monotonic() - slot.queued_at
                     if waited >= self.warn_after:
                         self.on_waited(slot, waited)
-                slot.grant(slot)  # type: ignore[misc]  # (set by _enqueue)
+                if slot.deferred:
+                    slot.state = ADMITTED
+                    self.runners.submit(priority, slot)
+                else:
+                    slot.state = HELD
+                    slot.grant(slot)  # type: ignore[misc]  # (set by _enqueue)
         finally:
             self._granting = False
-
-    # -- the ready heap -------------------------------------------------------
-    def start_soon(self, priority: int, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` from a hub callback soon, in priority order with
-        everything else made ready in the same turn of the loop. ``fn`` must not
-        block (it runs in the hub); it starts greenlets or switches waiters."""
-        heapq.heappush(self._ready, (priority, next(_seq), fn, args))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.hub.loop.run_callback(self._flush)
-
-    def _flush(self) -> None:
-        # Runs in the hub greenlet: every fn here only schedules, never blocks.
-        # Each fn is cheap (spawning a greenlet is a few µs, more with gevent's
-        # greenlet-tree tracking), but a thousand interval runs falling due
-        # together add up to tens of ms: past FLUSH_SLICE the rest is left for
-        # a zero timer, which fires only after the loop has polled I/O and
-        # run the timers and greenlets already due. Priority order holds
-        # across slices: the heap keeps everything not yet started.
-        self._flush_scheduled = False
-        ready = self._ready
-        deadline = monotonic() + FLUSH_SLICE
-        while ready:
-            _, _, fn, args = heapq.heappop(ready)
-            fn(*args)
-            if ready and monotonic() >= deadline:
-                self._flush_scheduled = True
-                timer = self.hub.loop.timer(0)
-                timer.start(self._flush_later, timer)
-                return
-
-    def _flush_later(self, timer: Any) -> None:
-        timer.close()
-        self._flush()
-

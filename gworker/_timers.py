@@ -27,15 +27,16 @@ instead of always late. An entry may therefore fire up to ``LEAD`` early.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from itertools import count
 from time import monotonic
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 from gevent.hub import get_hub
 
 from ._errors import report
 
-__all__ = ["Timers", "TimerEntry", "SLICE", "BATCH", "LEAD"]
+__all__ = ["Timers", "TimerEntry", "SLICE", "BATCH", "LEAD", "LANES"]
 
 #: The callback leaves the rest to the next turn of the loop after firing
 #: entries for this many seconds.
@@ -50,51 +51,44 @@ BATCH = 64
 #: How long before an entry's due time it may fire (see the
 #: module docstring).
 LEAD = 0.0005
+#: At most this many lanes exist at a time (entries of any other lane go to the heap).
+LANES = 8
 
 _seq = count()
 _INF = float("inf")
 
 
-class TimerEntry:
-    """One scheduled call: ``fn(*args)`` at monotonic time ``due``."""
+class TimerEntry(list):
+    """One scheduled call, ``[due, seq, fn, arg]``: ``fn(arg)`` at monotonic
+    time ``due``. A list, so that the heap compares entries in C (``due``
+    first, then the sequence number, which is unique); a fired entry is pushed
+    again as it is (:meth:`Timers.readd`), so a worker that runs every second
+    allocates nothing for its next run. ``seq`` is -1 while the entry is out
+    of the heap; ``fn`` is None once it is cancelled. (A subclass only so that
+    it is not taken for a plain list of things.)"""
 
-    __slots__ = ("due", "seq", "fn", "args", "cancelled", "timers")
+    __slots__ = ()
 
-    def __init__(self, due: float, fn: Callable[..., Any], args: tuple, timers: "Timers") -> None:
-        self.due = due
-        self.seq = next(_seq)
-        self.fn: Any = fn
-        self.args = args
-        self.cancelled = False
-        self.timers: Optional[Timers] = timers
-
-    def __lt__(self, other: "TimerEntry") -> bool:
-        return (self.due, self.seq) < (other.due, other.seq)
-
-    def cancel(self) -> None:
-        """Drop this entry; it will not fire."""
-        if self.cancelled:
-            return
-        self.cancelled = True
-        self.fn, self.args = None, ()  # (it may sit in the heap until its due time)
-        timers, self.timers = self.timers, None
-        if timers is not None:
-            timers._live -= 1
+_DUE, _SEQ, _FN, _ARG = 0, 1, 2, 3
 
 
 class Timers:
-    """The heap of due times and the one loop timer that fires them."""
+    """The heap of due times, the lanes, and the one loop timer that fires them."""
 
     def __init__(self) -> None:
         self._heap: List[TimerEntry] = []
+        #: lane key → FIFO of entries in due order (see the module docstring)
+        self._lanes: Dict[Any, Deque[TimerEntry]] = {}
         self._loop: Any = None
         #: the armed libev timer watcher, or None
         self._timer: Any = None
         #: when the armed watcher fires (monotonic), ``inf`` when none is armed
         self._armed_at = _INF
         self._running = False
-        #: entries neither fired nor cancelled
+        #: entries scheduled and not cancelled
         self._live = 0
+        #: which source a slice fires first (they take turns: none starves)
+        self._turn = 0
 
     def __len__(self) -> int:
         return self._live
@@ -110,22 +104,66 @@ class Timers:
     def stop(self) -> None:
         """Stop firing and drop every entry."""
         self._running = False
-        for entry in self._heap:
-            entry.cancel()
+        for source in [self._heap, *self._lanes.values()]:
+            for entry in source:
+                entry[_FN] = entry[_ARG] = None
+                entry[_SEQ] = -1
         self._heap = []
+        self._lanes = {}
+        self._live = 0
         self._disarm()
 
-    def add(self, due: float, fn: Callable[..., Any], *args: Any) -> TimerEntry:
-        """Call ``fn(*args)`` from a hub callback at monotonic ``due`` (at most
-        ``LEAD`` early).
+    def add(self, due: float, fn: Callable[[Any], Any], arg: Any = None, lane: Any = None) -> TimerEntry:
+        """Call ``fn(arg)`` from a hub callback at monotonic ``due`` (at most
+        ``LEAD`` early); returns the entry (for :meth:`cancel`, :meth:`readd`).
+        ``lane``: see :meth:`readd`.
 
         ``fn`` must not block: it should only schedule work."""
-        entry = TimerEntry(due, fn, args, self)
-        self._live += 1
-        heapq.heappush(self._heap, entry)
-        if self._running and due - LEAD < self._armed_at:
-            self._arm()  # earlier than the watcher's time: re-arm it (no wake-up)
+        entry = TimerEntry((due, -1, fn, arg))
+        self.readd(entry, due, lane)
         return entry
+
+    def readd(self, entry: TimerEntry, due: float, lane: Any = None) -> None:
+        """Schedule an entry that has fired (and not been cancelled) again, at ``due``.
+
+        ``lane`` (any hashable, e.g. a worker's period) names entries that are
+        mostly added in due order: they are kept in a FIFO of their own while
+        they are (see the module docstring), at no cost of the heap's."""
+        if entry[_SEQ] >= 0 or entry[_FN] is None:
+            raise ValueError("readd: the entry is still scheduled, or cancelled")
+        entry[_DUE] = due
+        entry[_SEQ] = next(_seq)
+        self._live += 1
+        fifo = None
+        if lane is not None:
+            lanes = self._lanes
+            fifo = lanes.get(lane)
+            if fifo is None:
+                if len(lanes) < LANES:
+                    fifo = lanes[lane] = deque()
+            elif fifo and fifo[-1][_DUE] > due:
+                fifo = None  # out of order: the heap keeps it
+        if fifo is not None:
+            fifo.append(entry)
+        else:
+            heapq.heappush(self._heap, entry)
+        if due - LEAD < self._armed_at and self._running:
+            self._arm()  # earlier than the watcher's time: re-arm it (no wake-up)
+
+    def cancel(self, entry: TimerEntry) -> None:
+        """Drop ``entry``: it will not fire, and can not be re-added. It lets
+        go of its call at once (it may sit in the heap or its lane until its
+        due time, and must not keep a stopped worker alive)."""
+        if entry[_FN] is None:
+            return
+        entry[_FN] = entry[_ARG] = None
+        if entry[_SEQ] >= 0:  # (else it has fired: nothing is counted)
+            self._live -= 1
+
+    @staticmethod
+    def scheduled(entry: TimerEntry) -> bool:
+        """True while ``entry`` waits to fire."""
+        return entry[_SEQ] >= 0 and entry[_FN] is not None
 
     def _disarm(self) -> None:
         timer, self._timer = self._timer, None
@@ -133,16 +171,34 @@ class Timers:
         if timer is not None:
             timer.close()
 
+    def _earliest(self) -> float:
+        """The due time of the earliest live entry (``inf`` if none); drops
+        cancelled entries from the fronts, and lanes that are empty."""
+        heap = self._heap
+        while heap and heap[0][_FN] is None:
+            heapq.heappop(heap)[_SEQ] = -1
+        earliest = heap[0][_DUE] if heap else _INF
+        empty = None
+        for key, fifo in self._lanes.items():
+            while fifo and fifo[0][_FN] is None:
+                fifo.popleft()[_SEQ] = -1
+            if not fifo:
+                empty = [key] if empty is None else empty + [key]
+            elif fifo[0][_DUE] < earliest:
+                earliest = fifo[0][_DUE]
+        if empty is not None:
+            for key in empty:
+                del self._lanes[key]
+        return earliest
+
     def _arm(self, delay: Optional[float] = None) -> None:
         """Arm the watcher for the earliest live entry (or in ``delay`` s)."""
-        heap = self._heap
-        while heap and heap[0].cancelled:
-            heapq.heappop(heap)
+        earliest = self._earliest()
         self._disarm()
-        if not heap:
+        if earliest == _INF:
             return
         now = monotonic()
-        at = heap[0].due - LEAD
+        at = earliest - LEAD
         if delay is None:
             delay = at - now if at > now else 0.0
         self._armed_at = now + delay
@@ -154,29 +210,45 @@ class Timers:
         # A hub callback: every entry's fn only schedules work. Past the slice
         # (or the batch), the rest waits for a zero timer, which fires only
         # after the loop has run the greenlets just started and polled I/O.
+        # The heap and the lanes fire in turns, a different one first at
+        # each slice.
         self._disarm()  # (closes the watcher that just fired)
-        heap = self._heap
         now = monotonic()
-        slice_end = now + SLICE
+        sources: List[Any] = [self._heap, *self._lanes.values()]
+        turn = self._turn = (self._turn + 1) % len(sources)
         budget = BATCH
-        while heap:
-            entry = heap[0]
-            if entry.cancelled:
-                heapq.heappop(heap)
-                continue
-            if entry.due > now + LEAD:
-                break
-            heapq.heappop(heap)
-            fn, args = entry.fn, entry.args
-            entry.cancel()  # fired: cancelling it later is a no-op
-            try:
-                fn(*args)
-            except Exception:  # pragma: no cover - fns only schedule
-                report("gworker timers: %r failed", fn)
-            budget -= 1
-            if not budget or monotonic() >= slice_end:
+        for source in sources[turn:] + sources[:turn]:
+            budget = self._fire(source, source is self._heap, now + LEAD, now + SLICE, budget)
+            if not budget:
                 if self._running:
                     self._arm(0.0)
                 return
         if self._running:
             self._arm()
+
+    def _fire(self, source: Any, heap: bool, until: float, slice_end: float, budget: int) -> int:
+        # Fire the entries of one source due by ``until``; returns what is
+        # left of the budget (0: the slice is over).
+        pop = heapq.heappop if heap else None
+        while source:
+            entry = source[0]
+            fn = entry[_FN]
+            if fn is None:  # cancelled
+                (pop(source) if pop is not None else source.popleft())[_SEQ] = -1
+                continue
+            if entry[_DUE] > until:
+                break
+            if pop is not None:
+                pop(source)
+            else:
+                source.popleft()
+            entry[_SEQ] = -1  # fired: out of the heap, ready to be re-added
+            self._live -= 1
+            try:
+                fn(entry[_ARG])
+            except Exception:  # pragma: no cover - fns only schedule
+                report("gworker timers: %r failed", fn)
+            budget -= 1
+            if not budget or monotonic() >= slice_end:
+                return 0
+        return budget

@@ -36,6 +36,7 @@ from ._deadline import Deadline
 from ._admission import PriorityPool, Slot
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
 from .tasks import Task, TaskRunner, name_of
+from ._runners import Runners
 from ._timers import Timers
 
 __all__ = ["TaskSupervisor", "DEFAULT_POLL_DELAY", "logger"]
@@ -96,7 +97,9 @@ class TaskSupervisor:
     def __init__(self, supervisor_id: Optional[str] = None) -> None:
         self.id = supervisor_id if supervisor_id is not None else "supervisor-%d" % next(_supervisor_ids)
         self.poll_delay = DEFAULT_POLL_DELAY
-        self.thread_pool = PriorityPool()
+        #: the greenlets that make admitted calls, reused (see gworker._runners)
+        self.runners = Runners(self)
+        self.thread_pool = PriorityPool(runners=self.runners)
         self.thread_pool.on_waited = self._waited
         self.mp_pool: Any = None
         self.mp_admission: Optional[PriorityPool] = None
@@ -256,6 +259,7 @@ class TaskSupervisor:
             return False
         hub = self.hub
         self.thread_pool.bind_hub(hub)
+        self.runners.open()
         self.aloops.bind_hub(hub)
         self._stopped = Event()
         self._active = True
@@ -327,6 +331,7 @@ class TaskSupervisor:
                     break
         self._stop_extras(deadline, cancel_tasks)
         self.timers.stop()
+        self.runners.close()
         self._active = False
         if self._stopped is not None:
             self._stopped.set()
@@ -409,7 +414,7 @@ class TaskSupervisor:
                           reserve_high: int) -> PriorityPool:
         # The process pool's admission, set up as the thread pool is (starvation
         # warnings); the limits are checked before it is kept.
-        admission = PriorityPool(hub=hub)
+        admission = PriorityPool(hub=hub, runners=self.runners)
         admission.configure(pool_size, reserve_normal, reserve_high)
         admission.on_waited = self._waited
         self.mp_admission = admission

@@ -86,6 +86,12 @@ def _baseline(supervisor):
     # that its greenlet counts as the supervisor's, not as the worker's.
     aloop = supervisor.aloops.for_workers()
     wait_until(aloop.is_active)
+    # Likewise the supervisor's runner greenlet (it makes interval runs and
+    # tasks, and is reused from call to call): a first task makes it.
+    done = Event()
+    supervisor.put_task(lambda **kw: done.set())
+    assert done.wait(2)
+    wait_until(lambda: supervisor.thread_pool.running == 0)
     return greenlet_count(), supervisor.get_info().timers
 
 

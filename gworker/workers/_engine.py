@@ -92,7 +92,7 @@ class Engine:
     know how each item ended)."""
 
     __slots__ = (
-        "worker", "executor", "args", "kw", "plain", "mode", "aloop", "slot", "_pool",
+        "worker", "executor", "args", "kw", "plain", "fast", "_kname", "_ko", "mode", "aloop", "slot", "_pool",
         "_supervisor", "_invoke", "_spin_until", "_keep_errors", "_error", "_failures",
         "runs", "errors", "started", "ended", "last_duration",
     )
@@ -130,6 +130,9 @@ class Engine:
                 self._invoke = self._invoke_sync
         self.kw = kw
         self.plain = not args and list(kw) == _PLAIN_KEYS and kw["_worker"] is worker
+        #: call_held's own path: a plain executor called in the hub's thread
+        self.fast = self.plain and self.mode.startswith("sync")
+        self._kname, self._ko = kw["_name"], kw["o"]
         self._spin_until: Optional[float] = None
         self._keep_errors = keep_errors
         self._error: Optional[BaseException] = None
@@ -161,17 +164,19 @@ class Engine:
         return time.time() - (monotonic() - self.started)
 
     # -- admission for a run that has no greenlet yet ---------------------------------------------
-    def defer(self, start: Callable[[Any], object]) -> None:
-        """Call ``start(slot_or_None)`` from a hub callback, in priority order
-        with everything else made ready at the same time — once this engine's
-        slot is held, for a mode that holds one (the next :meth:`call` then
-        uses it). For a run that is due but has no greenlet yet: waiting for a
-        slot costs a line entry, not a parked greenlet."""
+    def defer(self, item: Any, grant: Callable[[Any], object]) -> None:
+        """Have a runner greenlet (see :mod:`gworker._runners`) make a call
+        that is due but has no greenlet: ``grant(slot)`` once this engine's
+        slot is held, for a mode that holds one (the next :meth:`call` or
+        :meth:`call_held` then uses it), else ``item.go()`` — in priority order
+        with everything else made ready at the same time. Waiting for a slot
+        costs a line entry, not a parked greenlet. (``grant`` is made once per
+        start, not per call: it waits on the slot.)"""
         slot = self.slot
         if slot is not None:
-            self._pool.defer(slot, start)
+            self._pool.defer(slot, grant)
         else:
-            self._pool.start_soon(self.worker.priority, start, None)
+            self._pool.runners.submit(self.worker.priority, item)
 
     def withdraw(self) -> bool:
         """Withdraw, for good, a :meth:`defer` whose slot has not been granted
@@ -205,6 +210,27 @@ class Engine:
         finally:
             self.ended = ended = monotonic()
             self.last_duration = ended - started
+
+    def call_held(self) -> Any:
+        """:meth:`call` without arguments, for a call whose slot :meth:`defer`
+        took (or that needs none): the slot is given back after it. For a
+        plain executor in the hub's thread — the common interval run — this
+        is the whole cost of a call: two clock reads, three counters, the
+        four keywords spelled out."""
+        if not self.fast:
+            return self.call()
+        self.runs += 1
+        self.started = started = monotonic()
+        try:
+            return self.executor(_name=self._kname, o=self._ko, _worker=self.worker, _task_id=next(call_ids))
+        except (Exception, gevent.Timeout):
+            return self._failed()
+        finally:
+            self.ended = ended = monotonic()
+            self.last_duration = ended - started
+            slot = self.slot
+            if slot is not None and slot.state == HELD:
+                self._pool.release(slot)
 
     def call_at(self, until: float, pre: tuple = ()) -> Any:
         """:meth:`call`, made at monotonic time ``until`` exactly: the clock is

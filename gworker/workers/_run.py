@@ -24,8 +24,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
-from gevent import Greenlet, getcurrent
-from gevent.event import Event
+from gevent import Greenlet, getcurrent, joinall
+from gevent.event import AsyncResult, Event
+
+from .._deadline import Deadline
 
 if TYPE_CHECKING:
     from .._timers import TimerEntry, Timers
@@ -78,7 +80,7 @@ class Run:
     workers): slots, and what it owns kept without a container for one. A kind
     keeps the state of its schedule in a subclass (with slots of its own)."""
 
-    __slots__ = ("active", "ended", "greenlet", "parked", "in_progress", "task",
+    __slots__ = ("active", "ended", "greenlet", "runner", "parked", "in_progress", "task",
                  "supervisor", "_greenlets", "_entries", "_wakers", "_done")
 
     def __init__(self, supervisor: "TaskSupervisor") -> None:
@@ -86,6 +88,9 @@ class Run:
         self.ended = False
         #: the loop greenlet of a kind that keeps one, else None
         self.greenlet: Optional[Greenlet] = None
+        #: the runner greenlet (gworker._runners) making a call of this run
+        #: now, set by kinds that have no greenlet of their own between calls
+        self.runner: Any = None
         #: True while ``greenlet`` waits for work (``stop()`` may throw Halt into it)
         self.parked = False
         #: ``(item,)`` while the executor runs on ``item`` (still set if that
@@ -105,8 +110,11 @@ class Run:
     # -- what belongs to it --------------------------------------------------------------------------
     @property
     def greenlets(self) -> List[Greenlet]:
-        """The run's live greenlets (a copy)."""
-        return [glet for glet in _listed(self._greenlets) if not glet.dead]
+        """The run's live greenlets (a copy), the runner making its call included."""
+        glets = [glet for glet in _listed(self._greenlets) if not glet.dead]
+        if self.runner is not None:
+            glets.append(self.runner)
+        return glets
 
     def spawn(self, fn: Callable[..., Any], *args: Any) -> Greenlet:
         """Start ``fn(*args)`` in a greenlet that belongs to this run until it ends."""
@@ -141,16 +149,17 @@ class Run:
         self._wakers = _add(self._wakers, glet)
         return glet
 
-    def schedule(self, timers: "Timers", due: float, fn: Callable[..., Any], *args: Any) -> "TimerEntry":
-        """Add ``fn(*args)`` to ``timers`` at ``due``, as an entry of this run:
-        ``stop()`` cancels it. ``fn`` should call :meth:`fired` with its entry
-        first (it is then no longer the run's)."""
-        entry = timers.add(due, fn, *args)
+    def schedule(self, timers: "Timers", due: float, fn: Callable[[Any], Any], arg: Any) -> "TimerEntry":
+        """Add ``fn(arg)`` to ``timers`` at ``due``, as an entry of this run:
+        ``stop()`` cancels it. The entry stays the run's after it fires (it
+        may be re-added, :meth:`Timers.readd`, for the next time) until
+        :meth:`fired` lets go of it."""
+        entry = timers.add(due, fn, arg)
         self._entries = _add(self._entries, entry)
         return entry
 
     def fired(self, entry: "TimerEntry") -> None:
-        """``entry`` has fired: it no longer belongs to the run."""
+        """``entry`` has fired and will not be re-added: it no longer belongs to the run."""
         self._entries = _discard(self._entries, entry)
 
     # -- parking ------------------------------------------------------------------------------------
@@ -168,8 +177,10 @@ class Run:
         and interrupt its loop greenlet if it is parked."""
         self.active = False
         entries, self._entries = self._entries, None
-        for entry in _listed(entries):
-            entry.cancel()
+        if entries is not None:
+            timers = self.supervisor.timers
+            for entry in _listed(entries):
+                timers.cancel(entry)
         for glet in _listed(self._wakers):
             glet.kill(block=False)
         self.halt()
@@ -211,6 +222,34 @@ class Run:
         return self._done.wait(timeout)
 
     def owns(self, glet: Any) -> bool:
-        """True if ``glet`` is one of this run's live greenlets."""
+        """True if ``glet`` is one of this run's live greenlets (or the runner
+        making its call)."""
         greenlets = self._greenlets
-        return greenlets is glet or (type(greenlets) is list and glet in greenlets)
+        return (greenlets is glet or glet is self.runner
+                or (type(greenlets) is list and glet in greenlets))
+
+    def interrupt(self, timeout: Optional[float]) -> List[Greenlet]:
+        """Throw ``GreenletExit`` into the run's greenlets and wait at most
+        ``timeout`` seconds for them to end; returns those it was thrown into.
+        A runner is interrupted only if it still makes this run's call when
+        the throw comes (from a hub callback): by then it may have gone on to
+        someone else's."""
+        glets = self.greenlets
+        if not glets:
+            return []
+        deadline = Deadline.from_wait(True if timeout is None else timeout)
+        thrown: "AsyncResult[List[Greenlet]]" = AsyncResult()
+        self.supervisor.hub.loop.run_callback(self._throw_into, glets, thrown)
+        targets = thrown.get(timeout=deadline.remaining()) or []
+        joinall(targets, timeout=deadline.remaining())
+        return targets
+
+    def _throw_into(self, glets: List[Greenlet], thrown: "AsyncResult[List[Greenlet]]") -> None:
+        # Runs in the hub: none of them is running now, so ``owns`` is exact.
+        targets = [glet for glet in glets if not glet.dead and self.owns(glet)]
+        thrown.set(targets)
+        for glet in targets:
+            if glet is self.runner:
+                glet.throw(GreenletExit)  # now, while it still makes this run's call
+            else:
+                glet.kill(block=False)  # (one of its own: kill() copes with one not yet begun)

@@ -347,8 +347,7 @@ class Worker:
         run = self._run
         if run is None or run.ended:
             return
-        glets = run.greenlets  # (a copy)
-        gevent.killall(glets, block=True, timeout=timeout)
+        glets = run.interrupt(timeout)
         if not run.ended and run.task is None and all(glet.dead for glet in glets):
             # killed before it first ran: its loop, whose ``finally`` ends the
             # run, never began

@@ -50,10 +50,11 @@ from time import monotonic
 from typing import Any, Dict, Optional
 
 import gevent
+from gevent import getcurrent
 from gevent.hub import Waiter, get_hub
 
 from .._checks import check_seconds
-from .._timers import LEAD, TimerEntry
+from .._timers import LEAD, TimerEntry, Timers
 from ._engine import Engine
 from ._run import Halt
 from .event import BackgroundEventWorker, EventRun
@@ -84,10 +85,14 @@ PRECISE_SPIN = 0.00005
 
 class IntervalRun(EventRun):
     """A start of an interval worker: the state of its schedule (``again``: a
-    trigger, or a scheduled time, came during a run: run again after it)."""
+    trigger, or a scheduled time, came during a run: run again after it).
+
+    A run waiting in the timer heap is an entry there and nothing else; when
+    it is due, :meth:`due` (in the hub) hands it to the engine, and a runner
+    greenlet makes the call in :meth:`go` (see :mod:`gworker._runners`)."""
 
     __slots__ = ("tick", "running", "entry", "waiter", "anchor", "due_until", "due_scheduled", "engine",
-                 "worker")
+                 "worker", "grant", "period", "interval", "delay_before")
 
     def __init__(self, supervisor: Any) -> None:
         super().__init__(supervisor)
@@ -95,24 +100,125 @@ class IntervalRun(EventRun):
         self.tick = monotonic()
         #: a call is pending or in progress
         self.running = False
-        #: the timer entry of the next scheduled run, if in the heap
+        #: the timer entry of the next scheduled run (kept and re-added from run to run)
         self.entry: Optional[TimerEntry] = None
         #: the waiter of a kept greenlet waiting for its next run (a trigger wakes it)
         self.waiter: Optional[Waiter] = None
-        #: until the first scheduled run of the start in the timer heap (see _run_due)
+        #: until the first scheduled run of the start in the timer heap (see go)
         self.anchor = False
-        #: the run made ready (by a timer or a trigger) waits for its greenlet:
-        #: the exact time of a precise one, and whether it was scheduled
+        #: the exact time of the next scheduled run of a precise worker, and
+        #: whether the run made ready (by a timer or a trigger) was scheduled
         self.due_until: Optional[float] = None
         self.due_scheduled = False
         #: the start's engine and worker (set for runs from the timer heap)
         self.engine: Optional[Engine] = None
         self.worker: Optional[BackgroundIntervalWorker] = None
+        #: the engine's grant of a slot: this run's go (one bound method per start)
+        self.grant: Any = None
+        #: the start's timing (read once, at start: assigning the worker's
+        #: ``delay`` applies to the next start, as documented)
+        self.period = 1.0
+        self.interval: Optional[float] = None
+        self.delay_before = 0.0
 
-    def granted(self, _slot: Any) -> None:
-        """The engine's ``defer`` grant (in the hub, or a releasing greenlet):
-        start the run made ready, in a greenlet of this run."""
-        self.spawn(self.worker._run_due, self)  # type: ignore[union-attr]  # (set with engine)
+    def due(self) -> None:
+        """The timer heap's call (a hub callback): only schedules (as
+        :meth:`begin`, spelled out: this is every scheduled run's path)."""
+        if not self.active:
+            return
+        if self.running:
+            self.again = True
+        else:
+            self.running = True
+            self.due_scheduled = True
+            self.engine.defer(self, self.grant)  # type: ignore[union-attr]  # (set at _launch)
+
+    def begin(self, scheduled: bool) -> None:
+        """Make the run ready: the slot first, then a runner (a run waiting
+        for a slot is a line entry of the pool, not a parked greenlet)."""
+        self.running = True
+        self.due_scheduled = scheduled
+        self.engine.defer(self, self.grant)  # type: ignore[union-attr]  # (set at _launch)
+
+    def go(self, _slot: Any = None) -> None:
+        """Make the call (in a runner, holding the slot if the mode has one),
+        then schedule the next."""
+        engine: Engine = self.engine  # type: ignore[assignment]  # (set at _launch)
+        self.runner = getcurrent()
+        until = self.due_until if self.due_scheduled else None  # (a triggered run never waits)
+        called = False
+        try:
+            if self.anchor and self.due_scheduled:
+                until = self._anchor(until)
+            if until is not None:
+                until = _yield_until(self, until)
+            if not self.active:
+                return
+            called = True
+            outcome = engine.call_held() if until is None else engine.call_at(until)
+            while True:
+                if outcome is False:
+                    self.active = False  # the executor stopped the worker
+                if not self.active:
+                    return
+                if not self.again:
+                    break
+                self.again = False
+                outcome = engine.call()
+            entry: TimerEntry = self.entry  # type: ignore[assignment]  # (set at _launch)
+            if not Timers.scheduled(entry):  # (a triggered run leaves the schedule as it is)
+                now = engine.ended
+                if self.interval is not None:
+                    tick = self.tick + self.interval
+                    self.tick = tick = tick if tick + self.delay_before >= now else now
+                else:
+                    self.tick = tick = now + self.period
+                due = tick + self.delay_before
+                if self.due_until is not None:  # precise
+                    self.due_until = due
+                    due -= PRECISE_EARLY
+                # (the lane of the period: runs of one period come back in due order)
+                self.supervisor.timers.readd(entry, due, self.period)  # type: ignore[arg-type]  # (set at _launch)
+        finally:
+            self.runner = None
+            if not called:
+                engine.release_unused()  # stopped before the call
+            self.running = False
+            if not self.active:
+                self.end(self.worker._finished)  # type: ignore[union-attr]  # (set at _launch)
+
+    def _anchor(self, until: Optional[float]) -> Optional[float]:
+        # The first scheduled run of this start: when it is late by a turn or
+        # so (of the timer heap, the slot, the runner), the schedule starts
+        # with it, as a kept loop's starts when the loop does (later than
+        # ANCHOR_WITHIN, it keeps its origin).
+        self.anchor = False
+        start = monotonic() + (PRECISE_SPIN if until is not None else 0.0)
+        if _move_origin(self, start - self.delay_before) and until is not None:
+            return start
+        return until
+
+
+def _move_origin(run: IntervalRun, origin: float) -> bool:
+    """Make ``origin`` the schedule's origin if it is later than the one
+    ``start()`` set by at most ANCHOR_WITHIN (one turn of the hub); True if
+    it did."""
+    if 0.0 < origin - run.tick <= ANCHOR_WITHIN:
+        run.tick = origin
+        return True
+    return False
+
+
+def _yield_until(run: IntervalRun, until: float) -> Optional[float]:
+    """Precise mode's last stretch: yield, not sleep, until ``PRECISE_SPIN``
+    before ``until``; returns ``until`` (the engine watches the clock for
+    the rest), or None if the run stopped meanwhile."""
+    spin_from = until - PRECISE_SPIN
+    while monotonic() < spin_from:
+        if not run.active:
+            return None
+        gevent.sleep(0)
+    return until
 
 
 class BackgroundIntervalWorker(BackgroundEventWorker):
@@ -181,10 +287,12 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         return self.interval if self.interval is not None else self.delay_after  # type: ignore[return-value]
 
     def _launch(self, run: IntervalRun, engine: Engine) -> None:  # type: ignore[override]
-        if self._period() + (self.delay_before or 0.0) <= KEEP_GREENLET:
+        run.period, run.interval, run.delay_before = self._period(), self.interval, self.delay_before or 0.0
+        if run.period + run.delay_before <= KEEP_GREENLET:
             run.spawn_loop(self._kept_loop, run, engine)
         else:
             run.engine, run.worker = engine, self
+            run.grant = run.go
             run.anchor = True
             self._schedule(run)
 
@@ -198,7 +306,7 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         # are (a PRECISE_SPIN's wait, its bookkeeping done before it). Not when
         # the hub was busy for longer (ANCHOR_WITHIN): the schedule then keeps
         # start() as its origin and catches up, rather than carrying the delay.
-        self._move_origin(run, monotonic() + (PRECISE_SPIN if self.precise else 0.0))
+        _move_origin(run, monotonic() + (PRECISE_SPIN if self.precise else 0.0))
         try:
             while run.active:
                 triggered = run.again
@@ -210,7 +318,7 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
                         self._sleep(run, hub, wait)
                         triggered = run.again
                     if self.precise and not triggered:
-                        until = self._yield_until(run, due)
+                        until = _yield_until(run, due)
                     if not run.active:
                         break
                 run.again = False
@@ -227,29 +335,18 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
             run.running = False
             run.end(self._finished)
 
-    def _move_origin(self, run: IntervalRun, origin: float) -> bool:
-        """Make ``origin`` the schedule's origin if it is later than the one
-        ``start()`` set by at most ANCHOR_WITHIN (one turn of the hub); True if
-        it did."""
-        if 0.0 < origin - run.tick <= ANCHOR_WITHIN:
-            run.tick = origin
-            return True
-        return False
-
     def _scheduled_time(self, run: IntervalRun) -> float:
         """When the next scheduled run is due (monotonic)."""
-        return run.tick + (self.delay_before or 0.0)
+        return run.tick + run.delay_before
 
-    def _yield_until(self, run: IntervalRun, until: float) -> Optional[float]:
-        """Precise mode's last stretch: yield, not sleep, until ``PRECISE_SPIN``
-        before ``until``; returns ``until`` (the engine watches the clock for
-        the rest), or None if the run stopped meanwhile."""
-        spin_from = until - PRECISE_SPIN
-        while monotonic() < spin_from:
-            if not run.active:
-                return None
-            gevent.sleep(0)
-        return until
+    def _next_tick(self, run: IntervalRun) -> None:
+        # (the kept loop's; a run from the timer heap does the same in go)
+        now = monotonic()
+        if run.interval is not None:
+            tick = run.tick + run.interval
+            run.tick = tick if tick + run.delay_before >= now else now
+        else:
+            run.tick = now + run.period
 
     def _sleep(self, run: IntervalRun, hub: Any, seconds: float) -> None:
         # As gevent.sleep (a bare loop timer: no Timeout raised at the end, whose
@@ -265,77 +362,12 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
             timer.close()
 
     def _schedule(self, run: IntervalRun) -> None:
+        # The first scheduled run of a start: its entry, kept for the next ones.
         due = self._scheduled_time(run)
-        timers = self.supervisor.timers
         if self.precise:
-            run.entry = run.schedule(timers, due - PRECISE_EARLY, self._due, run, due)
-        else:
-            run.entry = run.schedule(timers, due, self._due, run, None)
-
-    def _due(self, run: IntervalRun, until: Optional[float]) -> None:
-        # Called from the timer heap's hub callback: only schedules. ``until``: the exact
-        # time of a precise run.
-        entry, run.entry = run.entry, None
-        if entry is not None:
-            run.fired(entry)
-        if not run.active:
-            return
-        if run.running:
-            run.again = True
-        else:
-            self._begin(run, until, scheduled=True)
-
-    def _begin(self, run: IntervalRun, until: Optional[float] = None, scheduled: bool = False) -> None:
-        # The run's slot first, then its greenlet: a run waiting for a slot is
-        # a line entry of the pool, not a parked greenlet (ten thousand runs
-        # due at once on a pool of 110 used to mean ten thousand greenlets).
-        run.running = True
-        run.due_until = until
-        run.due_scheduled = scheduled
-        run.engine.defer(run.granted)  # type: ignore[union-attr]  # (set at _launch)
-
-    def _run_due(self, run: IntervalRun) -> None:
-        engine: Engine = run.engine  # type: ignore[assignment]  # (set at _launch)
-        until, scheduled = run.due_until, run.due_scheduled
-        try:
-            if scheduled and run.anchor:
-                # The first scheduled run of this start: when it is late by a
-                # turn or so (of the timer heap, the slot, the greenlet), the
-                # schedule starts with it, as a kept loop's starts when the loop
-                # does (later than ANCHOR_WITHIN, it keeps its origin).
-                run.anchor = False
-                start = monotonic() + (PRECISE_SPIN if until is not None else 0.0)
-                if self._move_origin(run, start - (self.delay_before or 0.0)) and until is not None:
-                    until = start
-            if until is not None:
-                until = self._yield_until(run, until)
-            while run.active:
-                outcome = engine.call() if until is None else engine.call_at(until)
-                until = None
-                if outcome is False:
-                    run.active = False  # the executor stopped the worker
-                if not run.active:
-                    break
-                if run.again:
-                    run.again = False
-                    continue
-                if run.entry is None:
-                    self._next_tick(run)
-                    self._schedule(run)
-                break
-        finally:
-            engine.release_unused()  # stopped before the call
-            run.running = False
-            if not run.active:
-                run.end(self._finished)
-
-    def _next_tick(self, run: IntervalRun) -> None:
-        now = monotonic()
-        if self.interval is not None:
-            tick = run.tick + self.interval
-            run.tick = tick if tick + (self.delay_before or 0.0) >= now else now
-        else:
-            run.tick = now + self.delay_after  # type: ignore[operator]
+            run.due_until = due
+            due -= PRECISE_EARLY
+        run.entry = run.schedule(self.supervisor.timers, due, IntervalRun.due, run)
 
     # -- triggers --------------------------------------------------------------------------------
     def _trigger(self, force: bool = False) -> None:
@@ -351,12 +383,11 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
             if run.waiter is not None:
                 self.supervisor.hub.loop.run_callback(run.waiter.switch, None)
         else:
-            self._begin(run)
+            run.begin(False)
 
     # -- stopping -----------------------------------------------------------------------------------
     def _halt(self, run: IntervalRun) -> None:  # type: ignore[override]
         run.stop()  # (a kept greenlet's wait is interrupted; a heap entry cancelled)
-        run.entry = None
         if run.greenlet is None and (not run.running or run.engine.withdraw()):  # type: ignore[union-attr]
             # nothing in progress, or a run still in line for its slot, withdrawn
             run.running = False
