@@ -122,6 +122,29 @@ class LagMeter:
         return {"lag_max_ms": max(late) * 1e3, "lag_p99_ms": percentile(late, 0.99) * 1e3}
 
 
+def cpu_per_run(total_runs: Callable[[], int], seconds: float) -> Figures:
+    """Process CPU over the next ``seconds`` (the caller's greenlet sleeps; the
+    hub runs whatever is scheduled): ``cpu_pct`` (% of one core) and
+    ``cpu_us_per_run``, the CPU over the runs made meanwhile (``total_runs()``
+    read before and after, outside the timed span).
+
+    Run it with nothing of the benchmark's own going on, the lag ticker
+    stopped first: on a small VM every wake-up of a process costs ~50 µs of
+    kernel time, so a 5 ms ticker alone is ~3 % of a core: ~28 µs more per run
+    at 1,000 one-second workers."""
+    import gevent
+
+    runs0 = total_runs()
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    gevent.sleep(seconds)
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    runs = total_runs() - runs0
+    figures = {"cpu_pct": 100.0 * cpu / wall, "cpu_runs": runs}
+    if runs:
+        figures["cpu_us_per_run"] = cpu / runs * 1e6
+    return figures
+
+
 def _apscheduler_missing() -> Optional[str]:
     try:
         import apscheduler  # noqa: F401
@@ -177,16 +200,19 @@ def _drain_queue_worker(sup: Any, worker: Any, n: int, done: Any) -> Figures:
 
     worker.start()
     gevent.sleep(0.03)
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     for i in range(n):
         worker.put_threadsafe(i)
     lag = LagMeter()  # the drain: the loop above never yields, put() does not switch
     done.wait()
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0  # includes the lag ticker's few ticks: < 1 % of a drain
     figures = lag.stop()
     worker.stop()
     sup.stop()
     figures["items_per_s"] = n / elapsed
+    figures["cpu_us_per_item"] = cpu / n * 1e6
     return figures
 
 
@@ -229,12 +255,14 @@ def queue_raw(quick: bool) -> Figures:
 
     gevent.spawn(loop)
     gevent.sleep(0.03)
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     for i in range(n):
         q.put(i)
     done.wait()
     elapsed = time.perf_counter() - t0
-    return {"items_per_s": n / elapsed}
+    cpu = time.process_time() - cpu0
+    return {"items_per_s": n / elapsed, "cpu_us_per_item": cpu / n * 1e6}
 
 
 # == 2. event trigger from a native OS thread ===================================================
@@ -272,11 +300,14 @@ def _trigger_latencies(fire: Callable[[], None], stamps: List[float], ready, qui
     return lat
 
 
-def _latency_figures(lat: List[float]) -> Figures:
+def _latency_figures(lat: List[float], cpu: float, triggers: int) -> Figures:
+    """Latency median and p99; and the process CPU (``cpu`` seconds, both
+    threads: the OS thread that fires is in this process) per trigger received."""
     return {
         "median_us": statistics.median(lat) * 1e6,
         "p99_us": percentile(lat, 0.99) * 1e6,
         "samples": len(lat),
+        "cpu_us_per_trigger": cpu / triggers * 1e6,
     }
 
 
@@ -299,10 +330,12 @@ def event_gworker(quick: bool) -> Figures:
     worker = BackgroundEventWorker(func=run, supervisor=sup)
     worker.start()
     gevent.sleep(0.01)
+    cpu0 = time.process_time()
     lat = _trigger_latencies(worker.trigger_threadsafe, stamps, ready, quick)
+    cpu = time.process_time() - cpu0
     worker.stop()
     sup.stop()
-    return _latency_figures(lat)
+    return _latency_figures(lat, cpu, len(stamps))
 
 
 def event_raw(quick: bool) -> Figures:
@@ -321,8 +354,10 @@ def event_raw(quick: bool) -> Figures:
     def fire():
         loop.run_callback_threadsafe(callback)
 
+    cpu0 = time.process_time()
     lat = _trigger_latencies(fire, stamps, ready, quick)
-    return _latency_figures(lat)
+    cpu = time.process_time() - cpu0
+    return _latency_figures(lat, cpu, len(stamps))
 
 
 # == 3. one 10 ms interval worker ==============================================================
@@ -335,6 +370,9 @@ def _duration(quick: bool) -> float:
 
 
 def _interval_figures(starts: List[float], duration: float, cpu: float, wall: float) -> Figures:
+    """The schedule's figures over the first ``duration`` seconds of runs, and
+    the process CPU (``cpu`` seconds over ``wall``) per run: all runs made while
+    the CPU was counted, including the few past the window."""
     if not starts:
         return {"runs": 0}
     t0 = starts[0]
@@ -347,6 +385,7 @@ def _interval_figures(starts: List[float], duration: float, cpu: float, wall: fl
         "mean_gap_err_ms": statistics.fmean(abs(g - PERIOD) for g in gaps) * 1e3,
         "drift_p99_ms": percentile(drift, 0.99) * 1e3,
         "cpu_pct": 100.0 * cpu / wall,
+        "cpu_us_per_run": cpu / len(starts) * 1e6,
     }
 
 
@@ -453,6 +492,13 @@ def _many(quick: bool) -> int:
 
 MANY_WINDOW = 3.5
 MANY_IDEAL_PER = 4  # runs at 0, 1, 2 and 3 s
+#: after the window, with the lag ticker stopped: seconds of steady running whose
+#: process CPU is divided by the runs made in them (two rounds; --quick: one)
+CPU_WINDOW = 2.0
+
+
+def _cpu_window(quick: bool) -> float:
+    return 1.0 if quick else CPU_WINDOW
 
 
 def _many_interval_common(start_all: Callable[[], None], stop_all: Callable[[], None],
@@ -473,6 +519,7 @@ def _many_interval_common(start_all: Callable[[], None], stop_all: Callable[[], 
     gevent.sleep(max(0.0, t0 + window - time.monotonic()))
     runs = count[0]
     figures = lag.stop()
+    figures.update(cpu_per_run(lambda: count[0], _cpu_window(quick)))  # after: the figures above unchanged
     stop_all()
     figures.update({
         "start_s": started,
@@ -643,13 +690,15 @@ def tasks_gworker(quick: bool) -> Figures:
     sup.start()
     sup.set_thread_pool(pool_size=100, reserve_normal=0, reserve_high=0)
     gevent.sleep(0.03)
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     for i in range(n):
         sup.put_task(target, priority=priorities[i % 3])
     done.wait()
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     sup.stop()
-    return {"tasks_per_s": n / elapsed}
+    return {"tasks_per_s": n / elapsed, "cpu_us_per_task": cpu / n * 1e6}
 
 
 def tasks_raw(quick: bool) -> Figures:
@@ -669,13 +718,15 @@ def tasks_raw(quick: bool) -> Figures:
 
     pool = gevent.pool.Pool(100)
     gevent.sleep(0.03)
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     for _ in range(n):
         pool.spawn(target)
     done.wait()
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     pool.join()
-    return {"tasks_per_s": n / elapsed}
+    return {"tasks_per_s": n / elapsed, "cpu_us_per_task": cpu / n * 1e6}
 
 
 # == 7. queue worker, async executor =================================================================
@@ -705,7 +756,7 @@ def async_queue_raw(quick: bool) -> Figures:
 
     n = _queue_n(quick)
 
-    async def main() -> float:
+    async def main() -> tuple:
         q: asyncio.Queue = asyncio.Queue()
         done = asyncio.get_running_loop().create_future()
 
@@ -720,20 +771,22 @@ def async_queue_raw(quick: bool) -> Figures:
 
         consumer = asyncio.ensure_future(consume())
         await asyncio.sleep(0.03)
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         for i in range(n):
             q.put_nowait(i)
         await done
         elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
         await consumer
-        return elapsed
+        return elapsed, cpu
 
     loop = asyncio.new_event_loop()
     try:
-        elapsed = loop.run_until_complete(main())
+        elapsed, cpu = loop.run_until_complete(main())
     finally:
         loop.close()
-    return {"items_per_s": n / elapsed}
+    return {"items_per_s": n / elapsed, "cpu_us_per_item": cpu / n * 1e6}
 
 
 # == 8. process-pool round trips ======================================================================
@@ -859,6 +912,8 @@ REGISTRY: List[Scenario] = [
                 lambda m: _cmp(_ratio(m, "gworker.items_per_s", "raw.items_per_s"), lambda r: r >= 0.2)),
             Row("hub lag max", "ms", "gworker.lag_max_ms", [], "(reported; yields every ≤ 5 ms)",
                 lambda m: None),
+            Row("CPU per item", "µs", "gworker.cpu_us_per_item", ["raw.cpu_us_per_item"], "(reported)",
+                lambda m: None),
         ],
     ),
     Scenario(
@@ -868,6 +923,8 @@ REGISTRY: List[Scenario] = [
             Row("latency median", "µs", "gworker.median_us", ["raw.median_us"], "≤ raw + 10 µs",
                 lambda m: _cmp(_diff(m, "gworker.median_us", "raw.median_us"), lambda d: d <= 10)),
             Row("latency p99", "µs", "gworker.p99_us", ["raw.p99_us"], "(reported)", lambda m: None),
+            Row("CPU per trigger (both threads)", "µs", "gworker.cpu_us_per_trigger", ["raw.cpu_us_per_trigger"],
+                "(reported)", lambda m: None),
         ],
     ),
     Scenario(
@@ -893,6 +950,8 @@ REGISTRY: List[Scenario] = [
             Row("CPU (precise / normal)", "%", "precise.cpu_pct",
                 ["gworker.cpu_pct", "raw_precise.cpu_pct", "raw.cpu_pct"],
                 "(cost, reported)", lambda m: None),
+            Row("CPU per run", "µs", "gworker.cpu_us_per_run", ["raw.cpu_us_per_run"], "(reported)",
+                lambda m: None),
         ],
     ),
     Scenario(
@@ -908,6 +967,8 @@ REGISTRY: List[Scenario] = [
                 lambda m: _cmp(m.get("gworker.runs_pct"), lambda v: v >= 99.9)),
             Row("worst hub lag", "ms", "gworker.lag_max_ms", ["raw.lag_max_ms", "apscheduler.lag_max_ms"],
                 "≤ 20 ms", lambda m: _cmp(m.get("gworker.lag_max_ms"), lambda v: v <= 20.0)),
+            Row("CPU per run", "µs", "gworker.cpu_us_per_run", ["raw.cpu_us_per_run", "apscheduler.cpu_us_per_run"],
+                "(reported)", lambda m: None),
         ],
     ),
     Scenario(
@@ -925,6 +986,8 @@ REGISTRY: List[Scenario] = [
         [
             Row("tasks/s", "", "gworker.tasks_per_s", ["raw.tasks_per_s"], "≥ 0.8× gevent.pool.Pool (moonshot 1.0)",
                 lambda m: _cmp(_ratio(m, "gworker.tasks_per_s", "raw.tasks_per_s"), lambda r: r >= 0.8)),
+            Row("CPU per task", "µs", "gworker.cpu_us_per_task", ["raw.cpu_us_per_task"], "(reported)",
+                lambda m: None),
         ],
     ),
     Scenario(
@@ -934,6 +997,8 @@ REGISTRY: List[Scenario] = [
             Row("items/s", "", "gworker.items_per_s", ["raw.items_per_s"], "≥ 0.2× asyncio.Queue loop",
                 lambda m: _cmp(_ratio(m, "gworker.items_per_s", "raw.items_per_s"), lambda r: r >= 0.2)),
             Row("hub lag max", "ms", "gworker.lag_max_ms", [], "(reported; yields every ≤ 5 ms)",
+                lambda m: None),
+            Row("CPU per item", "µs", "gworker.cpu_us_per_item", ["raw.cpu_us_per_item"], "(reported)",
                 lambda m: None),
         ],
     ),
