@@ -150,6 +150,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 run[part] = run_part(scenario.name, part, scenario.part_patched(part), args.quick, args.timeout)
             runs.append(run)
         m = medians(runs)
+        if scenario.derived is not None:
+            m.update(scenario.derived(m))
         for key, value in sorted(m.items()):
             if key.endswith(".skipped") or key.endswith(".error"):
                 note = "%s: %s %s" % (scenario.name, key.rsplit(".", 1)[0], value)

@@ -16,9 +16,11 @@ what really measures: a scenario that is not ready is simply not listed.
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 __all__ = ["Scenario", "Row", "REGISTRY", "get"]
@@ -52,6 +54,9 @@ class Scenario:
     #: parts that run un-patched even though ``patched`` is True (e.g. a stock
     #: ``multiprocessing`` baseline, which hangs in a patched process)
     plain_parts: Sequence[str] = ()
+    #: figures computed from the medians (``{"part.figure": value}``, merged into
+    #: them before the rows are), for a row that compares two parts' medians
+    derived: Optional[Callable[[Figures], Figures]] = None
 
     def part_patched(self, part: str) -> bool:
         return self.patched and part not in self.plain_parts
@@ -93,6 +98,7 @@ class LagMeter:
         self.period = period
         self.samples: List[tuple] = []  # (expected, woke)
         self.excluded: List[tuple] = []
+        self.rebased: List[tuple] = []
         self._glet = gevent.spawn(self._tick)
 
     def _tick(self) -> None:
@@ -104,21 +110,32 @@ class LagMeter:
             gevent.sleep(period)
             self.samples.append((expected, time.monotonic()))
 
-    def measure_aside(self, fn: Callable[[], Any]) -> Any:
+    def measure_aside(self, fn: Callable[[], Any], rebase: bool = False) -> Any:
         """Call ``fn`` (which blocks the hub: the benchmark's own ``gc.collect()``
-        for an RSS reading) and leave the ticks it delayed out of the figures."""
+        for an RSS reading) and leave the ticks it delayed out of the figures.
+
+        With ``rebase``, a tick that ``fn`` delayed is not left out but counted
+        from ``fn``'s end: the benchmark's own loop starting many workers is not
+        lag, but what the hub does right after it (the first round of the runs
+        it started) is."""
         start = time.monotonic()
         try:
             return fn()
         finally:
-            self.excluded.append((start, time.monotonic()))
+            (self.rebased if rebase else self.excluded).append((start, time.monotonic()))
 
     def stop(self) -> Figures:
+        """Stop the ticker; its worst and p99 lateness, in milliseconds."""
         self._glet.kill()
-        late = [
-            max(0.0, woke - expected) for expected, woke in self.samples
-            if not any(a <= woke and expected <= b for a, b in self.excluded)
-        ] or [0.0]
+        late = []
+        for expected, woke in self.samples:
+            if any(a <= woke and expected <= b for a, b in self.excluded):
+                continue
+            for a, b in self.rebased:
+                if a <= woke and expected <= b:
+                    expected = max(expected, b)
+            late.append(max(0.0, woke - expected))
+        late = late or [0.0]
         return {"lag_max_ms": max(late) * 1e3, "lag_p99_ms": percentile(late, 0.99) * 1e3}
 
 
@@ -901,6 +918,269 @@ def process_pool_mp(quick: bool) -> Figures:
     return {"seq_per_s": seq, "flight_per_s": flight}
 
 
+# == 9. what a run costs: interval=1 workers on one core, 1k / 10k / 100k (issue 18) ==============
+
+#: part suffix -> (workers, workers with --quick: a smoke test, the labels keep their names)
+RUN_COST_SIZES = {"1k": (1_000, 1_000), "10k": (10_000, 2_000), "100k": (100_000, 5_000)}
+RUN_COST_KINDS = ("gworker", "greenlets", "timers")
+#: the RSS reading: this long after the end of starting at the soonest, and once every
+#: worker has made its first run (waiting for its second); at the latest this long
+#: before the window ends, whether or not every worker has run
+RUN_COST_IDLE_AT = 0.75
+RUN_COST_IDLE_BY = 0.25
+
+
+def pin_to_one_core() -> Optional[int]:
+    """Pin this process to one CPU, the last of its current affinity set, and
+    return that CPU; None where the platform cannot (no ``sched_setaffinity``)
+    or will not.
+
+    On Linux ``sched_setaffinity(0, ...)`` pins the calling thread only, so
+    every thread of the process (``/proc/self/task``) is pinned; threads made
+    later inherit the pinning from the thread that makes them. A part calls
+    this first, before gevent or gworker has started anything."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    try:
+        cpu = max(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+    except OSError:
+        return None
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = []
+    for tid in threads:
+        try:
+            os.sched_setaffinity(tid, {cpu})
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return cpu
+
+
+def capped_runs_pct(counts: Sequence[int], ideal: int) -> float:
+    """Runs made, in % of ``ideal`` runs per worker, each worker's count capped at
+    ``ideal``: a worker that ran once too often cannot hide another's missed run."""
+    if not counts or ideal <= 0:
+        return 0.0
+    return 100.0 * sum(min(c, ideal) for c in counts) / (ideal * len(counts))
+
+
+def _count_run(counts: List[int], i: int, **kwargs: Any) -> None:
+    """One run: worker ``i`` adds one to its own counter (as an interval worker's
+    executor it gets gworker's keywords; as a bare timer's callback, none)."""
+    counts[i] += 1
+
+
+def _count_loop(counts: List[int], i: int) -> None:
+    """A bare greenlet worker: a run, then ``gevent.sleep(1)``, for ever."""
+    import gevent
+
+    while True:
+        counts[i] += 1
+        gevent.sleep(1)
+
+
+def _rss_once_idle(lag: "LagMeter", counts: List[int], started: float, deadline: float) -> tuple:
+    """``(rss, all_ran, at)``: the RSS read (its ``gc.collect()`` aside from the
+    lag) once every worker has run at least once — when a slow first round
+    has not reached them all by ``started + RUN_COST_IDLE_AT``, later, but by
+    ``deadline`` at the latest; ``all_ran`` says whether they all had, ``at``
+    when it was read (seconds after ``started``)."""
+    import gevent
+
+    gevent.sleep(max(0.0, started + RUN_COST_IDLE_AT - time.monotonic()))
+    while 0 in counts and time.monotonic() < deadline:  # a C-level scan: ~0.5 ms at 100k
+        gevent.sleep(0.05)
+    all_ran = 0 not in counts
+    at = time.monotonic() - started
+    return lag.measure_aside(rss), all_ran, at
+
+
+def _run_cost_n(size: str, quick: bool) -> int:
+    """Workers in a part of ``size`` (``"1k"``, …)."""
+    return RUN_COST_SIZES[size][1 if quick else 0]
+
+
+def _run_cost_common(start_all: Callable[[], None], stop_all: Callable[[], None],
+                     counts: List[int], quick: bool) -> Figures:
+    """Measure ``len(counts)`` one-second workers that ``start_all()`` starts, each
+    run adding one to its worker's slot of ``counts``.
+
+    The caller makes ``counts`` and whatever else the benchmark keeps per worker
+    (the run functions, the list that holds the workers) before this is called,
+    so the RSS baseline already has them: what the workers themselves take is
+    all that the RSS per worker shows.
+
+    * ``start_s``: the time ``start_all()`` takes;
+    * ``runs_pct``: runs are due at each worker's start + 0, 1, 2 and 3 s; in the
+      window of 3.5 s from the *end* of starting (a slow start does not push the
+      last workers' runs out of it), each worker's runs capped at 4
+      (:func:`capped_runs_pct`);
+    * ``rss_per_kib``: RSS growth per worker once idle: read 0.75 s after the end
+      of starting, or later once every worker has made its first run
+      (:func:`_rss_once_idle`; ``rss_all_ran``, ``rss_at_s``);
+    * ``lag_max_ms``/``lag_p99_ms``: the 5 ms ticker's lateness over the window,
+      the starting loop and the RSS reading's ``gc.collect()`` left out (the
+      first round of runs after the start is in);
+    * ``cpu_pct``/``cpu_us_per_run``: process CPU in a quiet window after that
+      one (:func:`cpu_per_run`, the ticker stopped).
+
+    The benchmark's own objects, made before (and the modules imported), are
+    frozen out of the garbage collector (``gc.freeze()``), so its full
+    collections walk what the workers made, not the benchmark's bookkeeping.
+
+    --quick: a window of 1.5 s (2 runs each) and a CPU window of 1 s."""
+    import gevent
+
+    n = len(counts)
+    window, ideal = (1.5, 2) if quick else (MANY_WINDOW, MANY_IDEAL_PER)
+    lag = LagMeter()
+    gevent.sleep(0.05)  # the ticker is running before the start
+    gc.freeze()
+    rss0 = lag.measure_aside(rss)
+    t0 = time.monotonic()
+    lag.measure_aside(start_all, rebase=True)
+    started = time.monotonic()
+    rss1, all_ran, rss_at = _rss_once_idle(lag, counts, started, started + window - RUN_COST_IDLE_BY)
+    gevent.sleep(max(0.0, started + window - time.monotonic()))
+    # no yield from here to the CPU window: no run moves a counter while they are read
+    runs_pct = capped_runs_pct(counts, ideal)
+    short = sum(1 for c in counts if c < ideal)
+    figures = lag.stop()
+    figures.update(cpu_per_run(lambda: sum(counts), _cpu_window(quick)))
+    stop_all()
+    gc.unfreeze()
+    figures.update({
+        "n": n,
+        "start_s": started - t0,
+        "rss_per_kib": (rss1 - rss0) / n / 1024,
+        "rss_all_ran": int(all_ran),
+        "rss_at_s": rss_at,
+        "runs_pct": runs_pct,
+        "workers_short": short,
+    })
+    return figures
+
+
+def _run_cost_gworker(n: int, quick: bool) -> Figures:
+    """``n`` ``BackgroundIntervalWorker(interval=1)`` on one supervisor."""
+    from gworker import BackgroundIntervalWorker, TaskSupervisor
+
+    counts = [0] * n
+    runs = [partial(_count_run, counts, i) for i in range(n)]
+    held: List[Any] = [None] * n
+    sup = TaskSupervisor("bench")
+    sup.start()
+
+    def start_all():
+        for i in range(n):
+            worker = BackgroundIntervalWorker(func=runs[i], interval=1, supervisor=sup)
+            worker.start()
+            held[i] = worker
+
+    return _run_cost_common(start_all, lambda: sup.stop(wait=False), counts, quick)
+
+
+def _run_cost_greenlets(n: int, quick: bool) -> Figures:
+    """``n`` bare greenlets, each looping on a run and ``gevent.sleep(1)``."""
+    import gevent
+
+    counts = [0] * n
+    loops = [partial(_count_loop, counts, i) for i in range(n)]
+    held: List[Any] = [None] * n
+
+    def start_all():
+        for i in range(n):
+            held[i] = gevent.spawn(loops[i])
+
+    # not waited for (killing 100k greenlets takes seconds); the child exits after the part
+    return _run_cost_common(start_all, lambda: gevent.killall(held, block=False), counts, quick)
+
+
+def _run_cost_timers(n: int, quick: bool) -> Figures:
+    """``n`` bare libev timers (due at once, then every second), the callback the
+    run: the cheapest a one-second run can be in gevent."""
+    import gevent
+
+    counts = [0] * n
+    runs = [partial(_count_run, counts, i) for i in range(n)]
+    held: List[Any] = [None] * n
+    loop = gevent.get_hub().loop
+
+    def start_all():
+        for i in range(n):
+            timer = loop.timer(0.0, 1.0)
+            timer.start(runs[i])
+            held[i] = timer
+
+    def stop_all():
+        for timer in held:
+            timer.stop()
+
+    return _run_cost_common(start_all, stop_all, counts, quick)
+
+
+def _run_cost_part(kind: Callable[[int, bool], Figures], size: str) -> Callable[[bool], Figures]:
+    """The part that runs ``kind`` at ``size`` workers, pinned to one core."""
+
+    def part(quick: bool) -> Figures:
+        cpu = pin_to_one_core()  # first: gevent and gworker start nothing before it
+        figures = kind(_run_cost_n(size, quick), quick)
+        if cpu is not None:
+            figures["pinned_cpu"] = cpu
+        return figures
+
+    part.__name__ = part.__qualname__ = "%s_%s" % (kind.__name__.lstrip("_"), size)
+    part.__doc__ = "%s, %s workers" % (kind.__doc__, size)
+    return part
+
+
+def _run_cost_parts() -> Dict[str, Callable[[bool], Figures]]:
+    """Every kind at every size: ``gworker_1k``, ``greenlets_1k``, ``timers_1k``, …"""
+    kinds = {"gworker": _run_cost_gworker, "greenlets": _run_cost_greenlets, "timers": _run_cost_timers}
+    return {"%s_%s" % (name, size): _run_cost_part(kinds[name], size)
+            for size in RUN_COST_SIZES for name in RUN_COST_KINDS}
+
+
+def _run_cost_flat(m: Figures) -> Figures:
+    """From the medians: each kind's CPU per run at 100k over its CPU per run at 1k."""
+    flat = {}
+    for kind in RUN_COST_KINDS:
+        value = _ratio(m, "%s_100k.cpu_us_per_run" % kind, "%s_1k.cpu_us_per_run" % kind)
+        if value is not None:
+            flat["%s.cpu_per_run_100k_over_1k" % kind] = value
+    return flat
+
+
+def _run_cost_row(size: str, metric: str, unit: str, figure: str, target: str,
+                  ok: Optional[Callable[[float], bool]] = None) -> Row:
+    """A run-cost row: gworker at ``size`` against bare greenlets and bare timers
+    at the same count; met when ``ok(gworker's median)`` (no ``ok``: reported)."""
+    ours = "gworker_%s.%s" % (size, figure)
+    bases = ["greenlets_%s.%s" % (size, figure), "timers_%s.%s" % (size, figure)]
+    met = (lambda m: None) if ok is None else (lambda m: _cmp(m.get(ours), ok))
+    return Row("%s: %s" % (size, metric), unit, ours, bases, target, met)
+
+
+def _run_cost_rows() -> List[Row]:
+    """The issue's targets: at 100k, and CPU per run at each count."""
+    rows = [
+        _run_cost_row("100k", "runs made", "%", "runs_pct", "≥ 99.9 %", lambda v: v >= 99.9),
+        _run_cost_row("100k", "RSS per idle worker", "KiB", "rss_per_kib", "≤ 2.5 KiB", lambda v: v <= 2.5),
+        _run_cost_row("100k", "worst hub lag", "ms", "lag_max_ms", "≤ 20 ms", lambda v: v <= 20.0),
+        _run_cost_row("100k", "CPU", "% of a core", "cpu_pct", "≤ 60 % (moonshot ≤ 40 %)", lambda v: v <= 60.0),
+        _run_cost_row("100k", "start time", "s", "start_s", "(reported)"),
+    ]
+    for size in RUN_COST_SIZES:
+        rows.append(_run_cost_row(size, "CPU per run", "µs", "cpu_us_per_run", "≤ 6 µs (moonshot ≤ 4)",
+                                  lambda v: v <= 6.0))
+    rows.append(Row("CPU per run flat: 100k / 1k", "×", "gworker.cpu_per_run_100k_over_1k",
+                    ["greenlets.cpu_per_run_100k_over_1k", "timers.cpu_per_run_100k_over_1k"], "flat (≤ 1.5×)",
+                    lambda m: _cmp(m.get("gworker.cpu_per_run_100k_over_1k"), lambda r: r <= 1.5)))
+    return rows
+
+
 # == the registry =================================================================================
 
 REGISTRY: List[Scenario] = [
@@ -1019,6 +1299,10 @@ REGISTRY: List[Scenario] = [
                 "(reported: the pool without admission)", lambda m: None),
         ],
         plain_parts=("mp",),
+    ),
+    Scenario(
+        "run-cost", "interval=1 workers on one core: 1k / 10k / 100k, beside bare greenlets and bare timers",
+        True, _run_cost_parts(), _run_cost_rows(), derived=_run_cost_flat,
     ),
 ]
 
