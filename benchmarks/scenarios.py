@@ -1163,11 +1163,22 @@ def _run_cost_row(size: str, metric: str, unit: str, figure: str, target: str,
     return Row("%s: %s" % (size, metric), unit, ours, bases, target, met)
 
 
+def _run_cost_rss_row() -> Row:
+    """RSS per idle worker at 100k, ≤ 2.5 KiB; judged only when it was read after
+    every worker had run once (the median of ``rss_all_ran`` is 1): a reading
+    taken while a slow first round had not reached them all cannot tell."""
+    row = _run_cost_row("100k", "RSS per idle worker", "KiB", "rss_per_kib", "≤ 2.5 KiB (once all have run)",
+                        lambda v: v <= 2.5)
+    judge = row.met
+    row.met = lambda m: judge(m) if m.get("gworker_100k.rss_all_ran") == 1 else None
+    return row
+
+
 def _run_cost_rows() -> List[Row]:
     """The issue's targets: at 100k, and CPU per run at each count."""
     rows = [
         _run_cost_row("100k", "runs made", "%", "runs_pct", "≥ 99.9 %", lambda v: v >= 99.9),
-        _run_cost_row("100k", "RSS per idle worker", "KiB", "rss_per_kib", "≤ 2.5 KiB", lambda v: v <= 2.5),
+        _run_cost_rss_row(),
         _run_cost_row("100k", "worst hub lag", "ms", "lag_max_ms", "≤ 20 ms", lambda v: v <= 20.0),
         _run_cost_row("100k", "CPU", "% of a core", "cpu_pct", "≤ 60 % (moonshot ≤ 40 %)", lambda v: v <= 60.0),
         _run_cost_row("100k", "start time", "s", "start_s", "(reported)"),

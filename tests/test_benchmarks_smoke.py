@@ -77,7 +77,8 @@ def test_capped_runs_pct_counts_each_worker_up_to_the_ideal():
 # -- the rows' targets ---------------------------------------------------------------------------------
 
 RUN_COST_OK = {
-    "gworker_100k.runs_pct": 99.95, "gworker_100k.rss_per_kib": 2.4, "gworker_100k.lag_max_ms": 19.0,
+    "gworker_100k.runs_pct": 99.95, "gworker_100k.rss_per_kib": 2.4, "gworker_100k.rss_all_ran": 1,
+    "gworker_100k.lag_max_ms": 19.0,
     "gworker_100k.cpu_pct": 59.0, "gworker_100k.start_s": 0.9,
     "gworker_1k.cpu_us_per_run": 4.0, "gworker_10k.cpu_us_per_run": 5.0, "gworker_100k.cpu_us_per_run": 5.9,
     "greenlets_1k.cpu_us_per_run": 7.0, "greenlets_100k.cpu_us_per_run": 6.0,
@@ -124,6 +125,11 @@ def test_run_cost_flat_row_is_100k_over_1k():
     steep = dict(RUN_COST_OK, **{"gworker_1k.cpu_us_per_run": 3.0})  # 5.9 / 3.0 > 1.5
     assert _verdicts("run-cost", steep)["CPU per run flat: 100k / 1k"] is False
     assert scenarios.get("run-cost").derived(steep)["gworker.cpu_per_run_100k_over_1k"] == pytest.approx(5.9 / 3)
+
+
+def test_run_cost_rss_is_not_judged_when_read_before_every_worker_ran():
+    late = dict(RUN_COST_OK, **{"gworker_100k.rss_all_ran": 0})
+    assert _verdicts("run-cost", late)["100k: RSS per idle worker"] is None
 
 
 def test_run_cost_rows_cannot_tell_without_the_figure():
