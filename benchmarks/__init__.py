@@ -11,7 +11,9 @@ Layout:
 * :mod:`benchmarks.child` — runs one part of one scenario in a fresh process
   (monkey-patched or not, as the scenario says) and prints its figures as JSON;
 * :mod:`benchmarks.__main__` — the command: runs every part ``--repeat`` times,
-  each in its own subprocess, takes medians and prints the table.
+  each in its own subprocess, takes medians and prints the table;
+* :mod:`benchmarks.plot` — ``--plot FILE``: the run-cost scenario's CPU per run
+  against the worker count, as a PNG (matplotlib, imported only for it).
 
 Benchmarks are never assertions in ``tests/``; ``tests/test_benchmarks_smoke.py``
 only checks that the command still runs and prints a table.

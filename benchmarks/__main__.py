@@ -101,6 +101,19 @@ def render(header: List[str], rows: List[List[str]]) -> str:
     return "\n".join([line(header), sep] + [line(r) for r in rows])
 
 
+def check_plot(parser: argparse.ArgumentParser, chosen: List[scenarios.Scenario]) -> None:
+    """Before anything runs: ``--plot`` needs the run-cost scenario among those
+    chosen, and matplotlib; else a usage error (exit 2) that says which."""
+    from . import plot
+
+    if plot.SCENARIO not in [s.name for s in chosen]:
+        parser.error("--plot draws the %s scenario, which --only leaves out (add it: --only %s)"
+                     % (plot.SCENARIO, plot.SCENARIO))
+    problem = plot.missing()
+    if problem:
+        parser.error(problem)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,6 +124,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         + ", ".join(s.name for s in scenarios.REGISTRY))
     parser.add_argument("--quick", action="store_true", help="a fast smoke run: smaller sizes, shorter runs")
     parser.add_argument("--timeout", type=float, default=300, help="seconds allowed per subprocess")
+    parser.add_argument("--plot", metavar="FILE", help="after the run, draw the run-cost scenario's CPU per run "
+                        "against the worker count to this PNG (needs matplotlib: pip install .[bench]; "
+                        "run-cost must be among the scenarios run)")
     args = parser.parse_args(argv)
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 5)
     if repeat < 1:
@@ -122,6 +138,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             chosen = [scenarios.get(n) for n in names]
         except KeyError as exc:
             parser.error(str(exc.args[0]))
+    if args.plot:
+        check_plot(parser, chosen)
 
     report: Dict[str, Any] = {
         "meta": {
@@ -150,6 +168,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 run[part] = run_part(scenario.name, part, scenario.part_patched(part), args.quick, args.timeout)
             runs.append(run)
         m = medians(runs)
+        if scenario.derived is not None:
+            m.update(scenario.derived(m))
         for key, value in sorted(m.items()):
             if key.endswith(".skipped") or key.endswith(".error"):
                 note = "%s: %s %s" % (scenario.name, key.rsplit(".", 1)[0], value)
@@ -171,6 +191,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1, default=str)
+    if args.plot:
+        from . import plot
+
+        plot.plot_run_cost(report, args.plot)
+        print("plot: " + args.plot)
     return 1 if any(k.endswith(".error") for s in report["scenarios"].values() for k in s["medians"]) else 0
 
 
