@@ -205,6 +205,25 @@ def test_overrun_runs_at_once_without_overlap_or_catch_up(supervisor):
     assert sum(later) >= 0.06, "a burst of catch-up runs: %s" % ms(later)
 
 
+def test_a_run_started_later_than_the_next_time_stands_for_the_runs_it_missed(supervisor):
+    # The hub is busy for three intervals: the late run is not followed at
+    # once by another (that would be a run to make up for the lateness, and a
+    # loaded hub would get ever more of them); the schedule restarts from its
+    # start.
+    rec = Recorder()
+    w = BackgroundIntervalWorker(func=rec, interval=0.02, supervisor=supervisor)
+    w.start()
+    wait_until(lambda: len(rec.starts) >= 1, timeout=2)
+    busy_until = time.monotonic() + 0.065
+    while time.monotonic() < busy_until:  # the hub's thread is busy (not a gevent wait)
+        pass
+    wait_until(lambda: len(rec.starts) >= 4, timeout=2)
+    w.stop()
+    late, after = rec.start_to_start()[:2]
+    assert late >= 0.06, "the run after the busy spell was not late: %s" % ms([late])
+    assert after >= 0.015, "a run to make up for the lateness came %s after the late one" % ms([after])
+
+
 def test_executor_always_slower_than_its_interval(supervisor):
     rec = Recorder(duration=0.03)
     w = BackgroundIntervalWorker(func=rec, interval=0.01, supervisor=supervisor)

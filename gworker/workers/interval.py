@@ -24,7 +24,10 @@ Timing rules:
 * ``interval`` — start to start, on a monotonic schedule ``t0 + k * interval``:
   lateness does not accumulate. A run that overruns its interval is followed at
   once by the next, and the schedule restarts from there: no burst of catch-up
-  runs.
+  runs. A run that *starts* after the next one's time (the hub was busy for
+  more than an interval) stands for the runs it was late for: the schedule
+  restarts from its start, and the next run comes an interval later — so a
+  loaded hub is not given extra runs to make up for its lateness.
 * ``delay`` — end of one run to the start of the next.
 * ``delay_before`` — a pause before every run (added to the scheduled time).
 * neither ``interval`` nor ``delay`` — ``delay=1``, as in atasker.
@@ -167,13 +170,7 @@ class IntervalRun(EventRun):
                 outcome = engine.call()
             entry: TimerEntry = self.entry  # type: ignore[assignment]  # (set at _launch)
             if not Timers.scheduled(entry):  # (a triggered run leaves the schedule as it is)
-                now = engine.ended
-                if self.interval is not None:
-                    tick = self.tick + self.interval
-                    self.tick = tick = tick if tick + self.delay_before >= now else now
-                else:
-                    self.tick = tick = now + self.period
-                due = tick + self.delay_before
+                due = _advance(self, engine.started, engine.ended) + self.delay_before
                 if self.due_until is not None:  # precise
                     self.due_until = due
                     due -= PRECISE_EARLY
@@ -197,6 +194,26 @@ class IntervalRun(EventRun):
         if _move_origin(self, start - self.delay_before) and until is not None:
             return start
         return until
+
+
+def _advance(run: IntervalRun, started: float, ended: float) -> float:
+    """Move the schedule past a call that ``started`` and ``ended`` (monotonic
+    times); returns the next tick (see the timing rules in the module
+    docstring)."""
+    if run.interval is None:
+        tick = ended + run.period  # delay: end to start
+    else:
+        tick = run.tick + run.interval
+        due = tick + run.delay_before
+        if due < started:
+            # It started after the next run's time (a busy hub, for longer
+            # than an interval): it was that run too. The schedule restarts
+            # from its start — no extra run to make up for the lateness.
+            tick = started - run.delay_before + run.interval
+        elif due < ended:
+            tick = ended  # it overran: the next run follows at once, and the schedule restarts there
+    run.tick = tick
+    return tick
 
 
 def _move_origin(run: IntervalRun, origin: float) -> bool:
@@ -328,7 +345,7 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
                 if outcome is False or not run.active:
                     break
                 if not triggered:  # a triggered run does not move the schedule
-                    self._next_tick(run)
+                    _advance(run, engine.started, engine.ended)
         except Halt:
             pass
         finally:
@@ -339,14 +356,6 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         """When the next scheduled run is due (monotonic)."""
         return run.tick + run.delay_before
 
-    def _next_tick(self, run: IntervalRun) -> None:
-        # (the kept loop's; a run from the timer heap does the same in go)
-        now = monotonic()
-        if run.interval is not None:
-            tick = run.tick + run.interval
-            run.tick = tick if tick + run.delay_before >= now else now
-        else:
-            run.tick = now + run.period
 
     def _sleep(self, run: IntervalRun, hub: Any, seconds: float) -> None:
         # As gevent.sleep (a bare loop timer: no Timeout raised at the end, whose
