@@ -141,20 +141,15 @@ class Timers:
         entry[_DUE] = due
         entry[_SEQ] = next(_seq)
         self._live += 1
-        fifo = None
-        if lane is not None:
-            lanes = self._lanes
-            fifo = lanes.get(lane)
-            if fifo is None:
-                if len(lanes) < LANES:
-                    fifo = lanes[lane] = deque()
-            elif fifo and fifo[-1][_DUE] > due:
-                fifo = None  # out of order: the heap keeps it
-        if fifo is not None:
-            fifo.append(entry)
+        fifo = self._lanes.get(lane) if lane is not None else None
+        if fifo is not None and (not fifo or fifo[-1][_DUE] <= due):
+            fifo.append(entry)  # (the common case: in order, in its lane)
+        elif lane is not None and fifo is None and len(self._lanes) < LANES:
+            self._lanes[lane] = deque((entry,))
         else:
-            heapq.heappush(self._heap, entry)
-        if due - LEAD < self._armed_at and self._running and self._armed_at > monotonic():
+            heapq.heappush(self._heap, entry)  # no lane, or out of its lane's order
+        armed_at = self._armed_at
+        if due - LEAD < armed_at and self._running and armed_at > monotonic():
             # earlier than the watcher's time, which is still to come: re-arm
             # it (no wake-up; one armed to fire at once needs nothing)
             self._arm()
@@ -240,6 +235,7 @@ class Timers:
         # Fire the entries of one source due by ``until``; returns what is
         # left of the budget (0: the slice is over).
         pop = heapq.heappop if heap else None
+        check = 0
         while source:
             entry = source[0]
             fn = entry[_FN]
@@ -259,6 +255,11 @@ class Timers:
             except Exception:  # pragma: no cover - fns only schedule
                 report("gworker timers: %r failed", fn)
             budget -= 1
-            if not budget or monotonic() >= slice_end:
+            if not budget:
                 return 0
+            check += 1
+            if check == 8:  # (the clock every few entries: firing one only schedules)
+                check = 0
+                if monotonic() >= slice_end:
+                    return 0
         return budget

@@ -1,6 +1,7 @@
 """BackgroundIntervalWorker with sync executors: timing (interval, delay,
 delay_before), overrides, overruns, triggers, cost while idle, hub fairness,
 stopping, and the parameter checks."""
+import math
 import resource
 import time
 
@@ -222,6 +223,29 @@ def test_a_run_started_later_than_the_next_time_stands_for_the_runs_it_missed(su
     late, after = rec.start_to_start()[:2]
     assert late >= 0.06, "the run after the busy spell was not late: %s" % ms([late])
     assert after >= 0.015, "a run to make up for the lateness came %s after the late one" % ms([after])
+
+
+def test_schedules_of_a_second_or_more_start_on_a_grid(supervisor):
+    # Two one-second workers started 20 ms apart: the first run of each comes
+    # at start(), the next ones on ALIGN's grid (the start rounded up) —
+    # where workers started together fall due together.
+    grid = interval_module.ALIGN
+    runs = {"a": [], "b": []}
+    workers = {name: BackgroundIntervalWorker(func=lambda name=name, **kw: runs[name].append(time.monotonic()),
+                                              interval=1, supervisor=supervisor) for name in runs}
+    started = {}
+    for name, w in workers.items():
+        started[name] = time.monotonic()
+        w.start()
+        gevent.sleep(0.02)  # (the scenario: a second worker started a little later)
+    wait_until(lambda: all(len(r) >= 2 for r in runs.values()), timeout=3)
+    for w in workers.values():
+        w.stop()
+    for name, (first, second) in ((n, r[:2]) for n, r in runs.items()):
+        assert first - started[name] < 0.01, "the first run comes at start()"
+        origin = math.ceil(started[name] / grid) * grid
+        assert -0.001 < second - (origin + 1) < 0.002, "%s: second run %.1f ms off the grid" % (
+            name, (second - origin - 1) * 1000)
 
 
 def test_executor_always_slower_than_its_interval(supervisor):
