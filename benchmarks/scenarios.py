@@ -958,26 +958,76 @@ def pin_to_one_core() -> Optional[int]:
     return cpu
 
 
-def capped_runs_pct(counts: Sequence[int], ideal: int) -> float:
-    """Runs made, in % of ``ideal`` runs per worker, each worker's count capped at
-    ``ideal``: a worker that ran once too often cannot hide another's missed run."""
-    if not counts or ideal <= 0:
-        return 0.0
-    return 100.0 * sum(min(c, ideal) for c in counts) / (ideal * len(counts))
+def missed_runs(gaps: Sequence[float], period: float = 1.0) -> int:
+    """How many runs a worker missed, from the gaps (seconds) between its runs:
+    a gap of more than 1.5 periods misses ``round(gap / period) - 1`` runs."""
+    return sum(round(g / period) - 1 for g in gaps if g > 1.5 * period)
 
 
-def _count_run(counts: List[int], i: int, **kwargs: Any) -> None:
-    """One run: worker ``i`` adds one to its own counter (as an interval worker's
-    executor it gets gworker's keywords; as a bare timer's callback, none)."""
-    counts[i] += 1
+def missed_at_end(since: float, period: float = 1.0) -> int:
+    """Runs missed between a worker's last run (or the window's start, if it
+    made none in the window) and the end of the window, ``since`` seconds
+    before it: one for each period that ended in between, the last half period
+    aside (a run due then may still be on its way)."""
+    return max(0, int(since / period - 0.5))
 
 
-def _count_loop(counts: List[int], i: int) -> None:
+class RunTracker:
+    """Per worker (index ``i``): runs made, and runs missed within a window.
+
+    A run of worker ``i`` calls :meth:`ran`. While tracking (``window``
+    started), a gap of more than 1.5 periods since that worker's previous run
+    in the window counts as missed runs (:func:`missed_runs`); :meth:`close`
+    adds the runs missed since each worker's last run (:func:`missed_at_end`).
+    So a worker that falls behind, or is never run, shows — whatever the
+    scheduler does with its lateness — and a first round of runs that a long
+    start-up delayed is not held against it (its previous run was before the
+    window). Everything is allocated up front (before the RSS baseline)."""
+
+    def __init__(self, n: int) -> None:
+        self.counts = [0] * n
+        self.last = [0.0] * n
+        self.missed = 0
+        self.start = float("inf")  # no window yet
+        self.tracking = False
+
+    def ran(self, i: int) -> None:
+        """Worker ``i`` made a run, now."""
+        self.counts[i] += 1
+        if self.tracking:
+            now = time.monotonic()
+            prev = self.last[i]
+            self.last[i] = now
+            if prev >= self.start and now - prev > 1.5:
+                self.missed += missed_runs((now - prev,))
+
+    def window(self) -> None:
+        """Start the window (now)."""
+        self.start = time.monotonic()
+        self.missed = 0
+        self.tracking = True
+
+    def close(self) -> int:
+        """End the window and stop tracking: the runs missed in it."""
+        end = time.monotonic()
+        self.tracking = False
+        start = self.start
+        self.missed += sum(missed_at_end(end - max(last, start)) for last in self.last)
+        return self.missed
+
+
+def _count_run(tracker: RunTracker, i: int, **kwargs: Any) -> None:
+    """One run of worker ``i`` (as an interval worker's executor it gets
+    gworker's keywords; as a bare timer's callback, none)."""
+    tracker.ran(i)
+
+
+def _count_loop(tracker: RunTracker, i: int) -> None:
     """A bare greenlet worker: a run, then ``gevent.sleep(1)``, for ever."""
     import gevent
 
     while True:
-        counts[i] += 1
+        tracker.ran(i)
         gevent.sleep(1)
 
 
@@ -1003,20 +1053,20 @@ def _run_cost_n(size: str, quick: bool) -> int:
 
 
 def _run_cost_common(start_all: Callable[[], None], stop_all: Callable[[], None],
-                     counts: List[int], quick: bool) -> Figures:
-    """Measure ``len(counts)`` one-second workers that ``start_all()`` starts, each
-    run adding one to its worker's slot of ``counts``.
+                     tracker: RunTracker, quick: bool) -> Figures:
+    """Measure the one-second workers that ``start_all()`` starts, each run
+    reported to ``tracker``.
 
-    The caller makes ``counts`` and whatever else the benchmark keeps per worker
+    The caller makes ``tracker`` and whatever else the benchmark keeps per worker
     (the run functions, the list that holds the workers) before this is called,
     so the RSS baseline already has them: what the workers themselves take is
     all that the RSS per worker shows.
 
     * ``start_s``: the time ``start_all()`` takes;
-    * ``runs_pct``: runs are due at each worker's start + 0, 1, 2 and 3 s; in the
-      window of 3.5 s from the *end* of starting (a slow start does not push the
-      last workers' runs out of it), each worker's runs capped at 4
-      (:func:`capped_runs_pct`);
+    * ``runs_pct``: in the window of 3.5 s from the *end* of starting, runs made
+      against runs made plus runs missed (:class:`RunTracker`: a worker missed
+      a run when more than 1.5 s passed between two of its runs, or since its
+      last one at the end); ``runs_missed``;
     * ``rss_per_kib``: RSS growth per worker once idle: read 0.75 s after the end
       of starting, or later once every worker has made its first run
       (:func:`_rss_once_idle`; ``rss_all_ran``, ``rss_at_s``);
@@ -1033,8 +1083,9 @@ def _run_cost_common(start_all: Callable[[], None], stop_all: Callable[[], None]
     --quick: a window of 1.5 s (2 runs each) and a CPU window of 1 s."""
     import gevent
 
+    counts = tracker.counts
     n = len(counts)
-    window, ideal = (1.5, 2) if quick else (MANY_WINDOW, MANY_IDEAL_PER)
+    window = 1.5 if quick else MANY_WINDOW
     lag = LagMeter()
     gevent.sleep(0.05)  # the ticker is running before the start
     gc.freeze()
@@ -1042,11 +1093,14 @@ def _run_cost_common(start_all: Callable[[], None], stop_all: Callable[[], None]
     t0 = time.monotonic()
     lag.measure_aside(start_all, rebase=True)
     started = time.monotonic()
+    tracker.window()
+    runs0 = sum(counts)
     rss1, all_ran, rss_at = _rss_once_idle(lag, counts, started, started + window - RUN_COST_IDLE_BY)
     gevent.sleep(max(0.0, started + window - time.monotonic()))
     # no yield from here to the CPU window: no run moves a counter while they are read
-    runs_pct = capped_runs_pct(counts, ideal)
-    short = sum(1 for c in counts if c < ideal)
+    missed = tracker.close()
+    made = sum(counts) - runs0
+    runs_pct = 100.0 * made / (made + missed) if made + missed else 0.0
     figures = lag.stop()
     figures.update(cpu_per_run(lambda: sum(counts), _cpu_window(quick)))
     stop_all()
@@ -1058,7 +1112,7 @@ def _run_cost_common(start_all: Callable[[], None], stop_all: Callable[[], None]
         "rss_all_ran": int(all_ran),
         "rss_at_s": rss_at,
         "runs_pct": runs_pct,
-        "workers_short": short,
+        "runs_missed": missed,
     })
     return figures
 
@@ -1067,8 +1121,8 @@ def _run_cost_gworker(n: int, quick: bool) -> Figures:
     """``n`` ``BackgroundIntervalWorker(interval=1)`` on one supervisor."""
     from gworker import BackgroundIntervalWorker, TaskSupervisor
 
-    counts = [0] * n
-    runs = [partial(_count_run, counts, i) for i in range(n)]
+    tracker = RunTracker(n)
+    runs = [partial(_count_run, tracker, i) for i in range(n)]
     held: List[Any] = [None] * n
     sup = TaskSupervisor("bench")
     sup.start()
@@ -1079,15 +1133,15 @@ def _run_cost_gworker(n: int, quick: bool) -> Figures:
             worker.start()
             held[i] = worker
 
-    return _run_cost_common(start_all, lambda: sup.stop(wait=False), counts, quick)
+    return _run_cost_common(start_all, lambda: sup.stop(wait=False), tracker, quick)
 
 
 def _run_cost_greenlets(n: int, quick: bool) -> Figures:
     """``n`` bare greenlets, each looping on a run and ``gevent.sleep(1)``."""
     import gevent
 
-    counts = [0] * n
-    loops = [partial(_count_loop, counts, i) for i in range(n)]
+    tracker = RunTracker(n)
+    loops = [partial(_count_loop, tracker, i) for i in range(n)]
     held: List[Any] = [None] * n
 
     def start_all():
@@ -1095,7 +1149,7 @@ def _run_cost_greenlets(n: int, quick: bool) -> Figures:
             held[i] = gevent.spawn(loops[i])
 
     # not waited for (killing 100k greenlets takes seconds); the child exits after the part
-    return _run_cost_common(start_all, lambda: gevent.killall(held, block=False), counts, quick)
+    return _run_cost_common(start_all, lambda: gevent.killall(held, block=False), tracker, quick)
 
 
 def _run_cost_timers(n: int, quick: bool) -> Figures:
@@ -1103,8 +1157,8 @@ def _run_cost_timers(n: int, quick: bool) -> Figures:
     run: the cheapest a one-second run can be in gevent."""
     import gevent
 
-    counts = [0] * n
-    runs = [partial(_count_run, counts, i) for i in range(n)]
+    tracker = RunTracker(n)
+    runs = [partial(_count_run, tracker, i) for i in range(n)]
     held: List[Any] = [None] * n
     loop = gevent.get_hub().loop
 
@@ -1118,7 +1172,7 @@ def _run_cost_timers(n: int, quick: bool) -> Figures:
         for timer in held:
             timer.stop()
 
-    return _run_cost_common(start_all, stop_all, counts, quick)
+    return _run_cost_common(start_all, stop_all, tracker, quick)
 
 
 def _run_cost_part(kind: Callable[[int, bool], Figures], size: str) -> Callable[[bool], Figures]:

@@ -1,6 +1,6 @@
 """``python -m benchmarks`` still runs and prints its table (no figure is checked:
 benchmarks are never assertions in the tests); and the pieces of the run-cost
-scenario (issue 18) that decide its figures and rows — the capped count of runs,
+scenario (issue 18) that decide its figures and rows — the count of runs made and missed,
 the rows' ``met``, the lag meter's rebasing, ``--plot`` — do what they say."""
 import importlib.util
 import os
@@ -63,15 +63,28 @@ def test_run_cost_quick_prints_its_rows_and_plots(tmp_path):
         assert f.read(8) == PNG_SIGNATURE
 
 
-# -- the capped count of runs ----------------------------------------------------------------------
+# -- counting the runs made and missed ----------------------------------------------------------------------
 
-def test_capped_runs_pct_counts_each_worker_up_to_the_ideal():
-    assert scenarios.capped_runs_pct([4, 4, 4, 4], 4) == 100.0
-    # a fifth run of one worker does not hide the missed run of another
-    assert scenarios.capped_runs_pct([5, 3], 4) == 87.5
-    assert scenarios.capped_runs_pct([9, 9, 0, 0], 4) == 50.0
-    assert scenarios.capped_runs_pct([2, 1], 2) == 75.0
-    assert scenarios.capped_runs_pct([], 4) == 0.0
+def test_runs_missed_are_counted_from_the_gaps_between_a_workers_runs():
+    assert scenarios.missed_runs([1.0, 1.02, 0.98, 1.49]) == 0
+    assert scenarios.missed_runs([2.0]) == 1 and scenarios.missed_runs([3.1, 1.6]) == 3
+    assert scenarios.missed_at_end(1.4) == 0 and scenarios.missed_at_end(1.6) == 1
+    assert scenarios.missed_at_end(3.5) == 3  # never ran in a 3.5 s window
+
+
+def test_the_run_tracker_holds_a_late_first_round_against_no_one_but_a_stall_against_its_worker():
+    tracker = scenarios.RunTracker(3)
+    tracker.ran(0)  # before the window: a first round that the start delayed
+    tracker.window()
+    tracker.ran(0)
+    tracker.ran(1)
+    tracker.start -= 2.6  # as if the window had begun 2.6 s ago ...
+    tracker.last[1] -= 2.1  # ... and worker 1's run was 2.1 s ago
+    tracker.ran(1)  # a gap of 2.1 s: one run missed
+    missed = tracker.close()
+    # worker 0: ran just now; worker 1: one missed; worker 2: never ran in 2.6 s: two missed
+    assert missed == 1 + 2
+    assert tracker.counts == [2, 2, 0]
 
 
 # -- the rows' targets ---------------------------------------------------------------------------------
