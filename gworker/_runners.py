@@ -49,6 +49,7 @@ from gevent import Greenlet, getcurrent
 from gevent.hub import Hub, get_hub
 
 from ._errors import report
+from . import local
 from .priorities import PRIORITIES
 
 __all__ = ["Runners", "SLICE", "IDLE_MAX", "IDLE_TIMEOUT"]
@@ -169,6 +170,8 @@ class Runners:
         lines = self._lines
         idle, idle_since = self._idle, self._idle_since
         hub = self.hub
+        touched = local.touched
+        local.reuse(me)
         try:
             while True:
                 yield_at = monotonic() + SLICE
@@ -184,6 +187,8 @@ class Runners:
                     except Exception:  # pragma: no cover - items catch their own
                         report("gworker runner: %r failed", item)
                     item = None  # (an idle runner holds on to nothing)
+                    if touched and me in touched:
+                        local.reset_g(me)  # the call set something in g: the next one gets it fresh
                     if monotonic() >= yield_at:
                         self._yield()
                         break
@@ -196,6 +201,7 @@ class Runners:
                 if hub.switch() is _EXIT:
                     return
         finally:
+            local.forget(me)
             self._all.discard(me)
             if me in idle:  # killed while idle
                 i = idle.index(me)

@@ -21,10 +21,10 @@ import logging
 import os
 from itertools import count
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import gevent
-from gevent.event import Event
+from gevent.event import AsyncResult, Event
 from gevent.hub import Hub, get_hub, getcurrent
 
 from ._errors import report
@@ -69,6 +69,15 @@ def _pool_limit(pool: str, name: str, doc: str, set_by: Optional[str] = None) ->
         getattr(self, set_by)(**{name: value})
 
     return property(get, set_, doc=doc)
+
+
+def _kill_running(tasks: List[Task], thrown: "AsyncResult[List[Any]]") -> None:
+    # In the hub (no task greenlet runs now): GreenletExit into each task's
+    # greenlet, if it still runs that task; ``thrown`` gets those greenlets.
+    glets = [t.greenlet for t in tasks if t.greenlet is not None and not t.greenlet.dead]
+    thrown.set(glets)
+    for glet in glets:
+        glet.throw(gevent.GreenletExit)
 
 
 class TaskSupervisor:
@@ -318,12 +327,14 @@ class TaskSupervisor:
         if cancel_tasks:
             for task in list(self._tasks.values()):
                 task.cancel()
-            spawned = [t for t in self._tasks.values() if t.greenlet is not None]
-            glets = [t.greenlet for t in spawned if t.greenlet is not current]
-            gevent.killall(glets, block=True, timeout=deadline.remaining())
-            for task in spawned:
-                if task.time_started is None:
-                    self._runner.killed_before_start(task)  # its slot is ours to give back
+            running = [t for t in self._tasks.values() if t.greenlet is not None and t.greenlet is not current]
+            if running:
+                # Thrown from a hub callback, into the greenlet that still runs
+                # the task then: a runner that finished it meanwhile has gone
+                # on to other work, which is not this stop's to kill.
+                thrown: AsyncResult = AsyncResult()
+                self.hub.loop.run_callback(_kill_running, running, thrown)
+                gevent.joinall(thrown.get(timeout=deadline.remaining()) or [], timeout=deadline.remaining())
         else:
             own = next((t for t in self._tasks.values() if t.greenlet is current), None)
             for task in list(self._tasks.values()):

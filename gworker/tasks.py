@@ -212,14 +212,15 @@ class Task:
     # -- for gworker's own use ---------------------------------------------------
     @property
     def greenlet(self) -> Any:
-        """The greenlet running a ``TT_THREAD`` task once it is admitted (None
-        before, and for the other task types)."""
+        """The greenlet running a ``TT_THREAD`` task while it runs (a runner
+        of its supervisor's, see :mod:`gworker._runners`); None before and
+        after, and for the other task types."""
         return self._greenlet
 
     def is_managed(self) -> bool:
-        """True once a supervisor has queued, delayed or spawned the task: it
+        """True once a supervisor has queued, delayed or started the task: it
         then records the task's start and completion itself."""
-        return self._cancel is not None or self._greenlet is not None
+        return self._cancel is not None or self._greenlet is not None or self._slot is not None
 
     def register(self, registry: Dict[str, "Task"]) -> None:
         """List the task in ``registry`` (its supervisor's unfinished tasks, by
@@ -296,14 +297,14 @@ class TaskRunner:
 
     # -- TT_THREAD ---------------------------------------------------------------------
     def start_thread(self, slot: Slot) -> None:
-        """The thread pool's grant of ``slot`` to its holder, a task (in a hub
-        callback or a releasing greenlet): only spawns. The task keeps the
-        slot until its greenlet ends."""
+        """The thread pool's grant of ``slot`` to its holder, a task: runs it,
+        in the runner greenlet that makes the grant (see
+        :mod:`gworker._runners`: a task that does not switch leaves its runner
+        to the next one, no greenlet is spawned for it). The task holds the
+        slot until it ends; ``g`` is fresh for it (the runner clears it)."""
         task: Task = slot.holder
         task._slot = slot
-        task._greenlet = gevent.spawn(self._run_thread, task, slot)
-
-    def _run_thread(self, task: Task, slot: Slot) -> None:
+        task._greenlet = getcurrent()
         try:
             task._begin()
             try:
@@ -321,20 +322,11 @@ class TaskRunner:
                 if task.callback is not None:
                     self._run_callback(task)
         finally:
+            task._greenlet = None
             slot.pool.release(slot)
             self._registry.pop(task.id, None)
             if task.time_completed is None:  # ended by another BaseException
                 task._finish(TASK_STATUS_CANCELED)
-
-    def killed_before_start(self, task: Task) -> None:
-        """A thread task whose greenlet was killed before its target began
-        (``stop(cancel_tasks=True)``): the greenlet never ran, so give its slot
-        back, forget it and finish it as cancelled here."""
-        slot = task._slot
-        assert slot is not None  # (start_thread set it as it spawned the greenlet)
-        slot.pool.release(slot)
-        self._registry.pop(task.id, None)
-        task._finish(TASK_STATUS_CANCELED)
 
     # -- TT_MP ---------------------------------------------------------------------------
     def start_mp(self, slot: Slot) -> None:

@@ -113,21 +113,21 @@ class Engine:
         self._pool = supervisor.thread_pool
         if process:
             self.mode = "process"  # no _worker: the call crosses a process boundary
-            self._invoke = self._invoke_process
+            self._invoke = Engine._invoke_process  # (a function: no bound method per start)
         else:
             kw["_worker"] = worker
             if inspect.iscoroutinefunction(executor):
                 # Coroutines take no pool slot (as in atasker, priority does not apply).
                 self.mode = "async"
                 self.aloop = supervisor.aloops.resolve(worker.loop)
-                self._invoke = self._invoke_async
+                self._invoke = Engine._invoke_async  # (a function: no bound method per start)
             elif holds_slot:
                 self.mode = "sync+slot"
                 self.slot = self._pool.slot(worker.priority, worker)
-                self._invoke = self._invoke_slot
+                self._invoke = Engine._invoke_slot  # (a function: no bound method per start)
             else:
                 self.mode = "sync"
-                self._invoke = self._invoke_sync
+                self._invoke = Engine._invoke_sync  # (a function: no bound method per start)
         self.kw = kw
         self.plain = not args and list(kw) == _PLAIN_KEYS and kw["_worker"] is worker
         #: call_held's own path: a plain executor called in the hub's thread
@@ -199,12 +199,19 @@ class Engine:
         Two clock reads per call (each costs about as much as a small Python
         call): the start, kept as monotonic time (``last_run`` converts it on
         demand), and the end, kept in ``ended`` for the kind's yield check."""
+        if self.fast and not pre and self._spin_until is None:
+            # the common call, without the general path's frames: the slot
+            # (if the mode takes one) here, then call_held
+            slot = self.slot
+            if slot is not None and slot.state != HELD and not self._pool.try_acquire(slot):
+                self._pool.acquire(slot)  # (not parked: see _invoke_slot)
+            return self.call_held()
         kw = self.kw
         kw["_task_id"] = next(call_ids)
         self.runs += 1
         self.started = started = monotonic()
         try:
-            return self._invoke(pre, kw)
+            return self._invoke(self, pre, kw)
         except (Exception, gevent.Timeout):
             return self._failed()
         finally:

@@ -1,17 +1,27 @@
 """Event workers: one executor call each time the worker is triggered.
 
-The worker's greenlet waits on a gevent ``Event``. A trigger is *accepted* when
+The worker's greenlet waits for a trigger, which wakes it directly (a switch
+from the hub callback that delivers a thread-safe trigger, no event
+notification in between). A trigger is *accepted* when
 no run is pending or in progress; from then until that run ends, further
 triggers are ignored — unless ``force=True``, which asks for one more run right
 after the current one (any number of forced triggers during one run coalesce
 into that one extra run). There is no ``poll_delay`` pause after a run.
+
+``get_event_obj()`` returns a gevent ``Event`` kept in step with the worker
+(made on first use): it is set while an accepted trigger waits for its run,
+cleared as the run begins, and setting it triggers the worker, as setting
+atasker's event did.
 """
 from __future__ import annotations
 
 from typing import Any, Optional
 
+from gevent import getcurrent
 from gevent.event import Event
+from gevent.hub import Waiter, get_hub
 
+from .._hubsafe import os_thread_ident
 from ._engine import Engine
 from ._run import Halt, Run
 from .continuous import BackgroundAsyncWorker
@@ -23,12 +33,31 @@ class EventRun(Run):
     """A start of an event worker: whether a run is pending or in progress
     (``busy``), and whether a forced trigger asked for one more (``again``)."""
 
-    __slots__ = ("busy", "again")
+    __slots__ = ("busy", "again", "wake", "post")
 
     def __init__(self, supervisor: Any) -> None:
         super().__init__(supervisor)
         self.busy = False
         self.again = False
+        #: the waiter of the loop greenlet while it waits for a trigger
+        self.wake: Optional[Waiter] = None
+        #: ``(hub's OS thread, its loop's run_callback_threadsafe)``, for
+        #: trigger_threadsafe's short path (set by the kinds that wait for triggers)
+        self.post: Any = None
+
+
+class TriggerEvent(Event):
+    """The ``Event`` of :meth:`BackgroundEventWorker.get_event_obj`: setting it
+    triggers its worker."""
+
+    def __init__(self, worker: "BackgroundEventWorker") -> None:
+        super().__init__()
+        self._worker = worker
+
+    def set(self) -> None:
+        """Set the event and trigger the worker (as ``trigger()``)."""
+        Event.set(self)
+        self._worker._trigger()
 
 
 class BackgroundEventWorker(BackgroundAsyncWorker):
@@ -44,25 +73,40 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
 
     def __init__(self, *args: Any, e: Any = None, event: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._event = Event()
+        self._event: Optional[TriggerEvent] = None  # made by get_event_obj
 
     def _new_run(self) -> EventRun:
         return EventRun(self.supervisor)
 
     def get_event_obj(self) -> Event:
-        """The gevent ``Event`` the worker waits on."""
-        return self._event
+        """The worker's gevent ``Event``: set while a trigger waits for its
+        run; setting it triggers the worker (see the module docstring)."""
+        event = self._event
+        if event is None:
+            event = self._event = TriggerEvent(self)
+            run = self._run
+            if run is not None and run.active and run.busy and run.wake is not None:
+                Event.set(event)  # a trigger accepted, its run not begun
+        return event
 
     def trigger_threadsafe(self, force: bool = False) -> None:
         """Trigger a run, from any greenlet or any OS thread (see ``force`` above)."""
-        self.supervisor.call_soon_threadsafe(self._trigger, force)
+        run = self._run
+        post = run.post if run is not None else None
+        if post is None:
+            self.supervisor.call_soon_threadsafe(self._trigger, force)
+        elif os_thread_ident() == post[0]:
+            self._trigger(force)
+        else:  # from another OS thread: straight to a hub callback (the latency of a trigger)
+            post[1](self._trigger, force, True)
 
     async def trigger(self, force: bool = False) -> None:
         """Trigger a run from a coroutine running on an aloop."""
         self._trigger(force)
 
-    def _trigger(self, force: bool = False) -> None:
-        # May run in a hub callback: only sets flags and the event.
+    def _trigger(self, force: bool = False, in_hub: bool = False) -> None:
+        # May run in a hub callback (``in_hub``: known to): only sets flags and
+        # the event, and wakes the loop.
         run = self._run
         if run is None or not run.active:
             return
@@ -71,17 +115,43 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
                 run.again = True
             return
         run.busy = True
-        self._event.set()
+        if self._event is not None:
+            Event.set(self._event)
+        wake = run.wake
+        if wake is not None:  # the loop waits: wake it, from the hub at once
+            run.wake = None
+            if in_hub:
+                wake.switch(None)
+            else:
+                hub = get_hub()
+                if getcurrent() is hub:
+                    wake.switch(None)
+                else:
+                    hub.loop.run_callback(wake.switch, None)
+
+    def _launch(self, run: EventRun, engine: Engine) -> None:  # type: ignore[override]
+        hub = self.supervisor.hub
+        run.post = (hub.thread_ident, hub.loop.run_callback_threadsafe)
+        super()._launch(run, engine)
 
     def _loop(self, run: EventRun, engine: Engine) -> None:  # type: ignore[override]
-        event = self._event
         call = engine.call
+        hub = get_hub()
         try:
             while run.active:
-                if not run.again:
-                    run.park(event.wait)
+                if not run.again and not run.busy:
+                    # (Run.park, spelled out: a trigger's path to the executor is short)
+                    wake: Waiter[Any] = Waiter(hub)
+                    run.wake = wake
+                    run.parked = True
+                    try:
+                        wake.get()
+                    finally:
+                        run.parked = False
+                        run.wake = None
                 run.again = False
-                event.clear()
+                if self._event is not None:
+                    self._event.clear()
                 if not run.active:
                     break
                 run.busy = True

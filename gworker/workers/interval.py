@@ -194,7 +194,7 @@ class IntervalRun(EventRun):
                 if interval is not None and self.tick + interval + self.delay_before >= engine.ended:
                     self.tick = tick = self.tick + interval  # on schedule (_advance's common case)
                 else:
-                    tick = _advance(self, engine.started, engine.ended)
+                    tick = _advance(self, engine.started, engine.ended)  # type: ignore[arg-type]  # (the call just made set it)
                 due = tick + self.delay_before
                 if self.due_until is not None:  # precise
                     self.due_until = due
@@ -280,8 +280,7 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
 
     A :class:`BackgroundEventWorker`, as in atasker: ``trigger()`` asks for an
     extra run, and ``get_event_obj()`` returns the event inherited from there
-    (which an interval worker does not wait on: trigger it with
-    ``trigger_threadsafe()``). As in atasker, ``delay`` holds the interval
+    (setting it asks for an extra run too). As in atasker, ``delay`` holds the interval
     (``interval`` if set, else the delay between runs); ``interval`` is None for
     a worker that pauses between runs, and ``delay_after`` (an alias of
     ``delay`` as a keyword) is the pause, None for an interval worker.
@@ -384,7 +383,7 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
                 if outcome is False or not run.active:
                     break
                 if not triggered:  # a triggered run does not move the schedule
-                    _advance(run, engine.started, engine.ended)
+                    _advance(run, engine.started, engine.ended)  # type: ignore[arg-type]  # (the call just made set it)
         except Halt:
             pass
         finally:
@@ -418,7 +417,7 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         run.entry = run.schedule(self.supervisor.timers, due, IntervalRun.due, run)
 
     # -- triggers --------------------------------------------------------------------------------
-    def _trigger(self, force: bool = False) -> None:
+    def _trigger(self, force: bool = False, in_hub: bool = False) -> None:
         # A trigger during a run always runs again here (``force`` is accepted
         # for symmetry with event workers).
         run = self._run
