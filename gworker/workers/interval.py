@@ -26,16 +26,17 @@ Timing rules:
   once by the next, and the schedule restarts from there: no burst of catch-up
   runs. A run that *starts* after the next one's time (the hub was busy for
   more than an interval) stands for the runs it was late for: the schedule
-  restarts from its start, and the next run comes an interval later — so a
-  loaded hub is not given extra runs to make up for its lateness.
+  keeps its times, and the next run is at the first of them after its start
+  — so a loaded hub is not given extra runs to make up for its lateness (as
+  a scheduler that coalesces missed runs).
 * ``delay`` — end of one run to the start of the next.
 * ``delay_before`` — a pause before every run (added to the scheduled time).
 * neither ``interval`` nor ``delay`` — ``delay=1``, as in atasker.
 * the first run happens at ``start()`` (after ``delay_before``).
 * the schedule of a worker whose runs are at least ``ALIGN_FROM`` (1 s) apart,
   and that is not ``precise``, starts on a 50 ms grid (``ALIGN``): its origin
-  is ``start()`` rounded up to it (after a late run that restarts the
-  schedule, and with ``delay``, every next time is rounded up too). The first
+  is ``start()`` rounded up to it (with ``delay``, every next time is
+  rounded up too). The first
   run still comes at ``start()``; the next ones are up to 50 ms later than
   ``start()`` plus a multiple of the interval would be, and then exactly on
   the schedule. Workers started together then fall due together, and the
@@ -237,11 +238,10 @@ def _advance(run: IntervalRun, started: float, ended: float) -> float:
         due = tick + run.delay_before
         if due < started:
             # It started after the next run's time (a busy hub, for longer
-            # than an interval): it was that run too. The schedule restarts
-            # from its start — no extra run to make up for the lateness.
-            tick = started - run.delay_before + run.interval
-            if run.align:
-                tick = _aligned(tick, run.align)
+            # than an interval): it stands for the runs it was late for. The
+            # schedule keeps its times; the next run is at the first of them
+            # after its start — no extra run to make up for the lateness.
+            tick += (math.floor((started - due) / run.interval) + 1) * run.interval
         elif due < ended:
             tick = ended  # it overran: the next run follows at once, and the schedule restarts there
     run.tick = tick
