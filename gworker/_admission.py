@@ -40,7 +40,7 @@ from collections import deque
 from time import monotonic
 from typing import Any, Callable, Deque, Dict, List, Literal, Optional, Union, overload
 
-from gevent.hub import Hub, Waiter, get_hub
+from gevent.hub import Hub, Waiter
 
 from ._runners import Runners
 from .priorities import PRIORITIES, TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL, check_priority
@@ -158,9 +158,10 @@ class PriorityPool:
         #: it in a local and gives its slot back once the list is non-empty
         self.waiting_flag: List[None] = []
         self._granting = False
-        self._hub = hub
-        #: where deferred starts are made once admitted
+        #: where deferred starts are made once admitted (their hub is the pool's)
         self.runners = runners if runners is not None else Runners(hub=hub)
+        if hub is not None:
+            self.runners.bind_hub(hub)
         #: ``on_waited(slot, seconds)`` is called when a slot that waited in
         #: line at least ``warn_after`` seconds is granted (the supervisor's
         #: starvation warnings); slots acquired at once are never timed.
@@ -208,15 +209,12 @@ class PriorityPool:
 
     @property
     def hub(self) -> Hub:
-        """The hub whose loop runs deferred starts (bound on first use)."""
-        if self._hub is None:
-            self._hub = get_hub()
-        return self._hub
+        """The hub whose loop runs deferred starts: its runners' (bound on first use)."""
+        return self.runners.hub
 
     def bind_hub(self, hub: Hub) -> None:
         """Run deferred starts in ``hub`` from now on (its owner's hub, bound
         as the owner starts)."""
-        self._hub = hub
         self.runners.bind_hub(hub)
 
     @property
@@ -313,22 +311,11 @@ class PriorityPool:
         then a reused one, see :mod:`gworker._runners`). ``start`` must catch
         its own exceptions. Returns the slot, whose ``cancel()`` (or call)
         withdraws it, for good, until ``start`` begins (True if it did)."""
-        # (try_acquire, spelled out: this is every interval run's path)
-        try:
-            if slot.state != IDLE or slot.pool is not self:
-                self._refuse(slot, "acquire")  # changing nothing
-        except AttributeError:  # not a Slot
-            self._refuse(slot, "acquire")
-        priority = slot.priority
-        if priority == TASK_CRITICAL or (
-            self.running < self._limits[priority]
-            and not (self._queued and any(self._ahead[priority]))
-        ):
-            self.running += 1
+        if self.try_acquire(slot):  # (refuses a slot that is not idle, changing nothing)
             slot.grant = start
             slot.deferred = True
             slot.state = ADMITTED
-            self.runners.submit(priority, slot)
+            self.runners.submit(slot.priority, slot)
         else:
             slot.deferred = True
             self._enqueue(slot, start)

@@ -5,17 +5,26 @@ not a libev timer of its own. One libev timer watcher is armed for the earliest
 entry; when it fires, its callback (in the hub, no greenlet switch) fires every
 due entry and re-arms for the next. Adding an entry later than the armed time
 changes nothing, an earlier one re-arms the watcher: no wake-up either way.
-Firing only *schedules* work (an interval run asks the pool for a slot and gets
-a greenlet when admitted), and the callback stops after a couple of
+Firing only *schedules* work (an interval run asks the pool for a slot and is
+handed to a runner when admitted), and the callback stops after a couple of
 milliseconds (or ``BATCH`` entries) and leaves the rest to a zero timer, so ten
 thousand workers falling due in the same millisecond do not hold the hub for
 the whole batch: the hub is never late by more than a slice. Runs due at the
-same moment start in priority order within one batch (the pool's ready heap
-orders them); across batches, by due time.
+same moment start in priority order within one batch (the runners' lines
+order them); across batches, by due time.
+
+An entry is a list compared in C and re-added as it is from run to run (see
+:class:`TimerEntry`). Entries added with a ``lane`` (an interval worker's
+period) in due order wait in that lane's FIFO instead of the heap: runs of one
+period come back in the order they fired, so a hundred thousand one-second
+workers cost a deque append and a popleft per run, not a heap push and pop
+over a hundred thousand entries (each touching ~17 of them, cold in the
+cache). The heap and the lanes take turns within a batch; an entry added out
+of its lane's order goes to the heap.
 
 Entries are cancelled lazily: ``cancel()`` marks them (and lets go of their
 call, so a stopped worker is not kept alive by its entry); they are dropped
-when they reach the top of the heap. ``len()`` counts the live entries only.
+when they reach the front. ``len()`` counts the live entries only.
 
 The loop's timers wait in whole milliseconds, rounded up (libev on epoll), so a
 wake-up lands 0-1 ms after the time asked for, plus the OS's own latency. The

@@ -1,10 +1,12 @@
-"""Interval workers: a timer while idle, a greenlet when due.
+"""Interval workers: a timer entry while idle, a runner's call when due.
 
 A waiting interval worker is one entry in its supervisor's timer heap (see
-:mod:`gworker._timers`), not a parked greenlet, so tens of thousands fit in
-little memory. When it is due, a greenlet is started for the run (through the
-pool's ready heap, so runs due together start in priority order); the next run
-is scheduled when that one ends, so a worker never overlaps itself.
+:mod:`gworker._timers`), not a parked greenlet, so a hundred thousand fit in
+little memory. When it is due, its run takes a pool slot and is made by one of
+the supervisor's runner greenlets (:mod:`gworker._runners`), reused from call
+to call, so runs due together start in priority order and a run that does not
+switch costs no greenlet of its own; the next run is scheduled (its entry
+re-added) when that one ends, so a worker never overlaps itself.
 
 A worker whose runs come at least ten times a second (``interval`` or
 ``delay``, plus ``delay_before``, at most ``KEEP_GREENLET`` = 0.1 s) keeps its
