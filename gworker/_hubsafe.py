@@ -15,14 +15,17 @@ one a *foreign* thread waits on for its answer, released by the hub when done.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Optional, TypeVar
+from time import monotonic
+from typing import Any, Callable, List, Optional, TypeVar
 
 import gevent
+from gevent.event import AsyncResult
 from gevent.hub import Hub, get_hub
 from gevent.monkey import get_original
 
 __all__ = [
-    "os_thread_ident", "in_hub_thread", "call_in_hub", "post_to_hub", "yield_to_hub", "HubNotRunning",
+    "os_thread_ident", "in_hub_thread", "call_in_hub", "post_to_hub", "yield_to_hub", "interrupt",
+    "HubNotRunning",
 ]
 
 T = TypeVar("T")
@@ -102,3 +105,35 @@ def yield_to_hub() -> None:
 
 
 _ONE_ITERATION = 1e-6
+
+
+def interrupt(hub: Hub, pick: Callable[[], List[Any]], timeout: Optional[float] = None) -> List[Any]:
+    """Throw ``GreenletExit`` into the greenlets that ``pick()`` names *when
+    the throw comes*, from a hub callback, and wait at most ``timeout``
+    seconds for them to end; returns them.
+
+    For work made by a greenlet that may go on to other work (a runner of
+    :mod:`gworker._runners`): in the hub no greenlet of the hub's is running,
+    so what ``pick()`` sees (which greenlet still makes the call to interrupt)
+    is exact then — and may have changed since the caller looked. One that has
+    not begun yet is killed as gevent kills it (it never runs)."""
+    deadline = None if timeout is None else monotonic() + timeout
+    picked: "AsyncResult[List[Any]]" = AsyncResult()
+    hub.loop.run_callback(_throw_picked, pick, picked)
+    targets = picked.get(timeout=_left(deadline)) or []
+    gevent.joinall(targets, timeout=_left(deadline))
+    return targets
+
+
+def _left(deadline: Optional[float]) -> Optional[float]:
+    return None if deadline is None else max(0.0, deadline - monotonic())
+
+
+def _throw_picked(pick: Callable[[], List[Any]], picked: "AsyncResult[List[Any]]") -> None:
+    targets = [glet for glet in pick() if not glet.dead]
+    picked.set(targets)
+    for glet in targets:
+        if glet.gr_frame is not None:  # begun, suspended: now, before it can go on
+            glet.throw(gevent.GreenletExit)
+        else:
+            glet.kill(block=False)

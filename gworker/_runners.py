@@ -77,8 +77,6 @@ class Runners:
         #: is warm), and when each became idle
         self._idle: List[Any] = []
         self._idle_since: List[float] = []
-        #: every live runner (few: the ones blocked in calls, plus the idle)
-        self._all: set = set()
         self._hub = hub
         self._loop: Any = None
         #: a dispatch is scheduled (a loop callback, or the zero timer)
@@ -89,16 +87,6 @@ class Runners:
         self._closed = False
 
     # -- what the owner sees --------------------------------------------------------------------
-    @property
-    def live(self) -> int:
-        """How many runner greenlets exist (blocked in a call, running, or idle)."""
-        return len(self._all)
-
-    @property
-    def idle(self) -> int:
-        """How many runners wait idle."""
-        return len(self._idle)
-
     @property
     def hub(self) -> Hub:
         """The hub whose loop the runners run in (bound on first use)."""
@@ -154,7 +142,6 @@ class Runners:
                 self._idle_since.pop()
             else:
                 runner = Greenlet(self._main)
-                self._all.add(runner)
             runner.switch()
 
     def _yield(self) -> None:
@@ -202,7 +189,6 @@ class Runners:
                     return
         finally:
             local.forget(me)
-            self._all.discard(me)
             if me in idle:  # killed while idle
                 i = idle.index(me)
                 del idle[i], idle_since[i]

@@ -173,11 +173,6 @@ class Timers:
         if entry[_SEQ] >= 0:  # (else it has fired: nothing is counted)
             self._live -= 1
 
-    @staticmethod
-    def scheduled(entry: TimerEntry) -> bool:
-        """True while ``entry`` waits to fire."""
-        return entry[_SEQ] >= 0 and entry[_FN] is not None
-
     def _disarm(self) -> None:
         timer, self._timer = self._timer, None
         self._armed_at = _INF

@@ -21,10 +21,10 @@ import logging
 import os
 from itertools import count
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 import gevent
-from gevent.event import AsyncResult, Event
+from gevent.event import Event
 from gevent.hub import Hub, get_hub, getcurrent
 
 from ._errors import report
@@ -69,15 +69,6 @@ def _pool_limit(pool: str, name: str, doc: str, set_by: Optional[str] = None) ->
         getattr(self, set_by)(**{name: value})
 
     return property(get, set_, doc=doc)
-
-
-def _kill_running(tasks: List[Task], thrown: "AsyncResult[List[Any]]") -> None:
-    # In the hub (no task greenlet runs now): GreenletExit into each task's
-    # greenlet, if it still runs that task; ``thrown`` gets those greenlets.
-    glets = [t.greenlet for t in tasks if t.greenlet is not None and not t.greenlet.dead]
-    thrown.set(glets)
-    for glet in glets:
-        glet.throw(gevent.GreenletExit)
 
 
 class TaskSupervisor:
@@ -329,12 +320,11 @@ class TaskSupervisor:
                 task.cancel()
             running = [t for t in self._tasks.values() if t.greenlet is not None and t.greenlet is not current]
             if running:
-                # Thrown from a hub callback, into the greenlet that still runs
-                # the task then: a runner that finished it meanwhile has gone
-                # on to other work, which is not this stop's to kill.
-                thrown: AsyncResult = AsyncResult()
-                self.hub.loop.run_callback(_kill_running, running, thrown)
-                gevent.joinall(thrown.get(timeout=deadline.remaining()) or [], timeout=deadline.remaining())
+                # into the greenlet that still runs each task when the throw
+                # comes: a runner that finished it meanwhile has gone on to
+                # other work, which is not this stop's to kill
+                hubsafe.interrupt(self.hub, lambda: [t.greenlet for t in running if t.greenlet is not None],
+                                  deadline.remaining())
         else:
             own = next((t for t in self._tasks.values() if t.greenlet is current), None)
             for task in list(self._tasks.values()):

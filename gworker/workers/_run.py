@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
-from gevent import Greenlet, getcurrent, joinall
-from gevent.event import AsyncResult, Event
+from gevent import Greenlet, getcurrent
+from gevent.event import Event
 
-from .._deadline import Deadline
+from .._hubsafe import interrupt
 
 if TYPE_CHECKING:
     from .._timers import TimerEntry, Timers
@@ -232,24 +232,9 @@ class Run:
         """Throw ``GreenletExit`` into the run's greenlets and wait at most
         ``timeout`` seconds for them to end; returns those it was thrown into.
         A runner is interrupted only if it still makes this run's call when
-        the throw comes (from a hub callback): by then it may have gone on to
-        someone else's."""
+        the throw comes (see :func:`gworker._hubsafe.interrupt`): by then it
+        may have gone on to someone else's."""
         glets = self.greenlets
         if not glets:
             return []
-        deadline = Deadline.from_wait(True if timeout is None else timeout)
-        thrown: "AsyncResult[List[Greenlet]]" = AsyncResult()
-        self.supervisor.hub.loop.run_callback(self._throw_into, glets, thrown)
-        targets = thrown.get(timeout=deadline.remaining()) or []
-        joinall(targets, timeout=deadline.remaining())
-        return targets
-
-    def _throw_into(self, glets: List[Greenlet], thrown: "AsyncResult[List[Greenlet]]") -> None:
-        # Runs in the hub: none of them is running now, so ``owns`` is exact.
-        targets = [glet for glet in glets if not glet.dead and self.owns(glet)]
-        thrown.set(targets)
-        for glet in targets:
-            if glet is self.runner:
-                glet.throw(GreenletExit)  # now, while it still makes this run's call
-            else:
-                glet.kill(block=False)  # (one of its own: kill() copes with one not yet begun)
+        return interrupt(self.supervisor.hub, lambda: [glet for glet in glets if self.owns(glet)], timeout)
