@@ -108,6 +108,9 @@ class Runners:
         work (until :meth:`open`). Calls already submitted are still made."""
         self._closed = True
         self._reap(0.0)
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.close()
 
     # -- submitting -------------------------------------------------------------------------------
     def submit(self, priority: int, item: Any) -> None:
@@ -195,7 +198,9 @@ class Runners:
 
     # -- reaping ------------------------------------------------------------------------------------
     def _arm_reaper(self, seconds: float) -> None:
-        timer = self._reaper = self.hub.loop.timer(seconds)
+        # (ref=False: housekeeping does not keep the loop alive — gevent.wait()
+        # returns when nothing else is left)
+        timer = self._reaper = self.hub.loop.timer(seconds, ref=False)
         timer.start(self._reap_idle)
 
     def _reap_idle(self) -> None:
