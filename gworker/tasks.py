@@ -220,7 +220,7 @@ class Task:
     def is_managed(self) -> bool:
         """True once a supervisor has queued, delayed or started the task: it
         then records the task's start and completion itself."""
-        return self._cancel is not None or self._greenlet is not None or self._slot is not None
+        return self._cancel is not None or self._greenlet is not None
 
     def register(self, registry: Dict[str, "Task"]) -> None:
         """List the task in ``registry`` (its supervisor's unfinished tasks, by

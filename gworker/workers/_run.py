@@ -151,16 +151,11 @@ class Run:
 
     def schedule(self, timers: "Timers", due: float, fn: Callable[[Any], Any], arg: Any) -> "TimerEntry":
         """Add ``fn(arg)`` to ``timers`` at ``due``, as an entry of this run:
-        ``stop()`` cancels it. The entry stays the run's after it fires (it
-        may be re-added, :meth:`Timers.readd`, for the next time) until
-        :meth:`fired` lets go of it."""
+        ``stop()`` cancels it. The entry stays the run's after it fires: it
+        is re-added (:meth:`Timers.readd`) for the next time."""
         entry = timers.add(due, fn, arg)
         self._entries = _add(self._entries, entry)
         return entry
-
-    def fired(self, entry: "TimerEntry") -> None:
-        """``entry`` has fired and will not be re-added: it no longer belongs to the run."""
-        self._entries = _discard(self._entries, entry)
 
     # -- parking ------------------------------------------------------------------------------------
     def park(self, wait: Callable[..., Any], *args: Any) -> Any:
