@@ -30,6 +30,7 @@ from .tasks import background_task, wait_completed
 from .locks import Locker
 from .local import LocalProxy, g
 from .logs import set_debug
+from .limits import RetryPolicy, RunTimeout
 from .task_collections import FunctionCollection, TaskCollection
 from .co_mp import co_mp_apply
 from .jobs import (
@@ -55,6 +56,7 @@ __all__ = [
     "co_mp_apply",
     "create_async_job_scheduler", "create_async_job", "cancel_async_job",
     "AsyncJobScheduler", "AsyncJob",
+    "RunTimeout", "RetryPolicy",
 ]
 
 def __getattr__(name: str):
