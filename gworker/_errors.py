@@ -26,7 +26,7 @@ import sys
 from time import monotonic
 from typing import Any, Optional, Tuple
 
-__all__ = ["FailureLog", "report", "logger"]
+__all__ = ["FailureLog", "report", "describe", "logger"]
 
 logger = logging.getLogger("gworker")
 
@@ -100,3 +100,10 @@ def report(msg: str, *args: Any, exc: Optional[BaseException] = None,
         return limit.error(exc, msg, *args)  # type: ignore[arg-type]  # (called with one)
     logger.error(msg, *args, exc_info=exc if exc is not None else False)
     return True
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception (``Type`` alone without a message),
+    for a one-line log record."""
+    text = str(exc)
+    return "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__

@@ -13,7 +13,7 @@ could not be enforced — never silence.
 
 **Retries** make a failed run again, a few times, each after a longer wait
 (exponential backoff): the n-th wait is ``retry_delay × retry_backoff^(n−1)``,
-capped at ``retry_max_delay``, plus up to a tenth of it at random (never less)
+capped at ``retry_max_delay`` (without one, at a day), plus up to a tenth of it at random (never less)
 so that a fleet of workers that failed together does not retry in lockstep.
 :class:`RetryPolicy` holds the parameters and computes the waits; it is a pure
 function of the try number, testable without a clock. Which exceptions are
@@ -22,17 +22,23 @@ retried is ``retry_for``: by default every ``Exception`` and :class:`RunTimeout`
 """
 from __future__ import annotations
 
+import asyncio
 import random
-from typing import Any, Callable, Optional, Tuple, Type
+from typing import Any, Awaitable, Callable, List, Optional, Tuple, Type, TypeVar
 
 import gevent
 
 from ._checks import check_seconds
 
-__all__ = ["RunTimeout", "RetryPolicy", "retry_policy", "check_timeout", "JITTER"]
+__all__ = ["RunTimeout", "RetryPolicy", "retry_policy", "check_timeout", "limit_async", "JITTER", "MAX_WAIT"]
+
+T = TypeVar("T")
 
 #: The random part of a retry's wait, as a fraction of it (at most).
 JITTER = 0.1
+
+#: The longest wait before a retry (seconds) when ``retry_max_delay`` sets none: a day.
+MAX_WAIT = 86400.0
 
 
 class RunTimeout(gevent.Timeout):
@@ -64,6 +70,37 @@ def check_timeout(value: Any, parameter: str = "timeout") -> Optional[float]:
     return seconds
 
 
+async def limit_async(awaitable: Awaitable[T], seconds: float, what: str) -> T:
+    """Await ``awaitable`` in the current asyncio task, cancelling it after
+    ``seconds``; the cancellation is raised as :class:`RunTimeout`.
+
+    No task of its own (unlike ``asyncio.wait_for``): the current task is
+    cancelled at the limit, and a ``CancelledError`` that the limit did not
+    cause (a ``stop()``, a shutdown) passes through as it is. An executor that
+    swallows the cancellation runs on; the caller notices by its duration."""
+    task = asyncio.current_task()
+    fired: List[bool] = []
+    handle = asyncio.get_running_loop().call_later(seconds, _expire, task, fired)
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        if not fired:
+            raise
+        raise RunTimeout(seconds, what) from None
+    finally:
+        handle.cancel()
+        if fired:  # (3.11+ counts a task's cancellations: this one is taken back)
+            uncancel = getattr(task, "uncancel", None)
+            if uncancel is not None:
+                uncancel()
+
+
+def _expire(task: Any, fired: List[bool]) -> None:
+    if not task.done():
+        fired.append(True)
+        task.cancel()
+
+
 class RetryPolicy:
     """How often, after how long, and for which exceptions a failed run is made again.
 
@@ -85,14 +122,14 @@ class RetryPolicy:
 
     def base_wait(self, n: int) -> float:
         """The wait before the ``n``-th retry (1 for the first), without its
-        random part: ``delay × backoff^(n−1)``, capped at ``max_delay``."""
+        random part: ``delay × backoff^(n−1)``, capped at ``max_delay`` (or,
+        without one, at ``MAX_WAIT``)."""
+        cap = MAX_WAIT if self.max_delay is None else self.max_delay
         try:
             wait = self.delay * self.backoff ** (n - 1)
         except OverflowError:
-            wait = float("inf")
-        if self.max_delay is not None and wait > self.max_delay:
-            wait = self.max_delay
-        return wait
+            return cap
+        return cap if wait > cap else wait
 
     def wait(self, n: int, rand: Callable[[], float] = random.random) -> float:
         """The wait before the ``n``-th retry: :meth:`base_wait` plus up to

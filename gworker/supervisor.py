@@ -35,7 +35,8 @@ from ._gevent import get_hub_if_exists
 from ._deadline import Deadline
 from ._admission import PriorityPool, Slot
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
-from .tasks import Task, TaskRunner, name_of
+from .limits import check_timeout, retry_policy
+from .tasks import TASK_STATUS_DELAYED, Task, TaskRunner, name_of
 from ._runners import Runners
 from ._timers import Timers
 
@@ -326,6 +327,9 @@ class TaskSupervisor:
                 hubsafe.interrupt(self.hub, lambda: [t.greenlet for t in running if t.greenlet is not None],
                                   deadline.remaining())
         else:
+            for task in list(self._tasks.values()):
+                if task.tries and task.status == TASK_STATUS_DELAYED and task.withdraw():
+                    self._runner.give_up(task)  # waiting for a retry: its failure is final now
             own = next((t for t in self._tasks.values() if t.greenlet is current), None)
             for task in list(self._tasks.values()):
                 if task is not own and not task.completed.wait(deadline.remaining()):
@@ -667,6 +671,12 @@ class TaskSupervisor:
         task_id: Optional[str] = None,
         worker: Any = None,
         loop: Any = None,
+        timeout: Optional[float] = None,
+        retries: Optional[int] = None,
+        retry_delay: Optional[float] = None,
+        retry_backoff: Optional[float] = None,
+        retry_max_delay: Optional[float] = None,
+        retry_for: Any = None,
     ) -> Task:
         """Run ``target(*args, _task_id=..., **kwargs)`` as a task; return the Task.
 
@@ -675,6 +685,10 @@ class TaskSupervisor:
         function) on an aloop: ``loop`` (an aloop, its name or its asyncio loop),
         else the default aloop, else the supervisor's own. ``delay`` starts it that many seconds later.
         ``callback(result)`` is called in the hub once it has completed.
+        ``timeout``: the run's time limit (seconds); ``retries``, ``retry_delay``
+        (default 1), ``retry_backoff`` (default 2), ``retry_max_delay``,
+        ``retry_for`` (default: every ``Exception`` and ``RunTimeout``): how a
+        failed run is made again (see :mod:`gworker.limits`).
         Thread-safe. Starts the supervisor if it is not started."""
         if not callable(target):
             raise TypeError("target must be callable; got %r" % (target,))
@@ -693,7 +707,9 @@ class TaskSupervisor:
             raise TypeError("target must be a coroutine function for tt=TT_COROUTINE; got %r" % (target,))
         if tt == TT_MP and self.mp_pool is None:
             raise RuntimeError("tt=TT_MP needs a process pool: call create_mp_pool() first")
-        task = Task(target, tuple(args), kwargs, callback, priority, tt, task_id, worker, delay, loop)
+        task = Task(target, tuple(args), kwargs, callback, priority, tt, task_id, worker, delay, loop,
+                    check_timeout(timeout), retry_policy(retries, retry_delay, retry_backoff, retry_max_delay,
+                                                         retry_for))
         return self.run_in_hub(self._put, task)
 
     def _put(self, task: Task) -> Task:
@@ -708,6 +724,13 @@ class TaskSupervisor:
         else:
             self._submit(task)
         return task
+
+    def resubmit(self, task: Task, wait: float) -> None:
+        """Admit ``task`` again after ``wait`` seconds (a retry; in the hub's
+        thread). Until then it holds no slot, and ``cancel()`` withdraws it."""
+        timer = self.hub.loop.timer(wait)
+        task.set_withdraw(lambda: (timer.close(), True)[1])  # type: ignore[func-returns-value]
+        timer.start(self._submit, task, timer)
 
     def _submit(self, task: Task, timer: Any = None) -> None:
         # May run in a hub callback (a delay timer): it only schedules. Admission

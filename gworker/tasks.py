@@ -15,6 +15,16 @@ atasker's task API sits on top of it:
   with exactly the arguments given: no ``_task_id`` is added.
 * :func:`wait_completed` waits cooperatively for one task or a list of tasks
   and returns their results, in order, with one overall timeout.
+
+A task may be bounded (see :mod:`gworker.limits`): ``timeout=`` cuts its run
+off with :class:`~gworker.limits.RunTimeout` (a thread task at its next
+switch, a coroutine cancelled, a process call's child killed and replaced),
+and ``retries=`` runs it again after a failure, each time after a longer wait.
+Between two tries the task is ``DELAYED`` again and holds no pool slot (it is
+admitted anew, by its priority, when its wait is over); ``cancel()`` withdraws
+it then, and a supervisor's ``stop()`` makes its failure final at once. Only
+the final failure is the task's: its ``exception``, the error log; each retry
+is logged at WARNING.
 """
 from __future__ import annotations
 
@@ -30,9 +40,10 @@ import gevent
 from gevent.event import Event
 from gevent.hub import getcurrent
 
-from ._errors import report
+from ._errors import describe, report
 from ._admission import Slot
 from ._checks import check_seconds
+from .limits import RetryPolicy, RunTimeout, check_timeout, limit_async, retry_policy
 from ._deadline import Deadline
 from ._default import supervisor_or_default
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
@@ -70,7 +81,7 @@ class Task:
     # one small, and the garbage collector's full passes rarer.
     __slots__ = (
         "id", "target", "args", "kwargs", "callback", "priority", "tt", "worker", "delay", "loop",
-        "status", "result", "exception", "time_queued", "time_started", "time_completed",
+        "timeout", "retry_policy", "tries", "status", "result", "exception", "time_queued", "time_started", "time_completed",
         "future", "_event", "_started_event", "_cancel", "_greenlet", "_slot", "_registry", "__weakref__",
     )
 
@@ -87,6 +98,8 @@ class Task:
         worker: Any = None,
         delay: Optional[float] = None,
         loop: Any = None,
+        timeout: Optional[float] = None,
+        retry_policy: Optional[RetryPolicy] = None,
     ) -> None:
         self.id = task_id if task_id is not None else new_task_id()
         self.target = target
@@ -98,6 +111,11 @@ class Task:
         self.worker = worker
         self.delay = delay
         self.loop = loop
+        #: the time limit of a run (seconds), or None; how it is retried, or None
+        self.timeout = timeout
+        self.retry_policy = retry_policy
+        #: how many times the target was called (more than once after retries)
+        self.tries = 0
         self.status = TASK_STATUS_DELAYED if delay else TASK_STATUS_QUEUED
         self.result: Any = None
         self.exception: Optional[BaseException] = None
@@ -177,7 +195,7 @@ class Task:
 
     @property
     def duration(self) -> Optional[float]:
-        """Seconds the target ran, once it has finished."""
+        """Seconds the target ran (its last try), once it has finished."""
         if self.time_started is None or self.time_completed is None:
             return None
         return self.time_completed - self.time_started
@@ -196,12 +214,11 @@ class Task:
         return self.result
 
     def cancel(self) -> bool:
-        """Withdraw a task that has not started yet; True if it was withdrawn.
+        """Withdraw a task that is not running — not started yet, or waiting
+        for a retry; True if it was withdrawn.
 
         A running task is killed only by ``TaskSupervisor.stop(cancel_tasks=True)``."""
-        if self.is_started() or self.is_completed() or self._cancel is None:
-            return False
-        if not self._cancel():
+        if not self.withdraw():
             return False
         self._finish(TASK_STATUS_CANCELED)
         registry = self._registry
@@ -236,8 +253,17 @@ class Task:
         supervisor, as it admits the task)."""
         self._cancel = withdraw
 
+    def withdraw(self) -> bool:
+        """Take a task that waits (queued, delayed, or between two tries)
+        out of line without finishing it; True if it was. For gworker's own
+        use (a supervisor's stop, which then decides how it ends)."""
+        if self.status not in (TASK_STATUS_QUEUED, TASK_STATUS_DELAYED) or self._cancel is None:
+            return False
+        return bool(self._cancel())
+
     def _begin(self) -> None:
         self.status = TASK_STATUS_STARTED
+        self.tries += 1
         self.time_started = time.time()
         if self._started_event is not None:  # someone asked for ``started`` before
             self._started_event.set()
@@ -305,18 +331,24 @@ class TaskRunner:
         task: Task = slot.holder
         task._slot = slot
         task._greenlet = getcurrent()
+        retrying = False
         try:
             task._begin()
             try:
                 # (put_task checked that target is callable; only an aloop's
                 # background_task holds a coroutine, and it never comes here)
-                result = task.target(*task.args, _task_id=task.id, **task.kwargs)  # type: ignore[operator]
+                if task.timeout is None:
+                    result = task.target(*task.args, _task_id=task.id, **task.kwargs)  # type: ignore[operator]
+                else:
+                    result = _call_limited(task)
             except gevent.GreenletExit as exc:
                 task._finish(TASK_STATUS_CANCELED, exception=exc)
                 raise
-            except Exception as exc:
-                report("task %s (%s) failed", task.id, name_of(task.target))
-                task._finish(TASK_STATUS_FAILED, exception=exc)
+            except (Exception, RunTimeout) as exc:
+                retrying = self._retry(task, exc)
+                if not retrying:
+                    report("task %s (%s) failed%s", task.id, name_of(task.target), _tries(task))
+                    task._finish(TASK_STATUS_FAILED, exception=exc)
             else:
                 task._finish(TASK_STATUS_COMPLETED, result)
                 if task.callback is not None:
@@ -324,9 +356,10 @@ class TaskRunner:
         finally:
             task._greenlet = None
             slot.pool.release(slot)
-            self._registry.pop(task.id, None)
-            if task.time_completed is None:  # ended by another BaseException
-                task._finish(TASK_STATUS_CANCELED)
+            if not retrying:
+                self._registry.pop(task.id, None)
+                if task.time_completed is None:  # ended by another BaseException
+                    task._finish(TASK_STATUS_CANCELED)
 
     # -- TT_MP ---------------------------------------------------------------------------
     def start_mp(self, slot: Slot) -> None:
@@ -335,7 +368,8 @@ class TaskRunner:
         task: Task = slot.holder
         task._begin()
         try:
-            result = self.supervisor.mp_pool.submit_with_id(task.target, task.args, task.kwargs, task.id)
+            limit = {} if task.timeout is None else {"timeout": task.timeout}  # (until the pool takes one)
+            result = self.supervisor.mp_pool.submit_with_id(task.target, task.args, task.kwargs, task.id, **limit)
         except Exception as exc:  # the pool was shut down meanwhile
             slot.pool.release(slot)
             self._registry.pop(task.id, None)
@@ -348,9 +382,7 @@ class TaskRunner:
         # not wait on pool results (or a hub callback, for a call that did not
         # pickle).
         slot.pool.release(slot)
-        task: Task = slot.holder
-        self._registry.pop(task.id, None)
-        self._settle(task, exc, value, " in a child process")
+        self._settle(slot.holder, exc, value, " in a child process")
 
     # -- TT_COROUTINE ----------------------------------------------------------------------
     def start_coroutine(self, task: Task, aloop: Any) -> None:
@@ -358,15 +390,18 @@ class TaskRunner:
         atasker, priority does not apply)."""
         task._begin()
         # (put_task checked that target is a coroutine function: callable)
-        future = aloop.create_task(task.target(*task.args, _task_id=task.id, **task.kwargs))  # type: ignore[operator]
+        coro = task.target(*task.args, _task_id=task.id, **task.kwargs)  # type: ignore[operator]
+        if task.timeout is not None:
+            coro = _coroutine_limited(task, coro)
+        future = aloop.create_task(coro)
         task.future = future
         task._cancel = lambda: bool(future.cancel())
         future.add_done_callback(lambda fut: self._coroutine_done(task, fut))
 
     def _coroutine_done(self, task: Task, fut: Any) -> None:
         # Runs in the aloop's greenlet, as a loop callback.
-        self._registry.pop(task.id, None)
         if fut.cancelled():
+            self._registry.pop(task.id, None)
             task._finish(TASK_STATUS_CANCELED)
             return
         exc = fut.exception()
@@ -378,8 +413,11 @@ class TaskRunner:
         process): log a failure, or record the result and hand the user's
         callback to the callback greenlet (we may be in a loop callback or the
         pool's reader greenlet, neither of which may wait)."""
+        if exc is not None and self._retry(task, exc):
+            return
+        self._registry.pop(task.id, None)
         if exc is not None:
-            report("task %s (%s) failed%s", task.id, name_of(task.target), where, exc=exc)
+            report("task %s (%s) failed%s%s", task.id, name_of(task.target), where, _tries(task), exc=exc)
             task._finish(TASK_STATUS_FAILED, exception=exc)
             return
         task._finish(TASK_STATUS_COMPLETED, value)
@@ -387,6 +425,33 @@ class TaskRunner:
             self._callbacks.append(task)
             if self._callback_glet is None:
                 self._callback_glet = gevent.spawn(self._run_callbacks)
+
+    # -- retries -------------------------------------------------------------------------
+    def _retry(self, task: Task, exc: BaseException) -> bool:
+        """The task's try failed with ``exc``: if its policy retries it (and
+        the supervisor runs), it waits its turn again — ``DELAYED``, no slot
+        held — and is admitted anew after the policy's wait; True then."""
+        policy = task.retry_policy
+        supervisor = self.supervisor
+        if policy is None or not supervisor.is_active() or not policy.retries_after(exc, task.tries):
+            return False
+        wait = policy.wait(task.tries)
+        logger.warning("task %s (%s) failed (%s), try %d of %d; retrying in %.3g s", task.id,
+                       name_of(task.target), describe(exc), task.tries, policy.retries + 1, wait)
+        task.status = TASK_STATUS_DELAYED
+        task.exception = exc  # (the last failure, until the next try)
+        task.future = None
+        supervisor.resubmit(task, wait)
+        return True
+
+    def give_up(self, task: Task) -> None:
+        """A task waiting for a retry will not get it (its supervisor
+        stops): its last failure is final."""
+        exc = task.exception
+        self._registry.pop(task.id, None)
+        report("task %s (%s) failed%s; its supervisor stopped before its next try", task.id,
+               name_of(task.target), _tries(task), exc=exc)
+        task._finish(TASK_STATUS_FAILED, exception=exc)
 
     def _run_callbacks(self) -> None:
         # One greenlet runs the callbacks of coroutine and process tasks, in the
@@ -405,6 +470,42 @@ class TaskRunner:
             task.callback(task.result)  # type: ignore[misc]  # (called only for tasks that have one)
         except Exception:
             report("callback of task %s failed", task.id)
+
+
+def _call_limited(task: Task) -> Any:
+    """Call a thread task's target with its time limit: RunTimeout is
+    thrown into the greenlet at its first switch past it. A target that does
+    not switch runs to its end, and that is logged."""
+    limit = RunTimeout(task.timeout, "task %s (%s)" % (task.id, name_of(task.target)))
+    started = time.monotonic()
+    limit.start()
+    try:
+        result = task.target(*task.args, _task_id=task.id, **task.kwargs)  # type: ignore[operator]
+    finally:
+        limit.close()
+    _check_overrun(task, time.monotonic() - started)
+    return result
+
+
+async def _coroutine_limited(task: Task, coro: Coroutine[Any, Any, Any]) -> Any:
+    """A coroutine task's run with its time limit (it is cancelled there)."""
+    started = time.monotonic()
+    result = await limit_async(coro, task.timeout, "task %s (%s)" % (task.id, name_of(task.target)))  # type: ignore[arg-type]
+    _check_overrun(task, time.monotonic() - started)
+    return result
+
+
+def _check_overrun(task: Task, duration: float) -> None:
+    # A run that returned past its limit did not let it be enforced (it
+    # never switched to the hub, or it swallowed RunTimeout): say so.
+    if task.timeout is not None and duration > task.timeout:
+        logger.warning("task %s (%s) took %.3f s, past its time limit of %g s, which could not be"
+                       " enforced: it did not switch to the hub (or swallowed RunTimeout) before it"
+                       " ended", task.id, name_of(task.target), duration, task.timeout)
+
+
+def _tries(task: Task) -> str:
+    return " (%d tries)" % task.tries if task.tries > 1 else ""
 
 
 def follow_future(coro: Coroutine[Any, Any, Any], future: Any, aloop_name: str) -> Task:
@@ -485,6 +586,12 @@ def background_task(
     loop: Any = None,
     supervisor: Any = None,
     daemon: Any = None,
+    timeout: Optional[float] = None,
+    retries: Optional[int] = None,
+    retry_delay: Optional[float] = None,
+    retry_backoff: Optional[float] = None,
+    retry_max_delay: Optional[float] = None,
+    retry_for: Any = None,
     **kwargs: Any,
 ) -> Any:
     """Make ``f`` a background task: calling it runs ``f`` as a task and
@@ -522,6 +629,11 @@ def background_task(
       every task type; atasker used it for ``TT_MP`` only): a thread task's in
       its own, process and coroutine tasks' one after another in one greenlet
       of the supervisor.
+    * ``timeout``: each run's time limit (seconds): past it the run fails
+      with :class:`~gworker.limits.RunTimeout`. ``retries`` (with
+      ``retry_delay``, ``retry_backoff``, ``retry_max_delay``, ``retry_for``):
+      a failed run is made again, after a growing wait (see
+      :mod:`gworker.limits`); the task fails only after its last try.
     * ``supervisor``: the :class:`TaskSupervisor` to run on; default
       ``task_supervisor``, looked up at each call. A supervisor that is not
       started is started (logged at INFO).
@@ -552,6 +664,10 @@ def background_task(
         check_unknown_keywords("background_task", kwargs, _BACKGROUND_TASK_PARAMETERS)
     if daemon and tt == TT_THREAD:
         logger.warning("daemon argument is obsolete")
+    check_timeout(timeout)
+    retry_policy(retries, retry_delay, retry_backoff, retry_max_delay, retry_for)  # (checked now, not at a call)
+    limits = dict(timeout=timeout, retries=retries, retry_delay=retry_delay, retry_backoff=retry_backoff,
+                  retry_max_delay=retry_max_delay, retry_for=retry_for)
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Task]:
         if not callable(func):
@@ -572,7 +688,7 @@ def background_task(
         def start_task(*args: Any, **kwargs: Any) -> Task:
             return supervisor_or_default(supervisor).put_task(
                 target, args, kwargs, callback=callback, priority=priority, delay=delay,
-                tt=task_type, loop=loop if is_coroutine else None,
+                tt=task_type, loop=loop if is_coroutine else None, **limits,
             )
 
         return start_task
@@ -582,7 +698,10 @@ def background_task(
     return decorate(f)
 
 
-_BACKGROUND_TASK_PARAMETERS = ("name", "priority", "delay", "tt", "callback", "loop", "supervisor", "daemon")
+_BACKGROUND_TASK_PARAMETERS = (
+    "name", "priority", "delay", "tt", "callback", "loop", "supervisor", "daemon", "timeout", "retries",
+    "retry_delay", "retry_backoff", "retry_max_delay", "retry_for",
+)
 
 
 def wait_completed(

@@ -21,7 +21,16 @@ each ``start()``, decides how:
   rate-limited line per kind of failure). ``GreenletExit``,
   ``KeyboardInterrupt`` and ``SystemExit`` pass through. Whether to go on
   (``False`` stops a worker) is the kind's to decide;
-* **stats** — runs, errors, when the last run started, how long it took.
+* **limits** — a time limit (``timeout``: the call is cut off with
+  :class:`~gworker.limits.RunTimeout`, see :mod:`gworker.limits`) and, for
+  queue workers, retries with backoff: a call that failed is made again, in
+  place, after the policy's wait, which the run's ``stop()`` ends (the
+  failure is then final). Only the final failure reaches ``on_error`` or the
+  error log; each retry is counted and logged at WARNING. An engine with
+  neither keeps the paths below as they are;
+* **stats** — runs, errors, when the last run started, how long it took;
+  retries, final failures, runs cut off by their limit, and runs that ended
+  past a limit they did not let be enforced.
 
 The kinds call :meth:`~Engine.call` (or :meth:`~Engine.call_at` for a run due
 at an exact time), :meth:`~Engine.call_async` from a coroutine on the aloop,
@@ -41,8 +50,9 @@ import gevent
 import gevent.queue
 
 from .._admission import HELD, Slot
-from .._errors import FailureLog, report
+from .._errors import FailureLog, describe, logger, report
 from .._gevent import queue_items
+from ..limits import RunTimeout, limit_async
 
 if TYPE_CHECKING:
     from ..aio import Aloop
@@ -93,8 +103,10 @@ class Engine:
 
     __slots__ = (
         "worker", "executor", "args", "kw", "plain", "fast", "_kname", "_ko", "mode", "aloop", "slot", "_pool",
-        "_supervisor", "_invoke", "_spin_until", "_keep_errors", "_error", "_failures",
+        "_supervisor", "_invoke", "_sync", "_spin_until", "_keep_errors", "_error", "_failures",
         "runs", "errors", "started", "ended", "last_duration",
+        "run", "timeout", "retry_policy", "limited", "_what", "_cut", "_notes",
+        "retries", "failures", "timeouts", "overruns",
     )
 
     def __init__(self, worker: "Worker", executor: Callable[..., Any], args: tuple,
@@ -111,6 +123,18 @@ class Engine:
         self.aloop: Optional[Aloop] = None
         self.slot: Optional[Slot] = None
         self._pool = supervisor.thread_pool
+        #: the start's run (set by the worker once it is made: retries wait on it)
+        self.run: Optional[Run] = None
+        #: the time limit of a call (seconds) and the retry policy, or None
+        self.timeout: Optional[float] = worker.timeout
+        self.retry_policy = worker.retry_policy
+        self.limited = self.timeout is not None or self.retry_policy is not None
+        self._what = "worker %s" % worker.name
+        self._cut = False  # the call's own limit fired in it (set by _invoke_sync_limited)
+        #: the rate limit of the WARNING lines about retries and unenforced limits (made when needed)
+        self._notes: Optional[FailureLog] = previous._notes if previous is not None else None
+        #: a sync call (the executor, in the hub's thread): Engine._invoke_sync, or with a time limit
+        self._sync = Engine._invoke_sync if self.timeout is None else Engine._invoke_sync_limited
         if process:
             self.mode = "process"  # no _worker: the call crosses a process boundary
             self._invoke = Engine._invoke_process  # (a function: no bound method per start)
@@ -127,11 +151,13 @@ class Engine:
                 self._invoke = Engine._invoke_slot  # (a function: no bound method per start)
             else:
                 self.mode = "sync"
-                self._invoke = Engine._invoke_sync  # (a function: no bound method per start)
+                self._invoke = self._sync  # (a function: no bound method per start)
+        if self.mode == "async" and self.timeout is not None:
+            self._invoke = Engine._invoke_async_limited
         self.kw = kw
         self.plain = not args and list(kw) == _PLAIN_KEYS and kw["_worker"] is worker
-        #: call_held's own path: a plain executor called in the hub's thread
-        self.fast = self.plain and self.mode.startswith("sync")
+        #: call_held's own path: a plain executor called in the hub's thread, unlimited
+        self.fast = self.plain and self.mode.startswith("sync") and not self.limited
         self._kname, self._ko = kw["_name"], kw["o"]
         self._spin_until: Optional[float] = None
         self._keep_errors = keep_errors
@@ -142,6 +168,10 @@ class Engine:
         self.started: Optional[float] = previous.started if previous is not None else None
         self.ended = 0.0
         self.last_duration: Optional[float] = previous.last_duration if previous is not None else None
+        self.retries: int = previous.retries if previous is not None else 0
+        self.failures: int = previous.failures if previous is not None else 0
+        self.timeouts: int = previous.timeouts if previous is not None else 0
+        self.overruns: int = previous.overruns if previous is not None else 0
 
     # -- what the kinds may ask --------------------------------------------------------------------
     @property
@@ -153,8 +183,8 @@ class Engine:
     @property
     def batches(self) -> bool:
         """True if :meth:`batch` serves this engine: a plain executor started
-        without arguments of its own, holding a slot per call."""
-        return self.plain and self.slot is not None
+        without arguments of its own, holding a slot per call, with no limits."""
+        return self.plain and self.slot is not None and not self.limited
 
     @property
     def last_run(self) -> Optional[float]:
@@ -206,6 +236,8 @@ class Engine:
             if slot is not None and slot.state != HELD and not self._pool.try_acquire(slot):
                 self._pool.acquire(slot)  # (not parked: see _invoke_slot)
             return self.call_held()
+        if self.limited:
+            return self._call_limited(pre)
         kw = self.kw
         kw["_task_id"] = next(call_ids)
         self.runs += 1
@@ -254,6 +286,8 @@ class Engine:
         """:meth:`call` for an ``async def`` executor, awaited by a coroutine
         already running on the worker's aloop: the same keywords, stats and
         outcome, with no task, no greenlet switch and no loop wake-up per call."""
+        if self.limited:
+            return await self._call_async_limited(pre)
         kw = self.kw
         kw["_task_id"] = task_id = next(call_ids)
         self.runs += 1
@@ -290,23 +324,145 @@ class Engine:
             if not pool.try_acquire(slot):  # the common case costs no extra call
                 pool.acquire(slot)
         try:
-            return self._invoke_sync(pre, kw)
+            return self._sync(self, pre, kw)
         finally:
             pool.release(slot)
+
+    def _invoke_sync_limited(self, pre: tuple, kw: Dict[str, Any]) -> Any:
+        # A time limit: RunTimeout thrown into this greenlet at its first
+        # switch past the limit (a call that never switches runs to its end:
+        # see _tried). The limit covers the executor only, not admission.
+        limit = RunTimeout(self.timeout, self._what)
+        limit.start()
+        try:
+            return Engine._invoke_sync(self, pre, kw)
+        except RunTimeout as exc:
+            if exc is limit:
+                self._cut = True
+            raise
+        finally:
+            limit.close()
 
     def _invoke_async(self, pre: tuple, kw: Dict[str, Any]) -> Any:
         # The calling greenlet waits cooperatively while the coroutine runs on its aloop.
         return self.aloop.run(self.executor(*pre, *self.args, **kw))  # type: ignore[union-attr]
 
+    def _invoke_async_limited(self, pre: tuple, kw: Dict[str, Any]) -> Any:
+        # (the coroutine is cancelled at the limit: see gworker.limits.limit_async)
+        coro = limit_async(self.executor(*pre, *self.args, **kw), self.timeout, self._what)  # type: ignore[arg-type]
+        return self.aloop.run(coro)  # type: ignore[union-attr]
+
     def _invoke_process(self, pre: tuple, kw: Dict[str, Any]) -> Any:
         worker = self.worker
-        result = self._supervisor.run_in_mp_pool(self.executor, pre + self.args, kw, worker.priority, worker)
+        limit = {} if self.timeout is None else {"timeout": self.timeout}  # (until the pool takes one)
+        result = self._supervisor.run_in_mp_pool(self.executor, pre + self.args, kw, worker.priority, worker,
+                                                 **limit)
         return worker.process_result(result)
 
-    def _failed(self) -> Any:
-        """In the ``except`` block of a failed call: count it, route it to
-        on_error or the log; returns FAILED."""
+    # -- limits: time limits and retries -----------------------------------------------------------
+    def _call_limited(self, pre: tuple) -> Any:
+        """:meth:`call` for an engine with a time limit or retries: each try
+        as a call, and between two tries the policy's wait (see the module
+        docstring). The waits are the run's (:meth:`Run.pause`): ``stop()``
+        ends one, and the failure is then final."""
+        kw = self.kw
+        tries = 0
+        while True:
+            tries += 1
+            kw["_task_id"] = next(call_ids)
+            self.runs += 1
+            self.started = started = monotonic()
+            self._cut = False
+            wait = None
+            try:
+                return self._invoke(self, pre, kw)
+            except (Exception, gevent.Timeout) as exc:
+                wait = self._try_failed(exc, tries)
+                if wait is None:
+                    return self._failed(tries)
+                failure = exc
+            finally:
+                self._tried(started)
+            if not self.run.pause(wait):  # type: ignore[union-attr]  # (set at start)
+                return self._final(failure, tries)
+
+    async def _call_async_limited(self, pre: tuple) -> Any:
+        """:meth:`_call_limited` for a coroutine on the worker's aloop."""
+        kw = self.kw
+        tries = 0
+        while True:
+            tries += 1
+            kw["_task_id"] = next(call_ids)
+            self.runs += 1
+            self.started = started = monotonic()
+            wait = None
+            try:
+                coro = self.executor(*pre, *self.args, **kw)
+                if self.timeout is None:
+                    return await coro
+                return await limit_async(coro, self.timeout, self._what)
+            except (Exception, gevent.Timeout) as exc:
+                wait = self._try_failed(exc, tries)
+                if wait is None:
+                    return self._failed(tries)
+                failure = exc
+            finally:
+                self._tried(started)
+            if not await self.run.pause_async(wait):  # type: ignore[union-attr]  # (set at start)
+                return self._final(failure, tries)
+
+    def _try_failed(self, exc: BaseException, tries: int) -> Optional[float]:
+        """A try failed with ``exc``: the wait before the next try, or None
+        if the failure is final (no retries left, not one to retry, or the
+        run stopped). A retry is counted and logged here."""
+        if isinstance(exc, RunTimeout):
+            self.timeouts += 1
+            self._cut = True
+        policy = self.retry_policy
+        run = self.run
+        if policy is None or run is None or not run.active or not policy.retries_after(exc, tries):
+            return None
         self.errors += 1
+        self.retries += 1
+        wait = policy.wait(tries)
+        if self._notes is None:
+            self._notes = FailureLog()
+        if self._notes.admit(exc) is not None:
+            logger.warning("%s: run failed (%s), try %d of %d; retrying in %.3g s", self._what,
+                           describe(exc), tries, policy.retries + 1, wait)
+        return wait
+
+    def _tried(self, started: float) -> None:
+        """After a try (any outcome): the end, the duration, and a limit the
+        call did not let be enforced (it ran past it without switching)."""
+        self.ended = ended = monotonic()
+        self.last_duration = duration = ended - started
+        limit = self.timeout
+        if limit is not None and duration > limit and not self._cut:
+            self.overruns += 1
+            if self._notes is None:
+                self._notes = FailureLog()
+            if self._notes.admit() is not None:
+                logger.warning("%s: a run took %.3f s, past its time limit of %g s, which could not be"
+                               " enforced: it did not switch to the hub (or swallowed RunTimeout)"
+                               " before it ended", self._what, duration, limit)
+        self._cut = False
+
+    def _final(self, exc: BaseException, tries: int) -> Any:
+        """The failure ``exc`` of the last try is final (its run stopped
+        while it waited to retry): routed as :meth:`_failed` routes one, in an
+        ``except`` block of its own."""
+        try:
+            raise exc
+        except (Exception, gevent.Timeout):
+            return self._failed(tries)
+
+    def _failed(self, tries: int = 1) -> Any:
+        """In the ``except`` block of a failed call: count it, route it to
+        on_error or the log; returns FAILED. ``tries``: how many calls this
+        failure took (more than one after retries)."""
+        self.errors += 1
+        self.failures += 1
         exc = sys.exc_info()[1]
         if self._keep_errors:
             self._error = exc
@@ -319,7 +475,10 @@ class Engine:
             return FAILED
         if self._failures is None:
             self._failures = FailureLog()
-        report("worker %s: executor failed", worker.name, exc=exc, limit=self._failures)
+        if tries > 1:
+            report("worker %s: executor failed (%d tries)", worker.name, tries, exc=exc, limit=self._failures)
+        else:
+            report("worker %s: executor failed", worker.name, exc=exc, limit=self._failures)
         return FAILED
 
     def take_error(self) -> Optional[BaseException]:

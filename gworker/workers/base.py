@@ -36,6 +36,7 @@ import gevent
 from gevent.hub import getcurrent
 
 from ..aio import Aloop
+from ..limits import check_timeout, retry_policy
 from ..priorities import TASK_NORMAL, check_priority
 from .._checks import check_seconds
 from .._deadline import Deadline
@@ -63,12 +64,13 @@ YIELD_EVERY = 0.004
 KNOWN_PARAMETERS = (
     "name", "func", "executor_func", "priority", "o", "on_error", "on_error_kwargs", "supervisor",
     "poll_delay", "loop", "daemon", "q", "queue", "e", "event", "i", "interval", "delay",
-    "delay_after", "delay_before", "precise",
+    "delay_after", "delay_before", "precise", "timeout", "retries", "retry_delay", "retry_backoff",
+    "retry_max_delay", "retry_for",
 )
 
 #: How alike (difflib's ratio) an unknown keyword and a known one must be for
 #: the unknown one to be taken for a misspelling: ``intreval`` → ``interval``,
-#: ``priorty`` → ``priority``; not ``host``, ``timeout`` or ``delay_ms``.
+#: ``priorty`` → ``priority``; not ``host``, ``url`` or ``delay_ms``.
 MISSPELLING_CUTOFF = 0.8
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,6 +116,9 @@ class Worker:
 
     #: Sync calls hold one slot of the supervisor's pool while they run.
     holds_slot = True
+    #: A failed call is made again (``retries=``): queue workers only (an
+    #: interval or event worker's next run is its retry).
+    retries_runs = False
     #: The kind's name in ``get_info()``.
     kind = "worker"
 
@@ -130,6 +135,12 @@ class Worker:
         loop: Any = None,
         executor_func: Optional[Callable[..., Any]] = None,
         daemon: Any = None,
+        timeout: Optional[float] = None,
+        retries: Optional[int] = None,
+        retry_delay: Optional[float] = None,
+        retry_backoff: Optional[float] = None,
+        retry_max_delay: Optional[float] = None,
+        retry_for: Any = None,
         **kwargs: Any,
     ) -> None:
         if kwargs:  # a subclass's own keywords, or a misspelt one of ours
@@ -164,6 +175,14 @@ class Worker:
         self.supervisor = supervisor_or_default(supervisor)
         self._poll_delay = check_seconds(poll_delay, "poll_delay")
         self.loop = _check_loop(loop, "loop")
+        #: the time limit of each executor call (seconds), or None (see gworker.limits)
+        self.timeout = check_timeout(timeout)
+        #: how a failed call is retried (a :class:`~gworker.limits.RetryPolicy`), or None
+        self.retry_policy = retry_policy(retries, retry_delay, retry_backoff, retry_max_delay, retry_for)
+        if not self.retries_runs and any(
+                v is not None for v in (retries, retry_delay, retry_backoff, retry_max_delay, retry_for)):
+            raise TypeError("retries: only queue workers (and tasks) retry a failed run; a %s's next run"
+                            " is its retry" % type(self).__name__)
         #: how this start calls the executor (None until the first start)
         self._engine: Optional[Engine] = None
         #: what this start owns (None until the first start)
@@ -219,6 +238,7 @@ class Worker:
                                        self._engine, self._keeps_errors())
         self.before_start()
         self._run = run = self._new_run()
+        engine.run = run
         supervisor.register_worker(self)
         self._launch(run, engine)
         self.after_start()
@@ -259,6 +279,7 @@ class Worker:
         if run is not None and run.active:
             self.before_stop()
             run.active = False
+            run.end_pause()  # (a retry's wait ends: the failure is final)
             self._stop_options(run, options)
             self.send_stop_events()
             self._halt(run)
@@ -379,6 +400,28 @@ class Worker:
         """How long the last run took (seconds), or None."""
         return None if self._engine is None else self._engine.last_duration
 
+    @property
+    def retries(self) -> int:
+        """How many failed calls were made again (``retries=``; over every start)."""
+        return 0 if self._engine is None else self._engine.retries
+
+    @property
+    def failures(self) -> int:
+        """How many runs failed for good: after their last try, or with no
+        retries (over every start). ``errors`` counts every failed call."""
+        return 0 if self._engine is None else self._engine.failures
+
+    @property
+    def timeouts(self) -> int:
+        """How many calls were cut off by their time limit (over every start)."""
+        return 0 if self._engine is None else self._engine.timeouts
+
+    @property
+    def overruns(self) -> int:
+        """How many calls ended past their time limit without letting it be
+        enforced (they did not switch to the hub; over every start)."""
+        return 0 if self._engine is None else self._engine.overruns
+
     # -- info ------------------------------------------------------------------------------------------
     def get_info(self) -> Dict[str, Any]:
         """Figures for the status endpoint and ``TaskSupervisor.get_info()``."""
@@ -392,6 +435,11 @@ class Worker:
             "last_run": self.last_run,
             "last_duration": self.last_duration,
             "queue_length": None,
+            "timeout": self.timeout,
+            "retries": self.retries,
+            "failures": self.failures,
+            "timeouts": self.timeouts,
+            "overruns": self.overruns,
         }
 
     def __repr__(self) -> str:

@@ -211,6 +211,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
     throttle it."""
 
     holds_slot = True
+    retries_runs = True
     kind = "queue"
     _run: Optional[QueueRun]  # type: ignore[assignment]  # (made by _new_run)
 
