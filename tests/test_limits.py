@@ -26,6 +26,11 @@ from conftest import wait_until
 LATE = 0.25
 
 
+def _counts(worker, *names):
+    info = worker.get_info()
+    return tuple(info[name] for name in names)
+
+
 # -- the retry schedule, without a clock ------------------------------------------------------------
 def test_the_nth_wait_grows_by_the_backoff_is_capped_and_jittered_upwards_only():
     policy = retry_policy(retries=5, retry_delay=0.5, retry_backoff=3, retry_max_delay=6)
@@ -154,7 +159,7 @@ def test_a_run_within_its_limit_is_left_alone(supervisor):
     wait_until(lambda: len(done) == 3)
     gevent.sleep(0.6)  # (a limit left armed after its run would fire in here)
     w.stop()
-    assert done == [0, 1, 2] and w.timeouts == 0 and w.errors == 0
+    assert done == [0, 1, 2] and w.get_info()["timeouts"] == 0 and w.errors == 0
 
 
 @pytest.mark.parametrize("kind", ["queue", "interval", "continuous"])
@@ -184,7 +189,7 @@ def test_an_async_run_past_its_limit_is_cancelled(kind, supervisor):
     w.stop()
     assert all(isinstance(exc, RunTimeout) for exc in failures.seen), failures.seen
     assert cancelled and 0.1 <= cancelled[0] - started <= 0.1 + LATE
-    assert w.timeouts == len(failures.seen)
+    assert w.get_info()["timeouts"] == len(failures.seen)
 
 
 @pytest.mark.blocks_hub
@@ -204,7 +209,8 @@ def test_a_run_that_never_switches_is_logged_as_a_limit_that_could_not_be_enforc
         wait_until(lambda: done)
         w.stop()
     assert done == ["x"], "it ran to its end: nothing can interrupt it"
-    assert w.overruns == 1 and w.timeouts == 0 and w.errors == 0
+    info = w.get_info()
+    assert (info["overruns"], info["timeouts"], info["errors"]) == (1, 0, 0)
     record = next(r for r in caplog.records if "could not be enforced" in r.getMessage())
     assert record.levelno == logging.WARNING
     assert "spinner" in record.getMessage() and "time limit of 0.1 s" in record.getMessage()
@@ -286,7 +292,7 @@ def test_after_the_last_try_the_failure_is_final(supervisor):
     w.stop()
     assert tries == ["a"] * 3
     assert len(failures.seen) == 1 and str(failures.seen[0]) == "'try 3'", "on_error: the final failure only"
-    assert (w.retries, w.failures, w.errors) == (2, 1, 3)
+    assert _counts(w, "retries", "failures", "errors") == (2, 1, 3)
 
 
 def test_retry_for_retries_only_the_failures_it_names(supervisor):
@@ -320,7 +326,7 @@ def test_a_run_cut_off_by_its_limit_is_retried(supervisor):
     w.put_threadsafe("x")
     wait_until(lambda: len(calls) == 2)
     w.stop()
-    assert (w.timeouts, w.retries, w.failures) == (1, 1, 0)
+    assert _counts(w, "timeouts", "retries", "failures") == (1, 1, 0)
 
 
 def test_stop_ends_a_retry_wait_and_the_failure_is_final(supervisor):
@@ -339,7 +345,7 @@ def test_stop_ends_a_retry_wait_and_the_failure_is_final(supervisor):
     started = time.monotonic()
     w.stop()
     assert time.monotonic() - started < 1, "stop() does not wait out a retry's wait"
-    assert [str(e) for e in failures.seen] == ["x"] and w.failures == 1 and w.retries == 1
+    assert [str(e) for e in failures.seen] == ["x"] and _counts(w, "failures", "retries") == (1, 1)
 
 
 def test_async_queue_items_are_retried_too(supervisor):
@@ -358,7 +364,7 @@ def test_async_queue_items_are_retried_too(supervisor):
     times = [t for _, t in calls]
     assert 0.05 <= times[1] - times[0] <= 0.055 + LATE
     assert 0.1 <= times[2] - times[1] <= 0.11 + LATE
-    assert (w.retries, w.failures) == (2, 0)
+    assert _counts(w, "retries", "failures") == (2, 0)
 
 
 def test_stop_ends_an_async_retry_wait(supervisor):
@@ -370,11 +376,11 @@ def test_stop_ends_an_async_retry_wait(supervisor):
     w = BackgroundQueueWorker(func=run, supervisor=supervisor, retries=3, retry_delay=30, on_error=failures)
     w.start()
     w.put_threadsafe("x")
-    wait_until(lambda: w.retries == 1)
+    wait_until(lambda: w.get_info()["retries"] == 1)
     started = time.monotonic()
     w.stop()
     assert time.monotonic() - started < 1
-    assert w.failures == 1 and len(failures.seen) == 1
+    assert w.get_info()["failures"] == 1 and len(failures.seen) == 1
 
 
 # -- tasks ---------------------------------------------------------------------------------------------
@@ -463,3 +469,23 @@ def test_background_task_passes_its_limits_on(supervisor, logged_errors):
     with pytest.raises(RunTimeout):
         task.wait(5)
     assert tries == ["a", "a"] and task.tries == 2
+
+
+def test_a_subclass_may_keep_a_timeout_and_retries_of_its_own(supervisor):
+    # atasker code: attributes of the subclass's own, set after the base's __init__
+    class Poller(BackgroundIntervalWorker):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.timeout = 0.01
+            self.retries = 3
+
+        def run(self, **kwargs):
+            gevent.sleep(0.05)
+            self.done.set()
+
+    w = Poller(interval=1, supervisor=supervisor)
+    w.done = Event()
+    w.start()
+    assert w.done.wait(5)
+    w.stop()
+    assert w.errors == 0 and w.get_info()["timeout"] is None and (w.timeout, w.retries) == (0.01, 3)

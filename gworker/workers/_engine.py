@@ -126,8 +126,8 @@ class Engine:
         #: the start's run (set by the worker once it is made: retries wait on it)
         self.run: Optional[Run] = None
         #: the time limit of a call (seconds) and the retry policy, or None
-        self.timeout: Optional[float] = worker.timeout
-        self.retry_policy = worker.retry_policy
+        self.timeout: Optional[float] = worker._timeout
+        self.retry_policy = worker._retry_policy
         self.limited = self.timeout is not None or self.retry_policy is not None
         self._what = "worker %s" % worker.name
         self._cut = False  # the call's own limit fired in it (set by _invoke_sync_limited)

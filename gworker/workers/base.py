@@ -175,10 +175,12 @@ class Worker:
         self.supervisor = supervisor_or_default(supervisor)
         self._poll_delay = check_seconds(poll_delay, "poll_delay")
         self.loop = _check_loop(loop, "loop")
+        # The limits live under private names: a subclass written for atasker
+        # may well keep a ``timeout`` or ``retries`` of its own.
         #: the time limit of each executor call (seconds), or None (see gworker.limits)
-        self.timeout = check_timeout(timeout)
+        self._timeout = check_timeout(timeout)
         #: how a failed call is retried (a :class:`~gworker.limits.RetryPolicy`), or None
-        self.retry_policy = retry_policy(retries, retry_delay, retry_backoff, retry_max_delay, retry_for)
+        self._retry_policy = retry_policy(retries, retry_delay, retry_backoff, retry_max_delay, retry_for)
         if not self.retries_runs and any(
                 v is not None for v in (retries, retry_delay, retry_backoff, retry_max_delay, retry_for)):
             raise TypeError("retries: only queue workers (and tasks) retry a failed run; a %s's next run"
@@ -400,31 +402,10 @@ class Worker:
         """How long the last run took (seconds), or None."""
         return None if self._engine is None else self._engine.last_duration
 
-    @property
-    def retries(self) -> int:
-        """How many failed calls were made again (``retries=``; over every start)."""
-        return 0 if self._engine is None else self._engine.retries
-
-    @property
-    def failures(self) -> int:
-        """How many runs failed for good: after their last try, or with no
-        retries (over every start). ``errors`` counts every failed call."""
-        return 0 if self._engine is None else self._engine.failures
-
-    @property
-    def timeouts(self) -> int:
-        """How many calls were cut off by their time limit (over every start)."""
-        return 0 if self._engine is None else self._engine.timeouts
-
-    @property
-    def overruns(self) -> int:
-        """How many calls ended past their time limit without letting it be
-        enforced (they did not switch to the hub; over every start)."""
-        return 0 if self._engine is None else self._engine.overruns
-
     # -- info ------------------------------------------------------------------------------------------
     def get_info(self) -> Dict[str, Any]:
         """Figures for the status endpoint and ``TaskSupervisor.get_info()``."""
+        engine = self._engine
         return {
             "name": self.name,
             "kind": self.kind,
@@ -435,11 +416,12 @@ class Worker:
             "last_run": self.last_run,
             "last_duration": self.last_duration,
             "queue_length": None,
-            "timeout": self.timeout,
-            "retries": self.retries,
-            "failures": self.failures,
-            "timeouts": self.timeouts,
-            "overruns": self.overruns,
+            # (limits: see gworker.limits; counted over every start)
+            "timeout": self._timeout,
+            "retries": 0 if engine is None else engine.retries,
+            "failures": 0 if engine is None else engine.failures,
+            "timeouts": 0 if engine is None else engine.timeouts,
+            "overruns": 0 if engine is None else engine.overruns,
         }
 
     def __repr__(self) -> str:
