@@ -28,7 +28,10 @@ LATE = 1.5
 
 
 def up(pool, n=1):
+    """``pool`` once its ``n`` children are up and serve calls."""
     wait_until(lambda: pool.size == n)
+    for result in [pool.submit(pf.sleep_then, (0.05,)) for _ in range(n)]:
+        result.get(timeout=10)
     return pool
 
 
@@ -75,15 +78,20 @@ def test_a_call_past_its_limit_fails_and_its_child_is_replaced(pool1):
 def test_calls_written_behind_the_cut_off_one_run_in_another_child():
     pool = ProcessPool(1)
     try:
-        # Submitted before the child is up: a backlog, so the calls behind the
-        # doomed one are written ahead into the same child.
+        # Submitted before the child is up: a backlog, so all are written
+        # ahead into the same child. The doomed call's limit starts when the
+        # reply of the call before it is read.
+        before = pool.submit(lf.echo_pid, ("before",))
         doomed = pool.submit(pf.sleep_then, (30,), timeout=0.3)
         behind = [pool.submit(lf.echo_pid, (i,)) for i in range(6)]
         wait_until(lambda: pool.busy == 1)
         assert pool.pending == 0  # all in the one child's window
         old = pool.pids[0]
+        assert before.get(timeout=10) == ("before", old)
+        started = time.monotonic()
         with pytest.raises(RunTimeout):
             doomed.get(timeout=10)
+        assert time.monotonic() - started < 0.3 + LATE
         # Not failed: back to the head of the queue, in order, run by the new child.
         done = [r.get(timeout=10) for r in behind]
         assert [value for value, _ in done] == list(range(6))
