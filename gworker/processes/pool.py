@@ -683,7 +683,7 @@ class ProcessPool:
         calls = child.calls
         if self._timed and not calls:
             calls.extend(batch)
-            self._start_clock(child)  # its first call starts as it arrives
+            self._start_clock(child)  # an idle child: its first call starts now
         else:
             calls.extend(batch)
         child.nsent += len(batch)
