@@ -31,6 +31,7 @@ from ._errors import report
 from . import _hubsafe as hubsafe, _thread_names
 from .aio import SUPERVISOR_ALOOP, Aloop, AloopRegistry, UnknownAloopError
 from ._checks import check_seconds, named_or_default
+from .limits import check_timeout
 from ._gevent import get_hub_if_exists
 from ._deadline import Deadline
 from ._admission import PriorityPool, Slot
@@ -465,11 +466,17 @@ class TaskSupervisor:
 
     def run_in_mp_pool(
         self, fn: Callable[..., Any], args: tuple, kwargs: Dict[str, Any], priority: int,
-        holder: Any = None,
+        holder: Any = None, timeout: Optional[float] = None,
     ) -> Any:
         """Run ``fn`` in the process pool at ``priority`` and return its result
         (the calling greenlet waits cooperatively; the child's exception is
-        raised here). ``holder`` (a worker) is whom a starvation warning names."""
+        raised here). ``holder`` (a worker) is whom a starvation warning names.
+        ``timeout`` is the call's time limit in its child (see
+        ``ProcessPool.submit``): past it the child is killed and replaced and
+        :class:`~gworker.RunTimeout` is raised here; the wait for admission
+        does not count."""
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         pool = self.mp_pool
         if pool is None:
             raise RuntimeError("supervisor %s has no process pool: call create_mp_pool() first" % self.id)
@@ -478,7 +485,7 @@ class TaskSupervisor:
         slot = admission.slot(priority, holder)  # one token per call: calls are not cheap anyway
         admission.acquire(slot)
         try:
-            return pool.submit(fn, args, kwargs).get()
+            return pool.submit(fn, args, kwargs, timeout).get()
         finally:
             admission.release(slot)
 
@@ -867,7 +874,8 @@ class TaskSupervisor:
             reserve_high=pool.reserve_high, max_size=pool.max_size,
             running=pool.running, waiting=pool.waiting,
         )
-        info.mp_pool = None if mp is None else dict(size=mp.size, busy=mp.busy, pending=mp.pending)
+        info.mp_pool = None if mp is None else dict(
+            size=mp.size, busy=mp.busy, pending=mp.pending, timeouts=mp.timeouts)
         info.timers = len(self.timers)
         info.workers = [w.get_info() for w in list(self._workers.values())]
         return info

@@ -114,6 +114,50 @@ How it works
   sent to that child with :class:`ChildProcessDied` carrying the initializer's
   traceback; re-forking after such failures backs off (up to 5 s).
 
+* **Time limits.** ``submit(fn, args, kwargs, timeout=seconds)`` (also
+  ``apply_async``/``apply``) gives one call a time limit. A call still running
+  at its limit fails with :class:`gworker.RunTimeout` (a ``gevent.Timeout``:
+  ``seconds`` is the limit, ``what`` names the call); its child is killed
+  (``SIGKILL``: a child process can be stopped at any point, unlike a
+  greenlet), reaped, and replaced, so the pool keeps its size. The calls that
+  were written after it to that child had not started (a child runs its calls
+  in order): they go back to the head of the queue, in their order, and run
+  in other children — only the call past its limit fails. ``timeouts`` counts
+  the calls cut off.
+
+  The limit counts from when the call starts in its child, not from
+  ``submit``: time in the pool's queue, behind other calls in the child's
+  window, in a new child's start and its ``initializer`` does not count. The
+  parent knows a call has started without asking the child: the first call
+  written to an idle child starts when it is written (a new child says when its
+  initializer is done, and its first call starts then); a call written ahead
+  starts when the child answers the call before it, i.e. when the parent reads
+  that answer. So the limit may start late by a reply's transit (the child
+  had started the call before the parent read the answer before it): tens of
+  microseconds, more when the parent is busy. It never starts before the call
+  could have: at the earliest when the call is written to an idle child, whose
+  wake-up to read it (microseconds) then counts. The slot greenlet enforces
+  the limit: a loop timer wakes it at the limit, it reads whatever the child
+  sent, and only if the answer has not begun to arrive does it kill the child.
+  So an answer the parent could read by then wins, and a call is never both
+  answered and timed out. (An answer sent in the microseconds between that
+  read and the kill is lost with the child; the call written behind it may
+  then have just begun, and runs again from the start in another child.) A
+  callback that waits in the slot greenlet (see *Callbacks*) delays that
+  child's limits as it delays its results.
+
+  The edges: a child that dies on its own before the limit fails its call
+  with :class:`ChildProcessDied`, as without a limit. :meth:`ProcessPool.shutdown`
+  lets running calls finish but keeps their limits, so a call past its limit
+  does not hold it up (the calls written behind it then fail with
+  :class:`PoolClosed`, as queued calls do at shutdown). After
+  :meth:`ProcessPool.terminate` (or a shutdown's own ``timeout``) a running
+  call fails with :class:`PoolClosed` as every running call does; a limit
+  passing meanwhile changes nothing. A child retiring after its last call
+  (``maxtasksperchild``) is cut off and replaced like any other. Cost: a call
+  without a limit takes no timer and no clock reading; while no call in
+  flight has a limit, each step of the pool checks one counter.
+
 * **Threads.** Every gevent object here belongs to the hub of the OS thread that
   created the pool (it must be the main thread's hub: libev watches children
   only on the default loop). :meth:`ProcessPool.submit`, :meth:`ProcessPool.shutdown`,
@@ -134,7 +178,8 @@ How it works
 
 * **Figures** for ``get_info``: ``processes`` (configured), ``size`` (children
   alive), ``busy`` (children with a call), ``pending`` (calls queued in the pool,
-  not yet written to a child), ``pids``.
+  not yet written to a child), ``pids``, ``timeouts`` (calls cut off by their
+  time limit).
 """
 from __future__ import annotations
 

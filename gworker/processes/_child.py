@@ -23,6 +23,7 @@ from ._wire import (
     K_ERR_EXIT,
     K_INIT_FAILED,
     K_OK,
+    K_READY,
     K_STOP,
     POLLIN,
     PROTOCOL,
@@ -144,6 +145,11 @@ def _serve_parent(sock: Any, initializer: Any, initargs: tuple, spin: float) -> 
         except BaseException:
             send(K_INIT_FAILED, traceback.format_exc().encode("utf-8", "replace"))
             return 1
+    # From now on calls run: the parent starts the clock of a time limit
+    # (``submit(timeout=)``) on a call it wrote to this child before it was
+    # ready only when it reads this, so neither the fork nor the initializer
+    # counts against the limit.
+    send(K_READY, b"")
 
     frames: Deque[Tuple[int, Any]] = deque()
     reader = FrameReader()

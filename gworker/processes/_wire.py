@@ -19,11 +19,14 @@ _HSIZE = HEADER.size
 K_CALL = 0  # payload: 4-byte length n, pickle of fn (n bytes), pickle of (args, kwargs, task id or None)
 K_STOP = 1  # no payload: finish and exit
 K_CALL_SPIN = 2  # as K_CALL; then, if no call is waiting, poll for one for up to `spin`
-# child -> parent
+# child -> parent: the answer to the oldest call not answered yet...
 K_OK = 0  # payload: pickle of the return value
 K_ERR = 1  # payload: pickle of (exception, traceback text)
-K_INIT_FAILED = 2  # payload: the initializer's traceback, utf-8
 K_ERR_EXIT = 3  # as K_ERR, and the child exits (SystemExit & co. in the call)
+# ... or, from K_CONTROL on, news of the child itself (no call answered)
+K_CONTROL = 4
+K_INIT_FAILED = 4  # payload: the initializer's traceback, utf-8; the child exits
+K_READY = 5  # no payload: the initializer (if any) is done; calls run from now on
 
 STOP_FRAME = HEADER.pack(0, K_STOP)
 POLLIN = 1  # select.POLLIN (select.poll itself is gone after monkey-patching)

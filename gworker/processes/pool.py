@@ -15,15 +15,17 @@ import gevent.os
 from gevent.hub import Waiter, get_hub, getcurrent
 
 from .._hubsafe import call_in_hub, in_hub_thread, os_thread_ident
+from ..limits import RunTimeout, check_timeout
 from ._child import child_main, flush_std_streams
 from ._registry import live_pids, parent_sockets, register_atexit
 from ._wire import (
     HEADER,
     K_CALL,
     K_CALL_SPIN,
+    K_CONTROL,
     K_ERR_EXIT,
-    K_INIT_FAILED,
     K_OK,
+    K_READY,
     RECV_SIZE,
     STOP_FRAME,
     FrameReader,
@@ -60,6 +62,7 @@ class _Child:
     __slots__ = (
         "sock", "fd", "pid", "calls", "nsent", "idle", "retiring", "exited", "exitcode",
         "waiter", "io_read", "io_write", "outbuf", "init_error", "busy_since",
+        "ready", "clocked", "deadline", "clock",
     )
 
     def __init__(self, sock: Any) -> None:
@@ -81,6 +84,16 @@ class _Child:
         # when the last read left it with calls to work on (None: it may have
         # been idle since): the start of the interval the next read times
         self.busy_since: Optional[float] = None
+        # It runs the calls it is given: set when it says so (K_READY, after
+        # its initializer), unset once it is on its way out.
+        self.ready = False
+        # The time limit of the call at the head of ``calls``, if it has one
+        # and has started (see ProcessPool._start_clock): that call, the
+        # monotonic time the limit passes, and a loop timer that wakes the
+        # slot greenlet then. All None otherwise.
+        self.clocked: Optional[_TimedResult] = None
+        self.deadline: Optional[float] = None
+        self.clock: Any = None
 
     def on_exit(self, watcher: Any) -> None:
         # libev child watcher callback (a raw hub callback): record and wake.
@@ -94,6 +107,27 @@ class _Child:
         waiter = self.waiter
         if waiter is not None:
             waiter.switch(None)
+
+
+class _TimedResult(ProcessResult):
+    """The result of a call with a time limit (``submit(timeout=)``): it holds
+    the limit, and keeps the pool's count of such calls in flight, which is
+    what lets calls without a limit skip every step of the feature."""
+
+    __slots__ = ("limit", "_pool")
+
+    def __init__(self, hub: Any, fn: Any, limit: float, pool: "ProcessPool") -> None:
+        ProcessResult.__init__(self, hub, fn)
+        self.limit = limit
+        self._pool: Optional[ProcessPool] = pool
+        pool._timed += 1
+
+    def settle(self, state: int, value: Any) -> None:
+        pool = self._pool
+        if pool is not None:
+            self._pool = None
+            pool._timed -= 1
+        ProcessResult.settle(self, state, value)
 
 
 _RUNNING, _CLOSING, _CLOSED = 0, 1, 2
@@ -206,6 +240,9 @@ class ProcessPool:
         # the time per call: decaying sums of timed seconds and calls (see _measure)
         self._timed_seconds = 0.0
         self._timed_calls = 0.0
+        # calls with a time limit submitted and not finished yet (see _TimedResult)
+        self._timed = 0
+        self._timeouts = 0
         register_atexit()
         self._slots = [gevent.spawn(self._run_slot, index) for index in range(self._processes)]
 
@@ -242,6 +279,13 @@ class ProcessPool:
         return [child.pid for child in self._children if not child.exited]
 
     @property
+    def timeouts(self) -> int:
+        """How many calls were cut off by their time limit (``submit(timeout=)``):
+        each failed with :class:`~gworker.RunTimeout`, and its child was killed
+        and replaced."""
+        return self._timeouts
+
+    @property
     def closed(self) -> bool:
         """True once :meth:`shutdown` or :meth:`terminate` was called."""
         return self._state != _RUNNING
@@ -252,31 +296,45 @@ class ProcessPool:
         )
 
     # -- submitting --------------------------------------------------------------
-    def submit(self, fn: Callable[..., Any], args: Any = (), kwargs: Optional[dict] = None) -> ProcessResult:
+    def submit(
+        self, fn: Callable[..., Any], args: Any = (), kwargs: Optional[dict] = None,
+        timeout: Optional[float] = None,
+    ) -> ProcessResult:
         """Run ``fn(*args, **kwargs)`` in a child; return its :class:`ProcessResult`.
 
         Never waits: the call goes to an idle child at once, or into the FIFO
         queue. A call that does not pickle gives a result that has already failed
         with :class:`TaskPickleError`. After :meth:`shutdown`, raises
-        :class:`PoolClosed`. Safe from another OS thread (handed to the pool's hub)."""
-        return self.submit_with_id(fn, args, kwargs, None)
+        :class:`PoolClosed`. Safe from another OS thread (handed to the pool's hub).
+
+        ``timeout`` (seconds, None for none) is the call's time limit, counted
+        from when it starts running in its child — time spent queued does not
+        count. A call still running at its limit fails with
+        :class:`~gworker.RunTimeout`; its child is killed and replaced, and the
+        calls that were waiting in that child go to other children (see "Time
+        limits" in :mod:`gworker.processes`). It is not a wait limit: for that,
+        ``result.get(timeout=)``."""
+        return self.submit_with_id(fn, args, kwargs, None, timeout)
 
     def submit_with_id(
-        self, fn: Callable[..., Any], args: Any, kwargs: Optional[dict], task_id: Any
+        self, fn: Callable[..., Any], args: Any, kwargs: Optional[dict], task_id: Any,
+        timeout: Optional[float] = None,
     ) -> ProcessResult:
         """:meth:`submit`; a ``task_id`` that is not None is passed to ``fn`` as
         the keyword ``_task_id`` (over any in ``kwargs``), added in the child:
         the supervisor's TT_MP tasks need no copy of their keywords per call."""
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         hub = self._hub
         if hub.thread_ident != os_thread_ident():
-            return call_in_hub(hub, self.submit_with_id, fn, args, kwargs, task_id)
+            return call_in_hub(hub, self.submit_with_id, fn, args, kwargs, task_id, timeout)
         if self._state != _RUNNING:
             raise PoolClosed("the process pool is shut down; %s was not submitted" % describe(fn))
         try:
             payload = call_payload(fn, args, kwargs, task_id)
         except Exception as exc:
             return failed_result(hub, fn, pickle_error("could not send %s to a child process" % describe(fn), exc))
-        result = ProcessResult(hub, fn)
+        result = ProcessResult(hub, fn) if timeout is None else _TimedResult(hub, fn, timeout, self)
         idle = self._idle
         while idle:
             child = idle.pop()
@@ -300,9 +358,11 @@ class ProcessPool:
         kwds: Optional[dict] = None,
         callback: Optional[Callable[[Any], Any]] = None,
         error_callback: Optional[Callable[[BaseException], Any]] = None,
+        timeout: Optional[float] = None,
     ) -> ProcessResult:
-        """``multiprocessing.Pool.apply_async`` look-alike over :meth:`submit`."""
-        result = self.submit(func, args, kwds)
+        """``multiprocessing.Pool.apply_async`` look-alike over :meth:`submit`
+        (``timeout``: the call's time limit, as in :meth:`submit`)."""
+        result = self.submit(func, args, kwds, timeout)
         if callback is not None or error_callback is not None:
 
             def dispatch(res: ProcessResult) -> None:
@@ -316,9 +376,13 @@ class ProcessPool:
             result.rawlink(dispatch)
         return result
 
-    def apply(self, func: Callable[..., Any], args: Any = (), kwds: Optional[dict] = None) -> Any:
-        """Run ``func`` in a child and return its value (waits cooperatively)."""
-        return self.submit(func, args, kwds).get()
+    def apply(
+        self, func: Callable[..., Any], args: Any = (), kwds: Optional[dict] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        """Run ``func`` in a child and return its value (waits cooperatively;
+        ``timeout``: the call's time limit, as in :meth:`submit`)."""
+        return self.submit(func, args, kwds, timeout).get()
 
     # -- stopping ----------------------------------------------------------------
     def shutdown(self, wait: bool = True, timeout: Optional[float] = None) -> None:
@@ -477,6 +541,10 @@ class ProcessPool:
             except BlockingIOError:
                 if child.exited:
                     return  # dead, and all it wrote is read
+                # Nothing more to read and no reply begun: if the running
+                # call is past its time limit, it has not answered in time.
+                if child.deadline is not None and reader.partial is None and self._past_limit(child):
+                    return  # cut off: killed, its calls settled or put back
                 self._wait(child)
                 continue
             except OSError:
@@ -493,6 +561,10 @@ class ProcessPool:
             self._refill(child)
             child.busy_since = now if child.calls else None
             if reader.partial is None and not child.exited:
+                if child.deadline is not None and not child.clock.active:
+                    # The time limit's timer fired while this greenlet was
+                    # busy (or early): read once more, then judge.
+                    continue
                 # All it sent so far is read: wait rather than ask again (a
                 # recv that would only say EAGAIN).
                 self._wait(child)
@@ -516,8 +588,13 @@ class ProcessPool:
                 timer.close()
 
     def _on_reply(self, child: _Child, kind: int, payload: Any) -> None:
-        if kind == K_INIT_FAILED:
-            child.init_error = bytes(payload).decode("utf-8", "replace")
+        if kind >= K_CONTROL:
+            if kind == K_READY:
+                child.ready = True
+                if self._timed:
+                    self._start_clock(child)  # a call written before it was ready starts now
+            else:  # K_INIT_FAILED
+                child.init_error = bytes(payload).decode("utf-8", "replace")
             return
         calls = child.calls
         if not calls:  # pragma: no cover - a protocol error
@@ -526,8 +603,13 @@ class ProcessPool:
         result = calls.popleft()[1]
         if kind == K_ERR_EXIT:
             child.retiring = True  # it is on its way out: give it nothing more
+            child.ready = False  # (nor does it start what it was given)
         elif not calls:
             self._refill(child)  # keep the child busy before settling the result
+        if self._timed:
+            # The child began its next call (written ahead) when it sent this
+            # reply: if that call has a time limit, it counts from now.
+            self._start_clock(child)
         if kind == K_OK:
             try:
                 value = loads(payload)
@@ -598,7 +680,12 @@ class ProcessPool:
 
     def _give(self, child: _Child, batch: List[Tuple[bytes, ProcessResult]]) -> None:
         """Write ``batch`` (``(frame, result)`` pairs) to ``child`` in one send."""
-        child.calls.extend(batch)
+        calls = child.calls
+        if self._timed and not calls:
+            calls.extend(batch)
+            self._start_clock(child)  # an idle child: its first call starts now
+        else:
+            calls.extend(batch)
         child.nsent += len(batch)
         if self._maxtasks is not None and child.nsent >= self._maxtasks:
             child.retiring = True  # it exits after this last call
@@ -649,6 +736,9 @@ class ProcessPool:
 
     def _bury(self, child: _Child) -> None:
         """The child's socket is done: make sure it exited, fail its call, clean up."""
+        child.ready = False
+        if child.clock is not None:
+            self._stop_clock(child)
         if child.idle:
             child.idle = False
             self._idle.remove(child)
@@ -686,15 +776,103 @@ class ProcessPool:
                 result.fail(ChildProcessDied(message, child.pid, child.exitcode))
             # The calls written after it never started (a child runs them in
             # order): they go back to the head of the queue.
-            if self._state == _RUNNING:
-                self._queue.extendleft(reversed(calls))
-                self._kick()
-            else:
-                for frame, result in calls:
-                    result.fail(PoolClosed("the process pool was shut down before %s started"
-                                            % describe(result.fn)))
+            self._put_back(calls)
         elif child.init_error and not child.retiring:
             log.error("gworker process pool: the initializer of child %d raised:\n%s", child.pid, child.init_error)
+
+    def _put_back(self, calls: Any) -> None:
+        """Calls written to a child that never started them: back to the head
+        of the queue, in their order (failed if the pool is closing)."""
+        if not calls:
+            return
+        if self._state == _RUNNING:
+            self._queue.extendleft(reversed(calls))
+            self._kick()
+        else:
+            for frame, result in calls:
+                result.fail(PoolClosed("the process pool was shut down before %s started"
+                                        % describe(result.fn)))
+
+    # -- time limits (submit(timeout=); see "Time limits" in the module docs) -------
+    def _start_clock(self, child: _Child) -> None:
+        """The call at the head of ``child``'s window has started, as far as the
+        parent can know (it was written to the child, idle and ready; or the
+        reply before it was read; or the child said it is ready): start its
+        time limit if it has one. Called only while some call has a limit."""
+        calls = child.calls
+        head = calls[0][1] if calls and child.ready else None
+        if head is child.clocked:
+            return  # its limit runs already (from when it started)
+        if child.clock is not None:
+            child.clock.close()
+            child.clock = None
+        if type(head) is _TimedResult:
+            child.clocked = head
+            child.deadline = monotonic() + head.limit
+            clock = child.clock = self._hub.loop.timer(head.limit)
+            clock.start(self._on_limit, child)
+        else:
+            child.clocked = None
+            child.deadline = None
+
+    def _stop_clock(self, child: _Child) -> None:
+        if child.clock is not None:
+            child.clock.close()
+        child.clock = child.clocked = child.deadline = None
+
+    def _on_limit(self, child: _Child) -> None:
+        # The limit's timer (a raw hub callback): wake the slot greenlet if it
+        # waits on the socket; otherwise it looks at the clock before it
+        # waits next (see _serve).
+        waiter = child.waiter
+        if waiter is not None:
+            waiter.switch(None)
+
+    def _past_limit(self, child: _Child) -> bool:
+        """In the slot greenlet, once a read found nothing more from ``child``
+        (so its running call has not answered): cut that call off if it is
+        past its time limit, and say so; otherwise make sure the timer will
+        wake the greenlet when it is."""
+        result = child.clocked
+        calls = child.calls
+        if result is None or not calls or calls[0][1] is not result:  # pragma: no cover - kept in step
+            self._stop_clock(child)
+            return False
+        left = child.deadline - monotonic()  # type: ignore[operator]  # (set with clocked)
+        if left > 0:
+            clock = child.clock
+            if not clock.active:
+                # libev counts a timer from the loop's time of this turn,
+                # which may lag behind: it fired early. Wait out the rest.
+                clock.close()
+                clock = child.clock = self._hub.loop.timer(left)
+                clock.start(self._on_limit, child)
+            return False
+        if self._terminating:
+            # terminate() or a timed-out shutdown is stopping the children:
+            # the call fails with PoolClosed like every other running call.
+            self._stop_clock(child)
+            return False
+        self._cut_off(child, result)
+        return True
+
+    def _cut_off(self, child: _Child, result: _TimedResult) -> None:
+        """Kill ``child``, whose running call ``result`` is past its time limit;
+        put the calls written after it back (they had not started); fail it
+        with RunTimeout. The slot greenlet then buries the child (reaps it)
+        and forks a replacement."""
+        self._stop_clock(child)
+        child.retiring = True  # give it nothing more
+        child.ready = False
+        try:
+            os.kill(child.pid, signal.SIGKILL)  # (not reaped yet: the pid is still its own)
+        except OSError:
+            pass
+        self._timeouts += 1
+        calls, child.calls = child.calls, deque()
+        calls.popleft()
+        self._put_back(calls)
+        result.fail(RunTimeout(result.limit, "process call %s" % describe(result.fn)))
 
     def _wait_exit(self, child: _Child, timeout: float) -> None:
         """Wait (cooperatively, at most ``timeout`` s) for the child watcher."""
