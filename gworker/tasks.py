@@ -368,8 +368,8 @@ class TaskRunner:
         task: Task = slot.holder
         task._begin()
         try:
-            limit = {} if task.timeout is None else {"timeout": task.timeout}  # (until the pool takes one)
-            result = self.supervisor.mp_pool.submit_with_id(task.target, task.args, task.kwargs, task.id, **limit)
+            result = self.supervisor.mp_pool.submit_with_id(task.target, task.args, task.kwargs, task.id,
+                                                            task.timeout)
         except Exception as exc:  # the pool was shut down meanwhile
             slot.pool.release(slot)
             self._registry.pop(task.id, None)

@@ -63,3 +63,27 @@ def sleep_then(seconds, value, **_kwargs):
 def echo_task(value, **_kwargs):
     """Return ``value``: a tiny put_task(tt=TT_MP) target (it takes ``_task_id``)."""
     return value
+
+
+class SlowQueueWorker(BackgroundQueueWorker):
+    """Sleeps (in its child) as long as the item says; returns the child's pid."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.results = []
+
+    @staticmethod
+    def run(seconds, *args, **kwargs):
+        time.sleep(seconds)
+        return seconds, os.getpid()
+
+    def process_result(self, result):
+        self.results.append(result)
+
+
+def fails_first(path, **_kwargs):
+    """Fails on its first call for ``path`` (a file marks that it was made), then returns "ok"."""
+    if not os.path.exists(path):
+        open(path, "w").close()
+        raise ValueError("first try")
+    return "ok"

@@ -489,3 +489,44 @@ def test_a_subclass_may_keep_a_timeout_and_retries_of_its_own(supervisor):
     assert w.done.wait(5)
     w.stop()
     assert w.errors == 0 and w.get_info()["timeout"] is None and (w.timeout, w.retries) == (0.01, 3)
+
+
+# -- runs in the process pool ---------------------------------------------------------------------
+@pytest.fixture
+def mp_supervisor():
+    sup = gworker.TaskSupervisor()
+    sup.start()
+    sup.create_mp_pool(processes=1)
+    yield sup
+    sup.stop(wait=10)
+
+
+def test_a_process_run_past_its_limit_has_its_child_replaced_and_the_next_item_runs(mp_supervisor):
+    from mp_workers import SlowQueueWorker
+
+    failures = Failures()
+    w = SlowQueueWorker(supervisor=mp_supervisor, timeout=0.3, on_error=failures)
+    w.start()
+    w.put_threadsafe(0)
+    wait_until(lambda: w.results)
+    first_pid = w.results[0][1]
+    w.put_threadsafe(30)  # past its limit: the child is killed
+    w.put_threadsafe(0)
+    wait_until(lambda: len(w.results) == 2, timeout=10)
+    w.stop()
+    assert len(failures.seen) == 1 and isinstance(failures.seen[0], RunTimeout)
+    assert w.results[1][1] != first_pid, "the next item ran in the child that replaced the killed one"
+    assert w.get_info()["timeouts"] == 1 and mp_supervisor.get_info().mp_pool["timeouts"] == 1
+
+
+def test_a_process_task_past_its_limit_fails_and_one_that_failed_is_retried(mp_supervisor, tmp_path,
+                                                                           logged_errors):
+    from mp_workers import fails_first, sleep_then
+
+    task = mp_supervisor.put_task(sleep_then, args=(30, "never"), tt=gworker.TT_MP, timeout=0.3)
+    with pytest.raises(RunTimeout):
+        task.wait(10)
+    assert task.is_failed()
+    task = mp_supervisor.put_task(fails_first, args=(str(tmp_path / "tried"),), tt=gworker.TT_MP,
+                                  retries=1, retry_delay=0.01)
+    assert task.wait(10) == "ok" and task.tries == 2

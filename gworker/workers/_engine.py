@@ -354,9 +354,8 @@ class Engine:
 
     def _invoke_process(self, pre: tuple, kw: Dict[str, Any]) -> Any:
         worker = self.worker
-        limit = {} if self.timeout is None else {"timeout": self.timeout}  # (until the pool takes one)
         result = self._supervisor.run_in_mp_pool(self.executor, pre + self.args, kw, worker.priority, worker,
-                                                 **limit)
+                                                 self.timeout)
         return worker.process_result(result)
 
     # -- limits: time limits and retries -----------------------------------------------------------
