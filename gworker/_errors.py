@@ -85,6 +85,17 @@ class FailureLog:
         logger.error(msg + "%s", *args, note, exc_info=exc)
         return True
 
+    def info(self, msg: str, *args: Any) -> bool:
+        """Log ``msg % args`` at INFO, if admitted (a burst per window: a
+        notice, not a failure, so repeats are not compared), with a note of
+        the records suppressed before it; True if it was logged."""
+        suppressed = self.admit()
+        if suppressed is None:
+            return False
+        note = " (%d more not logged)" % suppressed if suppressed else ""
+        logger.info(msg + "%s", *args, note)
+        return True
+
 
 def report(msg: str, *args: Any, exc: Optional[BaseException] = None,
            limit: Optional[FailureLog] = None) -> bool:

@@ -63,7 +63,7 @@ YIELD_EVERY = 0.004
 KNOWN_PARAMETERS = (
     "name", "func", "executor_func", "priority", "o", "on_error", "on_error_kwargs", "supervisor",
     "poll_delay", "loop", "daemon", "q", "queue", "e", "event", "i", "interval", "delay",
-    "delay_after", "delay_before", "precise",
+    "delay_after", "delay_before", "precise", "cron", "tz", "jitter", "misfire_grace",
 )
 
 #: How alike (difflib's ratio) an unknown keyword and a known one must be for
