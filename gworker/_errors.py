@@ -16,6 +16,9 @@ without a word. One ``FailureLog`` per source (a worker, a job, a stream), so
 that one noisy source cannot silence another; its memory stays constant
 however often the source fails.
 
+:meth:`FailureLog.info` lets notices through the same way, at INFO (an
+interval worker's runs skipped by ``misfire_grace``).
+
 Only the failure path touches it: a source makes its ``FailureLog`` at its
 first failure, and a call that succeeds costs nothing here.
 """

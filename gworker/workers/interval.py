@@ -61,6 +61,62 @@ Timing rules:
   of a millisecond, paid for with a busy CPU (and the run's pool slot) for
   that last stretch of every wait; other greenlets wait at most
   ``PRECISE_SPIN``. A triggered run never waits.
+
+Cron workers (``cron="*/5 * * * *"``, ``tz=``; see :mod:`gworker.cron` for the
+expression and what a wall time means on the days clocks change):
+
+* the first run is at the first cron time after ``start()`` — not at
+  ``start()``, as an interval worker's;
+* the times are the expression's, exactly (whole seconds of the zone's wall
+  clock): no grid, and never early (the entry is armed ``LEAD`` late, since
+  the heap fires up to ``LEAD`` early);
+* the heap waits in monotonic time, which the wall clock's steps (NTP, an
+  operator) do not move and which stops while the machine is suspended; so an
+  entry is never armed more than ``CRON_LOOK`` (60 s) ahead: a cron time
+  further off is waited for in looks at the wall clock, and a wake-up that
+  the wall clock says is early (it was set back) arms again. A cron worker is
+  never more than ``CRON_LOOK`` late after the wall clock jumps forward or the
+  machine wakes up (the run then is late, as after a busy hub: see below).
+  A wall clock set back (by more than ``CLOCK_STEP``, 1 s) is followed by an
+  expression whose hour field is ``*`` (its next time is the first after the
+  new time, as cron does for such jobs: an every-minute job does not pause
+  for as long as the step); any other keeps its next time, so that a time
+  that has run does not run again;
+* the rules of ``interval`` hold for its times: a run that overruns the next
+  cron time is followed at once by the next run, and a run that starts after
+  the next cron time (a busy hub, a suspended machine) stands for every time
+  it was late for — the next is the first cron time after its start; never a
+  burst;
+* ``delay_before``, ``precise``, ``trigger()`` work as for the other interval
+  workers; a cron worker never keeps its greenlet.
+
+Extras for every interval worker (``run.special``: a plain worker's start
+has none, and its runs look no further than that):
+
+* ``jitter=seconds`` — each scheduled run starts up to that much later than
+  its time, uniformly at random (the first too), so that a fleet started
+  together does not call a backend in the same millisecond. The next time is
+  still the schedule's, not the jittered start's. An interval worker's
+  jitter must be shorter than its interval (else a run could be pushed past
+  the next one's time); a cron worker's run is never pushed as far as the
+  cron time after its own (its jitter is drawn from up to that gap when the
+  gap is shorter); a delay worker's has no bound (its next time comes after
+  the run). A triggered run is not jittered.
+* ``misfire_grace=seconds`` — a scheduled run that would start more than that
+  after its planned time (its time, plus ``delay_before`` and jitter) is
+  skipped: the executor is not called, the skip is counted (``missed`` in
+  ``get_info()``) and logged at INFO on the ``gworker`` logger (a burst per
+  window, see :class:`gworker._errors.FailureLog`), and the schedule goes on
+  with its first time after now. Lateness includes the wait for a pool slot.
+  The times a late run stood for are not counted: only the run skipped is.
+  ``None`` (the default): a late run always runs.
+
+``get_info()`` of an interval worker adds ``next_run`` — when the next
+scheduled run is planned to start (wall clock, ``time.time()``): its time plus
+``delay_before`` plus its jitter; None while the worker is stopped, and while
+a run is pending or in progress (the next one is planned when it ends) —
+``cron`` and ``tz`` (the zone's name; None for a non-cron worker), ``jitter``,
+``misfire_grace`` and ``missed``.
 """
 from __future__ import annotations
 
@@ -121,6 +177,10 @@ PRECISE_SPIN = 0.00005
 #: for a cron time further off is a series of looks at the wall clock, each
 #: arming at most this far ahead (see the module docstring).
 CRON_LOOK = 60.0
+
+#: A look at the wall clock that comes this much earlier (seconds) than the
+#: wall clock said it would, when its entry was armed, finds the clock set back.
+CLOCK_STEP = 1.0
 
 #: What a special run's first look (:func:`_before_special`) returns for a
 #: run that misfire_grace skips.
@@ -323,8 +383,8 @@ class Special:
     is what it follows), ``fire`` (its cron time) and ``following`` (the cron
     time after that one)."""
 
-    __slots__ = ("cron", "jitter", "grace", "precise", "first", "checking", "planned", "wall_planned",
-                 "fire", "following")
+    __slots__ = ("cron", "jitter", "grace", "precise", "first", "planned", "wall_planned", "fire", "following",
+                 "look_at")
 
     def __init__(self, cron: Optional[CronSchedule], jitter: float, grace: Optional[float], precise: bool) -> None:
         self.cron = cron
@@ -333,12 +393,13 @@ class Special:
         self.precise = precise
         #: the first scheduled run of the start is still to come
         self.first = True
-        #: a cron worker's entry is armed for a look at the wall clock, not for a run
-        self.checking = False
         self.planned = monotonic()
         self.wall_planned = 0.0
         self.fire = 0.0
         self.following = 0.0
+        #: when (wall clock) a cron worker's entry is armed to fire: a look
+        #: that comes earlier than this found the clock set back
+        self.look_at = 0.0
 
 
 def _before_special(run: IntervalRun, special: Special, until: Optional[float]) -> Any:
@@ -445,14 +506,14 @@ def _arm_cron(run: IntervalRun, special: Special) -> None:
     clock CRON_LOOK from now if the start is further off. A run's entry is
     armed LEAD late, since the heap fires up to LEAD early and a cron run
     never starts before its time."""
-    now = monotonic()
-    wait = special.wall_planned - time.time()
+    now, wall = monotonic(), time.time()
+    wait = special.wall_planned - wall
     if wait > CRON_LOOK:
-        special.checking = True
         due = now + CRON_LOOK
+        special.look_at = wall + CRON_LOOK
     else:
-        special.checking = False
         special.planned = due = now + wait
+        special.look_at = special.wall_planned
         if special.precise:
             run.due_until = due
             due -= PRECISE_EARLY
@@ -473,8 +534,18 @@ def _cron_due(run: IntervalRun) -> None:
     if not run.active:
         return
     special: Special = run.special  # type: ignore[assignment]  # (a cron worker's)
-    wait = special.wall_planned - time.time()
-    if special.checking or wait > (PRECISE_EARLY + LEAD if special.precise else 0.0):
+    wall = time.time()
+    wait = special.wall_planned - wall
+    if wait > (PRECISE_EARLY + LEAD if special.precise else 0.0):
+        cron: CronSchedule = special.cron  # type: ignore[assignment]  # (a cron worker's)
+        if wall < special.look_at - CLOCK_STEP and cron.every_hour:
+            # The wall clock was set back. An expression that runs every hour
+            # follows it, as cron does (an every-minute job does not pause for
+            # as long as the step); any other keeps its time, so that a time
+            # that has run does not run again.
+            fire = cron.next_fire(wall - run.delay_before)
+            if fire < special.fire:
+                _plan_cron(run, special, fire)
         _arm_cron(run, special)
         return
     special.planned = planned = monotonic() + wait
