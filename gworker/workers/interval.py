@@ -107,8 +107,10 @@ has none, and its runs look no further than that):
   skipped: the executor is not called, the skip is counted (``missed`` in
   ``get_info()``) and logged at INFO on the ``gworker`` logger (a burst per
   window, see :class:`gworker._errors.FailureLog`), and the schedule goes on
-  with its first time after now. Lateness includes the wait for a pool slot.
-  The times a late run stood for are not counted: only the run skipped is.
+  with its first time after now. For a worker whose runs come from the timer
+  heap, lateness includes the wait for a pool slot (a worker that keeps its
+  greenlet takes its slot after this look). The times a late run stood for
+  are not counted: only the run skipped is.
   ``None`` (the default): a late run always runs.
 
 ``get_info()`` of an interval worker adds ``next_run`` — when the next
@@ -748,16 +750,21 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
                 until = None
                 if not triggered:
                     due = self._scheduled_time(run)
-                    if special is not None:
+                    if special is None:  # (a plain worker's one look at the extras, per run)
+                        wait = due - (PRECISE_EARLY if self.precise else LEAD) - monotonic()
+                        if wait > 0:
+                            self._sleep(run, hub, wait)
+                            triggered = run.again
+                    else:
                         due = _planned(special, due)
-                    wait = due - (PRECISE_EARLY if self.precise else LEAD) - monotonic()
-                    if wait > 0:
-                        self._sleep(run, hub, wait)
-                        triggered = run.again
-                    if special is not None and special.grace is not None and not triggered and run.active:
-                        now = monotonic()
-                        if now - special.planned > special.grace:  # too late: no call
-                            self._missed_run(None, now - special.planned, special)
+                        wait = due - (PRECISE_EARLY if self.precise else LEAD) - monotonic()
+                        if wait > 0:
+                            self._sleep(run, hub, wait)
+                            triggered = run.again
+                        late = monotonic() - due
+                        if special.grace is not None and late > special.grace and not triggered and run.active:
+                            self._missed_run(None, late, special)  # too late: no call
+                            now = monotonic()
                             _advance(run, now, now)
                             continue
                     if self.precise and not triggered:
