@@ -6,9 +6,12 @@ start/stop leaving nothing behind. (Jitter and misfire_grace of plain
 interval workers: tests/test_interval_worker.py.)"""
 import logging
 import math
+import os
+import subprocess
+import sys
 import time
 import types
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
 import gevent
@@ -103,6 +106,31 @@ def test_next_fire_takes_tzinfo_objects():
         2025, 3, 30, 2, 30, tzinfo=timezone.utc).timestamp()
     plus2 = timezone(timedelta(hours=2))
     assert CronSchedule("30 2 * * *", plus2).next_fire(after) == datetime(2025, 3, 30, 2, 30, tzinfo=plus2).timestamp()
+
+
+class _PytzLike(tzinfo):
+    """A tzinfo with pytz's localize/normalize (pytz itself is not a test dependency)."""
+
+    def utcoffset(self, dt):
+        return timedelta(hours=1)
+
+    def localize(self, dt):
+        return dt.replace(tzinfo=self)
+
+    def normalize(self, dt):
+        return dt
+
+
+def test_pytz_zones_are_refused():
+    with pytest.raises(TypeError, match="^tz: pytz zones are not supported"):
+        CronSchedule("0 12 * * *", _PytzLike())
+
+
+def test_importing_gworker_does_not_import_croniter():
+    code = "import sys, gworker; assert 'croniter' not in sys.modules, 'croniter imported'"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
 
 
 def test_the_local_zone_is_the_default(monkeypatch):
