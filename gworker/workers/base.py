@@ -200,8 +200,8 @@ class Worker:
         ``o`` are what the executor receives for this start (``worker.name`` and
         ``worker.o`` keep their values, as in atasker); ``_priority``, ``_loop``
         (and for interval workers ``_interval``, ``_delay``/``_delay_after``,
-        ``_delay_before``) override the initial parameters and stay
-        overridden. Starts the supervisor if needed. Thread-safe."""
+        ``_delay_before``, ``_cron``, ``_tz``, ``_jitter``, ``_misfire_grace``)
+        override the initial parameters and stay overridden. Starts the supervisor if needed. Thread-safe."""
         return self.supervisor.run_in_hub(self._start, args, kwargs)
 
     def _start(self, args: tuple, kwargs: Dict[str, Any]) -> bool:
