@@ -16,6 +16,9 @@ without a word. One ``FailureLog`` per source (a worker, a job, a stream), so
 that one noisy source cannot silence another; its memory stays constant
 however often the source fails.
 
+:meth:`FailureLog.info` lets notices through the same way, at INFO (an
+interval worker's runs skipped by ``misfire_grace``).
+
 Only the failure path touches it: a source makes its ``FailureLog`` at its
 first failure, and a call that succeeds costs nothing here.
 """
@@ -83,6 +86,17 @@ class FailureLog:
             return False
         note = " (%d similar failures not logged)" % suppressed if suppressed else ""
         logger.error(msg + "%s", *args, note, exc_info=exc)
+        return True
+
+    def info(self, msg: str, *args: Any) -> bool:
+        """Log ``msg % args`` at INFO, if admitted (a burst per window: a
+        notice, not a failure, so repeats are not compared), with a note of
+        the records suppressed before it; True if it was logged."""
+        suppressed = self.admit()
+        if suppressed is None:
+            return False
+        note = " (%d more not logged)" % suppressed if suppressed else ""
+        logger.info(msg + "%s", *args, note)
         return True
 
 

@@ -1,6 +1,8 @@
 """BackgroundIntervalWorker with sync executors: timing (interval, delay,
 delay_before), overrides, overruns, triggers, cost while idle, hub fairness,
-stopping, and the parameter checks."""
+stopping, jitter and misfire_grace, and the parameter checks. (Cron workers:
+tests/test_cron.py.)"""
+import logging
 import math
 import resource
 import time
@@ -789,3 +791,94 @@ def test_a_cancelled_timer_entry_does_not_fire(supervisor):
 def test_precise_must_be_a_bool():
     with pytest.raises(TypeError, match="precise"):
         BackgroundIntervalWorker(func=lambda **kw: None, interval=1, precise="yes")
+
+
+def test_jitter_delays_each_run_by_up_to_jitter_from_the_schedule(supervisor):
+    # Ten interval workers and five delay workers with jitter, six runs each.
+    # An interval worker's k-th run starts at start() + k * interval plus up to
+    # `jitter` — never early (but for the timer heap's LEAD), never later than
+    # that (plus a loaded hub's lateness), and not all alike; the jitter does
+    # not accumulate: the schedule is the interval's, not the jittered
+    # starts'. A delay worker's pause is `delay` plus up to `jitter`.
+    interval, delay, jitter = 0.05, 0.05, 0.03
+    timed = []
+    for i in range(10):
+        rec = Recorder()
+        timed.append((rec, BackgroundIntervalWorker(func=rec, interval=interval, jitter=jitter,
+                                                    supervisor=supervisor)))
+    paused = []
+    for i in range(5):
+        rec = Recorder()
+        paused.append((rec, BackgroundIntervalWorker(func=rec, delay=delay, jitter=jitter, supervisor=supervisor)))
+    origins = []
+    for rec, w in timed + paused:
+        origins.append(time.monotonic())
+        w.start()
+    wait_until(lambda: all(len(rec.starts) >= 6 for rec, _ in timed + paused), timeout=5)
+    for _, w in timed + paused:
+        w.stop()
+    offsets = [s - (t0 + k * interval) for (rec, _), t0 in zip(timed, origins) for k, s in enumerate(rec.starts[:6])]
+    assert min(offsets) >= -0.0006, "a run %.2f ms early" % (-min(offsets) * 1000)
+    assert max(offsets) <= jitter + 0.015, "a run %.1f ms late: %s" % (max(offsets) * 1000, ms(offsets))
+    assert max(offsets) - min(offsets) > jitter / 2, "the jitter is not spread: %s" % ms(offsets)
+    assert 0.15 < sum(1 for o in offsets if o > jitter / 2) / len(offsets) < 0.85, ms(offsets)
+    pauses = [p for rec, _ in paused for p in rec.end_to_start()[:5]]
+    assert min(pauses) >= delay - 0.0006 and max(pauses) <= delay + jitter + 0.015, ms(pauses)
+    assert max(pauses) - min(pauses) > jitter / 2, ms(pauses)
+
+
+def test_jitter_must_be_shorter_than_the_interval(supervisor):
+    with pytest.raises(ValueError, match=r"^jitter \(0.5 s\) must be shorter than interval \(0.5 s\)"):
+        BackgroundIntervalWorker(func=lambda **kw: None, interval=0.5, jitter=0.5, supervisor=supervisor)
+    # a delay worker's next time comes after its run: any jitter
+    w = BackgroundIntervalWorker(func=lambda **kw: None, delay=0.5, jitter=5, supervisor=supervisor)
+    assert w.get_info()["jitter"] == 5
+
+
+@pytest.mark.blocks_hub
+def test_misfire_grace_skips_a_late_run_and_counts_it(supervisor, caplog):
+    # The hub is held for five intervals. Without misfire_grace the run after
+    # it would come at once (it stands for the runs it missed); with it, that
+    # run is skipped — no call — counted and logged at INFO, and the next one
+    # is at the schedule's first time after the skip.
+    caplog.set_level(logging.INFO, logger="gworker")
+    starts = []
+    w = BackgroundIntervalWorker(func=lambda **kw: starts.append(time.monotonic()), interval=0.05,
+                                 misfire_grace=0.02, supervisor=supervisor)
+    w.start()
+    wait_until(lambda: len(starts) >= 2, timeout=2)
+    t0 = starts[0]
+    busy_until = time.monotonic() + 0.25
+    while time.monotonic() < busy_until:  # the hub's thread is busy (not a gevent wait)
+        pass
+    unblocked = time.monotonic()
+    wait_until(lambda: [s for s in starts if s > unblocked], timeout=2)
+    w.stop()
+    assert w.get_info()["missed"] >= 1
+    following = [s for s in starts if s > unblocked][0]
+    due = t0 + (math.floor((unblocked - t0) / 0.05) + 1) * 0.05  # the schedule's first time after the block
+    assert following >= due - 0.0006, "the late run was not skipped: a run %.1f ms after the block" % (
+        (following - unblocked) * 1000)
+    skips = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and "skipped the run" in r.getMessage()]
+    assert len(skips) == w.get_info()["missed"], skips
+    assert ("worker %s: skipped the run due at " % w.name) in skips[0] and "misfire_grace=0.02 s" in skips[0]
+
+
+def test_misfire_notices_are_rate_limited(supervisor, caplog):
+    # A worker whose runs are always late: a notice per skip for the first
+    # few, then silence (counted) for the rest of the window.
+    caplog.set_level(logging.INFO, logger="gworker")
+    starts = []
+    w = BackgroundIntervalWorker(func=lambda **kw: starts.append(1), interval=0.01, misfire_grace=0.003,
+                                 supervisor=supervisor)
+    w.start()
+    for _ in range(12):
+        wait_until(lambda: starts, timeout=2)
+        del starts[:]
+        busy_until = time.monotonic() + 0.02
+        while time.monotonic() < busy_until:  # two intervals late
+            pass
+    wait_until(lambda: w.get_info()["missed"] >= 12, timeout=2)
+    w.stop()
+    skips = [r for r in caplog.records if r.levelno == logging.INFO and "skipped the run" in r.getMessage()]
+    assert len(skips) == 5, "notices for %d skips: %d" % (w.get_info()["missed"], len(skips))

@@ -64,8 +64,8 @@ YIELD_EVERY = 0.004
 KNOWN_PARAMETERS = (
     "name", "func", "executor_func", "priority", "o", "on_error", "on_error_kwargs", "supervisor",
     "poll_delay", "loop", "daemon", "q", "queue", "e", "event", "i", "interval", "delay",
-    "delay_after", "delay_before", "precise", "timeout", "retries", "retry_delay", "retry_backoff",
-    "retry_max_delay", "retry_for",
+    "delay_after", "delay_before", "precise", "cron", "tz", "jitter", "misfire_grace", "timeout", "retries",
+    "retry_delay", "retry_backoff", "retry_max_delay", "retry_for",
 )
 
 #: How alike (difflib's ratio) an unknown keyword and a known one must be for
@@ -221,8 +221,8 @@ class Worker:
         ``o`` are what the executor receives for this start (``worker.name`` and
         ``worker.o`` keep their values, as in atasker); ``_priority``, ``_loop``
         (and for interval workers ``_interval``, ``_delay``/``_delay_after``,
-        ``_delay_before``) override the initial parameters and stay
-        overridden. Starts the supervisor if needed. Thread-safe."""
+        ``_delay_before``, ``_cron``, ``_tz``, ``_jitter``, ``_misfire_grace``)
+        override the initial parameters and stay overridden. Starts the supervisor if needed. Thread-safe."""
         return self.supervisor.run_in_hub(self._start, args, kwargs)
 
     def _start(self, args: tuple, kwargs: Dict[str, Any]) -> bool:

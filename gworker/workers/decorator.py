@@ -5,9 +5,10 @@ the decorated name becomes the worker. The keywords pick the class:
 
 * ``q`` / ``queue`` → :class:`BackgroundQueueWorker`
 * ``e`` / ``event`` → :class:`BackgroundEventWorker`
-* ``i`` / ``interval`` / ``delay`` / ``delay_after`` / ``delay_before`` →
-  :class:`BackgroundIntervalWorker` (``i`` is an alias of ``interval``,
-  ``delay_after`` of ``delay``)
+* ``i`` / ``interval`` / ``delay`` / ``delay_after`` / ``delay_before`` /
+  ``cron`` (and ``tz``, ``jitter``, ``misfire_grace``, which only interval
+  workers take) → :class:`BackgroundIntervalWorker` (``i`` is an alias of
+  ``interval``, ``delay_after`` of ``delay``)
 * an ``async def`` function → :class:`BackgroundAsyncWorker`
 * otherwise → :class:`BackgroundWorker`
 
@@ -27,6 +28,9 @@ from .queue import BackgroundQueueWorker
 
 __all__ = ["background_worker", "pick_worker_class"]
 
+#: The keywords that make the decorator pick an interval worker.
+_INTERVAL_KEYWORDS = ("interval", "delay", "delay_after", "delay_before", "cron", "tz", "jitter", "misfire_grace")
+
 
 def pick_worker_class(func: Callable[..., Any], kwargs: dict) -> type:
     """The worker class for ``func`` and the decorator's keywords."""
@@ -34,7 +38,7 @@ def pick_worker_class(func: Callable[..., Any], kwargs: dict) -> type:
         return BackgroundQueueWorker
     if kwargs.get("e") or kwargs.get("event"):
         return BackgroundEventWorker
-    if any(kwargs.get(k) is not None for k in ("interval", "delay", "delay_after", "delay_before")):
+    if any(kwargs.get(k) is not None for k in _INTERVAL_KEYWORDS):
         return BackgroundIntervalWorker
     if inspect.iscoroutinefunction(func):
         return BackgroundAsyncWorker

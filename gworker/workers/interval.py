@@ -61,24 +61,91 @@ Timing rules:
   of a millisecond, paid for with a busy CPU (and the run's pool slot) for
   that last stretch of every wait; other greenlets wait at most
   ``PRECISE_SPIN``. A triggered run never waits.
+
+Cron workers (``cron="*/5 * * * *"``, ``tz=``; see :mod:`gworker.cron` for the
+expression and what a wall time means on the days clocks change):
+
+* the first run is at the first cron time after ``start()`` — not at
+  ``start()``, as an interval worker's;
+* the times are the expression's, exactly (whole seconds of the zone's wall
+  clock): no grid, and never early (the entry is armed ``LEAD`` late, since
+  the heap fires up to ``LEAD`` early);
+* the heap waits in monotonic time, which the wall clock's steps (NTP, an
+  operator) do not move and which stops while the machine is suspended; so an
+  entry is never armed more than ``CRON_LOOK`` (60 s) ahead: a cron time
+  further off is waited for in looks at the wall clock, and a wake-up that
+  the wall clock says is early (it was set back) arms again. A cron worker is
+  never more than ``CRON_LOOK`` late after the wall clock jumps forward or the
+  machine wakes up (the run then is late, as after a busy hub: see below).
+  A wall clock set back (by more than ``CLOCK_STEP``, 1 s) is followed by an
+  expression whose hour field is ``*`` (its next time is the first after the
+  new time, as cron does for such jobs: an every-minute job does not pause
+  for as long as the step); any other keeps its next time, so that a time
+  that has run does not run again;
+* the rules of ``interval`` hold for its times: a run that overruns the next
+  cron time is followed at once by the next run, and a run that starts after
+  the next cron time (a busy hub, a suspended machine) stands for every time
+  it was late for — the next is the first cron time after its start; never a
+  burst;
+* ``delay_before``, ``precise``, ``trigger()`` work as for the other interval
+  workers; a cron worker never keeps its greenlet.
+
+Extras for every interval worker (``run.special``: a plain worker's start
+has none, and its runs look no further than that):
+
+* ``jitter=seconds`` — each scheduled run starts up to that much later than
+  its time, uniformly at random (the first too), so that a fleet started
+  together does not call a backend in the same millisecond. The next time is
+  still the schedule's, not the jittered start's. An interval worker's
+  jitter must be shorter than its interval (else a run could be pushed past
+  the next one's time); a cron worker's run is never pushed as far as the
+  cron time after its own (its jitter is drawn from up to that gap when the
+  gap is shorter); a delay worker's has no bound (its next time comes after
+  the run). A triggered run is not jittered.
+* ``misfire_grace=seconds`` — a scheduled run that would start more than that
+  after its planned time (its time, plus ``delay_before`` and jitter) is
+  skipped: the executor is not called, the skip is counted (``missed`` in
+  ``get_info()``) and logged at INFO on the ``gworker`` logger (a burst per
+  window, see :class:`gworker._errors.FailureLog`), and the schedule goes on
+  with its first time after now. For a worker whose runs come from the timer
+  heap, lateness includes the wait for a pool slot (a worker that keeps its
+  greenlet takes its slot after this look). The times a late run stood for
+  are not counted: only the run skipped is.
+  ``None`` (the default): a late run always runs.
+
+``get_info()`` of an interval worker adds ``next_run`` — when the next
+scheduled run is planned to start (wall clock, ``time.time()``): its time plus
+``delay_before`` plus its jitter; None while the worker is stopped, and while
+a run is pending or in progress (the next one is planned when it ends) —
+``cron`` and ``tz`` (the zone's name; None for a non-cron worker), ``jitter``,
+``misfire_grace`` and ``missed``.
 """
 from __future__ import annotations
 
 import math
+import time
+from datetime import datetime
+from random import random
 from time import monotonic
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import gevent
 from gevent import getcurrent
 from gevent.hub import Waiter, get_hub
 
 from .._checks import check_seconds
+from .._errors import FailureLog
 from .._timers import LEAD, TimerEntry
+from ..cron import CronSchedule, zone_name
 from ._engine import Engine
 from ._run import Halt
 from .event import BackgroundEventWorker, EventRun
 
-__all__ = ["BackgroundIntervalWorker", "PRECISE_EARLY", "PRECISE_SPIN", "KEEP_GREENLET", "ALIGN", "ALIGN_FROM"]
+if TYPE_CHECKING:
+    from datetime import tzinfo
+
+__all__ = ["BackgroundIntervalWorker", "PRECISE_EARLY", "PRECISE_SPIN", "KEEP_GREENLET", "ALIGN", "ALIGN_FROM",
+           "CRON_LOOK"]
 
 #: A worker whose runs are at most this many seconds apart keeps its greenlet
 #: between runs (see the module docstring).
@@ -106,6 +173,21 @@ ANCHOR_WITHIN = 0.001
 #: Other greenlets wait at most this long, once per run.
 PRECISE_SPIN = 0.00005
 
+#: A cron worker's timer entry is never armed further ahead than this
+#: (seconds): the heap waits in monotonic time, which a step of the wall
+#: clock does not move and a suspended machine does not advance, so a wait
+#: for a cron time further off is a series of looks at the wall clock, each
+#: arming at most this far ahead (see the module docstring).
+CRON_LOOK = 60.0
+
+#: A look at the wall clock that comes this much earlier (seconds) than the
+#: wall clock said it would, when its entry was armed, finds the clock set back.
+CLOCK_STEP = 1.0
+
+#: What a special run's first look (:func:`_before_special`) returns for a
+#: run that misfire_grace skips.
+_SKIP: Any = object()
+
 
 class IntervalRun(EventRun):
     """A start of an interval worker: the state of its schedule (``again``: a
@@ -116,7 +198,7 @@ class IntervalRun(EventRun):
     greenlet makes the call in :meth:`go` (see :mod:`gworker._runners`)."""
 
     __slots__ = ("tick", "running", "entry", "waiter", "anchor", "due_until", "due_scheduled", "engine",
-                 "worker", "grant", "period", "interval", "delay_before", "align")
+                 "worker", "grant", "period", "interval", "delay_before", "align", "special")
 
     def __init__(self, supervisor: Any) -> None:
         super().__init__(supervisor)
@@ -146,6 +228,9 @@ class IntervalRun(EventRun):
         self.delay_before = 0.0
         #: the grid its schedule starts on (ALIGN), or 0.0
         self.align = 0.0
+        #: the schedule's extras (cron, jitter, misfire_grace), or None for a
+        #: plain worker, whose runs never look further (see Special)
+        self.special: Optional[Special] = None
 
     def due(self) -> None:
         """The timer heap's call (a hub callback): only schedules (as
@@ -175,7 +260,11 @@ class IntervalRun(EventRun):
         called = False
         try:
             if self.anchor and self.due_scheduled:
+                # the first scheduled run of the start (every one, if special)
                 until = self._anchor(until)
+                if until is _SKIP:  # later than misfire_grace: no call, the schedule goes on
+                    _skip(self)
+                    return
             if until is not None:
                 until = _yield_until(self, until)
             if not self.active:
@@ -193,17 +282,21 @@ class IntervalRun(EventRun):
                 outcome = engine.call()
             entry: TimerEntry = self.entry  # type: ignore[assignment]  # (set at _launch)
             if entry[1] < 0:  # its seq: fired, not re-added (a triggered run leaves the schedule as it is)
-                interval = self.interval
-                if interval is not None and self.tick + interval + self.delay_before >= engine.ended:
-                    self.tick = tick = self.tick + interval  # on schedule (_advance's common case)
+                special = self.special
+                if special is None:  # (a plain worker's one look at the extras, per run)
+                    interval = self.interval
+                    if interval is not None and self.tick + interval + self.delay_before >= engine.ended:
+                        self.tick = tick = self.tick + interval  # on schedule (_advance's common case)
+                    else:
+                        tick = _advance(self, engine.started, engine.ended)  # type: ignore[arg-type]  # (the call just made set it)
+                    due = tick + self.delay_before
+                    if self.due_until is not None:  # precise
+                        self.due_until = due
+                        due -= PRECISE_EARLY
+                    # (the lane of the period: runs of one period come back in due order)
+                    self.supervisor.timers.readd(entry, due, self.period)  # type: ignore[arg-type]  # (set at _launch)
                 else:
-                    tick = _advance(self, engine.started, engine.ended)  # type: ignore[arg-type]  # (the call just made set it)
-                due = tick + self.delay_before
-                if self.due_until is not None:  # precise
-                    self.due_until = due
-                    due -= PRECISE_EARLY
-                # (the lane of the period: runs of one period come back in due order)
-                self.supervisor.timers.readd(entry, due, self.period)  # type: ignore[arg-type]  # (set at _launch)
+                    _rearm_special(self, special, engine)
         finally:
             self.runner = None
             if not called:
@@ -217,6 +310,9 @@ class IntervalRun(EventRun):
         # so (of the timer heap, the slot, the runner), the schedule starts
         # with it, as a kept loop's starts when the loop does (later than
         # ANCHOR_WITHIN, it keeps its origin).
+        special = self.special
+        if special is not None:
+            return _before_special(self, special, until)
         self.anchor = False
         if self.align:  # the schedule starts on the grid instead
             self.tick = _aligned(self.tick, self.align)
@@ -277,20 +373,219 @@ def _yield_until(run: IntervalRun, until: float) -> Optional[float]:
     return until
 
 
+class Special:
+    """What a start of a worker with ``cron``, ``jitter`` or ``misfire_grace``
+    keeps beyond the plain schedule: ``run.special`` (a plain worker's is
+    None, and its runs look no further than that). Made per start, for
+    such workers only.
+
+    Times: ``planned`` is when the next scheduled run is to start
+    (monotonic: the schedule's time, plus ``delay_before``, plus its jitter);
+    a cron worker's also ``wall_planned`` (the same on the wall clock, which
+    is what it follows), ``fire`` (its cron time) and ``following`` (the cron
+    time after that one)."""
+
+    __slots__ = ("cron", "jitter", "grace", "precise", "first", "planned", "wall_planned", "fire", "following",
+                 "look_at")
+
+    def __init__(self, cron: Optional[CronSchedule], jitter: float, grace: Optional[float], precise: bool) -> None:
+        self.cron = cron
+        self.jitter = jitter
+        self.grace = grace
+        self.precise = precise
+        #: the first scheduled run of the start is still to come
+        self.first = True
+        self.planned = monotonic()
+        self.wall_planned = 0.0
+        self.fire = 0.0
+        self.following = 0.0
+        #: when (wall clock) a cron worker's entry is armed to fire: a look
+        #: that comes earlier than this found the clock set back
+        self.look_at = 0.0
+
+
+def _before_special(run: IntervalRun, special: Special, until: Optional[float]) -> Any:
+    """A special worker's look before each scheduled run (go's ``_anchor``):
+    the first run's origin, as a plain worker's (not a cron worker's: its
+    times are the expression's), then misfire_grace. Returns ``until``, or
+    ``_SKIP`` for a run later than misfire_grace."""
+    if special.first:
+        special.first = False
+        if special.cron is None:
+            if run.align:
+                run.tick = _aligned(run.tick, run.align)
+            else:
+                start = monotonic() + (PRECISE_SPIN if until is not None else 0.0)
+                lead = special.planned - run.tick  # delay_before and this run's jitter
+                if _move_origin(run, start - lead):
+                    special.planned = start
+                    if until is not None:
+                        until = start
+    grace = special.grace
+    if grace is not None and monotonic() - special.planned > grace:
+        return _SKIP
+    return until
+
+
+def _skip(run: IntervalRun) -> None:
+    """A scheduled run later than misfire_grace: counted and logged, no call;
+    the schedule goes on to its first time after now (in go, which gives the
+    unused slot back)."""
+    if not run.active:
+        return
+    special: Special = run.special  # type: ignore[assignment]  # (only special runs skip)
+    worker: BackgroundIntervalWorker = run.worker  # type: ignore[assignment]  # (set at _launch)
+    now = monotonic()
+    if special.cron is not None:
+        worker._missed_run(special.wall_planned, now - special.planned, special)
+        _next_cron(run, special, time.time())
+    else:
+        worker._missed_run(None, now - special.planned, special)
+        _arm_special(run, special, _advance(run, now, now) + run.delay_before)
+
+
+def _rearm_special(run: IntervalRun, special: Special, engine: Engine) -> None:
+    """After a scheduled run of a special worker: its next time, by the plain
+    rules (a cron worker's, by the same rules on its own times)."""
+    if special.cron is not None:
+        _next_cron(run, special, time.time() - (monotonic() - engine.started))  # type: ignore[operator]  # (the call set it)
+        return
+    interval = run.interval
+    if interval is not None and run.tick + interval + run.delay_before >= engine.ended:
+        run.tick = tick = run.tick + interval
+    else:
+        tick = _advance(run, engine.started, engine.ended)  # type: ignore[arg-type]  # (the call set it)
+    _arm_special(run, special, tick + run.delay_before)
+
+
+def _planned(special: Special, due: float) -> float:
+    """``due`` plus a jitter drawn for it (a non-cron worker's): the planned start."""
+    if special.jitter:
+        due += random() * special.jitter
+    special.planned = due
+    return due
+
+
+def _arm_special(run: IntervalRun, special: Special, due: float) -> None:
+    """Re-add a non-cron special run's entry for the run due at ``due``."""
+    due = _planned(special, due)
+    if run.due_until is not None:  # precise
+        run.due_until = due
+        due -= PRECISE_EARLY
+    # (a jittered run comes back out of its lane's order: the heap, then)
+    run.supervisor.timers.readd(run.entry, due, None if special.jitter else run.period)  # type: ignore[arg-type]
+
+
+def _next_cron(run: IntervalRun, special: Special, started: float) -> None:
+    """Plan and arm a cron worker's next run after one that started (or was
+    skipped) at wall time ``started``: the cron time after the last one — or,
+    for a run that started after that (it stood for the times it was late
+    for), the first cron time after its start. One that has passed already
+    (the run overran it) is due at once."""
+    cron: CronSchedule = special.cron  # type: ignore[assignment]  # (a cron worker's)
+    fire = special.following
+    if fire + run.delay_before < started:
+        fire = cron.next_fire(started - run.delay_before)
+    _plan_cron(run, special, fire)
+    _arm_cron(run, special)
+
+
+def _plan_cron(run: IntervalRun, special: Special, fire: float) -> None:
+    """The cron time ``fire`` is the next run's: its planned start, with its
+    jitter — which never takes it as far as the cron time after it."""
+    cron: CronSchedule = special.cron  # type: ignore[assignment]  # (a cron worker's)
+    special.fire = fire
+    special.following = following = cron.next_fire(fire)
+    jitter = special.jitter
+    if jitter:
+        jitter = random() * min(jitter, following - fire)
+    special.wall_planned = fire + run.delay_before + jitter
+
+
+def _arm_cron(run: IntervalRun, special: Special) -> None:
+    """Arm a cron worker's entry: for its planned start (converted from the
+    wall clock to the heap's monotonic one now), or for a look at the wall
+    clock CRON_LOOK from now if the start is further off. A run's entry is
+    armed LEAD late, since the heap fires up to LEAD early and a cron run
+    never starts before its time."""
+    now, wall = monotonic(), time.time()
+    wait = special.wall_planned - wall
+    if wait > CRON_LOOK:
+        due = now + CRON_LOOK
+        special.look_at = wall + CRON_LOOK
+    else:
+        special.planned = due = now + wait
+        special.look_at = special.wall_planned
+        if special.precise:
+            run.due_until = due
+            due -= PRECISE_EARLY
+        else:
+            due += LEAD
+    entry = run.entry
+    if entry is None:
+        run.entry = run.schedule(run.supervisor.timers, due, _cron_due, run)
+    else:
+        run.supervisor.timers.readd(entry, due)
+
+
+def _cron_due(run: IntervalRun) -> None:
+    """A cron worker's entry fired (a hub callback): a look at the wall clock
+    first — not due yet (the entry was armed for a look, or the wall clock was
+    set back since) re-arms it; else the run is due, late by what the wall
+    clock says (a step forward, or a suspended machine, makes it so)."""
+    if not run.active:
+        return
+    special: Special = run.special  # type: ignore[assignment]  # (a cron worker's)
+    wall = time.time()
+    wait = special.wall_planned - wall
+    if wait > (PRECISE_EARLY + LEAD if special.precise else 0.0):
+        cron: CronSchedule = special.cron  # type: ignore[assignment]  # (a cron worker's)
+        if wall < special.look_at - CLOCK_STEP and cron.every_hour:
+            # The wall clock was set back. An expression that runs every hour
+            # follows it, as cron does (an every-minute job does not pause for
+            # as long as the step); any other keeps its time, so that a time
+            # that has run does not run again.
+            fire = cron.next_fire(wall - run.delay_before)
+            if fire < special.fire:
+                _plan_cron(run, special, fire)
+        _arm_cron(run, special)
+        return
+    special.planned = planned = monotonic() + wait
+    if special.precise:
+        run.due_until = planned
+    run.due()
+
+
 class BackgroundIntervalWorker(BackgroundEventWorker):
-    """Runs its executor on an interval or with a delay (see the module docstring).
+    """Runs its executor on an interval, with a delay, or on a cron schedule
+    (see the module docstring).
 
     A :class:`BackgroundEventWorker`, as in atasker: ``trigger()`` asks for an
     extra run, and ``get_event_obj()`` returns the event inherited from there
     (setting it asks for an extra run too). As in atasker, ``delay`` holds the interval
     (``interval`` if set, else the delay between runs); ``interval`` is None for
     a worker that pauses between runs, and ``delay_after`` (an alias of
-    ``delay`` as a keyword) is the pause, None for an interval worker.
+    ``delay`` as a keyword) is the pause, None for an interval worker. A cron
+    worker has neither (both None); its ``cron`` is the expression and ``tz``
+    the zone it reads it in.
     """
 
     holds_slot = True
     kind = "interval"
     _run: Optional[IntervalRun]  # type: ignore[assignment]  # (made by _new_run)
+
+    # The extras are class attributes until a worker is given one: a plain
+    # worker's instance carries none of them (tens of thousands of interval
+    # workers are a common case).
+    #: Each run starts up to this many seconds later than its time, uniformly
+    #: at random (None: none). Read at each start.
+    jitter: Optional[float] = None
+    #: A scheduled run that would start more than this many seconds after its
+    #: time is skipped (None: a late run always runs). Read at each start.
+    misfire_grace: Optional[float] = None
+    _schedule_cron: Optional[CronSchedule] = None
+    _missed = 0
+    _missed_log: Optional[FailureLog] = None
 
     def __init__(
         self,
@@ -300,35 +595,106 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         delay_before: Optional[float] = None,
         precise: bool = False,
         delay_after: Optional[float] = None,
+        cron: Optional[str] = None,
+        tz: Any = None,
+        jitter: Optional[float] = None,
+        misfire_grace: Optional[float] = None,
         **kwargs: Any,
     ) -> None:
         delay = _alias(delay, delay_after, "delay", "delay_after")
-        self.interval, self.delay_after = _check_timing(interval, delay, "interval", "delay")
+        if cron is not None:
+            _refuse_with_cron(interval, delay, "cron", "interval", "delay")
+            self._schedule_cron = _cron_schedule(cron, tz, "cron", "tz")
+            self.interval = self.delay_after = None
+        else:
+            if tz is not None:
+                raise ValueError("tz is the time zone of a cron schedule: give cron too")
+            self.interval, self.delay_after = _check_timing(interval, delay, "interval", "delay")
         self.delay_before = check_seconds(delay_before, "delay_before")
         if not isinstance(precise, bool):
             raise TypeError("precise must be True or False; got %r" % (precise,))
         self.precise = precise
+        jitter = _check_jitter(jitter, self.interval, "jitter", "interval")
+        if jitter is not None:
+            self.jitter = jitter
+        misfire_grace = _check_grace(misfire_grace, "misfire_grace")
+        if misfire_grace is not None:
+            self.misfire_grace = misfire_grace
         super().__init__(*args, **kwargs)
 
     def _apply_overrides(self, kwargs: Dict[str, Any]) -> None:
-        if "_interval" in kwargs or "_delay" in kwargs or "_delay_after" in kwargs:
-            interval = kwargs.get("_interval")
+        # Every value is checked before any is set: a bad override leaves the worker as it was.
+        interval, delay_after, cron = self.interval, self.delay_after, self._schedule_cron
+        timing = [k for k in ("_interval", "_delay", "_delay_after") if k in kwargs]
+        if timing:
+            if kwargs.get("_cron") is not None:
+                raise ValueError("_cron and %s can not be used together" % timing[0])
             delay = _alias(kwargs.get("_delay"), kwargs.get("_delay_after"), "_delay", "_delay_after")
-            self.interval, self.delay_after = _check_timing(interval, delay, "_interval", "_delay")
+            interval, delay_after = _check_timing(kwargs.get("_interval"), delay, "_interval", "_delay")
+            cron = None  # an interval or a delay makes a cron worker an interval worker
+        if "_cron" in kwargs:
+            if kwargs["_cron"] is None:  # not a cron worker (with neither interval nor delay: delay=1)
+                if cron is not None and not timing:
+                    interval, delay_after = None, 1
+                cron = None
+            else:
+                tz = kwargs["_tz"] if "_tz" in kwargs else (cron.tz if cron is not None else None)
+                cron = _cron_schedule(kwargs["_cron"], tz, "_cron", "_tz")
+                interval = delay_after = None
+        elif "_tz" in kwargs:
+            if cron is None:
+                raise ValueError("_tz is the time zone of a cron schedule: give _cron too")
+            cron = _cron_schedule(cron.expr, kwargs["_tz"], "_cron", "_tz")
+        delay_before = self.delay_before
         if "_delay_before" in kwargs:
-            self.delay_before = check_seconds(kwargs["_delay_before"], "_delay_before")
+            delay_before = check_seconds(kwargs["_delay_before"], "_delay_before")
+        jitter = self.jitter
+        if "_jitter" in kwargs:
+            jitter = check_seconds(kwargs["_jitter"], "_jitter")
+        _check_jitter(jitter, interval, "_jitter" if "_jitter" in kwargs else "jitter",
+                      "_interval" if "_interval" in kwargs else "interval")
+        grace = self.misfire_grace
+        if "_misfire_grace" in kwargs:
+            grace = _check_grace(kwargs["_misfire_grace"], "_misfire_grace")
+        self.interval, self.delay_after, self.delay_before = interval, delay_after, delay_before
+        if cron is not self._schedule_cron:
+            self._schedule_cron = cron
+        if jitter != self.jitter:
+            self.jitter = jitter
+        if grace != self.misfire_grace:
+            self.misfire_grace = grace
         super()._apply_overrides(kwargs)
+
+    @property
+    def cron(self) -> Optional[str]:
+        """The cron expression of a cron worker (as given), else None.
+        ``start(_cron=...)`` changes it (and makes any interval worker a cron
+        worker); ``start(_interval=...)`` or ``_delay`` makes a cron worker an
+        interval one."""
+        cron = self._schedule_cron
+        return cron.expr if cron is not None else None
+
+    @property
+    def tz(self) -> Optional["tzinfo"]:
+        """The time zone a cron worker reads its expression in (a ``tzinfo``:
+        the one named, or the local zone), else None. ``start(_tz=...)`` changes it."""
+        cron = self._schedule_cron
+        return cron.tz if cron is not None else None
 
     @property
     def delay(self) -> float:
         """The interval, as atasker's attribute holds it: ``interval`` if set,
-        else the pause between runs. Assigning sets whichever of the two the
-        worker uses (for the next start)."""
+        else the pause between runs (None for a cron worker). Assigning sets
+        whichever of the two the worker uses (for the next start); a cron
+        worker refuses it (``start(_delay=...)`` makes it a delay worker)."""
         return self.interval if self.interval is not None else self.delay_after  # type: ignore[return-value]
 
     @delay.setter
     def delay(self, value: float) -> None:
         value = check_seconds(value, "delay", allow_none=False)
+        if self._schedule_cron is not None:
+            raise ValueError("delay: worker %s runs on a cron schedule; start(_delay=...) makes it a"
+                             " delay worker" % self.name)
         if self.interval is not None:
             self.interval = value
         else:
@@ -342,10 +708,23 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         return self.interval if self.interval is not None else self.delay_after  # type: ignore[return-value]
 
     def _launch(self, run: IntervalRun, engine: Engine) -> None:  # type: ignore[override]
+        cron, jitter, grace = self._schedule_cron, self.jitter or 0.0, self.misfire_grace
+        if cron is not None or jitter or grace is not None:
+            run.special = Special(cron, jitter, grace, self.precise)
+        if cron is not None:
+            # Its first run is at the first cron time after start(); the heap,
+            # always (no cron time is ever a tenth of a second from the next).
+            run.interval, run.delay_before = None, self.delay_before or 0.0
+            run.engine, run.worker = engine, self
+            run.grant = run.go
+            run.anchor = True
+            _plan_cron(run, run.special, cron.next_fire(time.time()))  # type: ignore[arg-type]
+            _arm_cron(run, run.special)  # type: ignore[arg-type]
+            return
         run.period, run.interval, run.delay_before = self._period(), self.interval, self.delay_before or 0.0
         if run.period >= ALIGN_FROM and not self.precise:
             run.align = ALIGN
-        if run.period + run.delay_before <= KEEP_GREENLET:
+        if run.period + run.delay_before + jitter <= KEEP_GREENLET:
             run.spawn_loop(self._kept_loop, run, engine)
         else:
             run.engine, run.worker = engine, self
@@ -364,16 +743,30 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         # the hub was busy for longer (ANCHOR_WITHIN): the schedule then keeps
         # start() as its origin and catches up, rather than carrying the delay.
         _move_origin(run, monotonic() + (PRECISE_SPIN if self.precise else 0.0))
+        special = run.special  # (jitter, misfire_grace: a cron worker never keeps its greenlet)
         try:
             while run.active:
                 triggered = run.again
                 until = None
                 if not triggered:
                     due = self._scheduled_time(run)
-                    wait = due - (PRECISE_EARLY if self.precise else LEAD) - monotonic()
-                    if wait > 0:
-                        self._sleep(run, hub, wait)
-                        triggered = run.again
+                    if special is None:  # (a plain worker's one look at the extras, per run)
+                        wait = due - (PRECISE_EARLY if self.precise else LEAD) - monotonic()
+                        if wait > 0:
+                            self._sleep(run, hub, wait)
+                            triggered = run.again
+                    else:
+                        due = _planned(special, due)
+                        wait = due - (PRECISE_EARLY if self.precise else LEAD) - monotonic()
+                        if wait > 0:
+                            self._sleep(run, hub, wait)
+                            triggered = run.again
+                        late = monotonic() - due
+                        if special.grace is not None and late > special.grace and not triggered and run.active:
+                            self._missed_run(None, late, special)  # too late: no call
+                            now = monotonic()
+                            _advance(run, now, now)
+                            continue
                     if self.precise and not triggered:
                         until = _yield_until(run, due)
                     if not run.active:
@@ -413,6 +806,8 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
     def _schedule(self, run: IntervalRun) -> None:
         # The first scheduled run of a start: its entry, kept for the next ones.
         due = self._scheduled_time(run)
+        if run.special is not None:
+            due = _planned(run.special, due)
         if self.precise:
             run.due_until = due
             due -= PRECISE_EARLY
@@ -442,11 +837,57 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
             run.running = False
             run.end(self._finished)
 
+    # -- misfires ----------------------------------------------------------------------------------
+    def _missed_run(self, wall: Optional[float], late: float, special: Special) -> None:
+        """A scheduled run that ``misfire_grace`` skipped, ``late`` seconds
+        after its planned start (``wall``: that start on the wall clock, else
+        it is taken from ``late``): counted, and logged at INFO (a burst per
+        window, as failures are)."""
+        self._missed += 1
+        log = self._missed_log
+        if log is None:
+            log = self._missed_log = FailureLog()
+        if wall is None:
+            wall = time.time() - late
+        tz = self.tz
+        when = datetime.fromtimestamp(wall, tz) if tz is not None else datetime.fromtimestamp(wall).astimezone()
+        log.info("worker %s: skipped the run due at %s, %.3f s late (misfire_grace=%s s)",
+                 self.name, when.isoformat(timespec="milliseconds"), late, special.grace)
+
+    @property
+    def missed(self) -> int:
+        """How many scheduled runs ``misfire_grace`` skipped (over every start)."""
+        return self._missed
+
+    @property
+    def next_run(self) -> Optional[float]:
+        """When the next scheduled run is planned to start (wall clock,
+        ``time.time()`` seconds: its time, plus ``delay_before``, plus its
+        jitter); None while the worker is stopped, and while a run is pending
+        or in progress (the next one is planned when it ends)."""
+        run = self._run
+        if run is None or not run.active or run.running:
+            return None
+        special = run.special
+        if special is None:
+            due = run.tick + run.delay_before
+        elif special.cron is not None:
+            return special.wall_planned
+        else:
+            due = special.planned
+        return time.time() + (due - monotonic())
+
     def get_info(self) -> Dict[str, Any]:
         info = super().get_info()
         info["interval"] = self.interval
         info["delay"] = self.delay_after
         info["delay_before"] = self.delay_before
+        info["cron"] = self.cron
+        info["tz"] = zone_name(self.tz)
+        info["jitter"] = self.jitter
+        info["misfire_grace"] = self.misfire_grace
+        info["missed"] = self._missed
+        info["next_run"] = self.next_run
         return info
 
 
@@ -456,6 +897,35 @@ def _alias(value: Any, alias: Any, parameter: str, p_alias: str) -> Any:
     if value is not None:
         raise TypeError("give the delay as %s or %s, not both" % (parameter, p_alias))
     return alias
+
+
+def _refuse_with_cron(interval: Any, delay: Any, p_cron: str, p_interval: str, p_delay: str) -> None:
+    if interval is not None:
+        raise ValueError("%s and %s can not be used together" % (p_cron, p_interval))
+    if delay is not None:
+        raise ValueError("%s and %s can not be used together" % (p_cron, p_delay))
+
+
+def _cron_schedule(expr: Any, tz: Any, p_cron: str, p_tz: str) -> CronSchedule:
+    return CronSchedule(expr, tz, p_cron, p_tz)
+
+
+def _check_jitter(jitter: Any, interval: Optional[float], p_jitter: str, p_interval: str) -> Optional[float]:
+    # A jitter as long as the interval could push a run past the next one's
+    # time; a delay worker's next time comes after the run, so it has no bound.
+    jitter = check_seconds(jitter, p_jitter)
+    if jitter and interval is not None and jitter >= interval:
+        raise ValueError("%s (%r s) must be shorter than %s (%r s): a run must not be pushed past the next one's"
+                         " time" % (p_jitter, jitter, p_interval, interval))
+    return jitter
+
+
+def _check_grace(grace: Any, parameter: str) -> Optional[float]:
+    grace = check_seconds(grace, parameter)
+    if grace == 0:
+        raise ValueError("%s must be more than 0 seconds (every run starts a little after its time); got 0"
+                         % parameter)
+    return grace
 
 
 def _check_timing(interval: Any, delay: Any, p_interval: str, p_delay: str):
