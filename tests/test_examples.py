@@ -34,3 +34,12 @@ def test_async_workers():
     out = run_example("async_workers.py")
     assert out.returncode == 0, out.stderr
     assert "['stored 0', 'stored 1', 'stored 2']" in out.stdout
+
+
+def test_limits():
+    out = run_example("limits.py")
+    assert out.returncode == 0, out.stderr
+    assert "exported report after 2 tries" in out.stdout
+    assert "fetch calls: ['a', 'a', 'a', 'b', 'b', 'b']" in out.stdout
+    assert "each just after a whole second: True" in out.stdout
+    assert "retrying in" in out.stderr, "each retry is logged (at WARNING)"
