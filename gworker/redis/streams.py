@@ -532,7 +532,7 @@ class RedisStreamQueue:
         policy = self.retry_policy
         if exc is not None and not isinstance(exc, policy.retry_for):
             self._bury.append((entry_id, entry[1], deliveries, error,
-                               " (%s is not retried: retry_for)" % type(exc).__name__))
+                               " (%s is not in retry_for)" % type(exc).__name__))
             self._due = 0.0
             return
         if deliveries >= self.max_deliveries:
