@@ -23,14 +23,20 @@ def main():
     p.add_argument("--sleep", type=float, default=0.0, help="seconds each item takes")
     p.add_argument("--hold-after", type=int, default=-1,
                    help="after this many items, hang inside the next one (to be killed)")
+    p.add_argument("--fail-item", default=None,
+                   help="raise for this item (printing 'failed ITEM' first)")
+    p.add_argument("--retry-delay", type=float, default=1.0)
     a = p.parse_args()
 
     q = RedisStreamQueue(a.stream, a.group, url=a.url, claim_idle=a.claim_idle, count=a.count,
-                         block_ms=500, backoff_max=0.5)
+                         block_ms=500, backoff_max=0.5, retry_delay=a.retry_delay)
     out = open(a.out, "a", buffering=1)
     done = [0]
 
     def run(item, **kw):
+        if a.fail_item is not None and str(item) == a.fail_item:
+            print("failed %s" % item, flush=True)
+            raise RuntimeError("told to fail %s" % item)
         if 0 <= a.hold_after <= done[0]:
             print("holding %s" % item, flush=True)
             gevent.sleep(3600)
@@ -41,7 +47,8 @@ def main():
 
     sup = TaskSupervisor()
     sup.start()
-    worker = BackgroundQueueWorker(func=run, q=q, supervisor=sup)
+    quiet = (lambda: None) if a.fail_item is not None else None  # the failure is on purpose
+    worker = BackgroundQueueWorker(func=run, q=q, supervisor=sup, on_error=quiet)
     stopped = Event()
     gevent.signal_handler(signal.SIGTERM, stopped.set)
     worker.start()

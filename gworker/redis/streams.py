@@ -19,16 +19,41 @@ one *consumer* of that group.
   missing) and calls the executor once per item, in stream order.
 * Acknowledgement (``XACK``) only after the executor returned: at-least-once.
   Acks are collected and sent in the same round trip as the next read.
-* An executor that raises leaves its entry pending; its error text is kept in
-  the hash ``<stream>:errors:<group>``. Entries pending longer than
-  ``claim_idle`` seconds — failed ones, or those of a consumer that died — are
-  taken over with ``XAUTOCLAIM`` and run again; an entry already delivered
-  ``max_deliveries`` times is instead appended to the dead-letter stream with
-  its last error, and acknowledged.
-* Entries fetched in a batch but not yet run are kept owned (``XCLAIM
-  JUSTID`` every ``claim_idle / 2`` s) so that others do not take them while
-  this worker is busy, and handed back at ``stop()`` (made claimable at once,
-  their delivery count restored).
+* An executor that raises leaves its entry pending (its error text is kept in
+  the hash ``<stream>:errors:<group>``) and the entry is *retried* by this
+  consumer after a backoff wait — see below. Entries pending longer than
+  ``claim_idle`` seconds — those of a consumer that died — are taken over with
+  ``XAUTOCLAIM`` and run again; an entry already delivered ``max_deliveries``
+  times is instead appended to the dead-letter stream with its last error, and
+  acknowledged.
+* Entries fetched in a batch but not yet run, and failed entries waiting for
+  their retry, are kept owned (``XCLAIM JUSTID`` every ``claim_idle / 2`` s) so
+  that others do not take them while this worker is alive, and handed back at
+  ``stop()`` (made claimable at once).
+
+Retries of an entry
+-------------------
+The retry parameters are those of the workers' own retries
+(:mod:`gworker.limits`): after the entry's n-th delivery failed, it waits
+``retry_delay × retry_backoff^(n−1)`` s (capped at ``retry_max_delay``, plus up
+to a tenth at random), then this consumer claims it again (``XCLAIM``, which
+counts a delivery) and ``get()`` hands it out before the rest of the batch. An
+entry that failed with an exception outside ``retry_for``, or whose
+``max_deliveries``-th delivery failed, is dead-lettered at once instead.
+
+The wait holds up nothing: other entries keep flowing while a failed one
+waits, so a retried entry runs *out of stream order* (a worker's own
+``retries=`` retry in place instead, and keep the order). No greenlet waits per
+entry: the waiting entries are a heap of due times that ``get()`` looks at
+between two items; while the consumer is idle in ``XREADGROUP … BLOCK``, the
+read's timeout is cut to the next due time and a hub timer ends the read when
+that time comes (``CLIENT UNBLOCK`` from a second connection — Redis times a
+``BLOCK`` out only to about 100 ms; where the server denies ``CLIENT``, the
+retry is that much late). Meanwhile the entry stays pending in Redis, owned by
+this consumer: if the process dies, another consumer still reclaims it after
+``claim_idle`` (at-least-once). At ``stop()`` the waiting entries are handed
+back at once, their deliveries counted (each of those ran and failed); the
+consumer that claims one next runs it without the rest of the wait.
 * A lost connection is retried with capped exponential backoff (with jitter),
   logged; the worker never dies and never spins. While Redis is down, ``stop()``
   waits at most ``release_timeout`` s to send outstanding acks (the entries are
@@ -45,6 +70,7 @@ from __future__ import annotations
 
 import json
 import logging
+import heapq
 import os
 import random
 import socket as _socket
@@ -60,6 +86,7 @@ from .._deadline import Deadline
 from .._errors import FailureLog
 from .._gevent import get_hub_if_exists
 from .._hubsafe import MAIN_THREAD_IDENT, os_thread_ident, yield_to_hub
+from ..limits import RetryPolicy, retry_policy
 
 try:
     import redis
@@ -80,6 +107,10 @@ logger = logging.getLogger("gworker")
 
 _ThreadLocal = get_original("_thread", "_local")
 _os_sleep = get_original("time", "sleep")
+
+#: How much later than its timeout a ``BLOCK`` may end, in seconds: Redis
+#: times blocked clients out on its server clock, 10 Hz by default (``hz``).
+BLOCK_SLACK = 0.1
 
 #: Errors after which the connection is dropped and the call retried with backoff.
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -139,6 +170,19 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class _Waiting:
+    """A failed entry waiting for its retry: when it is due, when this consumer
+    last owned it (delivered or kept it; monotonic, after the reply), and how
+    many times it was delivered."""
+
+    __slots__ = ("due", "owned", "deliveries")
+
+    def __init__(self, due: float, owned: float, deliveries: int) -> None:
+        self.due = due
+        self.owned = owned
+        self.deliveries = deliveries
+
+
 class RedisStreamQueue:
     """A queue object for queue workers, backed by a Redis stream and consumer
     group (see the module docstring for the delivery guarantees).
@@ -150,11 +194,18 @@ class RedisStreamQueue:
       ``<host>:<pid>:<random>`` (made again in a forked child). One queue object
       feeds one worker at a time.
     - ``serializer``: any object with ``dumps`` and ``loads`` (default ``json``).
-    - ``claim_idle``: seconds an entry may stay pending (unacknowledged) before
-      another consumer — or this one — takes it over and runs it again. It must
-      exceed the longest run of one item.
+    - ``claim_idle``: seconds an entry may stay pending (unacknowledged) and
+      not kept owned before another consumer — or this one — takes it over and
+      runs it again. It must exceed the longest run of one item.
     - ``max_deliveries``: deliveries after which an entry is dead-lettered
       instead of being run again.
+    - ``retry_delay``, ``retry_backoff``, ``retry_max_delay``: the wait before
+      a failed entry is delivered again to this consumer, ``retry_delay ×
+      retry_backoff^(n−1)`` s after its n-th delivery failed, capped at
+      ``retry_max_delay`` (None: no cap), plus up to 10 % at random.
+    - ``retry_for``: the exception class, or tuple of them, whose failures are
+      retried (default: every ``Exception`` and :class:`gworker.RunTimeout`);
+      an entry that failed with anything else is dead-lettered at once.
     - ``dead_letter``: the dead-letter stream (default ``"<stream>:dead"``).
     - ``count``: entries fetched per read; ``block_ms``: the longest ``BLOCK``.
     - ``maxlen``: trim the stream to about this many entries on each ``XADD``
@@ -175,6 +226,10 @@ class RedisStreamQueue:
         serializer: Any = json,
         claim_idle: float = 60.0,
         max_deliveries: int = 5,
+        retry_delay: float = 1.0,
+        retry_backoff: float = 2.0,
+        retry_max_delay: Optional[float] = None,
+        retry_for: Any = None,
         dead_letter: Optional[str] = None,
         count: int = 100,
         block_ms: int = 2000,
@@ -201,6 +256,12 @@ class RedisStreamQueue:
                 raise ValueError("%s must be a positive integer; got %r" % (name, value))
         if maxlen is not None and (isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1):
             raise ValueError("maxlen must be a positive integer or None; got %r" % (maxlen,))
+        checked = retry_policy(1, retry_delay, retry_backoff, retry_max_delay, retry_for)
+        assert checked is not None
+        # The tries after the first are the deliveries after the first: the
+        # policy's retries_after(exc, n) is "n < max_deliveries and exc in retry_for".
+        policy = RetryPolicy(max_deliveries - 1, checked.delay, checked.backoff, checked.max_delay,
+                             checked.retry_for)
         self.stream = stream
         self.group = group
         self.url = url
@@ -210,6 +271,8 @@ class RedisStreamQueue:
         self._loads = serializer.loads
         self.claim_idle = float(claim_idle)
         self.max_deliveries = max_deliveries
+        #: the waits before a failed entry's next delivery, and the exceptions retried
+        self.retry_policy: RetryPolicy = policy
         self.dead_letter = dead_letter if dead_letter is not None else stream + ":dead"
         self.errors_key = "%s:errors:%s" % (stream, group)
         self.count = count
@@ -232,12 +295,21 @@ class RedisStreamQueue:
         self._i = 0
         self._batch_at = 0.0
         self._touch_at = float("inf")
-        self._current: Optional[bytes] = None
+        self._current: Optional[Tuple[bytes, Dict[bytes, bytes]]] = None  # the entry get() returned last
         self._acks: List[bytes] = []
         self._clear: List[bytes] = []
         self._errors: Dict[bytes, str] = {}
         self._retried: Dict[bytes, int] = {}  # entry id → deliveries, for entries delivered before
+        # failed entries waiting for their retry, owned by this consumer meanwhile
+        self._waiting: Dict[bytes, _Waiting] = {}
+        self._retry_heap: List[Tuple[float, bytes]] = []  # (due, entry id); stale pairs skipped
+        self._bury: List[Tuple[bytes, Any, int, str, str]] = []  # to dead-letter at the next round trip
+        self._due = float("inf")  # the earliest of _touch_at, the next retry, and now when _bury
+        self._reader_id: Optional[int] = None  # the reader connection's CLIENT ID
+        self._unblocks = True  # False once the server denied CLIENT ID / UNBLOCK
+        self._reading: Optional[int] = None  # the reader's id while it waits in XREADGROUP BLOCK
         self._recover = True
+        self._recover_from: Any = "-"  # where the next page of this consumer's pending list starts
         self._next_claim = 0.0
         self._claim_cursor: Any = "0-0"
         self._failures_in_row = 0
@@ -249,6 +321,7 @@ class RedisStreamQueue:
         self.failed = 0
         self.claimed = 0
         self.dead_lettered = 0
+        self.retried = 0
         self.reconnects = 0
 
     # -- connections --------------------------------------------------------------------------
@@ -275,7 +348,10 @@ class RedisStreamQueue:
             self._consumer = None
         self._batch, self._i, self._current = [], 0, None
         self._acks, self._clear, self._errors, self._retried = [], [], {}, {}
-        self._recover = True
+        self._waiting, self._retry_heap, self._bury = {}, [], []
+        self._touch_at = self._due = float("inf")
+        self._reader_id = self._reading = None
+        self._recover, self._recover_from = True, "-"
 
     def _make_client(self, connection_class: Any, socket_timeout: Optional[float]) -> redis.Redis:
         kwargs: Dict[str, Any] = {
@@ -391,68 +467,107 @@ class RedisStreamQueue:
     # -- the queue-object protocol (consumer side) ---------------------------------------------------
     def qsize(self) -> int:
         """Items fetched and not yet returned by ``get()``, which returns them
-        without waiting — 0 when the batch is due for its keep-alive round trip
-        (so the worker makes it parked, interruptible by ``stop()``).
-        :meth:`pending` and :meth:`lag` count in Redis."""
+        without waiting — 0 when a round trip is due first (a keep-alive, a retry
+        that came due, a dead letter to send), so that the worker makes it
+        parked, interruptible by ``stop()``. :meth:`pending` and :meth:`lag`
+        count in Redis; :attr:`waiting` the entries waiting for their retry."""
         n = len(self._batch) - self._i
-        if n and monotonic() >= self._touch_at:
+        if n and monotonic() >= self._due:
             return 0
         return n
 
     def get(self) -> Any:
-        """The next item, in stream order; waits through the hub (interruptible)."""
+        """The next item — a retried entry whose wait is over first, then the
+        batch in stream order; waits through the hub (interruptible)."""
         while True:
+            if monotonic() >= self._due:
+                self._guarded(self._chores)
+                continue
             i = self._i
             batch = self._batch
             if i < len(batch):
-                if monotonic() >= self._touch_at:
-                    self._guarded(self._touch)
-                    continue
                 self._i = i + 1
-                entry_id, fields = batch[i]
-                self._current = entry_id
+                entry = batch[i]
+                self._current = entry
                 try:
-                    return self._loads(fields[b"d"])
+                    return self._loads(entry[1][b"d"])
                 except Exception as exc:  # not ours, or corrupt: dead-letter it, never retry
                     self._current = None
-                    self._bury_undecodable(entry_id, fields, exc)
+                    self._bury_undecodable(entry[0], entry[1], exc)
                     continue
             self._guarded(self._fill)
 
     def ack(self, item: Any) -> None:
         """The executor returned for the item ``get()`` returned last: acknowledge
         it (sent with the next read, or at ``release()``)."""
-        entry_id = self._current
-        if entry_id is None:
+        entry = self._current
+        if entry is None:
             return
         self._current = None
+        entry_id = entry[0]
         self._acks.append(entry_id)
         if self._retried and entry_id in self._retried:
             del self._retried[entry_id]
             self._clear.append(entry_id)  # its error record, if any
         self.acked += 1
 
-    def fail(self, item: Any, exc: BaseException) -> None:
-        """The executor raised: leave the entry pending and keep its error text
-        (sent with the next round trip) for the dead-letter stream."""
-        entry_id = self._current
-        if entry_id is None:
+    def fail(self, item: Any, exc: Optional[BaseException]) -> None:
+        """The executor raised ``exc``: keep the entry's error text (sent with the
+        next round trip) and either schedule its retry — the entry stays pending,
+        owned by this consumer, and is delivered again after the policy's wait —
+        or, when ``exc`` is not in ``retry_for`` or this was its
+        ``max_deliveries``-th delivery, dead-letter it at the next round trip."""
+        entry = self._current
+        if entry is None:
             return
         self._current = None
-        self._retried.pop(entry_id, None)
-        self._errors[entry_id] = ("%s: %s" % (type(exc).__name__, exc))[:4000]
+        entry_id = entry[0]
         self.failed += 1
+        deliveries = self._retried.pop(entry_id, 1)
+        if exc is None:
+            error = "(no error given)"
+        else:
+            error = ("%s: %s" % (type(exc).__name__, exc))[:4000]
+        self._errors[entry_id] = error  # for whoever dead-letters it, if this consumer dies
+        policy = self.retry_policy
+        if exc is not None and not isinstance(exc, policy.retry_for):
+            self._bury.append((entry_id, entry[1], deliveries, error,
+                               " (%s is not in retry_for)" % type(exc).__name__))
+            self._due = 0.0
+            return
+        if deliveries >= self.max_deliveries:
+            self._bury.append((entry_id, entry[1], deliveries, error, ""))
+            self._due = 0.0
+            return
+        due = monotonic() + policy.wait(deliveries)
+        owned = self._batch_at  # when this consumer last claimed (or kept) it
+        self._waiting[entry_id] = _Waiting(due, owned, deliveries)
+        heapq.heappush(self._retry_heap, (due, entry_id))
+        self.retried += 1
+        if self._touch_at == float("inf"):
+            self._touch_at = owned + self._every
+        self._reschedule()
 
     def release(self) -> None:
-        """The worker stopped: send outstanding acks and error texts, and hand
-        back fetched entries not yet run (claimable at once, delivery count
-        restored). Tries for up to ``release_timeout`` s."""
-        rest = self._batch[self._i:]
+        """The worker stopped: send outstanding acks, error texts and dead
+        letters, and hand back the entries fetched but not run (their delivery
+        count restored) and those waiting for their retry (their deliveries
+        counted: each ran): claimable at once. Entries another consumer took
+        over meanwhile are left alone. Tries for up to ``release_timeout`` s."""
+        now = monotonic()
+        back = [(entry_id, self._retried.pop(entry_id, 1) - 1, self._batch_at)
+                for entry_id, _fields in self._batch[self._i:]]
+        back.extend((entry_id, w.deliveries, w.owned) for entry_id, w in self._waiting.items())
+        bury = self._bury
         self._batch, self._i, self._touch_at = [], 0, float("inf")
-        if monotonic() - self._batch_at > self._every:
-            rest = []  # possibly taken over by now: leave them to the claim scans
-        if not (rest or self._acks or self._clear or self._errors):
+        self._waiting, self._retry_heap, self._bury, self._due = {}, [], [], float("inf")
+        if not (back or bury or self._acks or self._clear or self._errors):
             return
+        # (retry count, min idle) → entry ids: the min idle keeps an entry that
+        # another consumer claimed meanwhile from being taken back
+        groups: Dict[Tuple[int, int], List[StreamIdT]] = {}
+        for entry_id, retrycount, owned in back:
+            groups.setdefault((retrycount, self._min_idle(now, owned)), []).append(entry_id)
         deadline = Deadline.after(self.release_timeout)
         failures = 0
         while True:
@@ -460,14 +575,15 @@ class RedisStreamQueue:
                 r = self._reader_client()
                 pipe = r.pipeline(transaction=False)
                 self._queue_flush(pipe)
-                by_count: Dict[int, List[StreamIdT]] = {}  # (entry ids, as bytes)
-                for entry_id, _fields in rest:
-                    by_count.setdefault(self._retried.pop(entry_id, 1), []).append(entry_id)
-                for deliveries, ids in by_count.items():
-                    pipe.xclaim(self.stream, self.group, self.consumer, 0, ids, idle=self._claim_ms,
-                                retrycount=deliveries - 1, justid=True)
+                for (retrycount, min_idle), ids in groups.items():
+                    pipe.xclaim(self.stream, self.group, self.consumer, min_idle, ids, idle=self._claim_ms,
+                                retrycount=retrycount, justid=True)
                 pipe.execute()
                 self._flushed()
+                groups = {}
+                if bury:
+                    self._dead_letter(r, bury)
+                    bury = []
                 self._io_ok()
                 return
             except CONNECTION_ERRORS as exc:
@@ -485,6 +601,11 @@ class RedisStreamQueue:
                 logger.warning("redis stream %s: release failed: %s", self.stream, exc)
                 self._recover = True
                 return
+
+    @property
+    def waiting(self) -> int:
+        """Failed entries waiting for their retry (pending, owned by this consumer)."""
+        return len(self._waiting)
 
     # -- in Redis -------------------------------------------------------------------------------------
     def pending(self) -> int:
@@ -542,7 +663,8 @@ class RedisStreamQueue:
                 raise
 
     def _drop_reader(self) -> None:
-        self._recover = True
+        self._recover, self._recover_from = True, "-"
+        self._reader_id = None
         r = self._reader
         if r is not None:
             try:
@@ -587,11 +709,120 @@ class RedisStreamQueue:
         self._batch = entries
         self._i = 0
         self._batch_at = now = monotonic()
-        self._touch_at = now + self._every
+        if entries:
+            self._touch_at = min(self._touch_at, now + self._every)
+            self._reschedule()
         self.delivered += len(entries)
+
+    def _reschedule(self) -> None:
+        """``_due``: the time of the next chore that get() must do first."""
+        due = self._touch_at
+        heap, waiting = self._retry_heap, self._waiting
+        while heap:
+            at, entry_id = heap[0]
+            w = waiting.get(entry_id)
+            if w is not None and w.due == at:
+                if at < due:
+                    due = at
+                break
+            heapq.heappop(heap)  # retried, handed back or taken over meanwhile
+        if self._bury:
+            due = 0.0
+        self._due = due
+
+    def _min_idle(self, now: float, owned: float) -> int:
+        """The MIN-IDLE (ms) of an XCLAIM of entries this consumer last owned at
+        ``owned``: their idle time is at least ``now - owned``, while one that
+        another consumer took over (idle for claim_idle first) has been idle
+        for less than ``now - owned - claim_idle``. Half claim_idle each way
+        spares clock differences."""
+        return max(0, int((now - owned - self.claim_idle / 2) * 1000))
+
+    def _chores(self, r: redis.Redis) -> None:
+        """What get() does before the next item when ``_due`` came: claim again
+        the entries whose retry wait is over (they go first), keep the rest of
+        the batch and the waiting entries owned (``XCLAIM JUSTID``: their idle
+        time reset, no delivery counted), send the acks and error texts
+        collected so far, and dead-letter the entries that failed for good."""
+        now = monotonic()
+        heap, waiting = self._retry_heap, self._waiting
+        due: List[Tuple[bytes, _Waiting]] = []
+        while heap and heap[0][0] <= now:
+            at, entry_id = heapq.heappop(heap)
+            w = waiting.get(entry_id)
+            if w is not None and w.due == at:
+                due.append((entry_id, w))
+        rest = self._batch[self._i:]
+        touch = now >= self._touch_at
+        touch_rest = bool(rest) and (touch or bool(due))  # retried entries go before a fresh rest
+        groups: Dict[float, List[bytes]] = {}
+        if touch:
+            for entry_id, w in waiting.items():
+                if w.due > now:
+                    groups.setdefault(w.owned, []).append(entry_id)
+        stream, group, consumer = self.stream, self.group, self.consumer
+        pipe = r.pipeline(transaction=False)
+        self._queue_flush(pipe)
+        flushes = len(pipe)
+        for entry_id, w in due:
+            pipe.xclaim(stream, group, consumer, self._min_idle(now, w.owned), [entry_id])
+        if touch_rest:
+            pipe.xclaim(stream, group, consumer, self._min_idle(now, self._batch_at),
+                        [e[0] for e in rest], justid=True)
+        for owned, ids in groups.items():
+            pipe.xclaim(stream, group, consumer, self._min_idle(now, owned), [i for i in ids], justid=True)
+        try:
+            replies = pipe.execute()[flushes:]
+        except BaseException:
+            for entry_id, w in due:  # due again at the next try
+                heapq.heappush(heap, (w.due, entry_id))
+            raise
+        at = monotonic()
+        self._flushed()
+        claimed, gone = [], []
+        for (entry_id, w), reply in zip(due, replies):
+            del waiting[entry_id]
+            if not reply:
+                continue  # acknowledged, or taken over by another consumer meanwhile
+            fields = reply[0][1]
+            if fields:
+                claimed.append((entry_id, fields))
+                self._retried[entry_id] = w.deliveries + 1
+            else:
+                gone.append(entry_id)  # deleted from the stream (Redis < 7): nothing to run
+        replies = replies[len(due):]
+        if touch_rest:
+            kept = set(replies[0])
+            rest = [e for e in rest if e[0] in kept]
+            replies = replies[1:]
+        for (owned, ids), reply in zip(groups.items(), replies):
+            kept = set(reply)
+            for entry_id in ids:
+                if entry_id in kept:
+                    waiting[entry_id].owned = at
+                else:
+                    del waiting[entry_id]  # taken over by another consumer meanwhile
+        if claimed or touch_rest:
+            self._batch = claimed + rest
+            self._i = 0
+            self._batch_at = at
+            self.delivered += len(claimed)
+        if touch:
+            self._touch_at = at + self._every if (rest or claimed or waiting) else float("inf")
+        elif claimed:
+            self._touch_at = min(self._touch_at, at + self._every)
+        if gone:
+            r.xack(stream, group, *gone)
+        if self._bury:
+            self._dead_letter(r, self._bury)
+            self._bury = []
+        self._reschedule()
 
     def _fill(self, r: redis.Redis) -> None:
         """Fetch the next batch: recovered, claimed, or new entries."""
+        if not self._waiting and self._touch_at != float("inf"):
+            self._touch_at = float("inf")  # the batch is done: nothing left to keep owned
+            self._reschedule()
         if not self._group_ready:
             self._ensure_group(r)
             self._group_ready = True
@@ -603,12 +834,30 @@ class RedisStreamQueue:
             self._claim(r)
             if self._batch:
                 return
-        block = int((self._next_claim - monotonic()) * 1000)
+        now = monotonic()
+        until_due = self._due - now
+        if until_due < 0.005:
+            # Too close for a BLOCK (see BLOCK_SLACK): wait here, then get() does
+            # what came due.
+            if until_due > 0:
+                gevent.sleep(until_due)
+            return
+        block = int(min(self._next_claim - now, until_due) * 1000)
         block = max(1, min(self.block_ms, block))
         pipe = r.pipeline(transaction=False)
         self._queue_flush(pipe)
         pipe.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=self.count, block=block)
-        reply = pipe.execute()[-1]
+        wake = None
+        if self._retry_heap and self._unblocks:
+            retry_in = self._retry_heap[0][0] - now
+            if retry_in < block / 1000.0 + BLOCK_SLACK:  # before the read would end
+                wake = self._wake_at(r, retry_in)
+        try:
+            reply = pipe.execute()[-1]
+        finally:
+            if wake is not None:
+                self._reading = None
+                wake.close()
         self._flushed()
         if reply:
             entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
@@ -619,10 +868,14 @@ class RedisStreamQueue:
         interrupted read or a lost connection) instead of waiting for them to idle."""
         pipe = r.pipeline(transaction=False)
         self._queue_flush(pipe)
-        pipe.xpending_range(self.stream, self.group, "-", "+", self.count, consumername=self.consumer)
+        pipe.xpending_range(self.stream, self.group, self._recover_from, "+", self.count,
+                            consumername=self.consumer)
         pending = pipe.execute()[-1]
         self._flushed()
         self._recover = len(pending) >= self.count  # more next time
+        self._recover_from = b"(" + pending[-1]["message_id"] if self._recover else "-"
+        # (entries waiting for their retry are this consumer's too, and stay waiting)
+        pending = [p for p in pending if p["message_id"] not in self._waiting]
         ids = [p["message_id"] for p in pending]
         if not ids:
             return
@@ -654,15 +907,18 @@ class RedisStreamQueue:
         errors = replies[-1]
         keep, dead, gone = [], [], []
         consumer = self.consumer
+        waiting = self._waiting
         for (entry_id, fields), pend, error in zip(entries, replies[:-1], errors):
             if not pend or _text(pend[0]["consumer"]) != consumer:
                 continue  # acknowledged or taken by another consumer meanwhile
+            if waiting and entry_id in waiting:
+                del waiting[entry_id]  # idle past claim_idle (its keep-alive came too late): runs now
             if not fields:
                 gone.append(entry_id)  # deleted from the stream: nothing to run
                 continue
             n = int(pend[0]["times_delivered"])
             if n > self.max_deliveries:
-                dead.append((entry_id, fields, n - 1, error))
+                dead.append((entry_id, fields, n - 1, error, ""))
             else:
                 keep.append((entry_id, fields))
                 self._retried[entry_id] = n
@@ -674,8 +930,10 @@ class RedisStreamQueue:
         self._set_batch(keep)
 
     def _dead_letter(self, r: redis.Redis, dead: List[Any]) -> None:
+        """Append each (entry id, fields, deliveries, error, note for the log)
+        to the dead-letter stream and acknowledge it."""
         pipe = r.pipeline(transaction=True)  # all or nothing: never acked without its dead letter
-        for entry_id, fields, attempts, error in dead:
+        for entry_id, fields, attempts, error, _note in dead:
             record = dict(fields)
             record[b"error"] = error if error is not None else b"(no error recorded)"
             record[b"source_id"] = entry_id
@@ -687,9 +945,9 @@ class RedisStreamQueue:
         pipe.hdel(self.errors_key, *[d[0] for d in dead])
         pipe.execute()
         self.dead_lettered += len(dead)
-        for entry_id, _fields, attempts, error in dead:
-            logger.warning("redis stream %s: entry %s dead-lettered to %s after %d deliveries: %s",
-                           self.stream, _text(entry_id), self.dead_letter, attempts,
+        for entry_id, _fields, attempts, error, note in dead:
+            logger.warning("redis stream %s: entry %s dead-lettered to %s after %d deliveries%s: %s",
+                           self.stream, _text(entry_id), self.dead_letter, attempts, note,
                            _text(error) if error is not None else "(no error recorded)")
 
     def _bury_undecodable(self, entry_id: bytes, fields: Dict[bytes, bytes], exc: BaseException) -> None:
@@ -697,24 +955,48 @@ class RedisStreamQueue:
         # entry stays pending and is claimed, and buried, later.
         error = "cannot decode: %s: %s" % (type(exc).__name__, exc)
         try:
-            self._dead_letter(self._reader_client(), [(entry_id, fields, 1, error)])
+            self._dead_letter(self._reader_client(), [(entry_id, fields, 1, error, "")])
         except CONNECTION_ERRORS:
             self._drop_reader()
 
-    def _touch(self, r: redis.Redis) -> None:
-        """Keep the rest of a long batch owned (reset its idle time without
-        counting a delivery) and send the acks collected so far."""
-        rest = self._batch[self._i:]
-        pipe = r.pipeline(transaction=False)
-        self._queue_flush(pipe)
-        pipe.xclaim(self.stream, self.group, self.consumer, max(0, int(self._every * 500)),
-                    [e[0] for e in rest], justid=True)
-        kept = set(pipe.execute()[-1])
-        self._flushed()
-        self._batch = [e for e in rest if e[0] in kept]
-        self._i = 0
-        self._batch_at = now = monotonic()
-        self._touch_at = now + self._every
+    def _wake_at(self, r: redis.Redis, delay: float) -> Any:
+        """A hub timer that ends the read about to wait in XREADGROUP BLOCK in
+        ``delay`` s, when the next retry is due; None when the server does not
+        let this consumer do that (then the read's own timeout ends it)."""
+        if self._reader_id is None:
+            try:
+                self._reader_id = int(r.client_id())
+            except redis.ResponseError as exc:
+                self._cannot_unblock(exc)
+                return None
+        self._reading = reader_id = self._reader_id
+        timer = gevent.get_hub().loop.timer(max(0.0, delay), ref=False)
+        timer.start(self._wake, reader_id)
+        return timer
+
+    def _wake(self, reader_id: int) -> None:
+        # in the hub: no I/O here
+        if self._reading == reader_id:
+            gevent.spawn(self._unblock, reader_id)
+
+    def _unblock(self, reader_id: int) -> None:
+        """End the reader's BLOCK as if it timed out (CLIENT UNBLOCK, from this
+        thread's other connection)."""
+        if self._reading != reader_id:
+            return  # the read ended meanwhile
+        try:
+            self._thread_client()[0].client_unblock(reader_id)
+        except redis.ResponseError as exc:
+            self._cannot_unblock(exc)
+        except Exception:
+            pass  # the read still ends at its own timeout
+
+    def _cannot_unblock(self, exc: BaseException) -> None:
+        if self._unblocks:
+            self._unblocks = False
+            logger.info("redis stream %s: CLIENT ID/UNBLOCK refused (%s): a retry that comes due"
+                        " while the consumer waits for entries runs up to ~0.1 s late",
+                        self.stream, exc)
 
     def __repr__(self) -> str:
         return "<RedisStreamQueue %s group=%s consumer=%s>" % (self.stream, self.group, self._consumer)
