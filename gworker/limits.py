@@ -153,6 +153,9 @@ def retry_policy(retries: Any = None, retry_delay: Any = None, retry_backoff: An
     None when there are no retries (``retries`` None or 0). A bad value raises
     ``TypeError``/``ValueError`` naming its parameter — the ``retry_*`` ones are
     checked even without retries, so a typo never waits for the first failure."""
+    if retries is None and retry_delay is None and retry_backoff is None and retry_max_delay is None \
+            and retry_for is None:
+        return None  # (the common case: nothing to check)
     if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)):
         raise TypeError("retries must be a whole number of retries; got %r" % (retries,))
     if retries is not None and retries < 0:

@@ -39,6 +39,7 @@ never look at the mode.
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 import sys
 import time
@@ -48,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 import gevent
 import gevent.queue
+from gevent.hub import Waiter
 
 from .._admission import HELD, Slot
 from .._errors import FailureLog, describe, logger, report
@@ -104,9 +106,7 @@ class Engine:
     __slots__ = (
         "worker", "executor", "args", "kw", "plain", "fast", "_kname", "_ko", "mode", "aloop", "slot", "_pool",
         "_supervisor", "_invoke", "_sync", "_spin_until", "_keep_errors", "_error", "_failures",
-        "runs", "errors", "started", "ended", "last_duration",
-        "run", "timeout", "retry_policy", "limited", "_what", "_cut", "_notes",
-        "retries", "failures", "timeouts", "overruns",
+        "runs", "errors", "started", "ended", "last_duration", "limits",
     )
 
     def __init__(self, worker: "Worker", executor: Callable[..., Any], args: tuple,
@@ -123,18 +123,12 @@ class Engine:
         self.aloop: Optional[Aloop] = None
         self.slot: Optional[Slot] = None
         self._pool = supervisor.thread_pool
-        #: the start's run (set by the worker once it is made: retries wait on it)
-        self.run: Optional[Run] = None
-        #: the time limit of a call (seconds) and the retry policy, or None
-        self.timeout: Optional[float] = worker._timeout
-        self.retry_policy = worker._retry_policy
-        self.limited = self.timeout is not None or self.retry_policy is not None
-        self._what = "worker %s" % worker.name
-        self._cut = False  # the call's own limit fired in it (set by _invoke_sync_limited)
-        #: the rate limit of the WARNING lines about retries and unenforced limits (made when needed)
-        self._notes: Optional[FailureLog] = previous._notes if previous is not None else None
+        #: the worker's time limit and retries, and what they counted; None
+        #: for a worker with neither (the common case pays for nothing here)
+        limits = self.limits = _Limits.of(worker, previous)
+        timeout = None if limits is None else limits.timeout
         #: a sync call (the executor, in the hub's thread): Engine._invoke_sync, or with a time limit
-        self._sync = Engine._invoke_sync if self.timeout is None else Engine._invoke_sync_limited
+        self._sync = Engine._invoke_sync if timeout is None else Engine._invoke_sync_limited
         if process:
             self.mode = "process"  # no _worker: the call crosses a process boundary
             self._invoke = Engine._invoke_process  # (a function: no bound method per start)
@@ -152,12 +146,12 @@ class Engine:
             else:
                 self.mode = "sync"
                 self._invoke = self._sync  # (a function: no bound method per start)
-        if self.mode == "async" and self.timeout is not None:
+        if self.mode == "async" and timeout is not None:
             self._invoke = Engine._invoke_async_limited
         self.kw = kw
         self.plain = not args and list(kw) == _PLAIN_KEYS and kw["_worker"] is worker
         #: call_held's own path: a plain executor called in the hub's thread, unlimited
-        self.fast = self.plain and self.mode.startswith("sync") and not self.limited
+        self.fast = self.plain and self.mode.startswith("sync") and limits is None
         self._kname, self._ko = kw["_name"], kw["o"]
         self._spin_until: Optional[float] = None
         self._keep_errors = keep_errors
@@ -168,10 +162,6 @@ class Engine:
         self.started: Optional[float] = previous.started if previous is not None else None
         self.ended = 0.0
         self.last_duration: Optional[float] = previous.last_duration if previous is not None else None
-        self.retries: int = previous.retries if previous is not None else 0
-        self.failures: int = previous.failures if previous is not None else 0
-        self.timeouts: int = previous.timeouts if previous is not None else 0
-        self.overruns: int = previous.overruns if previous is not None else 0
 
     # -- what the kinds may ask --------------------------------------------------------------------
     @property
@@ -184,7 +174,7 @@ class Engine:
     def batches(self) -> bool:
         """True if :meth:`batch` serves this engine: a plain executor started
         without arguments of its own, holding a slot per call, with no limits."""
-        return self.plain and self.slot is not None and not self.limited
+        return self.plain and self.slot is not None and self.limits is None
 
     @property
     def last_run(self) -> Optional[float]:
@@ -236,7 +226,7 @@ class Engine:
             if slot is not None and slot.state != HELD and not self._pool.try_acquire(slot):
                 self._pool.acquire(slot)  # (not parked: see _invoke_slot)
             return self.call_held()
-        if self.limited:
+        if self.limits is not None:
             return self._call_limited(pre)
         kw = self.kw
         kw["_task_id"] = next(call_ids)
@@ -286,7 +276,7 @@ class Engine:
         """:meth:`call` for an ``async def`` executor, awaited by a coroutine
         already running on the worker's aloop: the same keywords, stats and
         outcome, with no task, no greenlet switch and no loop wake-up per call."""
-        if self.limited:
+        if self.limits is not None:
             return await self._call_async_limited(pre)
         kw = self.kw
         kw["_task_id"] = task_id = next(call_ids)
@@ -332,13 +322,14 @@ class Engine:
         # A time limit: RunTimeout thrown into this greenlet at its first
         # switch past the limit (a call that never switches runs to its end:
         # see _tried). The limit covers the executor only, not admission.
-        limit = RunTimeout(self.timeout, self._what)
+        limits: _Limits = self.limits  # type: ignore[assignment]  # (this path is for limited engines)
+        limit = RunTimeout(limits.timeout, limits.what)
         limit.start()
         try:
             return Engine._invoke_sync(self, pre, kw)
         except RunTimeout as exc:
             if exc is limit:
-                self._cut = True
+                limits.cut = True
             raise
         finally:
             limit.close()
@@ -349,29 +340,32 @@ class Engine:
 
     def _invoke_async_limited(self, pre: tuple, kw: Dict[str, Any]) -> Any:
         # (the coroutine is cancelled at the limit: see gworker.limits.limit_async)
-        coro = limit_async(self.executor(*pre, *self.args, **kw), self.timeout, self._what)  # type: ignore[arg-type]
+        limits: _Limits = self.limits  # type: ignore[assignment]  # (this path is for limited engines)
+        coro = limit_async(self.executor(*pre, *self.args, **kw), limits.timeout, limits.what)  # type: ignore[arg-type]
         return self.aloop.run(coro)  # type: ignore[union-attr]
 
     def _invoke_process(self, pre: tuple, kw: Dict[str, Any]) -> Any:
         worker = self.worker
+        limits = self.limits
         result = self._supervisor.run_in_mp_pool(self.executor, pre + self.args, kw, worker.priority, worker,
-                                                 self.timeout)
+                                                 None if limits is None else limits.timeout)
         return worker.process_result(result)
 
     # -- limits: time limits and retries -----------------------------------------------------------
     def _call_limited(self, pre: tuple) -> Any:
         """:meth:`call` for an engine with a time limit or retries: each try
         as a call, and between two tries the policy's wait (see the module
-        docstring). The waits are the run's (:meth:`Run.pause`): ``stop()``
-        ends one, and the failure is then final."""
+        docstring). ``stop()`` ends a wait (:meth:`_Limits.pause`), and the
+        failure is then final."""
         kw = self.kw
+        limits: _Limits = self.limits  # type: ignore[assignment]  # (this path is for limited engines)
         tries = 0
         while True:
             tries += 1
             kw["_task_id"] = next(call_ids)
             self.runs += 1
             self.started = started = monotonic()
-            self._cut = False
+            limits.cut = False
             wait = None
             try:
                 return self._invoke(self, pre, kw)
@@ -382,24 +376,26 @@ class Engine:
                 failure = exc
             finally:
                 self._tried(started)
-            if not self.run.pause(wait):  # type: ignore[union-attr]  # (set at start)
+            if not limits.pause(wait):
                 return self._final(failure, tries)
 
     async def _call_async_limited(self, pre: tuple) -> Any:
         """:meth:`_call_limited` for a coroutine on the worker's aloop."""
         kw = self.kw
+        limits: _Limits = self.limits  # type: ignore[assignment]  # (this path is for limited engines)
         tries = 0
         while True:
             tries += 1
             kw["_task_id"] = next(call_ids)
             self.runs += 1
             self.started = started = monotonic()
+            limits.cut = False
             wait = None
             try:
                 coro = self.executor(*pre, *self.args, **kw)
-                if self.timeout is None:
+                if limits.timeout is None:
                     return await coro
-                return await limit_async(coro, self.timeout, self._what)
+                return await limit_async(coro, limits.timeout, limits.what)
             except (Exception, gevent.Timeout) as exc:
                 wait = self._try_failed(exc, tries)
                 if wait is None:
@@ -407,27 +403,26 @@ class Engine:
                 failure = exc
             finally:
                 self._tried(started)
-            if not await self.run.pause_async(wait):  # type: ignore[union-attr]  # (set at start)
+            if not await limits.pause_async(wait):
                 return self._final(failure, tries)
 
     def _try_failed(self, exc: BaseException, tries: int) -> Optional[float]:
         """A try failed with ``exc``: the wait before the next try, or None
         if the failure is final (no retries left, not one to retry, or the
         run stopped). A retry is counted and logged here."""
+        limits: _Limits = self.limits  # type: ignore[assignment]  # (this path is for limited engines)
         if isinstance(exc, RunTimeout):
-            self.timeouts += 1
-            self._cut = True
-        policy = self.retry_policy
-        run = self.run
+            limits.timeouts += 1
+            limits.cut = True
+        policy = limits.policy
+        run = limits.run
         if policy is None or run is None or not run.active or not policy.retries_after(exc, tries):
             return None
         self.errors += 1
-        self.retries += 1
+        limits.retries += 1
         wait = policy.wait(tries)
-        if self._notes is None:
-            self._notes = FailureLog()
-        if self._notes.admit(exc) is not None:
-            logger.warning("%s: run failed (%s), try %d of %d; retrying in %.3g s", self._what,
+        if limits.notes.admit(exc) is not None:
+            logger.warning("%s: run failed (%s), try %d of %d; retrying in %.3g s", limits.what,
                            describe(exc), tries, policy.retries + 1, wait)
         return wait
 
@@ -436,16 +431,15 @@ class Engine:
         call did not let be enforced (it ran past it without switching)."""
         self.ended = ended = monotonic()
         self.last_duration = duration = ended - started
-        limit = self.timeout
-        if limit is not None and duration > limit and not self._cut:
-            self.overruns += 1
-            if self._notes is None:
-                self._notes = FailureLog()
-            if self._notes.admit() is not None:
+        limits: _Limits = self.limits  # type: ignore[assignment]  # (this path is for limited engines)
+        limit = limits.timeout
+        if limit is not None and duration > limit and not limits.cut:
+            limits.overruns += 1
+            if limits.notes.admit() is not None:
                 logger.warning("%s: a run took %.3f s, past its time limit of %g s, which could not be"
                                " enforced: it did not switch to the hub (or swallowed RunTimeout)"
-                               " before it ended", self._what, duration, limit)
-        self._cut = False
+                               " before it ended", limits.what, duration, limit)
+        limits.cut = False
 
     def _final(self, exc: BaseException, tries: int) -> Any:
         """The failure ``exc`` of the last try is final (its run stopped
@@ -461,7 +455,6 @@ class Engine:
         on_error or the log; returns FAILED. ``tries``: how many calls this
         failure took (more than one after retries)."""
         self.errors += 1
-        self.failures += 1
         exc = sys.exc_info()[1]
         if self._keep_errors:
             self._error = exc
@@ -479,6 +472,27 @@ class Engine:
         else:
             report("worker %s: executor failed", worker.name, exc=exc, limit=self._failures)
         return FAILED
+
+    # -- what get_info() shows of the limits ------------------------------------------------------
+    @property
+    def retries(self) -> int:
+        """Calls made again after a failure (over every start)."""
+        return 0 if self.limits is None else self.limits.retries
+
+    @property
+    def failures(self) -> int:
+        """Runs that failed for good: every failed call but those retried."""
+        return self.errors - self.retries
+
+    @property
+    def timeouts(self) -> int:
+        """Calls cut off by their time limit (over every start)."""
+        return 0 if self.limits is None else self.limits.timeouts
+
+    @property
+    def overruns(self) -> int:
+        """Calls that ended past a time limit they did not let be enforced."""
+        return 0 if self.limits is None else self.limits.overruns
 
     def take_error(self) -> Optional[BaseException]:
         """The exception of the last :data:`FAILED` call (with ``keep_errors``),
@@ -547,6 +561,91 @@ class Engine:
         finally:
             pool.release(slot)
 
+
+
+class _Limits:
+    """A worker's time limit and retry policy, what they counted, and the
+    retry's wait in progress — made only for a worker with a ``timeout`` or
+    ``retries``, and carried from start to start (a plain worker's engine
+    holds None: its paths and its memory pay nothing for the feature)."""
+
+    __slots__ = ("timeout", "policy", "what", "run", "cut", "notes", "retries", "timeouts", "overruns", "_pause")
+
+    def __init__(self, timeout: Optional[float], policy: Any, what: str) -> None:
+        self.timeout = timeout
+        self.policy = policy
+        #: the worker, as the log records and RunTimeout name it
+        self.what = what
+        #: the current start's run (set at start: a retry's wait is the run's)
+        self.run: Optional[Run] = None
+        #: the call's own limit fired in it (set by _invoke_sync_limited, _try_failed)
+        self.cut = False
+        #: the rate limit of the WARNING lines about retries and unenforced limits
+        self.notes = FailureLog()
+        self.retries = 0
+        self.timeouts = 0
+        self.overruns = 0
+        self._pause: Any = None  # what a pause waits on: a Waiter, or (loop, future)
+
+    @classmethod
+    def of(cls, worker: "Worker", previous: Optional["Engine"]) -> Optional["_Limits"]:
+        """The limits of a start of ``worker`` (those of its previous start,
+        which carry their counts), or None if it has neither limit."""
+        if previous is not None and previous.limits is not None:
+            return previous.limits
+        timeout, policy = worker._timeout, worker._retry_policy
+        if timeout is None and policy is None:
+            return None
+        return cls(timeout, policy, "worker %s" % worker.name)
+
+    def pause(self, seconds: float) -> bool:
+        """A retry's wait, in the calling greenlet: True once ``seconds`` have
+        passed, False at once or as soon as the run stops (:meth:`end_pause`)."""
+        run = self.run
+        if run is None or not run.active:
+            return False
+        hub = run.supervisor.hub
+        waiter = self._pause = Waiter(hub)
+        timer = hub.loop.timer(seconds)
+        timer.start(waiter.switch, True)
+        try:
+            return bool(waiter.get())
+        finally:
+            self._pause = None
+            timer.close()
+
+    async def pause_async(self, seconds: float) -> bool:
+        """:meth:`pause` for a coroutine on an aloop (its loop waits, not a greenlet)."""
+        run = self.run
+        if run is None or not run.active:
+            return False
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        handle = loop.call_later(seconds, _settle, future, True)
+        self._pause = (loop, future)
+        try:
+            return bool(await future)
+        finally:
+            self._pause = None
+            handle.cancel()
+
+    def end_pause(self) -> None:
+        """The run stopped: a pause in progress ends (returns False). Called
+        in the hub's thread, where stop() runs."""
+        pause = self._pause
+        if pause is None:
+            return
+        if type(pause) is tuple:
+            loop, future = pause
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_settle, future, False)  # (wakes the loop's selector)
+        elif self.run is not None:
+            self.run.supervisor.hub.loop.run_callback(pause.switch, False)
+
+
+def _settle(future: Any, value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 #: gevent queue classes whose get() takes the oldest item of ``queue`` (a deque)

@@ -24,11 +24,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
-import asyncio
-
 from gevent import Greenlet, getcurrent
 from gevent.event import Event
-from gevent.hub import Waiter
 
 from .._hubsafe import interrupt
 
@@ -84,7 +81,7 @@ class Run:
     keeps the state of its schedule in a subclass (with slots of its own)."""
 
     __slots__ = ("active", "ended", "greenlet", "runner", "parked", "in_progress", "task",
-                 "supervisor", "_greenlets", "_entries", "_wakers", "_done", "_pause")
+                 "supervisor", "_greenlets", "_entries", "_wakers", "_done")
 
     def __init__(self, supervisor: "TaskSupervisor") -> None:
         self.active = True
@@ -106,7 +103,6 @@ class Run:
         self._entries: Any = None
         self._wakers: Any = None
         self._done: Optional[Event] = None  # made for the first who waits for the end
-        self._pause: Any = None  # what a pause() waits on: a Waiter, or (loop, future) for pause_async
         #: the worker's supervisor (whose hub runs the run; the greenlets'
         #: thread names come from it, see gworker._thread_names)
         self.supervisor = supervisor
@@ -169,51 +165,6 @@ class Run:
             return wait(*args)
         finally:
             self.parked = False
-
-    # -- pauses (a retry's wait) ----------------------------------------------------------------------
-    def pause(self, seconds: float) -> bool:
-        """Wait ``seconds`` cooperatively, in the calling greenlet; False at
-        once, or as soon as the run stops (:meth:`end_pause`), True once the
-        time has passed. One pause at a time per run (its calls are made one
-        at a time)."""
-        if not self.active:
-            return False
-        hub = self.supervisor.hub
-        waiter = self._pause = Waiter(hub)
-        timer = hub.loop.timer(seconds)
-        timer.start(waiter.switch, True)
-        try:
-            return bool(waiter.get())
-        finally:
-            self._pause = None
-            timer.close()
-
-    async def pause_async(self, seconds: float) -> bool:
-        """:meth:`pause` for a coroutine on an aloop (its loop waits, not a greenlet)."""
-        if not self.active:
-            return False
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        handle = loop.call_later(seconds, _settle, future, True)
-        self._pause = (loop, future)
-        try:
-            return bool(await future)
-        finally:
-            self._pause = None
-            handle.cancel()
-
-    def end_pause(self) -> None:
-        """The run stopped: a :meth:`pause` in progress ends (returns False).
-        Called in the hub's thread (stop() runs there)."""
-        pause = self._pause
-        if pause is None:
-            return
-        if type(pause) is tuple:
-            loop, future = pause
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(_settle, future, False)  # (wakes the loop's selector)
-        else:
-            self.supervisor.hub.loop.run_callback(pause.switch, False)
 
     # -- the end ------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -283,7 +234,3 @@ class Run:
             return []
         return interrupt(self.supervisor.hub, lambda: [glet for glet in glets if self.owns(glet)], timeout)
 
-
-def _settle(future: Any, value: bool) -> None:
-    if not future.done():
-        future.set_result(value)

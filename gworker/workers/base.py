@@ -178,11 +178,11 @@ class Worker:
         # The limits live under private names: a subclass written for atasker
         # may well keep a ``timeout`` or ``retries`` of its own.
         #: the time limit of each executor call (seconds), or None (see gworker.limits)
-        self._timeout = check_timeout(timeout)
+        self._timeout = None if timeout is None else check_timeout(timeout)
         #: how a failed call is retried (a :class:`~gworker.limits.RetryPolicy`), or None
         self._retry_policy = retry_policy(retries, retry_delay, retry_backoff, retry_max_delay, retry_for)
-        if not self.retries_runs and any(
-                v is not None for v in (retries, retry_delay, retry_backoff, retry_max_delay, retry_for)):
+        if not self.retries_runs and (retries is not None or retry_delay is not None or retry_backoff is not None
+                                      or retry_max_delay is not None or retry_for is not None):
             raise TypeError("retries: only queue workers (and tasks) retry a failed run; a %s's next run"
                             " is its retry" % type(self).__name__)
         #: how this start calls the executor (None until the first start)
@@ -240,7 +240,8 @@ class Worker:
                                        self._engine, self._keeps_errors())
         self.before_start()
         self._run = run = self._new_run()
-        engine.run = run
+        if engine.limits is not None:
+            engine.limits.run = run  # (a retry's wait is this run's)
         supervisor.register_worker(self)
         self._launch(run, engine)
         self.after_start()
@@ -281,7 +282,9 @@ class Worker:
         if run is not None and run.active:
             self.before_stop()
             run.active = False
-            run.end_pause()  # (a retry's wait ends: the failure is final)
+            engine = self._engine
+            if engine is not None and engine.limits is not None:
+                engine.limits.end_pause()  # (a retry's wait ends: the failure is final)
             self._stop_options(run, options)
             self.send_stop_events()
             self._halt(run)

@@ -614,15 +614,17 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         if not isinstance(precise, bool):
             raise TypeError("precise must be True or False; got %r" % (precise,))
         self.precise = precise
-        jitter = _check_jitter(jitter, self.interval, "jitter", "interval")
-        if jitter is not None:
-            self.jitter = jitter
-        misfire_grace = _check_grace(misfire_grace, "misfire_grace")
+        if jitter is not None:  # (else the class's default: no check, nothing stored)
+            jitter = _check_jitter(jitter, self.interval, "jitter", "interval")
+            if jitter is not None:
+                self.jitter = jitter
         if misfire_grace is not None:
-            self.misfire_grace = misfire_grace
+            self.misfire_grace = _check_grace(misfire_grace, "misfire_grace")
         super().__init__(*args, **kwargs)
 
     def _apply_overrides(self, kwargs: Dict[str, Any]) -> None:
+        if not kwargs:
+            return  # (the common start: nothing to override, nothing to check again)
         # Every value is checked before any is set: a bad override leaves the worker as it was.
         interval, delay_after, cron = self.interval, self.delay_after, self._schedule_cron
         timing = [k for k in ("_interval", "_delay", "_delay_after") if k in kwargs]
