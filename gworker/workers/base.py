@@ -36,7 +36,7 @@ import gevent
 from gevent.hub import getcurrent
 
 from ..aio import Aloop
-from ..limits import check_timeout, retry_policy
+from ..limits import RetryPolicy, check_timeout, retry_policy
 from ..priorities import TASK_NORMAL, check_priority
 from .._checks import check_seconds
 from .._deadline import Deadline
@@ -119,6 +119,10 @@ class Worker:
     #: A failed call is made again (``retries=``): queue workers only (an
     #: interval or event worker's next run is its retry).
     retries_runs = False
+    #: the time limit of each executor call (seconds), or None (see gworker.limits)
+    _timeout: Optional[float] = None
+    #: how a failed call is retried (a :class:`~gworker.limits.RetryPolicy`), or None
+    _retry_policy: Optional[RetryPolicy] = None
     #: The kind's name in ``get_info()``.
     kind = "worker"
 
@@ -175,12 +179,15 @@ class Worker:
         self.supervisor = supervisor_or_default(supervisor)
         self._poll_delay = check_seconds(poll_delay, "poll_delay")
         self.loop = _check_loop(loop, "loop")
-        # The limits live under private names: a subclass written for atasker
-        # may well keep a ``timeout`` or ``retries`` of its own.
-        #: the time limit of each executor call (seconds), or None (see gworker.limits)
-        self._timeout = None if timeout is None else check_timeout(timeout)
-        #: how a failed call is retried (a :class:`~gworker.limits.RetryPolicy`), or None
-        self._retry_policy = retry_policy(retries, retry_delay, retry_backoff, retry_max_delay, retry_for)
+        # The limits live under private names (a subclass written for atasker
+        # may well keep a ``timeout`` or ``retries`` of its own), and on the
+        # instance only when given (else the class's None: tens of thousands
+        # of interval workers carry nothing for them).
+        if timeout is not None:
+            self._timeout = check_timeout(timeout)
+        policy = retry_policy(retries, retry_delay, retry_backoff, retry_max_delay, retry_for)
+        if policy is not None:
+            self._retry_policy = policy
         if not self.retries_runs and (retries is not None or retry_delay is not None or retry_backoff is not None
                                       or retry_max_delay is not None or retry_for is not None):
             raise TypeError("retries: only queue workers (and tasks) retry a failed run; a %s's next run"
