@@ -490,3 +490,24 @@ def test_the_decorator_makes_cron_workers(supervisor):
         gworker.background_worker(cron="* * * * *", i=1, supervisor=supervisor)(lambda **kw: None)
     with pytest.raises(ValueError, match="^tz is the time zone of a cron schedule"):
         gworker.background_worker(tz="UTC", supervisor=supervisor)(lambda **kw: None)
+
+
+def test_a_subclass_may_keep_a_tz_of_its_own(supervisor):
+    # atasker code: an interval worker that keeps the zone of its reports
+    class Report(BackgroundIntervalWorker):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.tz = "Europe/Paris"  # its own, not gworker's
+            self.cron = "not a cron expression"
+
+        def run(self, **kwargs):
+            self.ran.set()
+
+    w = Report(interval=5, supervisor=supervisor)
+    w.ran = Event()
+    w.start()
+    assert w.ran.wait(5)
+    info = w.get_info()
+    w.stop()
+    assert (info["cron"], info["tz"], info["interval"]) == (None, None, 5)
+    assert (w.tz, w.cron) == ("Europe/Paris", "not a cron expression")

@@ -583,6 +583,12 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
     #: A scheduled run that would start more than this many seconds after its
     #: time is skipped (None: a late run always runs). Read at each start.
     misfire_grace: Optional[float] = None
+    #: The cron expression of a cron worker (as given), else None; and the
+    #: time zone it is read in (a ``tzinfo``). Plain attributes, shown for the
+    #: worker's schedule (``_schedule_cron`` is what runs): a subclass written
+    #: for atasker may keep a ``tz`` or a ``cron`` of its own without harm.
+    cron: Optional[str] = None
+    tz: Optional["tzinfo"] = None
     _schedule_cron: Optional[CronSchedule] = None
     _missed = 0
     _missed_log: Optional[FailureLog] = None
@@ -604,7 +610,7 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         delay = _alias(delay, delay_after, "delay", "delay_after")
         if cron is not None:
             _refuse_with_cron(interval, delay, "cron", "interval", "delay")
-            self._schedule_cron = _cron_schedule(cron, tz, "cron", "tz")
+            self._set_cron(_cron_schedule(cron, tz, "cron", "tz"))
             self.interval = self.delay_after = None
         else:
             if tz is not None:
@@ -660,28 +666,21 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
             grace = _check_grace(kwargs["_misfire_grace"], "_misfire_grace")
         self.interval, self.delay_after, self.delay_before = interval, delay_after, delay_before
         if cron is not self._schedule_cron:
-            self._schedule_cron = cron
+            self._set_cron(cron)
         if jitter != self.jitter:
             self.jitter = jitter
         if grace != self.misfire_grace:
             self.misfire_grace = grace
         super()._apply_overrides(kwargs)
 
-    @property
-    def cron(self) -> Optional[str]:
-        """The cron expression of a cron worker (as given), else None.
-        ``start(_cron=...)`` changes it (and makes any interval worker a cron
-        worker); ``start(_interval=...)`` or ``_delay`` makes a cron worker an
-        interval one."""
-        cron = self._schedule_cron
-        return cron.expr if cron is not None else None
-
-    @property
-    def tz(self) -> Optional["tzinfo"]:
-        """The time zone a cron worker reads its expression in (a ``tzinfo``:
-        the one named, or the local zone), else None. ``start(_tz=...)`` changes it."""
-        cron = self._schedule_cron
-        return cron.tz if cron is not None else None
+    def _set_cron(self, cron: Optional[CronSchedule]) -> None:
+        """Make ``cron`` the worker's schedule (None: not a cron worker), and
+        its ``cron``/``tz`` attributes say so."""
+        self._schedule_cron = cron
+        if cron is not None:
+            self.cron, self.tz = cron.expr, cron.tz
+        elif "cron" in self.__dict__ or "tz" in self.__dict__:
+            self.cron = self.tz = None
 
     @property
     def delay(self) -> float:
@@ -851,18 +850,12 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
             log = self._missed_log = FailureLog()
         if wall is None:
             wall = time.time() - late
-        tz = self.tz
+        tz = self._schedule_cron.tz if self._schedule_cron is not None else None
         when = datetime.fromtimestamp(wall, tz) if tz is not None else datetime.fromtimestamp(wall).astimezone()
         log.info("worker %s: skipped the run due at %s, %.3f s late (misfire_grace=%s s)",
                  self.name, when.isoformat(timespec="milliseconds"), late, special.grace)
 
-    @property
-    def missed(self) -> int:
-        """How many scheduled runs ``misfire_grace`` skipped (over every start)."""
-        return self._missed
-
-    @property
-    def next_run(self) -> Optional[float]:
+    def _next_run(self) -> Optional[float]:
         """When the next scheduled run is planned to start (wall clock,
         ``time.time()`` seconds: its time, plus ``delay_before``, plus its
         jitter); None while the worker is stopped, and while a run is pending
@@ -884,12 +877,13 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         info["interval"] = self.interval
         info["delay"] = self.delay_after
         info["delay_before"] = self.delay_before
-        info["cron"] = self.cron
-        info["tz"] = zone_name(self.tz)
+        cron = self._schedule_cron
+        info["cron"] = cron.expr if cron is not None else None
+        info["tz"] = zone_name(cron.tz) if cron is not None else None
         info["jitter"] = self.jitter
         info["misfire_grace"] = self.misfire_grace
         info["missed"] = self._missed
-        info["next_run"] = self.next_run
+        info["next_run"] = self._next_run()
         return info
 
 
