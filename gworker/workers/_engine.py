@@ -362,11 +362,7 @@ class Engine:
         tries = 0
         while True:
             tries += 1
-            kw["_task_id"] = next(call_ids)
-            self.runs += 1
-            self.started = started = monotonic()
-            limits.cut = False
-            wait = None
+            started = self._begin_try(kw, limits)
             try:
                 return self._invoke(self, pre, kw)
             except (Exception, gevent.Timeout) as exc:
@@ -386,11 +382,7 @@ class Engine:
         tries = 0
         while True:
             tries += 1
-            kw["_task_id"] = next(call_ids)
-            self.runs += 1
-            self.started = started = monotonic()
-            limits.cut = False
-            wait = None
+            started = self._begin_try(kw, limits)
             try:
                 coro = self.executor(*pre, *self.args, **kw)
                 if limits.timeout is None:
@@ -405,6 +397,14 @@ class Engine:
                 self._tried(started)
             if not await limits.pause_async(wait):
                 return self._final(failure, tries)
+
+    def _begin_try(self, kw: Dict[str, Any], limits: "_Limits") -> float:
+        """Before a try: its ``_task_id``, the count, the start; returns the start."""
+        kw["_task_id"] = next(call_ids)
+        self.runs += 1
+        self.started = started = monotonic()
+        limits.cut = False
+        return started
 
     def _try_failed(self, exc: BaseException, tries: int) -> Optional[float]:
         """A try failed with ``exc``: the wait before the next try, or None
