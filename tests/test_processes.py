@@ -239,6 +239,22 @@ def test_system_exit_in_child_is_reported_and_child_replaced(pool1):
     assert pool1.submit(pf.getpid).get(timeout=5) != pid
 
 
+def test_calls_written_behind_a_system_exit_run_in_the_next_child():
+    # Submitted before the child is up, the calls behind the exiting one are
+    # written ahead into the same child, which exits without starting them:
+    # they run in the child that replaces it, not fail as if it had died
+    # running them.
+    pool = ProcessPool(1)
+    try:
+        doomed = pool.submit(pf.sys_exit, (3,))
+        behind = [pool.submit(pf.echo, (i,)) for i in range(5)]
+        with pytest.raises(RemoteError, match="SystemExit"):
+            doomed.get(timeout=5)
+        assert [r.get(timeout=5) for r in behind] == list(range(5))
+    finally:
+        pool.shutdown()
+
+
 def test_sigkill_mid_call_then_a_normal_call(tmp_path):
     started = time.monotonic()
     pool = ProcessPool(1)

@@ -604,6 +604,11 @@ class ProcessPool:
         if kind == K_ERR_EXIT:
             child.retiring = True  # it is on its way out: give it nothing more
             child.ready = False  # (nor does it start what it was given)
+            # It exits after this reply, so the calls written after this one
+            # never start: back to the head of the queue now (left in its
+            # window, the first of them would be failed as the call it died in).
+            rest, child.calls = child.calls, deque()
+            self._put_back(rest)
         elif not calls:
             self._refill(child)  # keep the child busy before settling the result
         if self._timed:
