@@ -114,9 +114,12 @@ class Slot:
     def cancel(self) -> bool:
         """Withdraw the slot, for good, from the line or before its deferred
         start begins; True if it was withdrawn. A slot whose start has begun
-        (or that an ``acquire()`` got) stays held: release it."""
+        (or that an ``acquire()`` got) stays held: release it. A slot waiting
+        in ``acquire()`` is the waiting greenlet's: kill that greenlet to
+        withdraw it (this refuses, returning False: the greenlet would never
+        be woken)."""
         state = self.state
-        if state == WAITING or state == ADMITTED:
+        if (state == WAITING and self.deferred) or state == ADMITTED:
             self.state = WITHDRAWN
             return True
         return False

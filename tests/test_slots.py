@@ -89,6 +89,24 @@ def test_a_waiter_killed_just_after_its_grant_passes_the_slot_on(supervisor):
     pool.release(token)  # (the supervisor fixture checks that no slot is left held)
 
 
+def test_a_slot_waiting_in_acquire_is_its_greenlets_and_cancel_leaves_it(supervisor):
+    # cancel() withdraws what defer() put in line; a slot in acquire() belongs
+    # to the greenlet waiting there (kill that greenlet to withdraw it), so
+    # cancel() refuses it — and the greenlet still gets the slot when it frees.
+    supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
+    pool = supervisor.thread_pool
+    blocker, token = pool.slot(TASK_LOW), pool.slot(TASK_HIGH)
+    assert pool.try_acquire(blocker)
+    waiter = gevent.spawn(pool.acquire, token)
+    wait_until(lambda: pool.waiting == 1)
+    assert token.cancel() is False
+    pool.release(blocker)
+    waiter.join(2)
+    assert waiter.dead and token.held
+    pool.release(token)
+    assert pool.running == 0 and pool.waiting == 0
+
+
 def test_a_worker_run_killed_at_the_shutdown_deadline_gives_its_slot_back(supervisor):
     # WorkerSet.shutdown interrupts the queue workers still busy at its
     # deadline, in the order they were added: one waiting for a slot (killed
