@@ -13,7 +13,9 @@ each ``start()``, decides how:
   built once per start and only ``_task_id`` changes per call. A start with
   no arguments of its own (the common case) calls the executor with the four
   keywords spelled out: the same call, at less than half the cost of
-  unpacking ``**kw``;
+  unpacking ``**kw``. A singleton worker's calls (see
+  :mod:`gworker.redis.singleton`) also receive ``_fence``, its run's claim's
+  token, and take the general path;
 * **the outcome** — :meth:`Engine.call` returns what the executor returned,
   or :data:`FAILED` when it raised (an exception, or an escaped
   ``gevent.Timeout``): the failure is counted and routed, inside the
@@ -106,7 +108,7 @@ class Engine:
     __slots__ = (
         "worker", "executor", "args", "kw", "plain", "fast", "_kname", "_ko", "mode", "aloop", "slot", "_pool",
         "_supervisor", "_invoke", "_sync", "_spin_until", "_keep_errors", "_error", "_failures",
-        "runs", "errors", "started", "ended", "last_duration", "limits",
+        "runs", "errors", "started", "ended", "last_duration", "limits", "fenced", "fence",
     )
 
     def __init__(self, worker: "Worker", executor: Callable[..., Any], args: tuple,
@@ -148,6 +150,13 @@ class Engine:
                 self._invoke = self._sync  # (a function: no bound method per start)
         if self.mode == "async" and timeout is not None:
             self._invoke = Engine._invoke_async_limited
+        #: a singleton worker's engine: each call receives ``_fence`` (the
+        #: token its run's claim set in ``fence``, consumed by the call; None
+        #: for a run not claimed), so it is never plain (nor fast)
+        self.fenced = worker._singleton is not None
+        self.fence: Optional[int] = None
+        if self.fenced:
+            kw["_fence"] = None
         self.kw = kw
         self.plain = not args and list(kw) == _PLAIN_KEYS and kw["_worker"] is worker
         #: call_held's own path: a plain executor called in the hub's thread, unlimited
@@ -230,6 +239,8 @@ class Engine:
             return self._call_limited(pre)
         kw = self.kw
         kw["_task_id"] = next(call_ids)
+        if self.fenced:
+            kw["_fence"], self.fence = self.fence, None
         self.runs += 1
         self.started = started = monotonic()
         try:
@@ -359,6 +370,8 @@ class Engine:
         failure is then final."""
         kw = self.kw
         limits: _Limits = self.limits  # type: ignore[assignment]  # (this path is for limited engines)
+        if self.fenced:
+            kw["_fence"], self.fence = self.fence, None
         tries = 0
         while True:
             tries += 1

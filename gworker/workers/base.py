@@ -65,7 +65,7 @@ KNOWN_PARAMETERS = (
     "name", "func", "executor_func", "priority", "o", "on_error", "on_error_kwargs", "supervisor",
     "poll_delay", "loop", "daemon", "q", "queue", "e", "event", "i", "interval", "delay",
     "delay_after", "delay_before", "precise", "cron", "tz", "jitter", "misfire_grace", "timeout", "retries",
-    "retry_delay", "retry_backoff", "retry_max_delay", "retry_for",
+    "retry_delay", "retry_backoff", "retry_max_delay", "retry_for", "singleton",
 )
 
 #: How alike (difflib's ratio) an unknown keyword and a known one must be for
@@ -125,6 +125,12 @@ class Worker:
     _retry_policy: Optional[RetryPolicy] = None
     #: The kind's name in ``get_info()``.
     kind = "worker"
+    #: an interval or cron worker's side of its ``singleton=`` (see
+    #: gworker.redis.singleton), else None; its executor receives ``_fence``
+    _singleton: Any = None
+    #: why a kind refuses ``singleton=``
+    _no_singleton = ("singleton= runs interval and cron workers once per cluster; delay, event and continuous"
+                     " workers need a lease, not built yet")
 
     def __init__(
         self,
@@ -145,8 +151,11 @@ class Worker:
         retry_backoff: Optional[float] = None,
         retry_max_delay: Optional[float] = None,
         retry_for: Any = None,
+        singleton: Any = None,
         **kwargs: Any,
     ) -> None:
+        if singleton is not None:  # (an interval or cron worker takes it before it comes here)
+            raise TypeError(self._no_singleton)
         if kwargs:  # a subclass's own keywords, or a misspelt one of ours
             check_unknown_keywords(type(self).__name__, kwargs)
         if daemon:
