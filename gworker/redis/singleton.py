@@ -63,7 +63,11 @@ Failure behaviour:
   never a spin. Neither construction nor ``start()`` connect: an unreachable
   server shows at the first scheduled time.
 * **A run in progress is not killed** when Redis goes away (or when another
-  process claims the next time): a claim decides who *starts* a run.
+  process claims the next time): a claim decides who *starts* a run. So runs
+  are not serialised across processes: a run longer than the interval does
+  not keep another process from running the next time (within a process a
+  worker never overlaps itself). Keep runs shorter than the interval, or
+  check ``_fence`` where they write.
 * **Redis restarted**: claims resume at the next scheduled time. A process
   only ever claims its current time, never the times it missed, so there is
   no burst. With AOF (or RDB) persistence the records survive; without it,
@@ -79,10 +83,13 @@ Failure behaviour:
 
 Cost: the claims of a process's singleton workers that fall due together (one
 turn of the hub) go to Redis in **one pipelined round trip**, made by one
-greenlet for every worker on the same URL, which wakes each waiting run with
-its answer. Workers of one interval fall due together (the grid is shared), so
-two hundred singleton workers at ``interval=1`` cost one round trip per second
-per process, not two hundred.
+greenlet for every worker on the same URL; each answer comes back as a hub
+callback that makes the worker's run due (or moves it to its next time). No
+greenlet waits per worker, and no round trip is made per worker. Workers of
+one interval fall due together (the grid is shared), so two hundred singleton
+workers at ``interval=1`` cost one round trip per second per process, not two
+hundred. A run is late by the round trip (a fraction of a millisecond on a
+LAN): it starts once its claim is answered.
 
 Connections use redis-py on gevent's socket
 (:class:`~gworker.redis.GeventConnection`): every wait goes through the hub,
@@ -100,10 +107,10 @@ import math
 import os
 import socket as _socket
 import uuid
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import gevent
-from gevent.hub import Waiter, get_hub
+from gevent.hub import get_hub
 
 from .._errors import FailureLog, describe
 from .._hubsafe import os_thread_ident
@@ -260,16 +267,26 @@ class SingletonMember:
             if claims.users <= 0:
                 claims.close()
 
-    def claim(self, fire: float) -> Optional[int]:
-        """Claim the scheduled time ``fire`` (wall clock), waiting in the
-        calling greenlet (never in the hub) for the batch it goes in; returns
-        its slot (the fencing token) if this process won it, else None (run
+    def claim(self, fire: float, then: Callable[[Any, Optional[int]], Any], arg: Any) -> None:
+        """Claim the scheduled time ``fire`` (wall clock); nothing waits: the
+        claim goes with the others of this turn of the hub, and the answer
+        comes as a hub callback, ``then(arg, fence)`` — ``fence`` the time's
+        slot (the fencing token) if this process won it, else None (it ran
         elsewhere, or the claim failed)."""
         slot = int(round(fire * 1000))
         claims = self._claims
         if claims is None:
             claims = self.singleton._claims()
-        answer = claims.claim(self.prefix, slot, self.singleton._ttl_ms)
+        claims.claim(self.prefix, slot, self.singleton._ttl_ms, self._answer, (then, arg, slot))
+
+    def _answer(self, context: Tuple[Callable[[Any, Optional[int]], Any], Any, int],
+                answer: Optional[Tuple[int, Any]]) -> None:
+        then, arg, slot = context
+        then(arg, self._fence(slot, answer))
+
+    def _fence(self, slot: int, answer: Optional[Tuple[int, Any]]) -> Optional[int]:
+        """Take the answer to the claim of ``slot`` into the figures; the
+        fence if it was won, else None."""
         if answer is None:
             self.claims_failed += 1
             self.holds = False
@@ -302,16 +319,16 @@ class SingletonMember:
 
 
 class _Claim:
-    """A claim waiting for its batch's answer."""
+    """A claim waiting for its batch's answer: ``then(context, answer)``."""
 
-    __slots__ = ("keys", "slot", "ttl", "waiter", "cancelled")
+    __slots__ = ("keys", "slot", "ttl", "then", "context")
 
-    def __init__(self, prefix: str, slot: int, ttl_ms: int, waiter: Waiter) -> None:
+    def __init__(self, prefix: str, slot: int, ttl_ms: int, then: Callable[[Any, Any], Any], context: Any) -> None:
         self.keys = ("%s:%d" % (prefix, slot), prefix + ":last")
         self.slot = slot
         self.ttl = str(ttl_ms)
-        self.waiter = waiter
-        self.cancelled = False
+        self.then = then
+        self.context = context
 
 
 class _Claims:
@@ -330,20 +347,14 @@ class _Claims:
         self._failing = False
         self._log = FailureLog(burst=1, window=30.0, repeats=True)
 
-    def claim(self, prefix: str, slot: int, ttl_ms: int) -> Optional[Tuple[int, Any]]:
-        """One claim; returns (won, record of the last run) or None if it failed."""
-        hub = get_hub()
-        waiter = Waiter(hub)
-        entry = _Claim(prefix, slot, ttl_ms, waiter)
-        self.pending.append(entry)
+    def claim(self, prefix: str, slot: int, ttl_ms: int, then: Callable[[Any, Any], Any], context: Any) -> None:
+        """One claim (from the hub or any greenlet of it; nothing waits): its
+        answer, ``(won, record of the last run)`` or None if it failed, comes
+        as the hub callback ``then(context, answer)``."""
+        self.pending.append(_Claim(prefix, slot, ttl_ms, then, context))
         if not self.sending:
             self.sending = True
-            gevent.spawn(self._send)  # starts after the hub's turn: the claims made in it go together
-        try:
-            return waiter.get()
-        except BaseException:
-            entry.cancelled = True
-            raise
+            gevent.spawn(self._send)  # starts after this turn of the hub: the claims made in it go together
 
     def _send(self) -> None:
         hub = get_hub()
@@ -357,15 +368,13 @@ class _Claims:
                     self._failed(exc, len(batch))
                     answers = [None] * len(batch)
                 for entry, answer in zip(batch, answers):
-                    if not entry.cancelled:
-                        hub.loop.run_callback(entry.waiter.switch, answer)
+                    hub.loop.run_callback(entry.then, entry.context, answer)
                 batch = []
         finally:
             self.sending = False
             rest, self.pending = batch + self.pending, []
-            for entry in rest:  # (only if this greenlet was killed: no claim waits for ever)
-                if not entry.cancelled:
-                    hub.loop.run_callback(entry.waiter.switch, None)
+            for entry in rest:  # (only if this greenlet was killed: every claim gets an answer)
+                hub.loop.run_callback(entry.then, entry.context, None)
 
     def _connection(self) -> redis.Redis:
         client = self._client

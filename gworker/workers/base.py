@@ -42,7 +42,7 @@ from .._checks import check_seconds
 from .._deadline import Deadline
 from .._default import supervisor_or_default
 from ..supervisor import TaskSupervisor
-from ._engine import Engine
+from ._engine import Engine, FencedEngine
 from ._run import Halt, Run
 
 if TYPE_CHECKING:
@@ -252,8 +252,9 @@ class Worker:
         supervisor = self.supervisor
         supervisor.ensure_started("worker %s" % self.name)
         process = self._func is None and is_static_run(self) and supervisor.mp_pool is not None
-        self._engine = engine = Engine(self, executor, args, kwargs, process, self.holds_slot,
-                                       self._engine, self._keeps_errors())
+        engine_class = Engine if self._singleton is None else FencedEngine  # (_fence for each call)
+        self._engine = engine = engine_class(self, executor, args, kwargs, process, self.holds_slot,
+                                             self._engine, self._keeps_errors())
         self.before_start()
         self._run = run = self._new_run()
         if engine.limits is not None:

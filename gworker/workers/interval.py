@@ -118,8 +118,10 @@ has none, and its runs look no further than that):
   wall clock (the multiples of its interval of ``time.time()``, the first
   after ``start()``; scheduled as a cron worker's times, always from the
   timer heap), a cron worker keeps its own; each scheduled run first claims
-  its time in Redis, in its runner greenlet (the claims due together go in
-  one round trip), and runs only if it won — with ``_fence=<the time in ms>``
+  its time in Redis — no greenlet waits for the answer: the entry's callback
+  hands the claim to the process's claims greenlet, which sends the claims
+  due together in one round trip, and the answer makes the run due (pending
+  meanwhile) — and runs only if it won, with ``_fence=<the time in ms>``
   among its keywords (None for a triggered run, which is local and not
   claimed); a time lost to another process (or whose claim failed) is no
   call and not a missed run. A time that comes during a triggered run of
@@ -199,10 +201,8 @@ CRON_LOOK = 60.0
 CLOCK_STEP = 1.0
 
 #: What a special run's first look (:func:`_before_special`) returns for a
-#: run that misfire_grace skips, and for a singleton's run whose time another
-#: process claimed (or whose claim failed).
+#: run that misfire_grace skips.
 _SKIP: Any = object()
-_ELSEWHERE: Any = object()
 
 
 class IntervalRun(EventRun):
@@ -280,9 +280,6 @@ class IntervalRun(EventRun):
                 until = self._anchor(until)
                 if until is _SKIP:  # later than misfire_grace: no call, the schedule goes on
                     _skip(self)
-                    return
-                if until is _ELSEWHERE:  # claimed elsewhere, or no claim: no call, the schedule goes on
-                    _pass(self)
                     return
             if until is not None:
                 until = _yield_until(self, until)
@@ -448,24 +445,28 @@ def _before_special(run: IntervalRun, special: Special, until: Optional[float]) 
     grace = special.grace
     if grace is not None and monotonic() - special.planned > grace:
         return _SKIP
-    single = special.single
-    if single is not None:
-        # Claim the time first (this greenlet waits for the batch's answer);
-        # the winner's call receives the time as its fencing token.
-        fence = single.claim(special.fire)
-        if fence is None:
-            return _ELSEWHERE
-        run.engine.fence = fence  # type: ignore[union-attr]  # (set at _launch)
     return until
 
 
-def _pass(run: IntervalRun) -> None:
-    """A singleton's scheduled time that this process did not win (another
-    did, or the claim failed): no call, and not a missed run; the schedule
-    goes on to its next time (in go, which gives the unused slot back)."""
+def _claimed(run: IntervalRun, fence: Optional[int]) -> None:
+    """The answer to a singleton's claim of its time (a hub callback, made by
+    the claims' greenlet; see gworker.redis.singleton): ``fence``, the time's
+    token, if this process won it — the run is due, and its call receives
+    the token — else None (another process won it, or the claim failed): no
+    call, and not a missed run; the schedule goes on to its next time."""
+    run.running = False
     if not run.active:
+        run.end(run.worker._finished)  # type: ignore[union-attr]  # (stopped while it claimed)
         return
-    _next_cron(run, run.special, time.time())  # type: ignore[arg-type]  # (only special runs pass)
+    if fence is not None:
+        run.engine.fence = fence  # type: ignore[union-attr]  # (set at _launch: a FencedEngine)
+        run.again = False  # (a trigger during the claim: this run serves it)
+        run.due()
+        return
+    _next_cron(run, run.special, time.time())  # type: ignore[arg-type]  # (a singleton's)
+    if run.again:  # a trigger came while it claimed
+        run.again = False
+        run.begin(False)
 
 
 class EpochGrid:
@@ -615,7 +616,8 @@ def _cron_due(run: IntervalRun) -> None:
                 _plan_cron(run, special, fire)
         _arm_cron(run, special)
         return
-    if run.running and special.single is not None:
+    single = special.single
+    if single is not None and run.running:
         # A singleton's time that comes during a triggered run here (a local
         # run): left to the other processes, as this one can not run it now
         # without running it late and unclaimed.
@@ -624,6 +626,13 @@ def _cron_due(run: IntervalRun) -> None:
     special.planned = planned = monotonic() + wait
     if special.precise:
         run.due_until = planned
+    if single is not None:
+        # Claim the time first: the claims made in this turn of the hub go to
+        # Redis together, and the answer (_claimed) makes the run due, or not.
+        # Meanwhile the run counts as pending (a trigger waits for the answer).
+        run.running = True
+        single.claim(special.fire, _claimed, run)
+        return
     run.due()
 
 
