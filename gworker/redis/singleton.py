@@ -60,8 +60,9 @@ Failure behaviour:
   failure is logged at WARNING on the ``gworker`` logger (the first of a run
   of them, then once per 30 s, with a count), counted in ``claims_failed``,
   and the worker tries again at its next scheduled time: one attempt per time,
-  never a spin. Neither construction nor ``start()`` connect: an unreachable
-  server shows at the first scheduled time.
+  never a spin. Construction does not connect; ``start()`` connects in the
+  background (it does not wait for it), so an unreachable server is logged
+  at ``start()``, and the worker does not run until Redis answers.
 * **A run in progress is not killed** when Redis goes away (or when another
   process claims the next time): a claim decides who *starts* a run. So runs
   are not serialised across processes: a run longer than the interval does
@@ -255,9 +256,11 @@ class SingletonMember:
         self._claims: Optional[_Claims] = None
 
     def attach(self) -> None:
-        """A start of the worker begins: it uses this process's connection."""
+        """A start of the worker begins: it uses this process's connection
+        (connected now, in the background, if it is not yet)."""
         claims = self._claims = self.singleton._claims()
         claims.users += 1
+        claims.warm()
 
     def detach(self) -> None:
         """The start has ended: the connection closes with its last user."""
@@ -345,7 +348,31 @@ class _Claims:
         self._client: Optional[redis.Redis] = None
         self._loaded = False
         self._failing = False
+        self._warming = False
         self._log = FailureLog(burst=1, window=30.0, repeats=True)
+
+    def warm(self) -> None:
+        """Connect and load the claim script now, in a greenlet of its own
+        (not at the first claim, which would be late by that): at a start, so
+        that an unreachable server is logged then."""
+        if self._loaded or self._warming:
+            return
+        self._warming = True
+        gevent.spawn(self._warm)
+
+    def _warm(self) -> None:
+        try:
+            self._connection().script_load(CLAIM_SCRIPT)
+            self._loaded = True
+        except CONNECTION_ERRORS as exc:
+            self._drop()
+            self._failed(exc, 0)
+        except redis.RedisError as exc:
+            self._failed(exc, 0)
+        finally:
+            self._warming = False
+            if self.users <= 0 and not self.sending:
+                self._drop()  # (its last user stopped meanwhile)
 
     def claim(self, prefix: str, slot: int, ttl_ms: int, then: Callable[[Any, Any], Any], context: Any) -> None:
         """One claim (from the hub or any greenlet of it; nothing waits): its
@@ -375,6 +402,8 @@ class _Claims:
             rest, self.pending = batch + self.pending, []
             for entry in rest:  # (only if this greenlet was killed: every claim gets an answer)
                 hub.loop.run_callback(entry.then, entry.context, None)
+            if self.users <= 0 and not self._warming:
+                self._drop()  # (its last user stopped meanwhile)
 
     def _connection(self) -> redis.Redis:
         client = self._client
@@ -409,7 +438,6 @@ class _Claims:
                     continue
                 break
         except CONNECTION_ERRORS as exc:
-            self._loaded = False
             self._drop()
             self._failed(exc, len(batch))
             return [None] * len(batch)
@@ -437,12 +465,18 @@ class _Claims:
         suppressed = self._log.admit(exc)
         if suppressed is None:
             return
-        note = " (%d more failed batches not logged)" % suppressed if suppressed else ""
-        logger.warning("RedisSingleton %s: claims failed (%s): %d singleton run(s) not started — a worker"
-                       " whose claim fails does not run (it cannot know who else does); it claims again at"
-                       " its next scheduled time%s", self.url, describe(exc), n, note)
+        note = " (%d more failures not logged)" % suppressed if suppressed else ""
+        if n:
+            logger.warning("RedisSingleton %s: claims failed (%s): %d singleton run(s) not started — a worker"
+                           " whose claim fails does not run (it cannot know who else does); it claims again"
+                           " at its next scheduled time%s", self.url, describe(exc), n, note)
+        else:
+            logger.warning("RedisSingleton %s: claims failed (%s) at start: singleton workers do not run until"
+                           " Redis answers (each claims again at its next scheduled time)%s", self.url,
+                           describe(exc), note)
 
     def _drop(self) -> None:
+        self._loaded = False  # (a new connection may find a restarted server: the script is loaded again)
         client = self._client
         if client is not None:
             try:
@@ -451,8 +485,9 @@ class _Claims:
                 pass
 
     def close(self) -> None:
-        """No worker uses this connection any more: close it."""
-        if not self.sending:
+        """No worker uses this connection any more: close it (or the greenlet
+        that uses it now does, when it is done)."""
+        if not self.sending and not self._warming:
             self._drop()
 
 
