@@ -255,6 +255,25 @@ def test_fence_info_and_a_competitor(supervisor, server, key, rdb):
     assert rdb.pttl("gworker:singleton:%s:%d" % (key, max(fences))) <= 1000
 
 
+def test_first_claims_race_the_connection_warm_up(supervisor, server, key):
+    # Five workers of one job, each on a connection of its own (as in five
+    # processes), started together, whose first time comes within the
+    # connection's warm-up at start(): still one run per time.
+    seen = []
+    workers = [BackgroundIntervalWorker(func=lambda _fence, **kw: seen.append(_fence), interval=0.005,
+                                        supervisor=supervisor, name="w%d" % i,
+                                        singleton=RedisSingleton(server.url, key=key, ttl=1,
+                                                                 redis_kwargs={"client_name": "%s-%d" % (key, i)}))
+               for i in range(5)]
+    for w in workers:
+        w.start()
+    wait_until(lambda: len(seen) >= 20, timeout=3)
+    for w in workers:
+        w.stop()
+    assert len(set(seen)) == len(seen), sorted(seen)
+    assert sum(w.get_info()["singleton"]["ran_elsewhere"] for w in workers) > 0
+
+
 def test_triggered_run_is_local_with_no_fence_and_plain_keywords_unchanged(supervisor, server, key):
     got = []
     w = BackgroundIntervalWorker(func=lambda **kw: got.append(kw), interval=60, supervisor=supervisor,

@@ -424,13 +424,14 @@ class _Claims:
             client = self._connection()
             for _attempt in range(2):
                 pipe = client.pipeline(transaction=False)
-                if not self._loaded:
+                load = not self._loaded  # (read once: the warm-up may load it while this pipeline is out)
+                if load:
                     pipe.script_load(CLAIM_SCRIPT)
                 for entry in batch:
                     pipe.evalsha(_SCRIPT_SHA, 2, entry.keys[0], entry.keys[1], holder, str(entry.slot),
                                  entry.ttl)
                 replies = pipe.execute(raise_on_error=False)
-                if not self._loaded:
+                if load:
                     self._loaded = True
                     replies = replies[1:]
                 if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
@@ -450,8 +451,11 @@ class _Claims:
             if isinstance(reply, BaseException):
                 error = reply
                 answers.append(None)
-            else:
-                answers.append((int(reply[0]), reply[1]))
+            elif isinstance(reply, list) and len(reply) == 2 and reply[0] in (0, 1):
+                answers.append((reply[0], reply[1]))
+            else:  # (never: not the script's reply; not taken for a win)
+                error = redis.ResponseError("unexpected reply to a claim: %r" % (reply,))
+                answers.append(None)
         if error is not None:
             self._failed(error, sum(1 for a in answers if a is None))
         elif self._failing:
