@@ -1,9 +1,10 @@
 """A quick measurement of what singleton workers cost (not a test; issue 20's
 figures): N singleton interval workers per process × P processes against one
-redis-server, for S seconds; prints Redis commands per second (from
-``INFO stats``), round trips per second (``INFO commandstats``: calls of
-EVALSHA vs. connections' commands are not told apart, so it prints EVALSHA
-calls too), the runs made, and the largest hub lag a ticker saw in each process.
+redis-server, for S seconds; prints Redis commands per second (``INFO
+stats``: the commands inside the claim script count too, about three per
+claim), claims per second (EVALSHA calls, ``INFO commandstats``), and per
+process the runs made, the times run elsewhere, and the largest lag a 1 ms
+ticker saw (wall time: on a small machine it includes the OS's preemption).
 
     python tests/singleton_cost.py --url redis://127.0.0.1:6379/0 --workers 200 --procs 3 --seconds 10
 
