@@ -225,9 +225,13 @@ def test_a_run_started_later_than_the_next_time_stands_for_the_runs_it_missed(su
     w.stop()
     (late, _), (following, preempted_at) = starts[1], starts[2]
     assert late - t0 >= 0.06, "the run after the busy spell was not late: %s" % ms([late - t0])
-    # the first time of the schedule (t0 + k * 20 ms) after the late run's start
+    # the first time of the schedule (t0 + k * 20 ms) after the late run's
+    # start: ~15 ms after it (the spell ends a quarter into an interval), where
+    # a run to make up for the lateness would come at once. (t0 marks the
+    # schedule only to within the timers' LEAD and a turn of the hub, more on
+    # a loaded machine: hence a margin of a few ms, far less than 15.)
     due = t0 + (math.floor((late - t0) / 0.02) + 1) * 0.02
-    assert following >= due - 0.0006, "a run to make up for the lateness came %s after the late one" % (
+    assert following >= due - 0.004, "a run to make up for the lateness came %s after the late one" % (
         ms([following - late]))
     if preempted_at == starts[1][1]:  # (unless the OS took the CPU meanwhile: then it may be late)
         assert following < due + 0.004, "the next run is %s after the schedule's time" % ms([following - due])
