@@ -341,7 +341,7 @@ def test_stop_ends_a_retry_wait_and_the_failure_is_final(supervisor):
     w.start()
     w.put_threadsafe("x")
     assert tried.wait(5)
-    gevent.sleep(0.05)  # (now in its 30 s wait)
+    wait_until(lambda: w.get_info()["retries"] == 1)  # (now in its 30 s wait)
     started = time.monotonic()
     w.stop()
     assert time.monotonic() - started < 1, "stop() does not wait out a retry's wait"
