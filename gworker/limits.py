@@ -23,6 +23,7 @@ retried is ``retry_for``: by default every ``Exception`` and :class:`RunTimeout`
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from typing import Any, Awaitable, Callable, List, Optional, Tuple, Type, TypeVar
 
@@ -30,7 +31,10 @@ import gevent
 
 from ._checks import check_seconds
 
-__all__ = ["RunTimeout", "RetryPolicy", "retry_policy", "check_timeout", "limit_async", "JITTER", "MAX_WAIT"]
+__all__ = ["RunTimeout", "RetryPolicy", "retry_policy", "check_timeout", "limit_async", "log_overrun", "JITTER",
+           "MAX_WAIT"]
+
+logger = logging.getLogger("gworker")
 
 T = TypeVar("T")
 
@@ -99,6 +103,15 @@ def _expire(task: Any, fired: List[bool]) -> None:
     if not task.done():
         fired.append(True)
         task.cancel()
+
+
+def log_overrun(what: str, duration: float, limit: float) -> None:
+    """Say that a run of ``what`` (a worker, a task) ended ``duration``
+    seconds after it began, past its ``limit``, which could not be enforced:
+    it never switched to the hub (or it swallowed :class:`RunTimeout`). A
+    WARNING on the ``gworker`` logger; the caller rate-limits it."""
+    logger.warning("%s: a run took %.3f s, past its time limit of %g s, which could not be enforced: it did"
+                   " not switch to the hub (or swallowed RunTimeout) before it ended", what, duration, limit)
 
 
 class RetryPolicy:

@@ -43,7 +43,7 @@ from gevent.hub import getcurrent
 from ._errors import describe, report
 from ._admission import Slot
 from ._checks import check_seconds
-from .limits import RetryPolicy, RunTimeout, check_timeout, limit_async, retry_policy
+from .limits import RetryPolicy, RunTimeout, check_timeout, limit_async, log_overrun, retry_policy
 from ._deadline import Deadline
 from ._default import supervisor_or_default
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
@@ -476,7 +476,7 @@ def _call_limited(task: Task) -> Any:
     """Call a thread task's target with its time limit: RunTimeout is
     thrown into the greenlet at its first switch past it. A target that does
     not switch runs to its end, and that is logged."""
-    limit = RunTimeout(task.timeout, "task %s (%s)" % (task.id, name_of(task.target)))
+    limit = RunTimeout(task.timeout, _what(task))
     started = time.monotonic()
     limit.start()
     try:
@@ -490,18 +490,21 @@ def _call_limited(task: Task) -> Any:
 async def _coroutine_limited(task: Task, coro: Coroutine[Any, Any, Any]) -> Any:
     """A coroutine task's run with its time limit (it is cancelled there)."""
     started = time.monotonic()
-    result = await limit_async(coro, task.timeout, "task %s (%s)" % (task.id, name_of(task.target)))  # type: ignore[arg-type]
+    result = await limit_async(coro, task.timeout, _what(task))  # type: ignore[arg-type]
     _check_overrun(task, time.monotonic() - started)
     return result
 
 
 def _check_overrun(task: Task, duration: float) -> None:
-    # A run that returned past its limit did not let it be enforced (it
-    # never switched to the hub, or it swallowed RunTimeout): say so.
+    # A run that returned past its limit did not let it be enforced: say so
+    # (each time: a task's every failure is news, as in atasker).
     if task.timeout is not None and duration > task.timeout:
-        logger.warning("task %s (%s) took %.3f s, past its time limit of %g s, which could not be"
-                       " enforced: it did not switch to the hub (or swallowed RunTimeout) before it"
-                       " ended", task.id, name_of(task.target), duration, task.timeout)
+        log_overrun(_what(task), duration, task.timeout)
+
+
+def _what(task: Task) -> str:
+    """The task, as RunTimeout and the log name it."""
+    return "task %s (%s)" % (task.id, name_of(task.target))
 
 
 def _tries(task: Task) -> str:

@@ -54,7 +54,7 @@ from gevent.hub import Waiter
 from .._admission import HELD, Slot
 from .._errors import FailureLog, describe, logger, report
 from .._gevent import queue_items
-from ..limits import RunTimeout, limit_async
+from ..limits import RunTimeout, limit_async, log_overrun
 
 if TYPE_CHECKING:
     from ..aio import Aloop
@@ -436,9 +436,7 @@ class Engine:
         if limit is not None and duration > limit and not limits.cut:
             limits.overruns += 1
             if limits.notes.admit() is not None:
-                logger.warning("%s: a run took %.3f s, past its time limit of %g s, which could not be"
-                               " enforced: it did not switch to the hub (or swallowed RunTimeout)"
-                               " before it ended", limits.what, duration, limit)
+                log_overrun(limits.what, duration, limit)
         limits.cut = False
 
     def _final(self, exc: BaseException, tries: int) -> Any:
