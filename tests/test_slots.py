@@ -70,15 +70,22 @@ def test_a_task_cancelled_while_waiting_in_line_takes_no_slot(supervisor):
     assert pool_figures(supervisor) == (0, 0)
 
 
-def test_a_waiter_killed_just_after_its_grant_passes_the_slot_on(supervisor):
-    # The slot is granted to a waiter whose kill is already on its way: the
-    # kill lands first, and the granted slot must go back to the pool.
+def _a_waiter_behind_a_full_pool(supervisor):
+    """A pool of one slot, held by ``blocker``; a greenlet waiting in
+    ``acquire(token)``: (pool, blocker, token, waiter)."""
     supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
     pool = supervisor.thread_pool
     blocker, token = pool.slot(TASK_LOW), pool.slot(TASK_HIGH)
     assert pool.try_acquire(blocker)
     waiter = gevent.spawn(pool.acquire, token)
     wait_until(lambda: pool.waiting == 1)
+    return pool, blocker, token, waiter
+
+
+def test_a_waiter_killed_just_after_its_grant_passes_the_slot_on(supervisor):
+    # The slot is granted to a waiter whose kill is already on its way: the
+    # kill lands first, and the granted slot must go back to the pool.
+    pool, blocker, token, waiter = _a_waiter_behind_a_full_pool(supervisor)
     waiter.kill(block=False)  # the kill is scheduled before the grant's wake-up
     pool.release(blocker)  # grants the slot to the waiter
     waiter.join(2)
@@ -93,12 +100,7 @@ def test_a_slot_waiting_in_acquire_is_its_greenlets_and_cancel_leaves_it(supervi
     # cancel() withdraws what defer() put in line; a slot in acquire() belongs
     # to the greenlet waiting there (kill that greenlet to withdraw it), so
     # cancel() refuses it — and the greenlet still gets the slot when it frees.
-    supervisor.set_thread_pool(pool_size=1, reserve_normal=0, reserve_high=0)
-    pool = supervisor.thread_pool
-    blocker, token = pool.slot(TASK_LOW), pool.slot(TASK_HIGH)
-    assert pool.try_acquire(blocker)
-    waiter = gevent.spawn(pool.acquire, token)
-    wait_until(lambda: pool.waiting == 1)
+    pool, blocker, token, waiter = _a_waiter_behind_a_full_pool(supervisor)
     assert token.cancel() is False
     pool.release(blocker)
     waiter.join(2)
