@@ -246,7 +246,8 @@ def test_the_former_module_name_still_imports_the_same_names():
     import gworker.redis
     import gworker.redis_streams
 
-    for name in gworker.redis.__all__:
+    assert set(gworker.redis_streams.__all__) == set(gworker.redis.__all__) - {"RedisSingleton"}
+    for name in gworker.redis_streams.__all__:
         assert getattr(gworker.redis_streams, name) is getattr(gworker.redis, name)
 
 

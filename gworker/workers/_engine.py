@@ -13,7 +13,9 @@ each ``start()``, decides how:
   built once per start and only ``_task_id`` changes per call. A start with
   no arguments of its own (the common case) calls the executor with the four
   keywords spelled out: the same call, at less than half the cost of
-  unpacking ``**kw``;
+  unpacking ``**kw``. A singleton worker's calls (see
+  :mod:`gworker.redis.singleton`) also receive ``_fence``, its run's claim's
+  token, and take the general path;
 * **the outcome** — :meth:`Engine.call` returns what the executor returned,
   or :data:`FAILED` when it raised (an exception, or an escaped
   ``gevent.Timeout``): the failure is counted and routed, inside the
@@ -61,7 +63,7 @@ if TYPE_CHECKING:
     from ._run import Run
     from .base import Worker
 
-__all__ = ["Engine", "FAILED", "NO_SLOT", "call_ids", "wait_until"]
+__all__ = ["Engine", "FencedEngine", "FAILED", "NO_SLOT", "call_ids", "wait_until"]
 
 #: ``_task_id`` of every executor call of every worker
 call_ids = count(1)
@@ -108,6 +110,9 @@ class Engine:
         "_supervisor", "_invoke", "_sync", "_spin_until", "_keep_errors", "_error", "_failures",
         "runs", "errors", "started", "ended", "last_duration", "limits",
     )
+
+    #: each call receives ``_fence`` (see :class:`FencedEngine`)
+    fenced = False
 
     def __init__(self, worker: "Worker", executor: Callable[..., Any], args: tuple,
                  kwargs: Dict[str, Any], process: bool, holds_slot: bool,
@@ -162,6 +167,10 @@ class Engine:
         self.started: Optional[float] = previous.started if previous is not None else None
         self.ended = 0.0
         self.last_duration: Optional[float] = previous.last_duration if previous is not None else None
+
+    def _take_fence(self) -> Optional[int]:
+        """A :class:`FencedEngine`'s token for the call being made."""
+        return None
 
     # -- what the kinds may ask --------------------------------------------------------------------
     @property
@@ -230,6 +239,8 @@ class Engine:
             return self._call_limited(pre)
         kw = self.kw
         kw["_task_id"] = next(call_ids)
+        if self.fenced:
+            kw["_fence"] = self._take_fence()
         self.runs += 1
         self.started = started = monotonic()
         try:
@@ -359,6 +370,8 @@ class Engine:
         failure is then final."""
         kw = self.kw
         limits: _Limits = self.limits  # type: ignore[assignment]  # (this path is for limited engines)
+        if self.fenced:
+            kw["_fence"] = self._take_fence()
         tries = 0
         while True:
             tries += 1
@@ -559,6 +572,29 @@ class Engine:
         finally:
             pool.release(slot)
 
+
+
+class FencedEngine(Engine):
+    """The engine of a singleton worker (see :mod:`gworker.redis.singleton`):
+    each call receives ``_fence`` — the token its run's claim set in
+    :attr:`fence`, taken by the call; None for a run that was not claimed (a
+    triggered one). Never plain nor fast: its calls take the general path. A
+    plain worker's engine carries none of it."""
+
+    __slots__ = ("fence",)
+
+    fenced = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: the token for the next call (set by the run's claim), or None
+        self.fence: Optional[int] = None
+        self.kw["_fence"] = None
+        self.plain = self.fast = False
+
+    def _take_fence(self) -> Optional[int]:
+        fence, self.fence = self.fence, None
+        return fence
 
 
 class _Limits:

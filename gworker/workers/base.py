@@ -42,7 +42,7 @@ from .._checks import check_seconds
 from .._deadline import Deadline
 from .._default import supervisor_or_default
 from ..supervisor import TaskSupervisor
-from ._engine import Engine
+from ._engine import Engine, FencedEngine
 from ._run import Halt, Run
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ KNOWN_PARAMETERS = (
     "name", "func", "executor_func", "priority", "o", "on_error", "on_error_kwargs", "supervisor",
     "poll_delay", "loop", "daemon", "q", "queue", "e", "event", "i", "interval", "delay",
     "delay_after", "delay_before", "precise", "cron", "tz", "jitter", "misfire_grace", "timeout", "retries",
-    "retry_delay", "retry_backoff", "retry_max_delay", "retry_for",
+    "retry_delay", "retry_backoff", "retry_max_delay", "retry_for", "singleton",
 )
 
 #: How alike (difflib's ratio) an unknown keyword and a known one must be for
@@ -125,6 +125,12 @@ class Worker:
     _retry_policy: Optional[RetryPolicy] = None
     #: The kind's name in ``get_info()``.
     kind = "worker"
+    #: an interval or cron worker's side of its ``singleton=`` (see
+    #: gworker.redis.singleton), else None; its executor receives ``_fence``
+    _singleton: Any = None
+    #: why a kind refuses ``singleton=``
+    _no_singleton = ("singleton= runs interval and cron workers once per cluster; delay, event and continuous"
+                     " workers need a lease, not built yet")
 
     def __init__(
         self,
@@ -145,8 +151,11 @@ class Worker:
         retry_backoff: Optional[float] = None,
         retry_max_delay: Optional[float] = None,
         retry_for: Any = None,
+        singleton: Any = None,
         **kwargs: Any,
     ) -> None:
+        if singleton is not None:  # (an interval or cron worker takes it before it comes here)
+            raise TypeError(self._no_singleton)
         if kwargs:  # a subclass's own keywords, or a misspelt one of ours
             check_unknown_keywords(type(self).__name__, kwargs)
         if daemon:
@@ -243,8 +252,9 @@ class Worker:
         supervisor = self.supervisor
         supervisor.ensure_started("worker %s" % self.name)
         process = self._func is None and is_static_run(self) and supervisor.mp_pool is not None
-        self._engine = engine = Engine(self, executor, args, kwargs, process, self.holds_slot,
-                                       self._engine, self._keeps_errors())
+        engine_class = Engine if self._singleton is None else FencedEngine  # (_fence for each call)
+        self._engine = engine = engine_class(self, executor, args, kwargs, process, self.holds_slot,
+                                             self._engine, self._keeps_errors())
         self.before_start()
         self._run = run = self._new_run()
         if engine.limits is not None:

@@ -12,6 +12,10 @@ the decorated name becomes the worker. The keywords pick the class:
 * an ``async def`` function → :class:`BackgroundAsyncWorker`
 * otherwise → :class:`BackgroundWorker`
 
+``singleton=`` (a :class:`gworker.redis.RedisSingleton`) does not pick a
+class: with ``interval`` or ``cron`` it makes the interval worker run once per
+cluster; any other worker refuses it (``TypeError``).
+
 Queue, event and interval workers run async executors too. Other keywords
 go to the class's constructor, which ignores those it does not know (as
 atasker's do), with a ``UserWarning`` for a likely misspelling.

@@ -113,12 +113,28 @@ has none, and its runs look no further than that):
   are not counted: only the run skipped is.
   ``None`` (the default): a late run always runs.
 
+* ``singleton=RedisSingleton(...)`` (see :mod:`gworker.redis.singleton`) —
+  once per cluster: an interval worker's times become the epoch's grid on the
+  wall clock (the multiples of its interval of ``time.time()``, the first
+  after ``start()``; scheduled as a cron worker's times, always from the
+  timer heap), a cron worker keeps its own; each scheduled run first claims
+  its time in Redis — no greenlet waits for the answer: the entry's callback
+  hands the claim to the process's claims greenlet, which sends the claims
+  due together in one round trip, and the answer makes the run due (pending
+  meanwhile) — and runs only if it won, with ``_fence=<the time in ms>``
+  among its keywords (None for a triggered run, which is local and not
+  claimed); a time lost to another process (or whose claim failed) is no
+  call and not a missed run. A time that comes during a triggered run of
+  this process is left to the others. Delay workers refuse it (they need a
+  lease, not built yet).
+
 ``get_info()`` of an interval worker adds ``next_run`` — when the next
 scheduled run is planned to start (wall clock, ``time.time()``): its time plus
 ``delay_before`` plus its jitter; None while the worker is stopped, and while
 a run is pending or in progress (the next one is planned when it ends) —
 ``cron`` and ``tz`` (the zone's name; None for a non-cron worker), ``jitter``,
-``misfire_grace`` and ``missed``.
+``misfire_grace``, ``missed`` and ``singleton`` (None, or a singleton
+worker's figures: see :class:`gworker.redis.RedisSingleton`).
 """
 from __future__ import annotations
 
@@ -138,7 +154,7 @@ from .._errors import FailureLog
 from .._timers import LEAD, TimerEntry
 from ..cron import CronSchedule, zone_name
 from ._engine import Engine
-from ._run import Halt
+from ._run import Halt, Run
 from .event import BackgroundEventWorker, EventRun
 
 if TYPE_CHECKING:
@@ -386,10 +402,15 @@ class Special:
     time after that one)."""
 
     __slots__ = ("cron", "jitter", "grace", "precise", "first", "planned", "wall_planned", "fire", "following",
-                 "look_at")
+                 "look_at", "single")
 
-    def __init__(self, cron: Optional[CronSchedule], jitter: float, grace: Optional[float], precise: bool) -> None:
+    def __init__(self, cron: Any, jitter: float, grace: Optional[float], precise: bool,
+                 single: Any = None) -> None:
+        #: the schedule of wall-clock times: a CronSchedule, or a singleton
+        #: interval worker's EpochGrid (None: a monotonic schedule)
         self.cron = cron
+        #: a singleton worker's SingletonMember (see gworker.redis.singleton), else None
+        self.single = single
         self.jitter = jitter
         self.grace = grace
         self.precise = precise
@@ -425,6 +446,51 @@ def _before_special(run: IntervalRun, special: Special, until: Optional[float]) 
     if grace is not None and monotonic() - special.planned > grace:
         return _SKIP
     return until
+
+
+def _claimed(run: IntervalRun, fence: Optional[int]) -> None:
+    """The answer to a singleton's claim of its time (a hub callback, made by
+    the claims' greenlet; see gworker.redis.singleton): ``fence``, the time's
+    token, if this process won it — the run is due, and its call receives
+    the token — else None (another process won it, or the claim failed): no
+    call, and not a missed run; the schedule goes on to its next time."""
+    run.running = False
+    if not run.active:
+        run.end(run.worker._finished)  # type: ignore[union-attr]  # (stopped while it claimed)
+        return
+    if fence is not None:
+        run.engine.fence = fence  # type: ignore[union-attr]  # (set at _launch: a FencedEngine)
+        run.again = False  # (a trigger during the claim: this run serves it)
+        run.due()
+        return
+    _next_cron(run, run.special, time.time())  # type: ignore[arg-type]  # (a singleton's)
+    if run.again:  # a trigger came while it claimed
+        run.again = False
+        run.begin(False)
+
+
+class EpochGrid:
+    """A singleton interval worker's times: the multiples of its interval since
+    the epoch, on the wall clock — the same in every process, without talking
+    (see :mod:`gworker.redis.singleton`). Scheduled as a cron worker's times."""
+
+    __slots__ = ("interval",)
+
+    #: a wall clock set back is followed (as for an every-minute cron job)
+    every_hour = True
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+
+    def next_fire(self, wall: float) -> float:
+        """The first time of the grid after wall time ``wall``."""
+        interval = self.interval
+        k = math.floor(wall / interval) + 1
+        fire = k * interval
+        while fire <= wall:  # (float rounding)
+            k += 1
+            fire = k * interval
+        return fire
 
 
 def _skip(run: IntervalRun) -> None:
@@ -550,9 +616,23 @@ def _cron_due(run: IntervalRun) -> None:
                 _plan_cron(run, special, fire)
         _arm_cron(run, special)
         return
+    single = special.single
+    if single is not None and run.running:
+        # A singleton's time that comes during a triggered run here (a local
+        # run): left to the other processes, as this one can not run it now
+        # without running it late and unclaimed.
+        _next_cron(run, special, wall)
+        return
     special.planned = planned = monotonic() + wait
     if special.precise:
         run.due_until = planned
+    if single is not None:
+        # Claim the time first: the claims made in this turn of the hub go to
+        # Redis together, and the answer (_claimed) makes the run due, or not.
+        # Meanwhile the run counts as pending (a trigger waits for the answer).
+        run.running = True
+        single.claim(special.fire, _claimed, run)
+        return
     run.due()
 
 
@@ -605,6 +685,7 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         tz: Any = None,
         jitter: Optional[float] = None,
         misfire_grace: Optional[float] = None,
+        singleton: Any = None,
         **kwargs: Any,
     ) -> None:
         delay = _alias(delay, delay_after, "delay", "delay_after")
@@ -626,7 +707,14 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
                 self.jitter = jitter
         if misfire_grace is not None:
             self.misfire_grace = _check_grace(misfire_grace, "misfire_grace")
+        if singleton is not None:
+            if not callable(getattr(singleton, "bind", None)):
+                raise TypeError("singleton must be a gworker.redis.RedisSingleton; got %r" % (singleton,))
+            if self.interval is None and self._schedule_cron is None:
+                raise TypeError(self._no_singleton + " (this is a delay worker: give interval= or cron=)")
         super().__init__(*args, **kwargs)
+        if singleton is not None:
+            self._singleton = singleton.bind(self)  # (its key defaults to the name, set just now)
 
     def _apply_overrides(self, kwargs: Dict[str, Any]) -> None:
         if not kwargs:
@@ -664,6 +752,8 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         grace = self.misfire_grace
         if "_misfire_grace" in kwargs:
             grace = _check_grace(kwargs["_misfire_grace"], "_misfire_grace")
+        if self._singleton is not None and interval is None and cron is None:
+            raise TypeError(self._no_singleton + " (start() would make this singleton worker a delay worker)")
         self.interval, self.delay_after, self.delay_before = interval, delay_after, delay_before
         if cron is not self._schedule_cron:
             self._set_cron(cron)
@@ -709,9 +799,17 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         return self.interval if self.interval is not None else self.delay_after  # type: ignore[return-value]
 
     def _launch(self, run: IntervalRun, engine: Engine) -> None:  # type: ignore[override]
-        cron, jitter, grace = self._schedule_cron, self.jitter or 0.0, self.misfire_grace
+        cron: Any = self._schedule_cron
+        jitter, grace, single = self.jitter or 0.0, self.misfire_grace, self._singleton
+        if single is not None:
+            # Once per cluster: its times are on the wall clock, the same in
+            # every process (an interval worker's the epoch's grid), each
+            # claimed before it runs — always from the timer heap.
+            if cron is None:
+                cron = EpochGrid(self.interval)  # type: ignore[arg-type]  # (a singleton has one)
+            single.attach()
         if cron is not None or jitter or grace is not None:
-            run.special = Special(cron, jitter, grace, self.precise)
+            run.special = Special(cron, jitter, grace, self.precise, single)
         if cron is not None:
             # Its first run is at the first cron time after start(); the heap,
             # always (no cron time is ever a tenth of a second from the next).
@@ -732,6 +830,13 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
             run.grant = run.go
             run.anchor = True
             self._schedule(run)
+
+    def _finished(self, run: Run) -> None:
+        special = getattr(run, "special", None)
+        if special is not None and special.single is not None:
+            single, special.single = special.single, None
+            single.detach()  # (its connection closes with the last singleton worker of the process)
+        super()._finished(run)
 
     def _kept_loop(self, run: IntervalRun, engine: Engine) -> None:
         """The loop of a worker that keeps its greenlet (see the module
@@ -884,6 +989,8 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         info["misfire_grace"] = self.misfire_grace
         info["missed"] = self._missed
         info["next_run"] = self._next_run()
+        single = self._singleton
+        info["singleton"] = None if single is None else single.info()
         return info
 
 

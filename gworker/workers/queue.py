@@ -215,6 +215,10 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
     kind = "queue"
     _run: Optional[QueueRun]  # type: ignore[assignment]  # (made by _new_run)
 
+    _no_singleton = ("singleton=: a queue already shares its items among its consumers (each item runs in one"
+                     " of them); give every process's worker the same shared queue (e.g. a RedisStreamQueue)"
+                     " instead")
+
     def __init__(self, *args: Any, q: Any = None, queue: Any = None, **kwargs: Any) -> None:
         if q is not None and queue is not None:
             raise TypeError("give the queue as q or queue, not both")
