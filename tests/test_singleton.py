@@ -90,6 +90,17 @@ class Proc:
             rows = [line.split() for line in f if line.endswith("\n")]
         return [(int(a), int(b), float(c)) for a, b, c in rows]
 
+    def ends(self):
+        """(fence, pid, wall time) of each run this process finished."""
+        if not os.path.exists(self.out + ".end"):
+            return []
+        with open(self.out + ".end") as f:
+            rows = [line.split() for line in f if line.endswith("\n")]
+        return [(int(a), int(b), float(c)) for a, b, c in rows]
+
+    def trigger(self):
+        os.kill(self.pid, signal.SIGUSR1)
+
     def terminate(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -199,7 +210,7 @@ def test_redis_restart_resumes_without_a_burst(server, key, tmp_path):
 
 
 def test_cron_singleton_runs_each_second_once(server, key, tmp_path):
-    procs = start_procs(server, key, tmp_path, 2, cron="* * * * * *", ttl=1.0)
+    procs = start_procs(server, key, tmp_path, 2, kind="cron", cron="* * * * * *", ttl=1.0)
     try:
         t0 = time.time()
         gevent.sleep(3.0)
@@ -210,6 +221,145 @@ def test_cron_singleton_runs_each_second_once(server, key, tmp_path):
     finally:
         for p in procs:
             assert p.terminate() == 0
+
+
+# -- leases: continuous, delay and event workers -----------------------------------------------------
+
+def spans(procs, cut=None):
+    """(start, end, pid, fence) of each run, by start; a run with no end
+    (its process was killed) ends at ``cut``."""
+    out = []
+    for p in procs:
+        ends = {}
+        for fence, pid, t in p.ends():
+            ends.setdefault((fence, pid), []).append(t)
+        for fence, pid, start in p.runs():
+            done = [t for t in ends.get((fence, pid), []) if t >= start]
+            end = min(done) if done else cut
+            if done:
+                ends[(fence, pid)].remove(end)
+            out.append((start, end, pid, fence))
+    return sorted(out)
+
+
+def check_one_at_a_time(runs):
+    """No two processes' runs overlap, and a later holder's token is larger."""
+    for a, b in zip(runs, runs[1:]):
+        if a[2] != b[2]:
+            assert a[1] is not None and b[0] >= a[1], "runs of two processes overlap: %r %r" % (a, b)
+            assert b[3] > a[3], "a later holder with a smaller fence: %r %r" % (a, b)
+        else:
+            assert b[3] >= a[3]
+
+
+def stop_all(procs):
+    for p in procs:
+        if p.proc.poll() is None:
+            assert p.terminate() == 0
+        elif not p.proc.stdout.closed:
+            p.close()
+
+
+def test_continuous_lease_one_process_at_a_time_and_fail_over(server, key, tmp_path):
+    procs = start_procs(server, key, tmp_path, 3, kind="continuous", ttl=1.0, sleep=0.05)
+    try:
+        wait_until(lambda: len(all_runs(procs)) >= 10, timeout=3)
+        (holder,) = {r[1] for r in all_runs(procs)}  # one process runs it, again and again
+        first = next(p for p in procs if p.pid == holder)
+        others = [p for p in procs if p is not first]
+        # stopped (SIGTERM): it gives the lease up, another takes it at its next attempt
+        stopped_at = time.time()
+        assert first.terminate() == 0
+        wait_until(lambda: all_runs(others), timeout=1.0)
+        assert min(r[2] for r in all_runs(others)) - stopped_at < 1.0 / 3 + 0.2
+        # killed mid-run: another within ttl (plus a renewal's round trip)
+        (second,) = {r[1] for r in all_runs(others)}
+        victim = next(p for p in others if p.pid == second)
+        seen = len(victim.runs())
+        wait_until(lambda: len(victim.runs()) > seen, timeout=2, step=0.002)
+        victim.kill()
+        killed_at = time.time()
+        (last,) = [p for p in others if p is not victim]
+        wait_until(lambda: any(r[2] > killed_at for r in last.runs()), timeout=1.0 + 1.0)
+        took = min(r[2] for r in last.runs() if r[2] > killed_at) - killed_at
+        assert 1.0 - 0.1 - 0.05 <= took <= 1.0 + 0.2, "the next holder began %.3f s after the kill" % took
+        gevent.sleep(0.2)
+        check_one_at_a_time(spans(procs, cut=killed_at))
+        assert len({r[3] for r in spans(procs, cut=killed_at)}) == 3  # a token per holder
+    finally:
+        stop_all(procs)
+
+
+def test_delay_lease_runs_from_the_last_run_anywhere(server, key, tmp_path):
+    procs = start_procs(server, key, tmp_path, 3, kind="delay", delay=0.2, ttl=1.0, sleep=0.05)
+    try:
+        wait_until(lambda: len(all_runs(procs)) >= 4, timeout=3)
+        runs = spans(procs)
+        holder = runs[0][2]
+        victim = next(p for p in procs if p.pid == holder)
+        ended = len(victim.ends())
+        wait_until(lambda: len(victim.ends()) > ended, timeout=2, step=0.002)
+        victim.kill()  # just after a run ended: its record is in Redis
+        killed_at = time.time()
+        others = [p for p in procs if p is not victim]
+        wait_until(lambda: all_runs(others), timeout=1.0 + 1.0)
+        runs = spans(procs, cut=killed_at)
+        check_one_at_a_time(runs)
+        for a, b in zip(runs, runs[1:]):  # delay=0.2 from the end of one run to the start of the next, anywhere
+            assert b[0] - a[1] >= 0.2 - 0.01, "%.3f s from a run's end to the next start" % (b[0] - a[1])
+        took = min(r[2] for r in all_runs(others)) - killed_at
+        assert took <= 1.0 + 0.2, "the next holder began %.3f s after the kill" % took
+        assert len({r[2] for r in runs}) == 2
+    finally:
+        stop_all(procs)
+
+
+def test_event_lease_triggered_anywhere_runs_once_per_trigger(server, key, tmp_path):
+    procs = start_procs(server, key, tmp_path, 3, kind="event", ttl=1.0)
+    try:
+        for i in range(6):  # each process in turn triggers: one run per trigger, in whichever holds the lease
+            procs[i % 3].trigger()
+            wait_until(lambda: len(all_runs(procs)) == i + 1, timeout=3, step=0.002)
+        gevent.sleep(0.2)
+        runs = all_runs(procs)
+        assert len(runs) == 6 and len({r[1] for r in runs}) == 1 and len({r[0] for r in runs}) == 1, runs
+        victim = next(p for p in procs if p.pid == runs[0][1])
+        victim.kill()
+        killed_at = time.time()
+        others = [p for p in procs if p is not victim]
+        others[0].trigger()  # no holder now: counted in Redis, run by the next holder
+        wait_until(lambda: len(all_runs(procs)) == 7, timeout=1.0 + 1.0, step=0.002)
+        late = all_runs(procs)[-1]
+        assert late[1] != victim.pid and late[0] > runs[0][0] and late[2] - killed_at <= 1.0 + 0.2
+        gevent.sleep(0.3)
+        assert len(all_runs(procs)) == 7
+    finally:
+        stop_all(procs)
+
+
+def test_lease_redis_restart_stops_runs_within_ttl_and_resumes(server, key, tmp_path):
+    procs = start_procs(server, key, tmp_path, 2, kind="delay", delay=0.1, ttl=1.0)
+    try:
+        wait_until(lambda: len(all_runs(procs)) >= 3, timeout=3)
+        server.stop(signal.SIGKILL)
+        down_at = time.time()
+        gevent.sleep(1.5)
+        server.start()
+        up_at = time.time()
+        late = [r for r in all_runs(procs) if down_at + 1.0 < r[2] < up_at]
+        assert late == [], "started runs longer than ttl after Redis went away: %r" % late
+        wait_until(lambda: any(r[2] > up_at for r in all_runs(procs)), timeout=1.0 + 1.0)
+        first = min(r[2] for r in all_runs(procs) if r[2] > up_at)
+        assert first - up_at <= 1.0 / 3 + 0.3
+        gevent.sleep(0.6)
+        runs = spans(procs)
+        check_one_at_a_time(runs)
+        after = [r for r in runs if r[0] > up_at]
+        assert all(b[0] - a[1] >= 0.1 - 0.01 for a, b in zip(after, after[1:])), after  # no burst
+    finally:
+        if server.proc is None:
+            server.start()
+        stop_all(procs)
 
 
 # -- in one process --------------------------------------------------------------------------------
@@ -227,7 +377,7 @@ def test_fence_info_and_a_competitor(supervisor, server, key, rdb):
     rival = BackgroundIntervalWorker(func=lambda _fence, **kw: other.append(_fence), interval=0.1,
                                      supervisor=supervisor, singleton=RedisSingleton(server.url, key=key, ttl=1))
     info = w.get_info()["singleton"]
-    assert info == {"key": key, "holds": False, "last_run": None, "last_holder": None, "ran_elsewhere": 0,
+    assert info == {"key": key, "mode": "claim", "holds": False, "last_run": None, "last_holder": None, "ran_elsewhere": 0,
                     "claims_failed": 0}
     started = time.time()
     w.start()
@@ -387,19 +537,26 @@ def test_bad_input(supervisor):
         BackgroundQueueWorker(func=lambda item, **kw: None, singleton=s, supervisor=supervisor)
     with pytest.raises(TypeError, match="a queue already shares its items"):
         background_worker(q=gevent.queue.Queue(), singleton=s)(lambda item, **kw: None)
-    for make in (lambda: BackgroundIntervalWorker(func=print, delay=1, singleton=s, supervisor=supervisor),
-                 lambda: BackgroundEventWorker(func=print, singleton=s, supervisor=supervisor),
-                 lambda: BackgroundWorker(func=print, singleton=s, supervisor=supervisor),
-                 lambda: background_worker(singleton=s)(print),
-                 lambda: background_worker(delay=2, singleton=s)(print)):
-        with pytest.raises(TypeError, match="need a lease"):
-            make()
-    with pytest.raises(TypeError, match="singleton must be"):
-        BackgroundIntervalWorker(func=print, interval=1, singleton="redis://x", supervisor=supervisor)
-    w = BackgroundIntervalWorker(func=print, interval=1, singleton=s, supervisor=supervisor)
-    with pytest.raises(TypeError, match="need a lease"):
+    for bad in ("redis://x", object()):
+        for make in (BackgroundIntervalWorker, BackgroundWorker, BackgroundEventWorker):
+            with pytest.raises(TypeError, match="singleton must be"):
+                make(func=print, interval=1, singleton=bad, supervisor=supervisor)
+    # a worker claims its times or holds a lease, decided when it is made
+    w = BackgroundIntervalWorker(func=print, interval=1, singleton=s, supervisor=supervisor, name="i")
+    with pytest.raises(TypeError, match="can not become a delay worker"):
         w.start(_delay=1)
     assert not w.is_active() and w.interval == 1
+    d = BackgroundIntervalWorker(func=print, delay=1, singleton=s, supervisor=supervisor, name="d")
+    for override in ({"_interval": 1}, {"_cron": "* * * * *"}):
+        with pytest.raises(TypeError, match="can not become an interval or cron worker"):
+            d.start(**override)
+    assert not d.is_active() and d.delay == 1
+    assert [x.get_info()["singleton"]["mode"] for x in (
+        w, d, BackgroundWorker(func=print, singleton=s, supervisor=supervisor, name="c"),
+        BackgroundEventWorker(func=print, singleton=s, supervisor=supervisor, name="e"),
+        background_worker(singleton=s, supervisor=supervisor)(print),
+        background_worker(delay=2, singleton=s, supervisor=supervisor, name="dd")(print))] == \
+        ["claim", "lease", "lease", "lease", "lease", "lease"]
     keyed = RedisSingleton(key="report")
     BackgroundIntervalWorker(func=print, interval=1, singleton=keyed, supervisor=supervisor, name="a")
     with pytest.raises(ValueError, match="key"):
@@ -408,3 +565,68 @@ def test_bad_input(supervisor):
     many = [BackgroundIntervalWorker(func=print, interval=1, singleton=s, supervisor=supervisor, name="w%d" % i)
             for i in range(3)]
     assert [m.get_info()["singleton"]["key"] for m in many] == ["w0", "w1", "w2"]
+
+
+def test_lease_in_one_process_info_handover_and_nothing_left(supervisor, server, key, rdb):
+    ran = {"a": [], "b": []}
+
+    def job(tag):
+        def run(_fence, **kw):
+            ran[tag].append(_fence)
+            gevent.sleep(0.01)
+        return run
+
+    # two workers of one job, each on a connection of its own (as in two processes)
+    a = BackgroundWorker(func=job("a"), supervisor=supervisor, name="a",
+                         singleton=RedisSingleton(server.url, key=key, ttl=1, redis_kwargs={"client_name": "a"}))
+    b = BackgroundWorker(func=job("b"), supervisor=supervisor, name="b",
+                         singleton=RedisSingleton(server.url, key=key, ttl=1, redis_kwargs={"client_name": "b"}))
+    assert a.get_info()["singleton"] == {"key": key, "mode": "lease", "holds": False, "fence": None,
+                                         "last_run": None, "last_holder": None, "acquired": 0, "lost": 0,
+                                         "renewals_failed": 0, "triggers_failed": 0}
+    before_clients, before_greenlets = len(rdb.client_list()), greenlet_count()
+    a.start()
+    wait_until(lambda: len(ran["a"]) >= 3, timeout=2)
+    b.start()
+    gevent.sleep(0.5)  # (more than a renewal period: b has tried and found a holding it)
+    assert ran["b"] == []
+    info = a.get_info()["singleton"]
+    assert info["holds"] and info["fence"] == ran["a"][0] and info["acquired"] == 1
+    assert info["last_run"] == pytest.approx(time.time(), abs=0.2)
+    assert not b.get_info()["singleton"]["holds"]
+    assert rdb.get("gworker:singleton:%s:lease" % key).decode().endswith(" %d" % info["fence"])
+    a.stop()
+    wait_until(lambda: ran["b"], timeout=1.0)  # given up at stop: b takes it at its next attempt
+    assert ran["b"][0] > ran["a"][-1] and set(ran["a"]) == {ran["a"][0]}
+    assert not a.get_info()["singleton"]["holds"]
+    b.stop()
+    wait_until(lambda: len(rdb.client_list()) == before_clients, timeout=2)  # the connections closed
+    wait_until(lambda: greenlet_count() <= before_greenlets, timeout=2)  # renewer, listener: gone
+    assert rdb.get("gworker:singleton:%s:lease" % key) is None
+
+
+def test_lease_redis_down_no_run_warns_and_does_not_spin(supervisor, caplog):
+    url = "redis://127.0.0.1:%d/0" % _free_port()  # nothing listens there
+    ran = []
+    workers = [BackgroundWorker(func=lambda **kw: ran.append(1), supervisor=supervisor, name="c",
+                                singleton=RedisSingleton(url, ttl=0.3)),
+               BackgroundEventWorker(func=lambda **kw: ran.append(1), supervisor=supervisor, name="e",
+                                     singleton=RedisSingleton(url, ttl=0.3)),
+               BackgroundIntervalWorker(func=lambda **kw: ran.append(1), delay=0.01, supervisor=supervisor,
+                                        name="d", singleton=RedisSingleton(url, ttl=0.3))]
+    cpu = time.process_time()
+    with caplog.at_level(logging.WARNING, logger="gworker"):
+        for w in workers:
+            w.start()
+        workers[1].trigger_threadsafe()
+        gevent.sleep(1.05)
+        for w in workers:
+            w.stop()
+    cpu = time.process_time() - cpu
+    assert ran == []
+    for w in workers:
+        assert 7 <= w.get_info()["singleton"]["renewals_failed"] <= 12  # one attempt per renewal period (0.1 s)
+    assert workers[1].get_info()["singleton"]["triggers_failed"] == 1
+    warnings = [r for r in caplog.records if r.name == "gworker" and "claims failed" in r.getMessage()]
+    assert len(warnings) == 1 and url in warnings[0].getMessage()
+    assert cpu < 0.3, "%.3f s of CPU in 1 s with Redis down" % cpu

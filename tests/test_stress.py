@@ -19,6 +19,7 @@ long ones with::
 """
 import gc
 import logging
+import os
 import time
 
 import gevent
@@ -49,8 +50,21 @@ def rss():
     return psutil.Process().memory_info().rss
 
 
-def num_fds():
-    return psutil.Process().num_fds()
+def open_fds():
+    """This process's open fds, each with what it is (a file's path, a
+    socket's or pipe's inode): so that a leak names itself."""
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(fd)] = os.readlink("/proc/self/fd/" + fd)
+        except OSError:  # (the fd of the listing itself, closed meanwhile)
+            pass
+    return fds
+
+
+def new_fds(before):
+    """The fds open now that were not (or were something else) in ``before``."""
+    return {fd: what for fd, what in open_fds().items() if before.get(fd) != what}
 
 
 # -- start/stop cycles -----------------------------------------------------------------------------
@@ -93,13 +107,13 @@ def test_start_stop_cycles_leak_nothing(supervisor, kind, scale):
     for _ in range(10):  # warm-up: first-time allocations, caches
         one_cycle(reused, kind, ran)
         one_cycle(make_worker(kind, supervisor, ran), kind, ran)
-    greenlets, fds, mem = greenlet_count(), num_fds(), rss()
+    greenlets, fds, mem = greenlet_count(), open_fds(), rss()
     for i in range(cycles):
         worker = reused if i % 2 else make_worker(kind, supervisor, ran)
         one_cycle(worker, kind, ran)
     del worker
     wait_until(lambda: greenlet_count() <= greenlets, timeout=2)
-    assert num_fds() <= fds
+    assert len(open_fds()) <= len(fds), "fds opened and not closed: %r" % (new_fds(fds),)
     grown = rss() - mem
     assert grown < (1 + scale // 5) * MiB, "RSS grew by %.1f MiB over %d cycles" % (grown / MiB, cycles)
     assert supervisor.get_schedulers() == {}

@@ -103,14 +103,18 @@ Needs redis-py: ``pip install 'gworker[redis]'``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import os
 import socket as _socket
+import time
 import uuid
+from time import monotonic
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import gevent
+from gevent.event import Event
 from gevent.hub import get_hub
 
 from .._errors import FailureLog, describe
@@ -145,6 +149,81 @@ end
 return {0, last or false}
 """
 
+#: The lease, renewed or taken, atomic in Redis (a lease holder's renewal
+#: and every other process's attempt are the same call). KEYS: the lease, the
+#: fencing counter, the record of the last run, the trigger counter, the
+#: triggers served. ARGV: holder, ttl (ms), the triggers the holder has served
+#: ('' if it has none to report). Returns {status, value, record of the last
+#: run or false, triggers, served}: status 1 renewed (value: the lease's
+#: token), 2 taken (value: a new token), 0 held by another (value: its PTTL).
+LEASE_SCRIPT = """
+local cur = redis.call('GET', KEYS[1])
+local status, value
+if cur then
+  local sp = string.find(cur, ' ', 1, true)
+  if sp and string.sub(cur, 1, sp - 1) == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    status, value = 1, tonumber(string.sub(cur, sp + 1))
+    if ARGV[3] ~= '' then
+      redis.call('SET', KEYS[5], ARGV[3])
+    end
+  else
+    status, value = 0, redis.call('PTTL', KEYS[1])
+  end
+else
+  value = redis.call('INCR', KEYS[2])
+  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. value, 'PX', ARGV[2])
+  status = 2
+end
+return {status, value, redis.call('GET', KEYS[3]) or false, tonumber(redis.call('GET', KEYS[4]) or '0'),
+        tonumber(redis.call('GET', KEYS[5]) or '0')}
+"""
+
+#: A lease holder's record of a run (its end), refused unless the lease is
+#: still the holder's, with that token. KEYS: the lease, the record.
+#: ARGV: holder, token, the record. Returns 1 if written, else 0.
+RECORD_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] .. ' ' .. ARGV[2] then
+  redis.call('SET', KEYS[2], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+#: A lease given up (its worker stopped): deleted if it is still the
+#: holder's. KEYS: the lease, the triggers served. ARGV: holder, served ('' for none).
+RELEASE_SCRIPT = """
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ' ' then
+  if ARGV[2] ~= '' then
+    redis.call('SET', KEYS[2], ARGV[2])
+  end
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+#: A trigger, from any process: counted, and published to the holder.
+#: KEYS: the trigger counter. ARGV: the channel, '1' for force else '0'.
+#: Returns the trigger's number.
+TRIGGER_SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], n .. ' ' .. ARGV[2])
+return n
+"""
+
+#: A lease is renewed (or tried for) this many times per ``ttl``.
+RENEWALS_PER_TTL = 3
+
+#: The part of ``ttl`` after a renewal's send during which the holder may
+#: start runs: Redis keeps the lease at least ``ttl`` from when it renewed it,
+#: which is later than the send; the rest covers the two clocks' rates.
+HELD_FOR = 0.99
+
+#: The listener's look for a change of what it listens to (seconds).
+LISTEN_LOOK = 1.0
+
 #: How long (seconds) the connection waits to connect, and for a reply,
 #: unless ``redis_kwargs`` says otherwise: a claim that takes longer fails
 #: (the worker does not run that time).
@@ -152,11 +231,14 @@ CONNECT_TIMEOUT = 2.0
 REPLY_TIMEOUT = 5.0
 
 _holder: Optional[Tuple[int, str]] = None
+_holder_numbers = itertools.count(1)
 
 
 def holder_id() -> str:
-    """This process's holder name in the claims: ``<host>:<pid>:<random>``
-    (made again in a forked child)."""
+    """This process's name in Redis: ``<host>:<pid>:<random>`` (made again
+    in a forked child). Each connection of the process (a URL, or other
+    ``redis_kwargs``) is a holder of its own: this name, then ``/`` and its
+    number."""
     global _holder
     pid = os.getpid()
     if _holder is None or _holder[0] != pid:
@@ -209,16 +291,21 @@ class RedisSingleton:
         self._ttl_ms = max(1, int(round(self.ttl * 1000)))
         self._bound: Optional[str] = None  # the worker a given key serves
 
-    def bind(self, worker: Any) -> "SingletonMember":
+    def bind(self, worker: Any, lease: bool = False, continuous: bool = False) -> Any:
         """The state of ``worker`` as a singleton (made at its construction):
-        its key, the figures ``get_info()`` shows. A ``key`` given serves
-        one worker per process (ValueError for a second)."""
+        its key, the figures ``get_info()`` shows — a claim per scheduled
+        time (an interval or cron worker), or with ``lease`` a lease (a
+        delay, event or, ``continuous``, a continuous worker). A ``key``
+        given serves one worker per process (ValueError for a second)."""
         if self.key is not None:
             if self._bound is not None and self._bound != worker.name:
                 raise ValueError("singleton: RedisSingleton(key=%r) serves worker %s already; a key names one job"
                                  " (give each worker its own RedisSingleton, or key=None)" % (self.key, self._bound))
             self._bound = worker.name
-        return SingletonMember(self, self.key if self.key is not None else worker.name)
+        key = self.key if self.key is not None else worker.name
+        if lease:
+            return LeaseMember(self, key, continuous)
+        return SingletonMember(self, key)
 
     def _claims(self) -> "_Claims":
         """The coordinator of this process and hub for this URL."""
@@ -255,7 +342,10 @@ class SingletonMember:
         self.claims_failed = 0
         self._claims: Optional[_Claims] = None
 
-    def attach(self) -> None:
+    #: its worker's triggers stay local (a triggered run is not claimed)
+    forwards = False
+
+    def attach(self, worker: Any = None) -> None:
         """A start of the worker begins: it uses this process's connection
         (connected now, in the background, if it is not yet)."""
         claims = self._claims = self.singleton._claims()
@@ -313,6 +403,7 @@ class SingletonMember:
         last = self.last_slot
         return {
             "key": self.key,
+            "mode": "claim",
             "holds": self.holds,
             "last_run": None if last is None else last / 1000.0,
             "last_holder": self.last_holder,
@@ -321,15 +412,257 @@ class SingletonMember:
         }
 
 
-class _Claim:
-    """A claim waiting for its batch's answer: ``then(context, answer)``."""
+class LeaseMember:
+    """One worker's side of a :class:`RedisSingleton` as a *lease* — a
+    delay, event or continuous worker (see the module docstring): whether
+    this process holds the lease and until when, its fencing token, what the
+    renewals found (kept over every start)."""
 
-    __slots__ = ("keys", "slot", "ttl", "then", "context")
+    __slots__ = ("singleton", "key", "prefix", "keys", "channel", "continuous", "holds", "token", "held_until",
+                 "last_end", "last_holder", "acquired", "lost", "renewals_failed", "triggers_failed", "seen",
+                 "served", "served_sent", "next_at", "in_flight", "record", "recording", "worker", "_claims", "_held",
+                 "period")
 
-    def __init__(self, prefix: str, slot: int, ttl_ms: int, then: Callable[[Any, Any], Any], context: Any) -> None:
-        self.keys = ("%s:%d" % (prefix, slot), prefix + ":last")
-        self.slot = slot
-        self.ttl = str(ttl_ms)
+    #: its worker's triggers go to the cluster (to whichever process holds the lease)
+    forwards = True
+
+    def __init__(self, singleton: "RedisSingleton", key: str, continuous: bool) -> None:
+        self.singleton = singleton
+        self.key = key
+        self.prefix = prefix = "%s:%s" % (singleton.namespace, key)
+        #: the lease, the fencing counter, the record of the last run, the
+        #: trigger counter, the triggers served
+        self.keys = (prefix + ":lease", prefix + ":fence", prefix + ":last", prefix + ":triggers",
+                     prefix + ":served")
+        self.channel = prefix + ":trigger"
+        #: a continuous worker's records of its runs go with the renewals
+        #: (one per renewal period), a delay or event worker's at once
+        self.continuous = continuous
+        self.holds = False
+        #: the lease's fencing token while held (it grows with each new holder)
+        self.token: Optional[int] = None
+        #: until when (monotonic) this process may start runs: the send of the
+        #: last successful renewal plus ``ttl`` (Redis keeps the lease at
+        #: least that long)
+        self.held_until = 0.0
+        self.last_end: Optional[float] = None
+        self.last_holder: Optional[str] = None
+        self.acquired = 0
+        self.lost = 0
+        self.renewals_failed = 0
+        self.triggers_failed = 0
+        #: the highest trigger number handled (run, or coalesced into a run)
+        self.seen = 0
+        #: the highest trigger number whose run has begun, and the highest told to Redis
+        self.served = 0
+        self.served_sent = 0
+        #: when (monotonic) the next renewal (or attempt) is due, and whether one is out
+        self.next_at = 0.0
+        self.in_flight = False
+        #: a record of a run not yet sent, and whether one is out
+        self.record: Optional[str] = None
+        self.recording = False
+        self.worker: Any = None
+        self._claims: Optional[_Claims] = None
+        self._held = Event()
+        self.period = singleton.ttl / RENEWALS_PER_TTL
+
+    # -- the worker's side ----------------------------------------------------------------------------
+    def attach(self, worker: Any) -> None:
+        """A start of ``worker`` begins: it takes part in the lease (renewed,
+        or tried for, with the others of this process, from now on)."""
+        self.worker = worker
+        claims = self._claims = self.singleton._claims()
+        claims.users += 1
+        claims.add_lease(self)
+
+    def detach(self) -> None:
+        """The start has ended: the lease is given up (deleted in Redis if
+        this process held it, so another takes it at its next attempt)."""
+        claims, self._claims = self._claims, None
+        self.worker = None
+        if claims is not None:
+            claims.remove_lease(self)
+            claims.users -= 1
+            if claims.users <= 0:
+                claims.close()
+        self.holds = False
+        self.token = None
+        self.held_until = 0.0
+
+    def valid(self) -> bool:
+        """True while this process holds the lease and may start a run."""
+        return self.holds and monotonic() < self.held_until
+
+    def hold(self, run: Any) -> Optional[int]:
+        """Wait (parked: ``stop()`` interrupts it) until this process holds
+        the lease; its token (None if the run stopped meanwhile)."""
+        while run.active and not self.valid():
+            self._held.clear()
+            run.park(self._held.wait, self.period)
+        return self.token if run.active else None
+
+    def ran(self) -> None:
+        """A run has ended: recorded in Redis as the last run (a delay worker's
+        next run anywhere is ``delay`` after it)."""
+        now = time.time()
+        self.last_end, self.last_holder = now, self._claims.holder if self._claims is not None else holder_id()
+        self.record = "%d %s" % (int(now * 1000), self.last_holder)
+        if not self.continuous:
+            self.send_record()
+
+    def started(self) -> None:
+        """An event run begins: it serves every trigger seen so far (told
+        to Redis with the next renewal)."""
+        self.served = self.seen
+
+    def due(self, delay_after: float, delay_before: float) -> float:
+        """When (wall clock) a delay worker's next run is due: ``delay_after``
+        after the last run anywhere in the cluster, then ``delay_before``."""
+        last = self.last_end
+        base = time.time() if last is None else max(0.0, last + delay_after)
+        return base + delay_before
+
+    def forward(self, force: bool) -> None:
+        """A trigger of the worker (in any process): counted in Redis and
+        published to the holder, which runs (coalesced as a local trigger)."""
+        claims = self._claims
+        if claims is None:
+            return
+        claims.call(_TRIGGER_SHA, (self.keys[3],), (self.channel, "1" if force else "0"), self._forwarded, None)
+
+    def _forwarded(self, _context: Any, reply: Any) -> None:
+        if reply is None:
+            self.triggers_failed += 1
+
+    # -- the coordinator's side -----------------------------------------------------------------------
+    def send_record(self) -> None:
+        """Send the pending record of a run (at most one out at a time)."""
+        claims = self._claims
+        if claims is None or self.record is None or self.token is None or self.recording:
+            return
+        record, self.record = self.record, None
+        self.recording = True
+        claims.call(_RECORD_SHA, (self.keys[0], self.keys[2]), (claims.holder, str(self.token), record),
+                    self._recorded, None)
+
+    def _recorded(self, _context: Any, _reply: Any) -> None:
+        self.recording = False
+        if self.record is not None and not self.continuous:
+            self.send_record()
+
+    def renew(self, claims: "_Claims", now: float) -> None:
+        """Renew the lease, or try to take it (one call of the batch)."""
+        self.in_flight = True
+        served = self.served if self.holds and self.served > self.served_sent else None
+        claims.call(_LEASE_SHA, self.keys, (claims.holder, str(self.singleton._ttl_ms),
+                                            "" if served is None else str(served)),
+                    self._renewed, (now, served))
+
+    def _renewed(self, context: Tuple[float, Optional[int]], reply: Any) -> None:
+        sent_at, served = context
+        self.in_flight = False
+        claims = self._claims
+        if claims is None:
+            return  # (detached meanwhile)
+        claims.tick()
+        if reply is None:
+            self.renewals_failed += 1
+            self.next_at = sent_at + self.period
+            if self.holds and monotonic() >= self.held_until:
+                self._lose("its renewals failed for ttl")
+            return
+        try:
+            status, value, record, triggers, served_before = int(reply[0]), int(reply[1]), reply[2], \
+                int(reply[3]), int(reply[4])
+        except (TypeError, ValueError, IndexError):  # (never: not the script's reply)
+            self.renewals_failed += 1
+            self.next_at = sent_at + self.period
+            return
+        if record:
+            text = record.decode() if isinstance(record, bytes) else str(record)
+            done, _, who = text.partition(" ")
+            try:
+                self.last_end, self.last_holder = int(done) / 1000.0, who
+            except ValueError:
+                pass
+        if status == 0:  # another process holds it
+            if self.holds:
+                self._lose("another process holds it")
+            # try again when it expires (value: its PTTL), or at the next period
+            wait = value / 1000.0 + 0.002 if value > 0 else self.period
+            self.next_at = sent_at + min(self.period, wait)
+            return
+        if served is not None:
+            self.served_sent = max(self.served_sent, served)
+        gained = status == 2 or not self.holds
+        self.holds = True
+        self.token = value
+        self.held_until = sent_at + self.singleton.ttl * HELD_FOR
+        self.next_at = sent_at + self.period
+        if status == 2:
+            self.acquired += 1
+            self.served = self.served_sent = max(self.served, served_before)
+            self.seen = max(self.seen, self.served)
+        if triggers > self.seen:
+            # Triggers not served: made while no one held the lease, or their
+            # message did not reach this process (pub/sub delivers at most
+            # once): served now, as one run.
+            self.seen = triggers
+            self._accept(False)
+        if self.record is not None and self.continuous:
+            self.send_record()
+        if gained:
+            self._held.set()
+
+    def _lose(self, why: str) -> None:
+        self.holds = False
+        self.token = None
+        self.lost += 1
+        logger.info("RedisSingleton %s: this process no longer holds %s (%s): it starts no run of it until"
+                    " it holds it again (a run in progress goes on)", self.singleton.url, self.key, why)
+
+    def message(self, number: int, force: bool) -> None:
+        """A trigger published by some process (the listener's call): the
+        holder runs; any other process ignores it (the counter keeps it for
+        the next holder)."""
+        if number <= self.seen or not self.valid():
+            return
+        self.seen = number
+        self._accept(force)
+
+    def _accept(self, force: bool) -> None:
+        worker = self.worker
+        if worker is not None:
+            worker._accept(force)
+
+    def info(self) -> Dict[str, Any]:
+        """What ``get_info()`` shows under ``singleton``."""
+        held = self.valid()
+        return {
+            "key": self.key,
+            "mode": "lease",
+            "holds": held,
+            "fence": self.token if held else None,
+            "last_run": self.last_end,
+            "last_holder": self.last_holder,
+            "acquired": self.acquired,
+            "lost": self.lost,
+            "renewals_failed": self.renewals_failed,
+            "triggers_failed": self.triggers_failed,
+        }
+
+
+class _Call:
+    """A script call waiting for its batch's answer: ``then(context, answer)``."""
+
+    __slots__ = ("sha", "keys", "args", "then", "context")
+
+    def __init__(self, sha: str, keys: Tuple[str, ...], args: Tuple[str, ...], then: Callable[[Any, Any], Any],
+                 context: Any) -> None:
+        self.sha = sha
+        self.keys = keys
+        self.args = args
         self.then = then
         self.context = context
 
@@ -342,7 +675,7 @@ class _Claims:
     def __init__(self, url: str, redis_kwargs: Dict[str, Any]) -> None:
         self.url = url
         self._redis_kwargs = redis_kwargs
-        self.pending: List[_Claim] = []
+        self.pending: List[_Call] = []
         self.sending = False
         self.users = 0
         self._client: Optional[redis.Redis] = None
@@ -350,6 +683,14 @@ class _Claims:
         self._failing = False
         self._warming = False
         self._log = FailureLog(burst=1, window=30.0, repeats=True)
+        #: the leases of this process on this URL, renewed (or tried for)
+        #: together by one greenlet, and the greenlet that listens for triggers
+        self.leases: Dict[str, LeaseMember] = {}
+        #: this connection's name in the claims and leases (see holder_id)
+        self.holder = "%s/%d" % (holder_id(), next(_holder_numbers))
+        self._renewer: Optional[gevent.Greenlet] = None
+        self._wake = Event()
+        self._listener: Optional[gevent.Greenlet] = None
 
     def warm(self) -> None:
         """Connect and load the claim script now, in a greenlet of its own
@@ -362,7 +703,9 @@ class _Claims:
 
     def _warm(self) -> None:
         try:
-            self._connection().script_load(CLAIM_SCRIPT)
+            client = self._connection()
+            for script in SCRIPTS:
+                client.script_load(script)
             self._loaded = True
         except CONNECTION_ERRORS as exc:
             self._drop()
@@ -378,14 +721,22 @@ class _Claims:
         """One claim (from the hub or any greenlet of it; nothing waits): its
         answer, ``(won, record of the last run)`` or None if it failed, comes
         as the hub callback ``then(context, answer)``."""
-        self.pending.append(_Claim(prefix, slot, ttl_ms, then, context))
+        self.call(_SCRIPT_SHA, ("%s:%d" % (prefix, slot), prefix + ":last"),
+                  (self.holder, str(slot), str(ttl_ms)), then, context)
+
+    def call(self, sha: str, keys: Tuple[str, ...], args: Tuple[str, ...], then: Callable[[Any, Any], Any],
+             context: Any) -> None:
+        """One call of one of the scripts (nothing waits): it goes with the
+        others made in this turn of the hub, and its reply (None if it failed)
+        comes as the hub callback ``then(context, reply)``."""
+        self.pending.append(_Call(sha, keys, args, then, context))
         if not self.sending:
             self.sending = True
-            gevent.spawn(self._send)  # starts after this turn of the hub: the claims made in it go together
+            gevent.spawn(self._send)  # starts after this turn of the hub: the calls made in it go together
 
     def _send(self) -> None:
         hub = get_hub()
-        batch: List[_Claim] = []
+        batch: List[_Call] = []
         try:
             while self.pending:
                 batch, self.pending = self.pending, []
@@ -405,6 +756,106 @@ class _Claims:
             if self.users <= 0 and not self._warming:
                 self._drop()  # (its last user stopped meanwhile)
 
+    # -- leases -------------------------------------------------------------------------------------
+    def add_lease(self, member: LeaseMember) -> None:
+        """Take part in ``member``'s lease from now on: its first attempt
+        goes with the next batch."""
+        member.next_at = 0.0
+        member.in_flight = False
+        self.leases[member.prefix] = member
+        if self._renewer is None:
+            self._renewer = gevent.spawn(self._renew)
+        else:
+            self._wake.set()
+        if member.forwards and self._listener is None:
+            self._listener = gevent.spawn(self._listen)
+
+    def remove_lease(self, member: LeaseMember) -> None:
+        """``member`` takes no part any more: its lease is given up if held."""
+        if self.leases.get(member.prefix) is member:
+            del self.leases[member.prefix]
+        if member.token is not None:
+            served = member.served if member.served > member.served_sent else None
+            self.call(_RELEASE_SHA, (member.keys[0], member.keys[4]),
+                      (self.holder, "" if served is None else str(served)), _ignore, None)
+        self._wake.set()
+        if self._listener is not None and not any(m.forwards for m in self.leases.values()):
+            listener, self._listener = self._listener, None
+            listener.kill(block=False)
+
+    def tick(self) -> None:
+        """An answer to a renewal came: the renewer looks again."""
+        self._wake.set()
+
+    def _renew(self) -> None:
+        # One greenlet per process and URL renews every lease of its
+        # workers, or tries for it, in one batch: whatever is due within half
+        # a period goes now, so that the members' renewals fall together
+        # (one round trip per renewal period in the steady state).
+        wake = self._wake
+        try:
+            while self.leases:
+                now = monotonic()
+                soonest = None
+                for member in list(self.leases.values()):
+                    if member.in_flight:
+                        continue
+                    if member.next_at <= now + member.period * 0.5:
+                        member.renew(self, now)
+                    elif soonest is None or member.next_at < soonest:
+                        soonest = member.next_at
+                wake.clear()
+                # (no member waiting: each answer wakes this greenlet)
+                wake.wait(None if soonest is None else max(0.0, soonest - monotonic()))
+        finally:
+            self._renewer = None
+
+    def _listen(self) -> None:
+        # The triggers of the forwarding leases' workers, from any process:
+        # one pub/sub connection per process and URL, subscribed to the
+        # namespaces' trigger channels. A message is a fast path only: the
+        # counter in Redis, read with each renewal, serves a trigger whose
+        # message was lost (a reconnection, a holder that changed).
+        patterns: Tuple[str, ...] = ()
+        pubsub: Any = None
+        try:
+            while True:
+                wanted = tuple(sorted({m.singleton.namespace + ":*:trigger" for m in self.leases.values()
+                                       if m.forwards}))
+                if not wanted:
+                    return
+                try:
+                    if pubsub is None or wanted != patterns:
+                        if pubsub is not None:
+                            pubsub.close()
+                        pubsub = self._connection().pubsub(ignore_subscribe_messages=True)
+                        pubsub.psubscribe(*wanted)
+                        patterns = wanted
+                    message = pubsub.get_message(timeout=LISTEN_LOOK)
+                except CONNECTION_ERRORS as exc:
+                    if pubsub is not None:
+                        pubsub.close()
+                    pubsub = None
+                    self._failed(exc, 0)
+                    gevent.sleep(LISTEN_LOOK)  # (never a spin while Redis is away)
+                    continue
+                if message is None or message.get("type") != "pmessage":
+                    continue
+                channel = message["channel"]
+                channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+                member = self.leases.get(channel[:-len(":trigger")])
+                if member is None:
+                    continue
+                data = message["data"]
+                number, _, force = (data.decode() if isinstance(data, bytes) else str(data)).partition(" ")
+                try:
+                    member.message(int(number), force == "1")
+                except ValueError:
+                    continue
+        finally:
+            if pubsub is not None:
+                pubsub.close()
+
     def _connection(self) -> redis.Redis:
         client = self._client
         if client is None:
@@ -418,22 +869,21 @@ class _Claims:
             client = self._client = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         return client
 
-    def _round_trip(self, batch: List[_Claim]) -> List[Optional[Tuple[int, Any]]]:
-        holder = holder_id()
+    def _round_trip(self, batch: List[_Call]) -> List[Any]:
         try:
             client = self._connection()
             for _attempt in range(2):
                 pipe = client.pipeline(transaction=False)
-                load = not self._loaded  # (read once: the warm-up may load it while this pipeline is out)
+                load = not self._loaded  # (read once: the warm-up may load them while this pipeline is out)
                 if load:
-                    pipe.script_load(CLAIM_SCRIPT)
+                    for script in SCRIPTS:
+                        pipe.script_load(script)
                 for entry in batch:
-                    pipe.evalsha(_SCRIPT_SHA, 2, entry.keys[0], entry.keys[1], holder, str(entry.slot),
-                                 entry.ttl)
+                    pipe.evalsha(entry.sha, len(entry.keys), *entry.keys, *entry.args)
                 replies = pipe.execute(raise_on_error=False)
                 if load:
                     self._loaded = True
-                    replies = replies[1:]
+                    replies = replies[len(SCRIPTS):]
                 if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
                     self._loaded = False  # Redis restarted (its scripts are gone): again, loading it first
                     continue
@@ -445,17 +895,19 @@ class _Claims:
         except redis.RedisError as exc:
             self._failed(exc, len(batch))
             return [None] * len(batch)
-        answers: List[Optional[Tuple[int, Any]]] = []
+        answers: List[Any] = []
         error: Optional[BaseException] = None
-        for reply in replies:
+        for entry, reply in zip(batch, replies):
             if isinstance(reply, BaseException):
                 error = reply
                 answers.append(None)
-            elif isinstance(reply, list) and len(reply) == 2 and reply[0] in (0, 1):
-                answers.append((reply[0], reply[1]))
-            else:  # (never: not the script's reply; not taken for a win)
+            elif entry.sha == _SCRIPT_SHA and not (isinstance(reply, list) and len(reply) == 2
+                                                   and reply[0] in (0, 1)):
+                # (never: not the claim script's reply; not taken for a win)
                 error = redis.ResponseError("unexpected reply to a claim: %r" % (reply,))
                 answers.append(None)
+            else:
+                answers.append(reply)
         if error is not None:
             self._failed(error, sum(1 for a in answers if a is None))
         elif self._failing:
@@ -471,9 +923,10 @@ class _Claims:
             return
         note = " (%d more failures not logged)" % suppressed if suppressed else ""
         if n:
-            logger.warning("RedisSingleton %s: claims failed (%s): %d singleton run(s) not started — a worker"
-                           " whose claim fails does not run (it cannot know who else does); it claims again"
-                           " at its next scheduled time%s", self.url, describe(exc), n, note)
+            logger.warning("RedisSingleton %s: claims failed (%s): %d claim(s), renewal(s) or trigger(s) not"
+                           " answered — a singleton worker whose claim or lease fails does not run (it cannot"
+                           " know who else does); it tries again at its next scheduled time or renewal%s",
+                           self.url, describe(exc), n, note)
         else:
             logger.warning("RedisSingleton %s: claims failed (%s) at start: singleton workers do not run until"
                            " Redis answers (each claims again at its next scheduled time)%s", self.url,
@@ -495,7 +948,21 @@ class _Claims:
             self._drop()
 
 
-_SCRIPT_SHA = hashlib.sha1(CLAIM_SCRIPT.encode()).hexdigest()
+def _ignore(_context: Any, _reply: Any) -> None:
+    """The answer to a call whose reply nothing needs."""
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()
+
+
+#: every script, loaded together on each connection (and again after a restart of Redis)
+SCRIPTS = (CLAIM_SCRIPT, LEASE_SCRIPT, RECORD_SCRIPT, RELEASE_SCRIPT, TRIGGER_SCRIPT)
+_SCRIPT_SHA = _sha(CLAIM_SCRIPT)
+_LEASE_SHA = _sha(LEASE_SCRIPT)
+_RECORD_SHA = _sha(RECORD_SCRIPT)
+_RELEASE_SHA = _sha(RELEASE_SCRIPT)
+_TRIGGER_SHA = _sha(TRIGGER_SCRIPT)
 
 #: one coordinator per (pid, OS thread, url, redis_kwargs)
 _coordinators: Dict[Tuple[int, int, str, str], _Claims] = {}

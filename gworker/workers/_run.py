@@ -81,7 +81,7 @@ class Run:
     keeps the state of its schedule in a subclass (with slots of its own)."""
 
     __slots__ = ("active", "ended", "greenlet", "runner", "parked", "in_progress", "task",
-                 "supervisor", "_greenlets", "_entries", "_wakers", "_done")
+                 "supervisor", "single", "_greenlets", "_entries", "_wakers", "_done")
 
     def __init__(self, supervisor: "TaskSupervisor") -> None:
         self.active = True
@@ -106,6 +106,9 @@ class Run:
         #: the worker's supervisor (whose hub runs the run; the greenlets'
         #: thread names come from it, see gworker._thread_names)
         self.supervisor = supervisor
+        #: the worker's singleton member this start takes part with (see
+        #: gworker.redis.singleton), given up when the run ends; else None
+        self.single: Any = None
 
     # -- what belongs to it --------------------------------------------------------------------------
     @property

@@ -76,6 +76,12 @@ MISSPELLING_CUTOFF = 0.8
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def check_singleton(singleton: Any) -> None:
+    """``singleton=`` must be a :class:`gworker.redis.RedisSingleton`."""
+    if not callable(getattr(singleton, "bind", None)):
+        raise TypeError("singleton must be a gworker.redis.RedisSingleton; got %r" % (singleton,))
+
+
 def check_unknown_keywords(owner: str, kwargs: Dict[str, Any], known: Tuple[str, ...] = KNOWN_PARAMETERS) -> None:
     """Warn (``UserWarning``) about each keyword of ``kwargs`` that is not in
     ``known`` but close to one of them — likely a misspelling, which would
@@ -125,12 +131,14 @@ class Worker:
     _retry_policy: Optional[RetryPolicy] = None
     #: The kind's name in ``get_info()``.
     kind = "worker"
-    #: an interval or cron worker's side of its ``singleton=`` (see
-    #: gworker.redis.singleton), else None; its executor receives ``_fence``
+    #: the worker's side of its ``singleton=`` (see gworker.redis.singleton):
+    #: a claim per scheduled time (interval, cron) or a lease (delay, event,
+    #: continuous), else None; its executor receives ``_fence``
     _singleton: Any = None
-    #: why a kind refuses ``singleton=``
-    _no_singleton = ("singleton= runs interval and cron workers once per cluster; delay, event and continuous"
-                     " workers need a lease, not built yet")
+    #: why a kind refuses ``singleton=`` (None: it takes a lease)
+    _no_singleton: Optional[str] = None
+    #: a lease's runs follow one another at once (their records go with the renewals)
+    _lease_continuous = True
 
     def __init__(
         self,
@@ -155,7 +163,9 @@ class Worker:
         **kwargs: Any,
     ) -> None:
         if singleton is not None:  # (an interval or cron worker takes it before it comes here)
-            raise TypeError(self._no_singleton)
+            if self._no_singleton is not None:
+                raise TypeError(self._no_singleton)
+            check_singleton(singleton)
         if kwargs:  # a subclass's own keywords, or a misspelt one of ours
             check_unknown_keywords(type(self).__name__, kwargs)
         if daemon:
@@ -205,6 +215,8 @@ class Worker:
         self._engine: Optional[Engine] = None
         #: what this start owns (None until the first start)
         self._run: Optional[Run] = None
+        if singleton is not None:  # (its key defaults to the name, set above)
+            self._singleton = singleton.bind(self, lease=True, continuous=self._lease_continuous)
 
     # -- parameters -----------------------------------------------------------------------------
     @property
@@ -257,6 +269,10 @@ class Worker:
                                              self._engine, self._keeps_errors())
         self.before_start()
         self._run = run = self._new_run()
+        single = self._singleton
+        if single is not None:
+            single.attach(self)  # (given up when the run ends: _finished)
+            run.single = single
         if engine.limits is not None:
             engine.limits.run = run  # (a retry's wait is this run's)
         supervisor.register_worker(self)
@@ -330,6 +346,10 @@ class Worker:
     def _finished(self, run: Run) -> None:
         """A run has ended (any path): unregister, after_stop — unless a newer
         start (made from inside the old run's executor) has taken over."""
+        single = run.single
+        if single is not None:
+            run.single = None
+            single.detach()  # (a lease is given up; the connection closes with its last user)
         if run is not self._run:
             return
         self.supervisor.unregister_worker(self)
@@ -442,6 +462,8 @@ class Worker:
             "failures": 0 if engine is None else engine.failures,
             "timeouts": 0 if engine is None else engine.timeouts,
             "overruns": 0 if engine is None else engine.overruns,
+            # (once per cluster: see gworker.redis.singleton)
+            "singleton": None if self._singleton is None else self._singleton.info(),
         }
 
     def __repr__(self) -> str:

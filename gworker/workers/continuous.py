@@ -35,9 +35,21 @@ class BackgroundWorker(Worker):
 
     def _loop(self, run: Run, engine: Engine) -> None:
         call = engine.call
+        lease = self._singleton
         try:
             while run.active:
-                if call() is False:
+                if lease is not None:
+                    # Once per cluster (see gworker.redis.singleton): a call
+                    # only while this process holds the lease.
+                    fence = lease.hold(run)
+                    if fence is None:
+                        break
+                    engine.fence = fence  # type: ignore[attr-defined]  # (a FencedEngine)
+                    outcome = call()
+                    lease.ran()
+                    if outcome is False:
+                        break
+                elif call() is False:
                     break
                 if not run.active:
                     break

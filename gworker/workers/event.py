@@ -69,6 +69,7 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
 
     holds_slot = True
     kind = "event"
+    _lease_continuous = False
     _run: Optional[EventRun]  # type: ignore[assignment]  # (made by _new_run)
 
     def __init__(self, *args: Any, e: Any = None, event: Any = None, **kwargs: Any) -> None:
@@ -110,6 +111,17 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
         run = self._run
         if run is None or not run.active:
             return
+        single = self._singleton
+        if single is not None:  # once per cluster: to the process that holds the lease
+            single.forward(force)
+            return
+        self._accept(force, in_hub)
+
+    def _accept(self, force: bool = False, in_hub: bool = False) -> None:
+        """A trigger accepted by this process (a singleton's, from the cluster)."""
+        run = self._run
+        if run is None or not run.active:
+            return
         if run.busy:
             if force:
                 run.again = True
@@ -137,6 +149,7 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
     def _loop(self, run: EventRun, engine: Engine) -> None:  # type: ignore[override]
         call = engine.call
         hub = get_hub()
+        lease = self._singleton
         try:
             while run.active:
                 if not run.again and not run.busy:
@@ -155,7 +168,20 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
                 if not run.active:
                     break
                 run.busy = True
-                if call() is False or not run.active:
+                if lease is not None:
+                    # Once per cluster (see gworker.redis.singleton): the
+                    # trigger came to the lease's holder; lost since, its run
+                    # is the next holder's (the triggers are counted in Redis).
+                    if not lease.valid():
+                        run.busy = run.again = False
+                        continue
+                    engine.fence = lease.token  # type: ignore[attr-defined]  # (a FencedEngine)
+                    lease.started()
+                    outcome = call()
+                    lease.ran()
+                    if outcome is False or not run.active:
+                        break
+                elif call() is False or not run.active:
                     break
                 run.busy = run.again
         except Halt:

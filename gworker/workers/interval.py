@@ -155,6 +155,7 @@ from .._timers import LEAD, TimerEntry
 from ..cron import CronSchedule, zone_name
 from ._engine import Engine
 from ._run import Halt, Run
+from .base import check_singleton
 from .event import BackgroundEventWorker, EventRun
 
 if TYPE_CHECKING:
@@ -708,13 +709,12 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         if misfire_grace is not None:
             self.misfire_grace = _check_grace(misfire_grace, "misfire_grace")
         if singleton is not None:
-            if not callable(getattr(singleton, "bind", None)):
-                raise TypeError("singleton must be a gworker.redis.RedisSingleton; got %r" % (singleton,))
-            if self.interval is None and self._schedule_cron is None:
-                raise TypeError(self._no_singleton + " (this is a delay worker: give interval= or cron=)")
+            check_singleton(singleton)
         super().__init__(*args, **kwargs)
-        if singleton is not None:
-            self._singleton = singleton.bind(self)  # (its key defaults to the name, set just now)
+        if singleton is not None:  # (its key defaults to the name, set just now)
+            # an interval or cron worker claims its scheduled times; a delay worker takes a lease
+            self._singleton = singleton.bind(self, lease=self.interval is None and self._schedule_cron is None,
+                                             continuous=False)
 
     def _apply_overrides(self, kwargs: Dict[str, Any]) -> None:
         if not kwargs:
@@ -752,8 +752,11 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         grace = self.misfire_grace
         if "_misfire_grace" in kwargs:
             grace = _check_grace(kwargs["_misfire_grace"], "_misfire_grace")
-        if self._singleton is not None and interval is None and cron is None:
-            raise TypeError(self._no_singleton + " (start() would make this singleton worker a delay worker)")
+        single = self._singleton
+        if single is not None and single.forwards != (interval is None and cron is None):
+            raise TypeError("singleton: a singleton %s worker can not become a%s worker at start() (an interval"
+                            " or cron worker claims its times, a delay worker holds a lease); make another worker"
+                            % (("delay", "n interval or cron") if single.forwards else ("interval or cron", " delay")))
         self.interval, self.delay_after, self.delay_before = interval, delay_after, delay_before
         if cron is not self._schedule_cron:
             self._set_cron(cron)
@@ -805,9 +808,14 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
             # Once per cluster: its times are on the wall clock, the same in
             # every process (an interval worker's the epoch's grid), each
             # claimed before it runs — always from the timer heap.
+            if single.forwards:
+                # A delay worker holds a lease (see gworker.redis.singleton):
+                # its runs are timed from the last run anywhere in the cluster.
+                run.period, run.delay_before = self._period(), self.delay_before or 0.0
+                run.spawn_loop(self._leased_loop, run, engine)
+                return
             if cron is None:
                 cron = EpochGrid(self.interval)  # type: ignore[arg-type]  # (a singleton has one)
-            single.attach()
         if cron is not None or jitter or grace is not None:
             run.special = Special(cron, jitter, grace, self.precise, single)
         if cron is not None:
@@ -831,12 +839,41 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
             run.anchor = True
             self._schedule(run)
 
-    def _finished(self, run: Run) -> None:
-        special = getattr(run, "special", None)
-        if special is not None and special.single is not None:
-            single, special.single = special.single, None
-            single.detach()  # (its connection closes with the last singleton worker of the process)
-        super()._finished(run)
+    def _leased_loop(self, run: IntervalRun, engine: Engine) -> None:
+        """The loop of a singleton delay worker (a lease, see
+        gworker.redis.singleton): while this process holds the lease, a run
+        ``delay`` after the last run anywhere in the cluster (a trigger, from
+        any process, runs it at once); else it waits to hold it."""
+        hub = get_hub()
+        lease = self._singleton
+        try:
+            while run.active:
+                fence = lease.hold(run)
+                if fence is None:
+                    break
+                triggered = run.again
+                if not triggered:
+                    wait = lease.due(run.period, run.delay_before) - time.time()
+                    if wait > 0:
+                        self._sleep(run, hub, wait)
+                        triggered = run.again
+                    if not run.active:
+                        break
+                    if not lease.valid():
+                        continue  # lost meanwhile: the holder runs it
+                run.again = False
+                run.running = True
+                engine.fence = lease.token  # type: ignore[attr-defined]  # (a FencedEngine)
+                outcome = engine.call()
+                run.running = False
+                lease.ran()
+                if outcome is False or not run.active:
+                    break
+        except Halt:
+            pass
+        finally:
+            run.running = False
+            run.end(self._finished)
 
     def _kept_loop(self, run: IntervalRun, engine: Engine) -> None:
         """The loop of a worker that keeps its greenlet (see the module
@@ -926,6 +963,17 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         run = self._run
         if run is None or not run.active:
             return
+        single = self._singleton
+        if single is not None and single.forwards:  # a singleton delay worker: to the holder
+            single.forward(force)
+            return
+        self._accept(force, in_hub)
+
+    def _accept(self, force: bool = False, in_hub: bool = False) -> None:
+        """A trigger of this process's run (a singleton's from the cluster)."""
+        run = self._run
+        if run is None or not run.active:
+            return
         if run.running:
             run.again = True
         elif run.greenlet is not None:  # a kept greenlet, waiting for its next run
@@ -968,6 +1016,9 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         run = self._run
         if run is None or not run.active or run.running:
             return None
+        single = self._singleton
+        if single is not None and single.forwards:  # a singleton delay worker: while it holds the lease
+            return single.due(run.period, run.delay_before) if single.valid() else None
         special = run.special
         if special is None:
             due = run.tick + run.delay_before
@@ -989,8 +1040,6 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         info["misfire_grace"] = self.misfire_grace
         info["missed"] = self._missed
         info["next_run"] = self._next_run()
-        single = self._singleton
-        info["singleton"] = None if single is None else single.info()
         return info
 
 
