@@ -1,6 +1,7 @@
 """RedisSingleton: interval and cron workers once per cluster, against a real
 redis-server (AOF on) of this file's own and real worker processes
 (tests/singleton_proc.py), in this run's world."""
+import argparse
 import io
 import json
 import logging
@@ -377,8 +378,8 @@ def test_fence_info_and_a_competitor(supervisor, server, key, rdb):
     rival = BackgroundIntervalWorker(func=lambda _fence, **kw: other.append(_fence), interval=0.1,
                                      supervisor=supervisor, singleton=RedisSingleton(server.url, key=key, ttl=1))
     info = w.get_info()["singleton"]
-    assert info == {"key": key, "mode": "claim", "holds": False, "last_run": None, "last_holder": None, "ran_elsewhere": 0,
-                    "claims_failed": 0}
+    assert info == {"key": key, "mode": "claim", "holds": False, "last_run": None, "last_holder": None,
+                    "ran_elsewhere": 0, "claims_failed": 0, "round_trips": None}
     started = time.time()
     w.start()
     rival.start()
@@ -583,7 +584,7 @@ def test_lease_in_one_process_info_handover_and_nothing_left(supervisor, server,
                          singleton=RedisSingleton(server.url, key=key, ttl=1, redis_kwargs={"client_name": "b"}))
     assert a.get_info()["singleton"] == {"key": key, "mode": "lease", "holds": False, "fence": None,
                                          "last_run": None, "last_holder": None, "acquired": 0, "lost": 0,
-                                         "renewals_failed": 0, "triggers_failed": 0}
+                                         "renewals_failed": 0, "triggers_failed": 0, "round_trips": None}
     before_clients, before_greenlets = len(rdb.client_list()), greenlet_count()
     a.start()
     wait_until(lambda: len(ran["a"]) >= 3, timeout=2)
@@ -630,3 +631,26 @@ def test_lease_redis_down_no_run_warns_and_does_not_spin(supervisor, caplog):
     warnings = [r for r in caplog.records if r.name == "gworker" and "claims failed" in r.getMessage()]
     assert len(warnings) == 1 and url in warnings[0].getMessage()
     assert cpu < 0.3, "%.3f s of CPU in 1 s with Redis down" % cpu
+
+
+@pytest.mark.timeout(60)
+def test_two_hundred_workers_per_process_take_a_round_trip_per_period_not_per_worker(server):
+    """200 singleton interval=1 workers in each of 3 processes (the
+    benchmark's own processes, benchmarks/singleton.py): the cluster runs
+    each worker once a second, each process sends its claims in a couple of
+    round trips per second, and Redis sees one script call per worker per
+    process per second. (The hub's lag meanwhile is a benchmark figure.)"""
+    sys.path.insert(0, ROOT)
+    try:
+        from benchmarks import singleton as bench
+    finally:
+        sys.path.remove(ROOT)
+    r = server.client()
+    try:
+        args = argparse.Namespace(url=server.url, workers=200, procs=3, seconds=3.0, patched=PATCHED)
+        got = bench.run_once(r, args, "singleton")
+    finally:
+        r.connection_pool.disconnect()
+    assert 200 * 0.95 <= got["runs_per_s"] <= 200 * 1.05, got  # once per cluster, not 3 times
+    assert 600 * 0.9 <= got["script_calls_per_s"] <= 600 * 1.1, got  # a claim per worker per process
+    assert got["round_trips_per_s_per_process"] <= 4, got  # pipelined: not 200 a second

@@ -118,7 +118,7 @@ from gevent.event import Event
 from gevent.hub import get_hub
 
 from .._errors import FailureLog, describe
-from .._hubsafe import os_thread_ident
+from .._hubsafe import os_thread_ident, yield_to_hub
 from .streams import CONNECTION_ERRORS, GeventConnection
 
 import redis
@@ -220,6 +220,10 @@ RENEWALS_PER_TTL = 3
 #: start runs: Redis keeps the lease at least ``ttl`` from when it renewed it,
 #: which is later than the send; the rest covers the two clocks' rates.
 HELD_FOR = 0.99
+
+#: A batch is packed, read and answered this many calls at a time, with a
+#: yield between: the hub is never held for long by a batch of hundreds.
+CHUNK = 32
 
 #: The listener's look for a change of what it listens to (seconds).
 LISTEN_LOOK = 1.0
@@ -409,6 +413,7 @@ class SingletonMember:
             "last_holder": self.last_holder,
             "ran_elsewhere": self.ran_elsewhere,
             "claims_failed": self.claims_failed,
+            "round_trips": _round_trips(self._claims),
         }
 
 
@@ -650,6 +655,7 @@ class LeaseMember:
             "lost": self.lost,
             "renewals_failed": self.renewals_failed,
             "triggers_failed": self.triggers_failed,
+            "round_trips": _round_trips(self._claims),
         }
 
 
@@ -686,6 +692,8 @@ class _Claims:
         #: the leases of this process on this URL, renewed (or tried for)
         #: together by one greenlet, and the greenlet that listens for triggers
         self.leases: Dict[str, LeaseMember] = {}
+        #: the batches sent (each one round trip)
+        self.round_trips = 0
         #: this connection's name in the claims and leases (see holder_id)
         self.holder = "%s/%d" % (holder_id(), next(_holder_numbers))
         self._renewer: Optional[gevent.Greenlet] = None
@@ -745,7 +753,9 @@ class _Claims:
                 except Exception as exc:  # (not Redis's: still an answer for every claim)
                     self._failed(exc, len(batch))
                     answers = [None] * len(batch)
-                for entry, answer in zip(batch, answers):
+                for i, (entry, answer) in enumerate(zip(batch, answers)):
+                    if i and not i % CHUNK:
+                        yield_to_hub()  # (the hub runs the answers so far, its timers and I/O, then this goes on)
                     hub.loop.run_callback(entry.then, entry.context, answer)
                 batch = []
         finally:
@@ -870,24 +880,47 @@ class _Claims:
         return client
 
     def _round_trip(self, batch: List[_Call]) -> List[Any]:
+        # One round trip for the whole batch, pipelined — packed, sent and
+        # read CHUNK commands at a time with a yield between (redis-py packs
+        # and parses in Python: a few hundred calls in one go would hold the
+        # hub for milliseconds).
+        self.round_trips += 1
         try:
             client = self._connection()
-            for _attempt in range(2):
-                pipe = client.pipeline(transaction=False)
-                load = not self._loaded  # (read once: the warm-up may load them while this pipeline is out)
-                if load:
-                    for script in SCRIPTS:
-                        pipe.script_load(script)
-                for entry in batch:
-                    pipe.evalsha(entry.sha, len(entry.keys), *entry.keys, *entry.args)
-                replies = pipe.execute(raise_on_error=False)
-                if load:
-                    self._loaded = True
-                    replies = replies[len(SCRIPTS):]
-                if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
-                    self._loaded = False  # Redis restarted (its scripts are gone): again, loading it first
-                    continue
-                break
+            pool = client.connection_pool
+            connection = pool.get_connection()
+            try:
+                for _attempt in range(2):
+                    load = not self._loaded  # (read once: the warm-up may load them while this batch is out)
+                    commands: List[Tuple[Any, ...]] = [("SCRIPT", "LOAD", script) for script in SCRIPTS] \
+                        if load else []
+                    commands.extend(("EVALSHA", entry.sha, len(entry.keys)) + entry.keys + entry.args
+                                    for entry in batch)
+                    for i in range(0, len(commands), CHUNK):
+                        if i:
+                            yield_to_hub()
+                        connection.send_packed_command(connection.pack_commands(commands[i:i + CHUNK]),
+                                                       check_health=not i)
+                    replies: List[Any] = []
+                    for i in range(len(commands)):
+                        if i and not i % CHUNK:
+                            yield_to_hub()
+                        try:
+                            replies.append(connection.read_response())
+                        except redis.ResponseError as exc:
+                            replies.append(exc)
+                    if load:
+                        self._loaded = True
+                        replies = replies[len(SCRIPTS):]
+                    if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+                        self._loaded = False  # Redis restarted (its scripts are gone): again, loading them first
+                        continue
+                    break
+            except BaseException:
+                connection.disconnect()  # (a reply may be left unread: the connection is out of step)
+                raise
+            finally:
+                pool.release(connection)
         except CONNECTION_ERRORS as exc:
             self._drop()
             self._failed(exc, len(batch))
@@ -946,6 +979,12 @@ class _Claims:
         that uses it now does, when it is done)."""
         if not self.sending and not self._warming:
             self._drop()
+
+
+def _round_trips(claims: Optional["_Claims"]) -> Optional[int]:
+    """The round trips of a started worker's connection (shared by the
+    process's singleton workers on its URL), else None."""
+    return None if claims is None else claims.round_trips
 
 
 def _ignore(_context: Any, _reply: Any) -> None:

@@ -1,0 +1,186 @@
+"""What once-per-cluster costs: N interval workers per process × P processes
+at ``interval=1`` — plain (each process runs all of them: the baseline) and
+with ``singleton=RedisSingleton(...)`` (the cluster runs each once per
+second) — in the same run, against one redis-server.
+
+    python benchmarks/singleton.py [--url redis://127.0.0.1:6379/0] [--workers 200] [--procs 3]
+                                   [--seconds 10] [--rounds 2] [--patched]
+
+Without ``--url`` it starts a redis-server of its own on a free loopback port
+(no persistence). Variants alternate, ``--rounds`` times each; the best round
+of each is reported. Per variant: the runs made per second across the
+cluster; Redis commands per second (``INFO stats``: the commands inside the
+scripts count too) and script calls per second (``EVALSHA``); per process
+the round trips per second to Redis, and the hub's lag seen by a 1 ms
+ticker — as wall time (on a small machine it includes the OS preempting
+the process) and as the CPU time the hub thread spent between two ticks
+(what the process itself did without yielding: the figure gworker answers
+for).
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- a worker process ------------------------------------------------------------------------------
+
+def child(args):
+    import gevent
+
+    from gworker import BackgroundIntervalWorker, TaskSupervisor
+    from gworker.redis import RedisSingleton
+
+    sup = TaskSupervisor()
+    sup.start()
+    runs = [0]
+
+    def job(**kw):
+        runs[0] += 1
+
+    single = RedisSingleton(args.url, ttl=5) if args.variant == "singleton" else None
+    workers = [BackgroundIntervalWorker(func=job, interval=1, name="%s-%d" % (args.prefix, i), supervisor=sup,
+                                        singleton=single) for i in range(args.workers)]
+    for w in workers:
+        w.start()
+    # measure from the same wall time in every process, after a warm-up second
+    gevent.sleep(max(0.0, args.at - time.time()))
+    lags, cpus = [], []
+    trips0 = workers[0].get_info()["singleton"]["round_trips"] if single else 0
+    runs0 = runs[0]
+    end = time.time() + args.seconds
+    while time.time() < end:
+        t, c = time.perf_counter(), time.thread_time()
+        gevent.sleep(0.001)
+        lags.append(time.perf_counter() - t - 0.001)
+        cpus.append(time.thread_time() - c)
+    trips = (workers[0].get_info()["singleton"]["round_trips"] - trips0) if single else 0
+    made = runs[0] - runs0
+    for w in workers:
+        w.stop()
+    sup.stop()
+    lags.sort()
+    cpus.sort()
+    print(json.dumps({"runs": made, "round_trips": trips,
+                      "lag_max_ms": lags[-1] * 1000, "lag_p99_ms": lags[int(len(lags) * 0.99)] * 1000,
+                      "cpu_max_ms": cpus[-1] * 1000, "cpu_p99_ms": cpus[int(len(cpus) * 0.99)] * 1000}),
+          flush=True)
+
+
+# -- the driver -------------------------------------------------------------------------------------
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start_server():
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server not found: install it or pass --url")
+    port = _free_port()
+    workdir = tempfile.mkdtemp(prefix="gworker-bench-redis-")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir,
+                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    return proc, workdir, "redis://127.0.0.1:%d/0" % port
+
+
+def run_once(r, args, variant):
+    prefix = "bench-%s" % uuid.uuid4().hex[:8]
+    at = time.time() + 2.0  # the workers of every process started, a second of warm-up
+    cmd = [sys.executable] + (["-m", "gevent.monkey"] if args.patched else []) + [
+        os.path.abspath(__file__), "--child", "--url", args.url, "--variant", variant, "--prefix", prefix,
+        "--workers", str(args.workers), "--seconds", str(args.seconds), "--at", repr(at)]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(args.procs)]
+    time.sleep(max(0.0, at - time.time()))
+    stats0, calls0 = r.info("stats")["total_commands_processed"], _evalsha(r)
+    t0 = time.time()
+    outs = [json.loads(c.communicate(timeout=args.seconds + 60)[0].strip().splitlines()[-1]) for c in children]
+    elapsed = min(time.time() - t0, args.seconds)
+    stats1, calls1 = r.info("stats")["total_commands_processed"], _evalsha(r)
+    seconds = args.seconds
+    return {
+        "runs_per_s": sum(o["runs"] for o in outs) / seconds,
+        "redis_commands_per_s": (stats1 - stats0) / max(elapsed, seconds),
+        "script_calls_per_s": (calls1 - calls0) / max(elapsed, seconds),
+        "round_trips_per_s_per_process": max(o["round_trips"] for o in outs) / seconds,
+        "hub_lag_max_ms": max(o["lag_max_ms"] for o in outs),
+        "hub_lag_p99_ms": max(o["lag_p99_ms"] for o in outs),
+        "hub_cpu_max_ms": max(o["cpu_max_ms"] for o in outs),
+        "hub_cpu_p99_ms": max(o["cpu_p99_ms"] for o in outs),
+    }
+
+
+def _evalsha(r):
+    return r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--url", help="a Redis to use (default: start a redis-server of its own)")
+    p.add_argument("--workers", type=int, default=200, help="interval workers per process")
+    p.add_argument("--procs", type=int, default=3, help="worker processes")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--patched", action="store_true", help="run the worker processes under gevent.monkey")
+    p.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    p.add_argument("--prefix", help=argparse.SUPPRESS)
+    p.add_argument("--at", type=float, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return child(args)
+    import redis
+
+    server = workdir = None
+    if args.url is None:
+        server, workdir, args.url = start_server()
+    try:
+        r = redis.Redis.from_url(args.url)
+        for _ in range(100):
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        best = {}
+        for _ in range(args.rounds):
+            for variant in ("plain", "singleton"):  # alternating: the machine's speed swings
+                got = run_once(r, args, variant)
+                old = best.get(variant)
+                if old is None or got["hub_cpu_max_ms"] < old["hub_cpu_max_ms"]:
+                    best[variant] = got
+        print("%d interval=1 workers per process x %d processes, %s, best of %d rounds of %.0f s"
+              % (args.workers, args.procs, "patched" if args.patched else "un-patched", args.rounds, args.seconds))
+        keys = list(best["plain"])
+        print("%-32s %12s %12s" % ("", "plain", "singleton"))
+        for k in keys:
+            print("%-32s %12.2f %12.2f" % (k, best["plain"][k], best["singleton"][k]))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"workers": args.workers, "procs": args.procs, "patched": args.patched, **best}, f,
+                          indent=1)
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            server.wait()
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
