@@ -19,7 +19,13 @@ What runs:
 * ``heartbeat`` — an interval worker, every 0.1 s;
 * ``process_item`` — a queue worker fed by ``POST /items`` (the body is the
   item; ``?work=0.05`` makes processing it take that many seconds);
-* the status endpoint at ``/_gworker`` (:mod:`gworker.integrations.status`).
+* the status endpoint at ``/_gworker`` (:mod:`gworker.integrations.status`);
+* with ``REDIS_URL`` set (e.g. ``REDIS_URL=redis://127.0.0.1:6379/0``, and
+  ``pip install gworker[redis]``): ``cluster_report`` — an interval worker,
+  every second, that runs **once per cluster**: under ``gunicorn -w 4`` on
+  three machines it still runs once a second, in whichever process claims
+  that second first (:class:`gworker.redis.RedisSingleton`). It logs each
+  run with the process that made it.
 
 The same module is the application of the gunicorn example
 (``examples/gunicorn_app.py``). Two environment variables exist for the
@@ -45,6 +51,7 @@ from gworker.integrations.status import mount
 
 STATE_DIR = os.environ.get("GWORKER_EXAMPLE_STATE_DIR")
 WORKERS_ON = os.environ.get("GWORKER_EXAMPLE_WORKERS", "on") != "off"
+REDIS_URL = os.environ.get("REDIS_URL")
 
 heartbeats = {"count": 0}
 
@@ -86,9 +93,23 @@ def schedule_probe(interval=0.1):
         gevent.sleep(tick - now)
 
 
+cluster_report = None
+if REDIS_URL:
+    from gworker.redis import RedisSingleton
+
+    @background_worker(interval=1, singleton=RedisSingleton(url=REDIS_URL))
+    def cluster_report(_fence, **kwargs):
+        """Once per cluster, every second: ``_fence`` is the second's claim
+        (it grows from run to run: a store written by this worker can refuse a
+        write with a smaller one, from a run that is late)."""
+        logging.getLogger("example").info("cluster_report %d in pid %d", _fence, os.getpid())
+        _record("report", "%d %.6f" % (_fence, time.time()))
+
 server_workers.on_undrained = report_undrained
 if WORKERS_ON:
     autostart(heartbeat, process_item)  # started by the server integration, in each server process
+    if cluster_report is not None:
+        autostart(cluster_report)
     if STATE_DIR is not None:
         autostart(lambda: gevent.spawn(schedule_probe))
 

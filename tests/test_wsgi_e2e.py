@@ -13,6 +13,7 @@ import glob
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,6 +156,16 @@ def read_lines(state_dir, kind):
     return lines
 
 
+def read_pid_lines(state_dir, kind):
+    """(pid, line) of every line of every ``<kind>-<pid>.log`` in ``state_dir``."""
+    out = []
+    for path in glob.glob(os.path.join(state_dir, "%s-*.log" % kind)):
+        pid = int(os.path.basename(path)[len(kind) + 1:-4])
+        with open(path) as f:
+            out.extend((pid, line.strip()) for line in f if line.endswith("\n"))
+    return out
+
+
 def alive(pid):
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -209,7 +220,7 @@ def free_port():
 def launch(tmp_path):
     procs = []
 
-    def _launch(kind, name="server", workers_on=True, graceful_timeout=10):
+    def _launch(kind, name="server", workers_on=True, graceful_timeout=10, processes=2, redis_url=None):
         state_dir = tmp_path / name
         state_dir.mkdir()
         port = free_port()
@@ -217,9 +228,12 @@ def launch(tmp_path):
         env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p])
         env["GWORKER_EXAMPLE_STATE_DIR"] = str(state_dir)
         env["GWORKER_EXAMPLE_WORKERS"] = "on" if workers_on else "off"
+        env.pop("REDIS_URL", None)
+        if redis_url is not None:
+            env["REDIS_URL"] = redis_url
         if kind == "gunicorn":
             cmd = [sys.executable, "-m", "gunicorn", "-c", os.path.join(EXAMPLES, "gunicorn.conf.py"),
-                   "-k", "gevent", "-w", "2", "-b", "127.0.0.1:%d" % port,
+                   "-k", "gevent", "-w", str(processes), "-b", "127.0.0.1:%d" % port,
                    "--graceful-timeout", str(graceful_timeout)]
             if hasattr(__import__("gunicorn.config").config, "ControlSocketDisable"):
                 cmd.append("--no-control-socket")  # gunicorn >= 24: no shared socket in $HOME
@@ -252,6 +266,44 @@ def check_exactly_once(server, accepted, timeout=10):
 
 
 # -- gunicorn ------------------------------------------------------------------------------------
+@needs_gunicorn
+def test_gunicorn_four_processes_run_a_singleton_once_per_interval(launch, tmp_path):
+    """gunicorn -k gevent -w 4 with the example's cluster_report (interval=1,
+    RedisSingleton, a real redis-server): one run per second across the four
+    processes, not four; SIGTERM to the master stops every process cleanly,
+    with no run cut short and every queued item processed."""
+    from test_redis_streams import SERVER_BIN, RedisServer
+
+    if SERVER_BIN is None:
+        message = "redis-server not found (install it, e.g. apt-get install redis-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " -- required in CI", pytrace=False)
+        pytest.skip(message)
+    redis_server = RedisServer(SERVER_BIN)
+    redis_server.start()
+    try:
+        server = launch("gunicorn", processes=4, redis_url=redis_server.url)
+        server.wait_ready(processes=4)
+        t0 = time.time()
+        gevent.sleep(5.0)
+        t1 = time.time()
+        accepted = post_items(server.port, ["item-%d" % i for i in range(20)], work=0.01)
+        runs = sorted((int(fence), float(at), pid) for pid, line in read_pid_lines(server.state_dir, "report")
+                      for fence, at in [line.split()])
+        window = [r for r in runs if t0 <= r[1] < t1]
+        assert 4 <= len(window) <= 6, "%d runs in 5 s at interval=1 under -w 4: %r" % (len(window), window)
+        fences = [r[0] for r in runs]
+        assert len(set(fences)) == len(fences) and all(f % 1000 == 0 for f in fences), runs
+        assert all(b[1] - a[1] > 0.5 for a, b in zip(runs, runs[1:])), runs
+        assert server.terminate_and_wait(timeout=15) < 10
+        assert server.proc.returncode == 0, server.log
+        check_exactly_once(server, accepted, timeout=1)
+        assert server.log.count("0 left undrained") == 4, server.log
+    finally:
+        redis_server.stop()
+        shutil.rmtree(redis_server.dir, ignore_errors=True)
+
+
 @needs_gunicorn
 def test_gunicorn_load_schedule_items_and_latency(launch):
     """2,000 requests at concurrency 50, twice, against gunicorn -k gevent -w 2 with the
