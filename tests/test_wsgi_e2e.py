@@ -270,8 +270,8 @@ def check_exactly_once(server, accepted, timeout=10):
 def test_gunicorn_four_processes_run_a_singleton_once_per_interval(launch, tmp_path):
     """gunicorn -k gevent -w 4 with the example's cluster_report (interval=1,
     RedisSingleton, a real redis-server): one run per second across the four
-    processes, not four; SIGTERM to the master stops every process cleanly,
-    with no run cut short and every queued item processed."""
+    processes, not four; SIGTERM to the master stops every process cleanly
+    (exit 0, every queued item processed)."""
     from test_redis_streams import SERVER_BIN, RedisServer
 
     if SERVER_BIN is None:

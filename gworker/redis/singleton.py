@@ -225,6 +225,10 @@ HELD_FOR = 0.99
 #: yield between: the hub is never held for long by a batch of hundreds.
 CHUNK = 32
 
+#: How long after the holder's lease expires (seconds) another process tries
+#: for it: Redis expires a key at its millisecond.
+EXPIRY_MARGIN = 0.002
+
 #: The listener's look for a change of what it listens to (seconds).
 LISTEN_LOOK = 1.0
 
@@ -426,7 +430,7 @@ class LeaseMember:
     __slots__ = ("singleton", "key", "prefix", "keys", "channel", "continuous", "holds", "token", "held_until",
                  "last_end", "last_holder", "acquired", "lost", "renewals_failed", "triggers_failed", "seen",
                  "served", "served_sent", "next_at", "in_flight", "record", "recording", "worker", "_claims", "_held",
-                 "period")
+                 "period", "exact")
 
     #: its worker's triggers go to the cluster (to whichever process holds the lease)
     forwards = True
@@ -464,6 +468,8 @@ class LeaseMember:
         #: when (monotonic) the next renewal (or attempt) is due, and whether one is out
         self.next_at = 0.0
         self.in_flight = False
+        #: next_at is when the holder's lease expires: not sent earlier
+        self.exact = False
         #: a record of a run not yet sent, and whether one is out
         self.record: Optional[str] = None
         self.recording = False
@@ -571,6 +577,7 @@ class LeaseMember:
         if claims is None:
             return  # (detached meanwhile)
         claims.tick()
+        self.exact = False
         if reply is None:
             self.renewals_failed += 1
             self.next_at = sent_at + self.period
@@ -594,9 +601,14 @@ class LeaseMember:
         if status == 0:  # another process holds it
             if self.holds:
                 self._lose("another process holds it")
-            # try again when it expires (value: its PTTL), or at the next period
-            wait = value / 1000.0 + 0.002 if value > 0 else self.period
-            self.next_at = sent_at + min(self.period, wait)
+            # Try again when it expires (value: its PTTL, 0 in its last
+            # millisecond, -2 if it expired meanwhile), exactly then; or at
+            # the next period (-1: a lease with no expiry, set by hand).
+            if value >= -2 and value != -1 and value / 1000.0 < self.period:
+                self.next_at = sent_at + max(0.0, value / 1000.0) + EXPIRY_MARGIN
+                self.exact = True
+            else:
+                self.next_at = sent_at + self.period
             return
         if served is not None:
             self.served_sent = max(self.served_sent, served)
@@ -771,7 +783,7 @@ class _Claims:
         """Take part in ``member``'s lease from now on: its first attempt
         goes with the next batch."""
         member.next_at = 0.0
-        member.in_flight = False
+        member.in_flight = member.exact = False
         self.leases[member.prefix] = member
         if self._renewer is None:
             self._renewer = gevent.spawn(self._renew)
@@ -810,7 +822,7 @@ class _Claims:
                 for member in list(self.leases.values()):
                     if member.in_flight:
                         continue
-                    if member.next_at <= now + member.period * 0.5:
+                    if member.next_at <= (now if member.exact else now + member.period * 0.5):
                         member.renew(self, now)
                     elif soonest is None or member.next_at < soonest:
                         soonest = member.next_at
@@ -836,15 +848,13 @@ class _Claims:
                     return
                 try:
                     if pubsub is None or wanted != patterns:
-                        if pubsub is not None:
-                            pubsub.close()
+                        _close(pubsub)
                         pubsub = self._connection().pubsub(ignore_subscribe_messages=True)
                         pubsub.psubscribe(*wanted)
                         patterns = wanted
                     message = pubsub.get_message(timeout=LISTEN_LOOK)
-                except CONNECTION_ERRORS as exc:
-                    if pubsub is not None:
-                        pubsub.close()
+                except Exception as exc:  # (a connection error, or redis-py's state after one)
+                    _close(pubsub)
                     pubsub = None
                     self._failed(exc, 0)
                     gevent.sleep(LISTEN_LOOK)  # (never a spin while Redis is away)
@@ -863,8 +873,7 @@ class _Claims:
                 except ValueError:
                     continue
         finally:
-            if pubsub is not None:
-                pubsub.close()
+            _close(pubsub)
 
     def _connection(self) -> redis.Redis:
         client = self._client
@@ -970,7 +979,9 @@ class _Claims:
         client = self._client
         if client is not None:
             try:
-                client.connection_pool.disconnect()
+                # (not the listener's pub/sub connection, which it is reading:
+                # the listener closes it, when it is stopped or it fails)
+                client.connection_pool.disconnect(inuse_connections=False)
             except Exception:  # pragma: no cover - a socket already gone
                 pass
 
@@ -985,6 +996,15 @@ def _round_trips(claims: Optional["_Claims"]) -> Optional[int]:
     """The round trips of a started worker's connection (shared by the
     process's singleton workers on its URL), else None."""
     return None if claims is None else claims.round_trips
+
+
+def _close(pubsub: Any) -> None:
+    """Close a pub/sub connection (None: nothing to close), whatever its state."""
+    if pubsub is not None:
+        try:
+            pubsub.close()
+        except Exception:  # pragma: no cover - a socket already gone
+            pass
 
 
 def _ignore(_context: Any, _reply: Any) -> None:

@@ -71,6 +71,7 @@ from __future__ import annotations
 import json
 import logging
 import heapq
+import ipaddress
 import os
 import random
 import socket as _socket
@@ -116,9 +117,22 @@ BLOCK_SLACK = 0.1
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
+def _addresses(getaddrinfo: Any, host: str, port: int) -> List[Tuple[Any, ...]]:
+    """``getaddrinfo``'s answer for a TCP connection to ``host``; a numeric
+    address is its own answer (gevent's resolver would otherwise look it up
+    in its thread pool, starting threads for nothing)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return getaddrinfo(host, port, 0, _socket.SOCK_STREAM)
+    if ip.version == 6:
+        return [(_socket.AF_INET6, _socket.SOCK_STREAM, 0, "", (host, port, 0, 0))]
+    return [(_socket.AF_INET, _socket.SOCK_STREAM, 0, "", (host, port))]
+
+
 def _connect(sock_cls: Any, getaddrinfo: Any, host: str, port: int, timeout: Optional[float]) -> Any:
     err: Optional[BaseException] = None
-    for family, socktype, proto, _name, address in getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
+    for family, socktype, proto, _name, address in _addresses(getaddrinfo, host, port):
         sock = sock_cls(family, socktype, proto)
         try:
             sock.settimeout(timeout)
