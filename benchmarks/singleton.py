@@ -19,6 +19,7 @@ for).
 """
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -99,7 +100,10 @@ def start_server():
 
 def run_once(r, args, variant):
     prefix = "bench-%s" % uuid.uuid4().hex[:8]
-    at = time.time() + 2.0  # the workers of every process started, a second of warm-up
+    # Every process starts measuring at the same wall time, half-way between
+    # two whole seconds (the singleton workers' times: none falls near the
+    # window's edges), after its workers have started and run a second.
+    at = math.floor(time.time()) + 2.5
     cmd = [sys.executable] + (["-m", "gevent.monkey"] if args.patched else []) + [
         os.path.abspath(__file__), "--child", "--url", args.url, "--variant", variant, "--prefix", prefix,
         "--workers", str(args.workers), "--seconds", str(args.seconds), "--at", repr(at)]
