@@ -1,21 +1,24 @@
 """What once-per-cluster costs: N interval workers per process × P processes
 at ``interval=1`` — plain (each process runs all of them: the baseline) and
 with ``singleton=RedisSingleton(...)`` (the cluster runs each once per
-second) — in the same run, against one redis-server.
+second) — and N idle singleton event workers per process (``leases``: what
+their leases' renewals cost, ``ttl=3``, a renewal each second), in the same
+run, against one redis-server.
 
     python benchmarks/singleton.py [--url redis://127.0.0.1:6379/0] [--workers 200] [--procs 3]
                                    [--seconds 10] [--rounds 2] [--patched]
 
 Without ``--url`` it starts a redis-server of its own on a free loopback port
-(no persistence). Variants alternate, ``--rounds`` times each; the best round
-of each is reported. Per variant: the runs made per second across the
+(no persistence). Variants alternate, ``--rounds`` times each; each figure is
+the median of its rounds. Per variant: the runs made per second across the
 cluster; Redis commands per second (``INFO stats``: the commands inside the
 scripts count too) and script calls per second (``EVALSHA``); per process
 the round trips per second to Redis, and the hub's lag seen by a 1 ms
 ticker — as wall time (on a small machine it includes the OS preempting
 the process) and as the CPU time the hub thread spent between two ticks
 (what the process itself did without yielding: the figure gworker answers
-for).
+for). In both variants the longest stretch is mostly the runs themselves:
+the workers of one interval fall due together.
 """
 import argparse
 import json
@@ -24,6 +27,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,35 +41,44 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def child(args):
     import gevent
+    from gevent.fileobject import FileObject
 
-    from gworker import BackgroundIntervalWorker, TaskSupervisor
+    from gworker import BackgroundEventWorker, BackgroundIntervalWorker, TaskSupervisor
     from gworker.redis import RedisSingleton
 
     sup = TaskSupervisor()
     sup.start()
     runs = [0]
+    window = [float("inf"), float("inf")]
 
     def job(**kw):
-        runs[0] += 1
+        if window[0] <= time.time() < window[1]:  # (counted by wall time: the same window in every process)
+            runs[0] += 1
 
-    single = RedisSingleton(args.url, ttl=5) if args.variant == "singleton" else None
-    workers = [BackgroundIntervalWorker(func=job, interval=1, name="%s-%d" % (args.prefix, i), supervisor=sup,
-                                        singleton=single) for i in range(args.workers)]
+    single = RedisSingleton(args.url, ttl=3) if args.variant in ("singleton", "leases") else None
+    if args.variant == "leases":  # idle event workers: their leases' renewals (or tries), nothing else
+        workers = [BackgroundEventWorker(func=job, name="%s-%d" % (args.prefix, i), supervisor=sup, singleton=single)
+                   for i in range(args.workers)]
+    else:
+        workers = [BackgroundIntervalWorker(func=job, interval=1, name="%s-%d" % (args.prefix, i), supervisor=sup,
+                                            singleton=single) for i in range(args.workers)]
     for w in workers:
         w.start()
-    # measure from the same wall time in every process, after a warm-up second
-    gevent.sleep(max(0.0, args.at - time.time()))
+    print("ready", flush=True)
+    # measure from the same wall time in every process (the driver's, once all are ready)
+    at = float(FileObject(sys.stdin).readline())
+    window[:] = [at, at + args.seconds]
+    gevent.sleep(max(0.0, at - time.time()))
     lags, cpus = [], []
     trips0 = workers[0].get_info()["singleton"]["round_trips"] if single else 0
-    runs0 = runs[0]
-    end = time.time() + args.seconds
+    end = at + args.seconds
     while time.time() < end:
         t, c = time.perf_counter(), time.thread_time()
         gevent.sleep(0.001)
         lags.append(time.perf_counter() - t - 0.001)
         cpus.append(time.thread_time() - c)
     trips = (workers[0].get_info()["singleton"]["round_trips"] - trips0) if single else 0
-    made = runs[0] - runs0
+    made = runs[0]
     for w in workers:
         w.stop()
     sup.stop()
@@ -100,15 +113,22 @@ def start_server():
 
 def run_once(r, args, variant):
     prefix = "bench-%s" % uuid.uuid4().hex[:8]
-    # Every process starts measuring at the same wall time, half-way between
-    # two whole seconds (the singleton workers' times: none falls near the
-    # window's edges), after its workers have started and run a second.
-    at = math.floor(time.time()) + 2.5
     cmd = [sys.executable] + (["-m", "gevent.monkey"] if args.patched else []) + [
         os.path.abspath(__file__), "--child", "--url", args.url, "--variant", variant, "--prefix", prefix,
-        "--workers", str(args.workers), "--seconds", str(args.seconds), "--at", repr(at)]
+        "--workers", str(args.workers), "--seconds", str(args.seconds)]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(args.procs)]
+    children = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+                for _ in range(args.procs)]
+    for c in children:
+        if c.stdout.readline().strip() != "ready":
+            raise SystemExit("a worker process did not start")
+    # Every process measures from the same wall time: half-way between two
+    # whole seconds (the singleton workers' times: none falls near the
+    # window's edges), after a second of warm-up with all of them started.
+    at = math.floor(time.time()) + 1.5
+    for c in children:
+        c.stdin.write("%r\n" % at)
+        c.stdin.flush()
     time.sleep(max(0.0, at - time.time()))
     stats0, calls0 = r.info("stats")["total_commands_processed"], _evalsha(r)
     t0 = time.time()
@@ -138,13 +158,12 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=200, help="interval workers per process")
     p.add_argument("--procs", type=int, default=3, help="worker processes")
     p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--patched", action="store_true", help="run the worker processes under gevent.monkey")
     p.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--prefix", help=argparse.SUPPRESS)
-    p.add_argument("--at", type=float, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return child(args)
@@ -161,19 +180,18 @@ def main(argv=None):
                 break
             except redis.ConnectionError:
                 time.sleep(0.05)
-        best = {}
+        rounds = {"plain": [], "singleton": [], "leases": []}
         for _ in range(args.rounds):
-            for variant in ("plain", "singleton"):  # alternating: the machine's speed swings
-                got = run_once(r, args, variant)
-                old = best.get(variant)
-                if old is None or got["hub_cpu_max_ms"] < old["hub_cpu_max_ms"]:
-                    best[variant] = got
-        print("%d interval=1 workers per process x %d processes, %s, best of %d rounds of %.0f s"
+            for variant in rounds:  # alternating: the machine's speed swings
+                rounds[variant].append(run_once(r, args, variant))
+        best = {variant: {k: statistics.median(got[k] for got in results) for k in results[0]}
+                for variant, results in rounds.items()}
+        print("%d interval=1 workers per process x %d processes, %s, median of %d rounds of %.0f s"
               % (args.workers, args.procs, "patched" if args.patched else "un-patched", args.rounds, args.seconds))
         keys = list(best["plain"])
-        print("%-32s %12s %12s" % ("", "plain", "singleton"))
+        print("%-32s %12s %12s %12s" % ("", "plain", "singleton", "leases"))
         for k in keys:
-            print("%-32s %12.2f %12.2f" % (k, best["plain"][k], best["singleton"][k]))
+            print("%-32s %12.2f %12.2f %12.2f" % (k, best["plain"][k], best["singleton"][k], best["leases"][k]))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"workers": args.workers, "procs": args.procs, "patched": args.patched, **best}, f,
