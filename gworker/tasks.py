@@ -382,7 +382,9 @@ class TaskRunner:
         # not wait on pool results (or a hub callback, for a call that did not
         # pickle).
         slot.pool.release(slot)
-        self._settle(slot.holder, exc, value, " in a child process")
+        # (a call that could not be sent never reached a child: its message says so)
+        where = "" if getattr(exc, "unsent", False) else " in a child process"
+        self._settle(slot.holder, exc, value, where)
 
     # -- TT_COROUTINE ----------------------------------------------------------------------
     def start_coroutine(self, task: Task, aloop: Any) -> None:
