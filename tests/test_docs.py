@@ -1,4 +1,5 @@
-"""Every code block of the documentation site (docs/*.md) is checked, so none can rot.
+"""Every code block of the documentation site (docs/**/*.md) and of the README is
+checked, so none can rot.
 
 A fenced block is one of these; an HTML comment on the line just before its
 fence (``<!-- check: WORDS -->``, invisible on the site) says which when the
@@ -32,6 +33,8 @@ default is not meant:
   run (in the repository's root, or in the page's directory for a file of the
   page), and what it prints compared as for
   ``check: output``; any other command must show no output.
+* a block with no language (the README's Quick start) — shell commands, one a
+  line: each must parse, and the files and extras it names must exist.
 * an include (``--8<-- "examples/NAME.py"``, pymdownx.snippets) — the file must
   exist and some test under tests/ must name it (so it is run there), or an
   example that a test names must.
@@ -65,14 +68,14 @@ CHECK = re.compile(r"^\s*<!--\s*check:\s*(?P<words>[^>]*?)\s*-->\s*$")
 TITLE = re.compile(r'title="(?P<title>[^"]+)"')
 INCLUDE = re.compile(r'^\s*--8<--\s+"(?P<path>[^"]+)"\s*$')
 REDIS_URL = "redis://localhost:6379/0"
-KINDS = {"python", "text", "console"}
+KINDS = {"python", "text", "console", ""}
 
 
 class Block:
     """One fenced block of a page."""
 
     def __init__(self, page, line, lang, title, words, text):
-        self.page = page          # path relative to docs/
+        self.page = page          # path relative to the repository
         self.line = line          # 1-based line of the opening fence
         self.lang = lang
         self.title = title
@@ -99,8 +102,8 @@ class Block:
 
 
 def parse(page):
-    """The fenced blocks of ``page`` (a path relative to docs/), in order."""
-    with open(os.path.join(DOCS, page), encoding="utf-8") as f:
+    """The fenced blocks of ``page`` (a path relative to the repository), in order."""
+    with open(os.path.join(ROOT, page), encoding="utf-8") as f:
         lines = f.read().splitlines()
     blocks, i = [], 0
     while i < len(lines):
@@ -145,12 +148,13 @@ def parse(page):
 
 
 def pages():
-    out = []
+    """README.md and docs/**/*.md."""
+    out = ["README.md"]
     for dirpath, _, files in os.walk(DOCS):
         for name in sorted(files):
             if name.endswith(".md"):
-                out.append(os.path.relpath(os.path.join(dirpath, name), DOCS))
-    return sorted(out)
+                out.append(os.path.relpath(os.path.join(dirpath, name), ROOT))
+    return out
 
 
 # -- running -------------------------------------------------------------------------
@@ -372,19 +376,23 @@ def _extras():
     return set(cfg["options.extras_require"])
 
 
+def check_command(block, cmd):
+    """``cmd`` parses, and the files and extras it names exist."""
+    check = gsubprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True)
+    assert check.returncode == 0, "%s: %r does not parse: %s" % (block.id, cmd, check.stderr)
+    for path in re.findall(r"(?:examples|benchmarks|tests)/[\w./-]+", cmd):
+        assert os.path.exists(os.path.join(ROOT, path)), "%s: no such file %s" % (block.id, path)
+    for extra in re.findall(r"(?:\.|gworker)\[([\w,-]+)\]", cmd):
+        for name in extra.split(","):
+            assert name in _extras(), "%s: no extra %r in setup.cfg" % (block.id, name)
+
+
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang == "console"], ids=lambda b: b.id)
 def test_console_commands(block, runs):
     commands = console_commands(block)
     assert commands, "%s: a console block with no command" % block.id
-    extras = _extras()
     for n, (cmd, shown) in enumerate(commands):
-        check = gsubprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True)
-        assert check.returncode == 0, "%s: %r does not parse: %s" % (block.id, cmd, check.stderr)
-        for path in re.findall(r"(?:examples|benchmarks|tests)/[\w./-]+", cmd):
-            assert os.path.exists(os.path.join(ROOT, path)), "%s: no such file %s" % (block.id, path)
-        for extra in re.findall(r"(?:\.|gworker)\[([\w,-]+)\]", cmd):
-            for name in extra.split(","):
-                assert name in extras, "%s: no extra %r in setup.cfg" % (block.id, name)
+        check_command(block, cmd)
         if runnable(cmd, block.page) is None:
             assert not [l for l in shown if l.strip()], (
                 "%s: %r is not run by the test, so it may show no output" % (block.id, cmd))
@@ -409,6 +417,12 @@ def _named_by_tests():
             with open(os.path.join(examples, name)) as f:
                 tests += f.read()
     return tests
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang == "" and b.include is None], ids=lambda b: b.id)
+def test_plain_command_lines(block):
+    for cmd in [l for l in block.text.splitlines() if l.strip()]:
+        check_command(block, cmd)
 
 
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.include is not None], ids=lambda b: b.id)
