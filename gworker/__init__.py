@@ -39,6 +39,8 @@ from .jobs import (
 
 if TYPE_CHECKING:
     task_supervisor: TaskSupervisor
+    """The default :class:`TaskSupervisor` (id ``'default'``), made on first use:
+    importing gworker creates none."""
 
 __version__ = "0.1.0.dev0"
 

@@ -713,5 +713,5 @@ class AloopRegistry:
         raise TypeError("loop must be an aloop, an aloop name or an asyncio loop of an aloop; got %r" % (loop,))
 
 
-#: atasker's spelling of :class:`Aloop`.
 ALoop = Aloop
+"""atasker's spelling of :class:`Aloop`."""

@@ -75,8 +75,10 @@ class LocalProxy(_greenlet_local):
             pass
 
 
-#: The task-local namespace (``from gworker import g``).
 g = LocalProxy()
+"""The task-local namespace, as atasker's: each task and each worker greenlet
+has its own (``g.set(attr, value)``, ``g.get(attr, default=None)``,
+``g.has(attr)``, ``g.clear(attr)``, or attributes)."""
 
 
 def reset_g(glet: Any) -> None:

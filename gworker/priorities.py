@@ -2,7 +2,7 @@
 
 A smaller number is more urgent. Priorities decide *admission* to a supervisor's
 pools and the *order* in which work that becomes runnable together is started;
-they never pre-empt a greenlet that is already running (see README, "Priorities").
+they never pre-empt a greenlet that is already running (see the docs, "Priorities and the hub").
 """
 from __future__ import annotations
 
@@ -12,16 +12,23 @@ __all__ = [
 ]
 
 TASK_LOW = 200
+"""Low priority: admitted while fewer than ``pool_size`` slots are held."""
 TASK_NORMAL = 100
+"""The default priority: may also use the pool's ``reserve_normal`` slots."""
 TASK_HIGH = 50
+"""High priority: may also use ``reserve_high`` slots beyond those."""
 TASK_CRITICAL = 0
+"""Critical: admitted at once, always (even past ``max_size``)."""
 
 #: Every accepted priority, most urgent first.
 PRIORITIES = (TASK_CRITICAL, TASK_HIGH, TASK_NORMAL, TASK_LOW)
 
 TT_COROUTINE = 0
+"""Task type: a coroutine function, run on an aloop."""
 TT_THREAD = 1
+"""Task type (the default): a function, run in a greenlet admitted by the thread pool."""
 TT_MP = 2
+"""Task type: a module-level function, run in the supervisor's process pool."""
 
 TASK_TYPES = (TT_COROUTINE, TT_THREAD, TT_MP)
 

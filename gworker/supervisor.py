@@ -33,6 +33,7 @@ from .aio import SUPERVISOR_ALOOP, Aloop, AloopRegistry, UnknownAloopError
 from ._checks import check_seconds, named_or_default
 from .limits import check_timeout
 from ._gevent import get_hub_if_exists
+from ._gunicorn_master import refuse_in_gunicorn_master
 from ._deadline import Deadline
 from ._admission import PriorityPool, Slot
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
@@ -253,7 +254,10 @@ class TaskSupervisor:
         """Start the supervisor; ``False`` if it is already active. Thread-safe.
 
         ``daemon`` is accepted for atasker compatibility and changes nothing
-        (there is no event-loop thread to make a daemon of)."""
+        (there is no event-loop thread to make a daemon of). Refused
+        (``RuntimeError``) in a gunicorn master process: see
+        :mod:`gworker._gunicorn_master`."""
+        refuse_in_gunicorn_master("supervisor %s" % self.id)
         return self.run_in_hub(self._start)
 
     def _start(self) -> bool:
@@ -274,6 +278,7 @@ class TaskSupervisor:
     def ensure_started(self, by: str) -> None:
         """Start the supervisor if it is not active (logged at INFO)."""
         if not self._active:
+            refuse_in_gunicorn_master(by)
             logger.info("supervisor %s was not started; starting it for %s", self.id, by)
             self.start()
 

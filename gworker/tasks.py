@@ -57,11 +57,17 @@ __all__ = [
 ]
 
 TASK_STATUS_QUEUED = 0
+"""A task waiting for its pool slot (as atasker's)."""
 TASK_STATUS_DELAYED = 2
+"""A task waiting for its ``delay``, or for its next try (as atasker's)."""
 TASK_STATUS_STARTED = 100
+"""A task whose target runs (as atasker's)."""
 TASK_STATUS_COMPLETED = 200
+"""A task whose target returned; ``result`` holds what it returned (as atasker's)."""
 TASK_STATUS_FAILED = -2
+"""A task whose target raised (or ran past its ``timeout``); ``exception`` holds why."""
 TASK_STATUS_CANCELED = -1
+"""A task withdrawn before it started, or killed by ``stop(cancel_tasks=True)``."""
 
 _FINISHED = (TASK_STATUS_COMPLETED, TASK_STATUS_FAILED, TASK_STATUS_CANCELED)
 
@@ -382,7 +388,9 @@ class TaskRunner:
         # not wait on pool results (or a hub callback, for a call that did not
         # pickle).
         slot.pool.release(slot)
-        self._settle(slot.holder, exc, value, " in a child process")
+        # (a call that could not be sent never reached a child: its message says so)
+        where = "" if getattr(exc, "unsent", False) else " in a child process"
+        self._settle(slot.holder, exc, value, where)
 
     # -- TT_COROUTINE ----------------------------------------------------------------------
     def start_coroutine(self, task: Task, aloop: Any) -> None:

@@ -163,8 +163,25 @@ def describe_status(exitcode: Optional[int]) -> str:
     return "exit code %d" % exitcode
 
 
-def pickle_error(message: str, exc: BaseException) -> TaskPickleError:
+#: What to do about a function that pickling by reference cannot find again.
+NOT_BY_REFERENCE = ("functions travel to the child processes by reference (module and name): a lambda"
+                    " or a function defined inside another cannot; define it at the top level of a module")
+
+
+def send_error(fn: Any, exc: BaseException) -> TaskPickleError:
+    """The :class:`TaskPickleError` of a call of ``fn`` that did not pickle
+    (``exc``); for a lambda or a nested function, it says what to do."""
+    message = "could not send %s to a child process" % describe(fn)
+    qualname = getattr(fn, "__qualname__", "")
+    hint = NOT_BY_REFERENCE if isinstance(qualname, str) and "<" in qualname else None
+    err = pickle_error(message, exc, hint)
+    err.unsent = True
+    return err
+
+
+def pickle_error(message: str, exc: BaseException, hint: Optional[str] = None) -> TaskPickleError:
     """A :class:`TaskPickleError` for ``exc``, raised while pickling or unpickling."""
-    err = TaskPickleError("%s: %s: %s" % (message, type(exc).__name__, exc))
+    text = "%s: %s: %s" % (message, type(exc).__name__, exc)
+    err = TaskPickleError(text if hint is None else "%s: %s" % (text, hint))
     err.__cause__ = exc
     return err

@@ -33,7 +33,10 @@ class PoolClosed(ProcessPoolError):
 
 class TaskPickleError(ProcessPoolError, pickle.PicklingError, TypeError):
     """A call's function or arguments, or its result, could not be pickled (or
-    unpickled) on the way between the processes."""
+    unpickled) on the way between the processes. ``unsent`` is True when the
+    call never reached a child: its function or arguments did not pickle."""
+
+    unsent = False
 
 
 class RemoteError(ProcessPoolError):

@@ -35,6 +35,7 @@ from ._wire import (
     load_exception,
     loads,
     pickle_error,
+    send_error,
 )
 from .errors import ChildProcessDied, PoolClosed
 from .result import ERR, OK, ProcessResult, failed_result, reader_greenlets
@@ -333,7 +334,7 @@ class ProcessPool:
         try:
             payload = call_payload(fn, args, kwargs, task_id)
         except Exception as exc:
-            return failed_result(hub, fn, pickle_error("could not send %s to a child process" % describe(fn), exc))
+            return failed_result(hub, fn, send_error(fn, exc))
         result = ProcessResult(hub, fn) if timeout is None else _TimedResult(hub, fn, timeout, self)
         idle = self._idle
         while idle:

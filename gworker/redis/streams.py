@@ -96,7 +96,8 @@ try:
     from redis.retry import Retry
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "gworker.redis needs redis-py: pip install 'gworker[redis]'"
+        "gworker.redis needs redis-py, which is not installed: pip install redis (the redis"
+        " extra of gworker: pip install 'gworker[redis]', or pip install '.[redis]' in a clone)"
     ) from _exc
 
 if TYPE_CHECKING:

@@ -82,6 +82,36 @@ def check_singleton(singleton: Any) -> None:
         raise TypeError("singleton must be a gworker.redis.RedisSingleton; got %r" % (singleton,))
 
 
+#: Whether an executor takes **kwargs, by its code object (most executors are
+#: plain functions or methods: one flag read, no inspect.signature per start).
+_CO_VARKEYWORDS = inspect.CO_VARKEYWORDS
+
+
+def check_executor_keywords(worker: "Worker", executor: Callable[..., Any], keywords: list) -> None:
+    """Raise ``TypeError`` at ``start()`` if ``executor`` cannot take the
+    ``keywords`` every call passes (``_name``, ``o``, ``_worker``,
+    ``_task_id`` and the start's own), rather than fail in every run."""
+    code = getattr(getattr(executor, "__func__", executor), "__code__", None)
+    if code is not None and code.co_flags & _CO_VARKEYWORDS:
+        return
+    try:
+        # (not through __wrapped__: a wrapper that takes **kwargs may drop them)
+        parameters = inspect.signature(executor, follow_wrapped=False).parameters.values()
+    except (TypeError, ValueError):  # a callable without a signature to read
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    takes = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    missing = [k for k in keywords if k not in takes]
+    if missing:
+        name = getattr(executor, "__name__", None) or type(executor).__name__
+        item = "item, " if worker.kind == "queue" else ""
+        raise TypeError(
+            "worker %s: its executor %s() cannot take the keywords gworker passes to every call"
+            " (%s): give it **kwargs, as in def %s(%s**kwargs)"
+            % (worker.name, name, ", ".join(missing), name, item))
+
+
 def check_unknown_keywords(owner: str, kwargs: Dict[str, Any], known: Tuple[str, ...] = KNOWN_PARAMETERS) -> None:
     """Warn (``UserWarning``) about each keyword of ``kwargs`` that is not in
     ``known`` but close to one of them — likely a misspelling, which would
@@ -262,8 +292,11 @@ class Worker:
             # stopped without waiting and not finished yet: let the old run end first
             self._wait_stopped(None)
         supervisor = self.supervisor
-        supervisor.ensure_started("worker %s" % self.name)
         process = self._func is None and is_static_run(self) and supervisor.mp_pool is not None
+        check_executor_keywords(self, executor, ["_name", "o"] + [k for k in kwargs if k not in ("_name", "o")]
+                                + ([] if process else ["_worker"]) + ["_task_id"]
+                                + ([] if self._singleton is None else ["_fence"]))
+        supervisor.ensure_started("worker %s" % self.name)
         engine_class = Engine if self._singleton is None else FencedEngine  # (_fence for each call)
         self._engine = engine = engine_class(self, executor, args, kwargs, process, self.holds_slot,
                                              self._engine, self._keeps_errors())
