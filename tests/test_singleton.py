@@ -667,3 +667,24 @@ def test_once_per_cluster_example(server):
     assert "each time once: True" in out.stdout and "tick: 0 runs" not in out.stdout, out.stdout
     assert "rebuild: 3 triggers from 3 processes, 3 runs, all in one process: True" in out.stdout, out.stdout
     assert "Traceback" not in out.stderr, out.stderr
+
+
+def test_lease_kept_over_a_restart_from_inside_its_executor(supervisor, server, key, rdb):
+    calls = []
+
+    def job(_fence, **kw):
+        calls.append(_fence)
+        if len(calls) == 3:
+            w.restart()  # from inside: the new start begins before this one ends
+        gevent.sleep(0.01)
+
+    w = BackgroundWorker(func=job, supervisor=supervisor, name="r",
+                         singleton=RedisSingleton(server.url, key=key, ttl=0.3))
+    w.start()
+    wait_until(lambda: len(calls) >= 4, timeout=2)
+    n = len(calls)
+    gevent.sleep(1.0)  # more than three ttl: still renewed, still running
+    assert len(calls) > n + 20 and w.get_info()["singleton"]["holds"]
+    assert len(set(calls)) == 1  # one lease, never lost
+    w.stop()
+    assert rdb.get("gworker:singleton:%s:lease" % key) is None

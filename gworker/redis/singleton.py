@@ -429,7 +429,7 @@ class LeaseMember:
 
     __slots__ = ("singleton", "key", "prefix", "keys", "channel", "continuous", "holds", "token", "held_until",
                  "last_end", "last_holder", "acquired", "lost", "renewals_failed", "triggers_failed", "seen",
-                 "served", "served_sent", "next_at", "in_flight", "record", "recording", "worker", "_claims", "_held",
+                 "served", "served_sent", "starts", "next_at", "in_flight", "record", "recording", "worker", "_claims", "_held",
                  "period", "exact")
 
     #: its worker's triggers go to the cluster (to whichever process holds the lease)
@@ -474,6 +474,9 @@ class LeaseMember:
         self.record: Optional[str] = None
         self.recording = False
         self.worker: Any = None
+        #: the worker's starts that have not ended (two, briefly, for a
+        #: start made from inside the last one's executor)
+        self.starts = 0
         self._claims: Optional[_Claims] = None
         self._held = Event()
         self.period = singleton.ttl / RENEWALS_PER_TTL
@@ -483,13 +486,20 @@ class LeaseMember:
         """A start of ``worker`` begins: it takes part in the lease (renewed,
         or tried for, with the others of this process, from now on)."""
         self.worker = worker
+        self.starts += 1
+        if self.starts > 1:
+            return  # (a start made from inside the last one's executor: the lease goes on)
         claims = self._claims = self.singleton._claims()
         claims.users += 1
         claims.add_lease(self)
 
     def detach(self) -> None:
-        """The start has ended: the lease is given up (deleted in Redis if
-        this process held it, so another takes it at its next attempt)."""
+        """A start has ended: with the last one, the lease is given up
+        (deleted in Redis if this process held it, so another takes it at
+        its next attempt)."""
+        self.starts -= 1
+        if self.starts > 0:
+            return
         claims, self._claims = self._claims, None
         self.worker = None
         if claims is not None:
