@@ -28,6 +28,7 @@ from gevent.event import Event
 from gevent.hub import Hub, get_hub, getcurrent
 
 from ._errors import report
+from .context import capture
 from .events import ALL_EVENTS, Listeners, WorkerEvent
 from . import _hubsafe as hubsafe, _thread_names
 from .aio import SUPERVISOR_ALOOP, Aloop, AloopRegistry, UnknownAloopError
@@ -721,6 +722,8 @@ class TaskSupervisor:
         (default 1), ``retry_backoff`` (default 2), ``retry_max_delay``,
         ``retry_for`` (default: every ``Exception`` and ``RunTimeout``): how a
         failed run is made again (see :mod:`gworker.limits`).
+        The caller's ``contextvars`` context is captured: every try of the
+        task runs in it (see :mod:`gworker.context`).
         Thread-safe. Starts the supervisor if it is not started."""
         if not callable(target):
             raise TypeError("target must be callable; got %r" % (target,))
@@ -742,6 +745,7 @@ class TaskSupervisor:
         task = Task(target, tuple(args), kwargs, callback, priority, tt, task_id, worker, delay, loop,
                     check_timeout(timeout), retry_policy(retries, retry_delay, retry_backoff, retry_max_delay,
                                                          retry_for))
+        task.context = capture()  # (the caller's: its runs are made in it, see gworker.context)
         return self.run_in_hub(self._put, task)
 
     def _put(self, task: Task) -> Task:

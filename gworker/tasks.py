@@ -28,6 +28,7 @@ is logged at WARNING.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
@@ -83,7 +84,7 @@ class Task:
     __slots__ = (
         "id", "target", "args", "kwargs", "callback", "priority", "tt", "worker", "delay", "loop",
         "timeout", "retry_policy", "tries", "status", "result", "exception", "time_queued", "time_started", "time_completed",
-        "future", "_event", "_started_event", "_cancel", "_greenlet", "_slot", "_registry", "__weakref__",
+        "future", "context", "_event", "_started_event", "_cancel", "_greenlet", "_slot", "_registry", "__weakref__",
     )
 
     def __init__(
@@ -125,6 +126,9 @@ class Task:
         self.time_completed: Optional[float] = None
         #: the asyncio.Task of a coroutine task, else None
         self.future: Any = None
+        #: the context captured by ``put_task`` (its runs are made in it: see
+        #: gworker.context), else None
+        self.context: Optional[contextvars.Context] = None
         self._event: Optional[Event] = None  # made by ``completed``, for those who wait
         self._started_event: Optional[Event] = None  # made by ``started``, for those who wait
         self._cancel: Optional[Callable[[], bool]] = None
@@ -330,8 +334,16 @@ class TaskRunner:
         """The thread pool's grant of ``slot`` to its holder, a task: runs it,
         in the runner greenlet that makes the grant (see
         :mod:`gworker._runners`: a task that does not switch leaves its runner
-        to the next one, no greenlet is spawned for it). The task holds the
-        slot until it ends; ``g`` is fresh for it (the runner clears it)."""
+        to the next one, no greenlet is spawned for it), in the task's
+        context. The task holds the slot until it ends; ``g`` is fresh for it
+        (the runner clears it)."""
+        ctx = slot.holder.context
+        if ctx is None:
+            self._run_thread(slot)
+        else:
+            ctx.run(self._run_thread, slot)
+
+    def _run_thread(self, slot: Slot) -> None:
         task: Task = slot.holder
         task._slot = slot
         task._greenlet = getcurrent()
@@ -380,14 +392,14 @@ class TaskRunner:
         task: Task = slot.holder
         task._begin()
         if self._watch:
-            self._started(task)
+            _in_context(task, self._started, task)
         try:
             result = self.supervisor.mp_pool.submit_with_id(task.target, task.args, task.kwargs, task.id,
                                                             task.timeout)
         except Exception as exc:  # the pool was shut down meanwhile
             slot.pool.release(slot)
             self._registry.pop(task.id, None)
-            self._failed(task, exc, False)
+            _in_context(task, self._failed, task, exc, False)
             task._finish(TASK_STATUS_FAILED, exception=exc)
             return
         result.on_settle(self._mp_done, slot)
@@ -398,10 +410,11 @@ class TaskRunner:
         # pickle).
         slot.pool.release(slot)
         task: Task = slot.holder
+        # (in the task's context, as its run_started was: see gworker.events)
         if exc is not None:
-            self._failed(task, exc, self._will_retry(task, exc))
+            _in_context(task, self._failed, task, exc, self._will_retry(task, exc))
         elif self._watch:
-            self._finished(task)
+            _in_context(task, self._finished, task)
         self._settle(task, exc, value, " in a child process")
 
     # -- TT_COROUTINE ----------------------------------------------------------------------
@@ -415,7 +428,8 @@ class TaskRunner:
             coro = _coroutine_limited(task, coro)
         if self._watch or self._listeners.wants(RUN_FAILED) or self._listeners.wants(RUN_TIMED_OUT):
             coro = self._observed(task, coro)  # its events in the coroutine, on its loop
-        future = aloop.create_task(coro)
+        # (the asyncio task's context: a copy of the task's)
+        future = aloop.create_task(coro) if task.context is None else task.context.run(aloop.create_task, coro)
         task.future = future
         task._cancel = lambda: bool(future.cancel())
         future.add_done_callback(lambda fut: self._coroutine_done(task, fut))
@@ -551,6 +565,12 @@ class TaskRunner:
             task.callback(task.result)  # type: ignore[misc]  # (called only for tasks that have one)
         except Exception:
             report("callback of task %s failed", task.id)
+
+
+def _in_context(task: Task, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in the task's context (or the current one without)."""
+    ctx = task.context
+    return fn(*args) if ctx is None else ctx.run(fn, *args)
 
 
 def _call_limited(task: Task) -> Any:

@@ -620,7 +620,8 @@ class Engine:
 
     # -- the queue's fast path ---------------------------------------------------------------------
     def batch(self, run: "Run", q: Any, item: Any, yield_at: float, done: Any,
-              done_twice: Callable[[], None]) -> Any:
+              done_twice: Callable[[], None], ctx: Any = None, contexts: Any = None,
+              take: Optional[Callable[[Any], Any]] = None) -> Any:
         """Call the executor for ``item``, then for the items queued behind it
         in the gevent queue ``q``, back to back in one slot; returns the
         outcome of the last call.
@@ -636,7 +637,12 @@ class Engine:
         empty, someone waits for a slot, it is time to yield (``yield_at``),
         a call returned ``False``, or the run stopped. Returns :data:`NO_SLOT`
         without calling anything if no slot is free at once (the caller then
-        makes a plain :meth:`call`)."""
+        makes a plain :meth:`call`).
+
+        Items' contexts (``propagate_context=True``, see gworker.context):
+        ``ctx`` is the first item's (or None), ``contexts`` the worker's record
+        of them and ``take(item)`` takes the next one's; each call is then
+        made inside its item's context."""
         pool = self._pool
         slot: Slot = self.slot  # type: ignore[assignment]  # (batches: there is one)
         if not pool.try_acquire(slot):
@@ -659,13 +665,19 @@ class Engine:
         try:
             while True:
                 if watch:  # the call with its events, in the slot this batch holds
-                    result = self._call_observed((item,), Engine._invoke_sync)
+                    if ctx is None:
+                        result = self._call_observed((item,), Engine._invoke_sync)
+                    else:
+                        result = ctx.run(self._call_observed, (item,), Engine._invoke_sync)
                     runs, ended = self.runs, self.ended
                 else:
                     self.runs = runs = runs + 1
                     self.started = started
                     try:
-                        result = executor(item, _name=name, o=o, _worker=worker, _task_id=next(ids))
+                        if ctx is None:
+                            result = executor(item, _name=name, o=o, _worker=worker, _task_id=next(ids))
+                        else:
+                            result = ctx.run(executor, item, _name=name, o=o, _worker=worker, _task_id=next(ids))
                     except (Exception, gevent.Timeout):
                         result = self._failed(1, (item,))
                     except BaseException as exc:
@@ -683,6 +695,7 @@ class Engine:
                     return result
                 item = get()
                 run.in_progress = (item,)
+                ctx = take(item) if contexts else None  # type: ignore[misc]  # (take comes with contexts)
                 started = ended
         finally:
             pool.release(slot)

@@ -23,6 +23,7 @@ callback, so a running executor is never interrupted.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import difflib
 import inspect
 import logging
@@ -41,6 +42,7 @@ from ..priorities import TASK_NORMAL, check_priority
 from .._checks import check_seconds
 from .._deadline import Deadline
 from .._default import supervisor_or_default
+from ..context import capture
 from ..events import WORKER_STARTED, WORKER_STOPPED, WorkerEvent, now
 from ..supervisor import TaskSupervisor
 from ._engine import Engine
@@ -66,7 +68,7 @@ KNOWN_PARAMETERS = (
     "name", "func", "executor_func", "priority", "o", "on_error", "on_error_kwargs", "supervisor",
     "poll_delay", "loop", "daemon", "q", "queue", "e", "event", "i", "interval", "delay",
     "delay_after", "delay_before", "precise", "cron", "tz", "jitter", "misfire_grace", "timeout", "retries",
-    "retry_delay", "retry_backoff", "retry_max_delay", "retry_for",
+    "retry_delay", "retry_backoff", "retry_max_delay", "retry_for", "propagate_context",
 )
 
 #: How alike (difflib's ratio) an unknown keyword and a known one must be for
@@ -126,6 +128,9 @@ class Worker:
     _retry_policy: Optional[RetryPolicy] = None
     #: The kind's name in ``get_info()``.
     kind = "worker"
+    #: Whether the kind propagates contexts by default (see gworker.context);
+    #: ``propagate_context=`` sets it per worker.
+    propagate_context = True
 
     def __init__(
         self,
@@ -146,6 +151,7 @@ class Worker:
         retry_backoff: Optional[float] = None,
         retry_max_delay: Optional[float] = None,
         retry_for: Any = None,
+        propagate_context: Optional[bool] = None,
         **kwargs: Any,
     ) -> None:
         if kwargs:  # a subclass's own keywords, or a misspelt one of ours
@@ -160,6 +166,11 @@ class Worker:
             raise TypeError("func (the executor) must be callable; got %r" % (func,))
         if name is not None and not isinstance(name, str):
             raise TypeError("name must be a string; got %r" % (name,))
+        if propagate_context is not None:
+            if not isinstance(propagate_context, bool):
+                raise TypeError("propagate_context must be True, False or None (the kind's default); got %r"
+                                % (propagate_context,))
+            self.propagate_context = propagate_context  # (else the class's: nothing stored)
         if on_error is not None and not callable(on_error):
             raise TypeError("on_error must be callable; got %r" % (on_error,))
         if on_error_kwargs is not None and not isinstance(on_error_kwargs, dict):
@@ -230,10 +241,15 @@ class Worker:
         ``worker.o`` keep their values, as in atasker); ``_priority``, ``_loop``
         (and for interval workers ``_interval``, ``_delay``/``_delay_after``,
         ``_delay_before``, ``_cron``, ``_tz``, ``_jitter``, ``_misfire_grace``)
-        override the initial parameters and stay overridden. Starts the supervisor if needed. Thread-safe."""
-        return self.supervisor.run_in_hub(self._start, args, kwargs)
+        override the initial parameters and stay overridden. Starts the supervisor if needed. Thread-safe.
 
-    def _start(self, args: tuple, kwargs: Dict[str, Any]) -> bool:
+        The caller's ``contextvars`` context is captured here (unless
+        ``propagate_context=False``): the worker's loop, and its runs that carry
+        no context of their own, run in it (see :mod:`gworker.context`)."""
+        context = capture() if self.propagate_context else None
+        return self.supervisor.run_in_hub(self._start, args, kwargs, context)
+
+    def _start(self, args: tuple, kwargs: Dict[str, Any], context: Optional[contextvars.Context] = None) -> bool:
         if self.is_active():
             return False
         self._apply_overrides(kwargs)
@@ -248,6 +264,7 @@ class Worker:
                                        self._engine, self._keeps_errors())
         self.before_start()
         self._run = run = self._new_run()
+        run.context = context
         if engine.limits is not None:
             engine.limits.run = run  # (a retry's wait is this run's)
         supervisor.register_worker(self)

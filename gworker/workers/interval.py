@@ -254,7 +254,19 @@ class IntervalRun(EventRun):
 
     def go(self, _slot: Any = None) -> None:
         """Make the call (in a runner, holding the slot if the mode has one),
-        then schedule the next."""
+        then schedule the next — in the start's context, or a triggered run in
+        its trigger's (see gworker.context)."""
+        ctx = self.context
+        if not self.due_scheduled:
+            asked, self.asked = self.asked, None
+            if asked is not None:
+                ctx = asked
+        if ctx is None:
+            self._go()
+        else:
+            ctx.run(self._go)
+
+    def _go(self) -> None:
         engine: Engine = self.engine  # type: ignore[assignment]  # (set at _launch)
         self.runner = getcurrent()
         until = self.due_until if self.due_scheduled else None  # (a triggered run never waits)
@@ -281,7 +293,8 @@ class IntervalRun(EventRun):
                     break
                 self.again = False
                 self.due_scheduled = False  # (a run asked for during the last one: no due time of its own)
-                outcome = engine.call()
+                asked, self.asked = self.asked, None
+                outcome = engine.call() if asked is None else asked.run(engine.call)
             entry: TimerEntry = self.entry  # type: ignore[assignment]  # (set at _launch)
             if entry[1] < 0:  # its seq: fired, not re-added (a triggered run leaves the schedule as it is)
                 special = self.special
@@ -777,7 +790,12 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
                 run.again = False
                 run.running = True
                 run.due_scheduled = not triggered  # (for the run's events: see _due_time)
-                outcome = engine.call() if until is None else engine.call_at(until)
+                asked = run.asked
+                if asked is not None and triggered:  # a triggered run: in its trigger's context
+                    run.asked = None
+                    outcome = asked.run(engine.call)
+                else:
+                    outcome = engine.call() if until is None else engine.call_at(until)
                 run.running = False
                 if outcome is False or not run.active:
                     break
@@ -818,12 +836,15 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         run.entry = run.schedule(self.supervisor.timers, due, IntervalRun.due, run)
 
     # -- triggers --------------------------------------------------------------------------------
-    def _trigger(self, force: bool = False, in_hub: bool = False) -> None:
+    def _trigger(self, force: bool = False, in_hub: bool = False, ctx: Any = None) -> None:
         # A trigger during a run always runs again here (``force`` is accepted
-        # for symmetry with event workers).
+        # for symmetry with event workers). ``ctx``: the trigger's context, for
+        # the run it asks for (the first one's, when several coalesce).
         run = self._run
         if run is None or not run.active:
             return
+        if run.asked is None:
+            run.asked = ctx
         if run.running:
             run.again = True
         elif run.greenlet is not None:  # a kept greenlet, waiting for its next run
