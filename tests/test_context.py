@@ -143,6 +143,23 @@ def test_without_propagation_a_run_does_not_see_its_producers_context(supervisor
     assert seen == [None, None]
 
 
+def test_queue_workers_propagate_only_when_asked_and_the_other_kinds_by_default(supervisor):
+    seen = []
+    w = BackgroundQueueWorker(func=lambda item, **kw: seen.append(("queue", request_id.get())),
+                              supervisor=supervisor)
+    e = BackgroundEventWorker(func=lambda **kw: seen.append(("event", request_id.get())), supervisor=supervisor)
+    w.start()
+    e.start()
+    in_greenlet("request", w.put_threadsafe, 1)
+    wait_until(lambda: len(seen) == 1)
+    in_greenlet("request", e.trigger_threadsafe)
+    wait_until(lambda: len(seen) == 2)
+    w.stop()
+    e.stop()
+    assert seen == [("queue", None), ("event", "request")]
+    assert (w.propagate_context, e.propagate_context) == (False, True)
+
+
 def test_propagate_context_must_be_a_bool():
     with pytest.raises(TypeError, match="propagate_context"):
         BackgroundQueueWorker(func=lambda item, **kw: None, propagate_context="yes")

@@ -641,8 +641,10 @@ class Engine:
 
         Items' contexts (``propagate_context=True``, see gworker.context):
         ``ctx`` is the first item's (or None), ``contexts`` the worker's record
-        of them and ``take(item)`` takes the next one's; each call is then
-        made inside its item's context."""
+        of them in put order (a deque of ``(item, context)``: the oldest
+        entry is the next item's, else ``take(item)`` finds it), from which
+        the next ones' are taken; each call is then made inside its item's
+        context."""
         pool = self._pool
         slot: Slot = self.slot  # type: ignore[assignment]  # (batches: there is one)
         if not pool.try_acquire(slot):
@@ -695,7 +697,15 @@ class Engine:
                     return result
                 item = get()
                 run.in_progress = (item,)
-                ctx = take(item) if contexts else None  # type: ignore[misc]  # (take comes with contexts)
+                if contexts:
+                    head = contexts[0]
+                    if head[0] is item:
+                        contexts.popleft()
+                        ctx = head[1]
+                    else:
+                        ctx = take(item)  # type: ignore[misc]  # (given with contexts)
+                else:
+                    ctx = None
                 started = ended
         finally:
             pool.release(slot)

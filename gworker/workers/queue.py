@@ -70,7 +70,7 @@ from ..aio import Aloop, AloopNotActive, await_greenlet
 from ..context import capture, in_context
 from .._deadline import Deadline
 from .._hubsafe import os_thread_ident, yield_to_hub
-from ._engine import FAILED, NO_SLOT, Engine
+from ._engine import _PLAIN_FIFO, FAILED, NO_SLOT, Engine
 from ._run import Halt, Run
 from .base import YIELD_EVERY, logger
 from .continuous import BackgroundAsyncWorker
@@ -215,6 +215,10 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
     holds_slot = True
     retries_runs = True
     kind = "queue"
+    #: Opt-in for queue workers (``propagate_context=True``): capturing a
+    #: context per item costs about as much as the rest of the item's path
+    #: (see gworker.context and the README's measured figures).
+    propagate_context = False
     _run: Optional[QueueRun]  # type: ignore[assignment]  # (made by _new_run)
 
     def __init__(self, *args: Any, q: Any = None, queue: Any = None, **kwargs: Any) -> None:
@@ -234,9 +238,14 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         #: the OS thread of the supervisor's hub, once started (put_threadsafe's fast path)
         self._hub_ident: Any = None
         #: the contexts captured with the items put (see _remember), or None for
-        #: a worker that does not propagate them (read here, at construction)
-        self._contexts: Optional[Dict[int, List[Any]]] = (
-            {} if self.propagate_context and isinstance(self._queue, gevent.queue.Queue) else None)
+        #: a worker that does not propagate them (read here, at construction):
+        #: for an unbounded FIFO queue, a deque of (item, context) in put order
+        #: (``_fifo``), else a dict by item id
+        self._contexts: Any = None
+        q = self._queue
+        self._fifo = type(q) in _PLAIN_FIFO and q.maxsize is None
+        if self.propagate_context and isinstance(q, gevent.queue.Queue):
+            self._contexts = deque() if self._fifo else {}
         #: puts of items whose contexts are recorded, waiting for room in a bounded queue
         self._putting = 0
 
@@ -257,6 +266,10 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         if self._hub_ident == os_thread_ident():
             if contexts is None:
                 self._queue.put(task)  # the common case: from a greenlet of the hub
+                return
+            if self._fifo:  # (_put_remembered, spelled out: this is every item's path)
+                contexts.append((task, capture()))
+                self._queue.put(task)  # (unbounded: it never waits)
             else:
                 self._put_remembered(task, capture())
             return
@@ -320,14 +333,27 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
     # -- the items' contexts (propagate_context=True) ----------------------------------------------
     # A gevent queue holds the items themselves (a PriorityQueue compares
     # them, get_queue_obj() shows them), so an item's context is kept beside
-    # it: by the item's id, with the item (which keeps the id from being
-    # reused while the entry lives), one context per put of it, in put order.
-    # The loop takes an item's context as it takes the item. Entries whose
-    # items left the queue another way (another consumer, a direct get) are
-    # dropped when the queue is next empty with no put waiting for room.
+    # it, and the loop takes an item's context as it takes the item:
+    #
+    # * an unbounded FIFO queue hands its items out in put order: a deque of
+    #   (item, context) in that order, whose oldest entry is the item's (an
+    #   item taken out another way leaves its entry at the front: dropped
+    #   when a later item's is found behind it; an item put into the queue
+    #   directly has none);
+    # * any other (priority, LIFO, bounded: a put that waits for room can be
+    #   overtaken): by the item's id, with the item (which keeps the id from
+    #   being reused while the entry lives), one context per put of it, in
+    #   put order.
+    #
+    # Entries of items that left the queue another way (another consumer, a
+    # direct get) are all dropped when the queue is next empty with no put
+    # waiting for room.
 
     def _remember(self, task: Any, ctx: contextvars.Context) -> None:
-        contexts: Dict[int, List[Any]] = self._contexts  # type: ignore[assignment]  # (propagating)
+        contexts = self._contexts
+        if self._fifo:
+            contexts.append((task, ctx))
+            return
         entry = contexts.get(id(task))
         if entry is None:
             contexts[id(task)] = [task, ctx]
@@ -337,10 +363,14 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
     def _put_remembered(self, task: Any, ctx: contextvars.Context) -> None:
         self._remember(task, ctx)
         q = self._queue
-        if not q.full():
+        if q.full():
+            self._put_waiting(q, task)
+        else:
             q.put(task)
-            return
-        self._putting += 1  # (it waits for room: its context is not stale)
+
+    def _put_waiting(self, q: gevent.queue.Queue, task: Any) -> None:
+        # a put that waits for room: its context is not stale meanwhile
+        self._putting += 1
         try:
             q.put(task)
         finally:
@@ -349,7 +379,14 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
     def _take_context(self, task: Any) -> Optional[contextvars.Context]:
         """The context captured when ``task`` was put (the oldest one, if it
         was put more than once), taken; None if it carries none."""
-        contexts: Dict[int, List[Any]] = self._contexts  # type: ignore[assignment]  # (propagating)
+        contexts = self._contexts
+        if self._fifo:
+            for i, (item, ctx) in enumerate(contexts):
+                if item is task:
+                    for _ in range(i + 1):  # (those before it left the queue another way)
+                        contexts.popleft()
+                    return ctx
+            return None  # put into the queue directly
         entry = contexts.pop(id(task), None)
         if entry is None:
             return None
@@ -601,7 +638,9 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         # the items' contexts (see gworker.context): those put through the
         # worker, or what a protocol object carries in its entries
         contexts = self._contexts
-        take = self._take_context if contexts is not None else None
+        take = self._take_context
+        if contexts is not None and not self._fifo:
+            batch = None  # (its items' contexts are kept by id: see _take_context)
         run_context = None if isinstance(q, gevent.queue.Queue) else getattr(q, "run_context", None)
         last_yield = monotonic()
         outcome = None
@@ -633,7 +672,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
                 # names the interrupted item (see shutdown()).
                 pre = run.in_progress = (task,)
                 if contexts:
-                    ctx = take(task)  # type: ignore[misc]  # (set with contexts)
+                    ctx = take(task)
                 elif run_context is not None:
                     ctx = run_context(task)
                 else:
