@@ -115,6 +115,11 @@ class Worker:
     for one that looks like a misspelling of a known parameter
     (:func:`check_unknown_keywords`). ``daemon`` is accepted and obsolete, as
     in atasker.
+
+    ``propagate_context`` (True, False, or None for the kind's default: True,
+    but False for queue workers, whose per-item capture is opt-in): whether
+    runs are made in the ``contextvars`` context of what asked for them —
+    the ``start()``, a trigger, a queue item's put (see :mod:`gworker.context`).
     """
 
     #: Sync calls hold one slot of the supervisor's pool while they run.

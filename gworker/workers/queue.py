@@ -96,7 +96,7 @@ _QUEUE_CLASSES = {
 class QueueObject(Protocol):
     """The queue-object protocol: what ``q=`` takes besides gevent's queues.
 
-    The three methods below are required. Three more are optional — absent
+    The three methods below are required. Four more are optional — absent
     means "nothing to do" — and so are not members of this class (a
     ``Protocol`` cannot leave a member out); an object that has one must give
     it this signature:
@@ -113,6 +113,12 @@ class QueueObject(Protocol):
       worker's greenlet, so ``stop(wait=True)`` returns after it. An object
       with ``release()`` keeps its items at :meth:`~BackgroundQueueWorker.shutdown`
       (a broker delivers them again).
+    * ``run_context(item) -> Optional[contextvars.Context]`` — the context
+      the run of the item ``get()`` returned last is to be made in, or None
+      for the worker's own (see :mod:`gworker.context`): a broker's entry may
+      carry its producer's trace context (:func:`gworker.context.context_from`).
+      Called after ``get()``, before the executor, whatever the worker's
+      ``propagate_context`` (which is about contexts captured in this process).
 
     For type checkers only: it is not ``runtime_checkable``, because an
     ``isinstance`` check would test only that the names exist; the worker
