@@ -4,6 +4,8 @@ carried in process and through a real redis-server's stream entries), the
 executor's own spans nested under it, failures, tasks, uninstrument()."""
 import asyncio
 import logging
+import os
+import shutil
 
 import gevent
 import pytest
@@ -23,7 +25,29 @@ from gworker import (  # noqa: E402
 from gworker.integrations import otel  # noqa: E402
 
 from conftest import wait_until  # noqa: E402
-from test_redis_streams import make_queue, names, queues, rdb, redis_server  # noqa: E402,F401
+from test_redis_streams import SERVER_BIN, RedisServer, make_queue, names, queues  # noqa: E402,F401
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    # This module's own server, stopped when its tests end (not the session's:
+    # the process tests that run next check that no child process is left).
+    if SERVER_BIN is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server not found -- required in CI", pytrace=False)
+        pytest.skip("redis-server not found (install it, e.g. apt-get install redis-server)")
+    server = RedisServer(SERVER_BIN)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def rdb(redis_server):
+    client = redis_server.client()
+    yield client
+    client.connection_pool.disconnect()
 
 
 class OtelErrors(logging.Handler):
