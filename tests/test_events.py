@@ -332,7 +332,8 @@ def test_interval_runs_carry_their_due_time_and_triggered_runs_none(supervisor, 
         assert -0.002 <= e.time - e.due < LATE, "lateness %.4f s" % (e.time - e.due)
     dues = [e.due for e in scheduled]
     for a, b in zip(dues[1:], dues[2:]):  # (the first is the origin of the schedule)
-        assert b - a == pytest.approx(interval, abs=0.005)
+        steps = (b - a) / interval  # on the schedule: one interval apart, or more after a late run
+        assert steps > 0.9 and abs(steps - round(steps)) * interval < 0.005, (a, b)
     finished = rec.of(RUN_FINISHED)
     assert [e.due for e in finished] == [e.due for e in starts[:len(finished)]]
 
