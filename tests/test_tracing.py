@@ -30,8 +30,10 @@ from test_redis_streams import SERVER_BIN, RedisServer, make_queue, names, queue
 
 @pytest.fixture(scope="module")
 def redis_server():
-    # This module's own server, stopped when its tests end (not the session's:
-    # the process tests that run next check that no child process is left).
+    # This module's own server, stopped when its tests end. (The module is
+    # named to run after the process-pool tests, as test_redis_streams does:
+    # those fail when a Redis test ran before them in the same session — out
+    # of order results, on the base of this branch too.)
     if SERVER_BIN is None:
         if os.environ.get("CI") == "true":
             pytest.fail("redis-server not found -- required in CI", pytrace=False)
