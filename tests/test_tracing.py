@@ -171,7 +171,8 @@ def test_tasks_and_scheduled_runs_are_spans_too(supervisor, tracing):
     inner = [s for s in exporter.get_finished_spans() if s.name == "in coroutine"][0]
     assert inner.parent.span_id == tasks[coro_task.id].context.span_id
     scheduled = [s for s in spans if s.attributes["gworker.kind"] == "interval"]
-    assert len(scheduled) >= 2 and all(0 <= s.attributes["gworker.lateness_s"] < 0.25 for s in scheduled)
+    # (the timer heap fires up to its LEAD, half a millisecond, early)
+    assert len(scheduled) >= 2 and all(-0.002 <= s.attributes["gworker.lateness_s"] < 0.25 for s in scheduled)
 
 
 def test_a_redis_entry_carries_the_producers_trace_to_the_consumers_run(supervisor, tracing, redis_server,
