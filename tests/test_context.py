@@ -378,3 +378,23 @@ def test_in_context_runs_each_step_of_a_coroutine_in_the_context_and_passes_canc
         return result, ctx[request_id], request_id.get(), await task
 
     assert asyncio.run(main()) == (("outer ctx", "inner"), "inner", None, "cancelled in inner")
+
+
+def test_the_example_runs():
+    # examples/context.py, in this run's world, with this checkout's gworker
+    import os
+    import subprocess
+    import sys
+
+    from conftest import PATCHED
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable] + (["-m", "gevent.monkey"] if PATCHED else []) + [os.path.join(root, "examples", "context.py")]
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=root, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "mail 'hello from r2' put by request r2" in out.stdout
+    assert "refresh asked for by request r1" in out.stdout
+    assert "runs timed by the listener: {'refresh': 2, 'send': 2}" in out.stdout
+    if "span gworker.run" in out.stdout:  # (OpenTelemetry's SDK installed)
+        assert "span gworker.run of send, child of 'request r1'" in out.stdout
