@@ -666,20 +666,39 @@ class Engine:
         started = monotonic()
         try:
             while True:
-                if watch:  # the call with its events, in the slot this batch holds
-                    if ctx is None:
-                        result = self._call_observed((item,), Engine._invoke_sync)
+                if watch or contexts is not None:
+                    # observed, or in the items' contexts: the call spelled out less far
+                    if ctx is _NEXT:  # (the first item's came with the call)
+                        ctx = _context_of(contexts, item, take)  # type: ignore[arg-type]  # (given together)
+                    if watch:  # with its events, in the slot this batch holds
+                        if ctx is None:
+                            result = self._call_observed((item,), Engine._invoke_sync)
+                        else:
+                            result = ctx.run(self._call_observed, (item,), Engine._invoke_sync)
+                        runs, ended = self.runs, self.ended
                     else:
-                        result = ctx.run(self._call_observed, (item,), Engine._invoke_sync)
-                    runs, ended = self.runs, self.ended
+                        self.runs = runs = runs + 1
+                        self.started = started
+                        try:
+                            if ctx is None:
+                                result = executor(item, _name=name, o=o, _worker=worker, _task_id=next(ids))
+                            else:
+                                result = ctx.run(executor, item, _name=name, o=o, _worker=worker,
+                                                 _task_id=next(ids))
+                        except (Exception, gevent.Timeout):
+                            result = self._failed(1, (item,))
+                        except BaseException as exc:
+                            self._interrupted(exc, (item,))
+                            raise
+                        finally:
+                            self.ended = ended = monotonic()
+                            self.last_duration = ended - started
+                    ctx = _NEXT
                 else:
                     self.runs = runs = runs + 1
                     self.started = started
                     try:
-                        if ctx is None:
-                            result = executor(item, _name=name, o=o, _worker=worker, _task_id=next(ids))
-                        else:
-                            result = ctx.run(executor, item, _name=name, o=o, _worker=worker, _task_id=next(ids))
+                        result = executor(item, _name=name, o=o, _worker=worker, _task_id=next(ids))
                     except (Exception, gevent.Timeout):
                         result = self._failed(1, (item,))
                     except BaseException as exc:
@@ -697,19 +716,26 @@ class Engine:
                     return result
                 item = get()
                 run.in_progress = (item,)
-                if contexts:
-                    head = contexts[0]
-                    if head[0] is item:
-                        contexts.popleft()
-                        ctx = head[1]
-                    else:
-                        ctx = take(item)  # type: ignore[misc]  # (given with contexts)
-                else:
-                    ctx = None
                 started = ended
         finally:
             pool.release(slot)
 
+
+
+#: batch()'s mark for "the next item's context is still to be taken"
+_NEXT: Any = _Sentinel("NEXT")
+
+
+def _context_of(contexts: Any, item: Any, take: Callable[[Any], Any]) -> Any:
+    """The context of ``item``, taken from a FIFO queue's record of them: the
+    oldest entry's if it is the item's (the common case), else ``take(item)``'s."""
+    if not contexts:
+        return None
+    head = contexts[0]
+    if head[0] is item:
+        contexts.popleft()
+        return head[1]
+    return take(item)
 
 
 class _Limits:
