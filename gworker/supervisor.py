@@ -28,6 +28,8 @@ from gevent.event import Event
 from gevent.hub import Hub, get_hub, getcurrent
 
 from ._errors import report
+from .context import capture
+from .events import ALL_EVENTS, Listeners, WorkerEvent
 from . import _hubsafe as hubsafe, _thread_names
 from .aio import SUPERVISOR_ALOOP, Aloop, AloopRegistry, UnknownAloopError
 from ._checks import check_seconds, named_or_default
@@ -109,6 +111,8 @@ class TaskSupervisor:
         # until set_mp_pool sets limits, admission follows the pool's window
         self._mp_admission_follows_window = True
         self.timers = Timers()
+        #: the listeners of the supervisor's events (see :meth:`add_listener`, :mod:`gworker.events`)
+        self.listeners = Listeners()
         self.aloops = AloopRegistry(supervisor=self)
         self._hub: Optional[Hub] = None
         self._active = False
@@ -656,6 +660,28 @@ class TaskSupervisor:
                     job.id, getattr(job.scheduler, "name", None)))
         job.cancel()
 
+    # -- events -----------------------------------------------------------------------
+    def add_listener(self, fn: Callable[[WorkerEvent], Any], events: Any = ALL_EVENTS) -> None:
+        """Call ``fn(event)`` for each event of the kinds named in ``events``
+        (an iterable of names, default every one; see :mod:`gworker.events`),
+        for every worker and task of this supervisor; ``event`` is a
+        :class:`~gworker.events.WorkerEvent`.
+
+        ``fn`` is called in the greenlet where the event happens, synchronously
+        (a run's events right before and after its call), so it must be quick
+        and must never block: no I/O, no waiting. One that raises does not
+        disturb the run: its exception is logged (at ERROR, once per listener
+        per burst). Adding a function added already replaces its events. Takes
+        effect for the runs that begin after it, of workers started before it
+        too. ``TypeError``/``ValueError`` naming ``fn`` or ``events`` for a bad
+        one (an unknown event name). Thread-safe."""
+        self.run_in_hub(self.listeners.add, fn, events)
+
+    def remove_listener(self, fn: Callable[[WorkerEvent], Any]) -> None:
+        """Stop calling ``fn`` (``ValueError`` if it is not a listener here).
+        Thread-safe."""
+        self.run_in_hub(self.listeners.remove, fn)
+
     # -- workers ----------------------------------------------------------------------
     def register_worker(self, worker: Any) -> None:
         """Called by a worker when it starts."""
@@ -701,6 +727,8 @@ class TaskSupervisor:
         (default 1), ``retry_backoff`` (default 2), ``retry_max_delay``,
         ``retry_for`` (default: every ``Exception`` and ``RunTimeout``): how a
         failed run is made again (see :mod:`gworker.limits`).
+        The caller's ``contextvars`` context is captured: every try of the
+        task runs in it (see :mod:`gworker.context`).
         Thread-safe. Starts the supervisor if it is not started."""
         if not callable(target):
             raise TypeError("target must be callable; got %r" % (target,))
@@ -722,6 +750,7 @@ class TaskSupervisor:
         task = Task(target, tuple(args), kwargs, callback, priority, tt, task_id, worker, delay, loop,
                     check_timeout(timeout), retry_policy(retries, retry_delay, retry_backoff, retry_max_delay,
                                                          retry_for))
+        task.context = capture()  # (the caller's: its runs are made in it, see gworker.context)
         return self.run_in_hub(self._put, task)
 
     def _put(self, task: Task) -> Task:

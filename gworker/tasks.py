@@ -28,6 +28,7 @@ is logged at WARNING.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
@@ -45,6 +46,7 @@ from ._admission import Slot
 from ._checks import check_seconds
 from .limits import RetryPolicy, RunTimeout, check_timeout, limit_async, log_overrun, retry_policy
 from ._deadline import Deadline
+from .events import RUN_FAILED, RUN_FINISHED, RUN_STARTED, RUN_TIMED_OUT, WorkerEvent
 from ._default import supervisor_or_default
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
 
@@ -88,7 +90,7 @@ class Task:
     __slots__ = (
         "id", "target", "args", "kwargs", "callback", "priority", "tt", "worker", "delay", "loop",
         "timeout", "retry_policy", "tries", "status", "result", "exception", "time_queued", "time_started", "time_completed",
-        "future", "_event", "_started_event", "_cancel", "_greenlet", "_slot", "_registry", "__weakref__",
+        "future", "context", "_event", "_started_event", "_cancel", "_greenlet", "_slot", "_registry", "__weakref__",
     )
 
     def __init__(
@@ -130,6 +132,9 @@ class Task:
         self.time_completed: Optional[float] = None
         #: the asyncio.Task of a coroutine task, else None
         self.future: Any = None
+        #: the context captured by ``put_task`` (its runs are made in it: see
+        #: gworker.context), else None
+        self.context: Optional[contextvars.Context] = None
         self._event: Optional[Event] = None  # made by ``completed``, for those who wait
         self._started_event: Optional[Event] = None  # made by ``started``, for those who wait
         self._cancel: Optional[Callable[[], bool]] = None
@@ -326,20 +331,32 @@ class TaskRunner:
         self._callbacks: Deque[Task] = deque()
         self._callback_glet: Optional[gevent.Greenlet] = None
         self._mp_done = self._mp_task_done  # one bound method for every TT_MP call
+        #: the supervisor's listeners (see gworker.events), and their hot test
+        self._listeners = listeners = supervisor.listeners
+        self._watch = listeners.runs
 
     # -- TT_THREAD ---------------------------------------------------------------------
     def start_thread(self, slot: Slot) -> None:
         """The thread pool's grant of ``slot`` to its holder, a task: runs it,
         in the runner greenlet that makes the grant (see
         :mod:`gworker._runners`: a task that does not switch leaves its runner
-        to the next one, no greenlet is spawned for it). The task holds the
-        slot until it ends; ``g`` is fresh for it (the runner clears it)."""
+        to the next one, no greenlet is spawned for it), in the task's
+        context. The task holds the slot until it ends; ``g`` is fresh for it
+        (the runner clears it)."""
+        ctx = slot.holder.context
+        if ctx is None:
+            self._run_thread(slot)
+        else:
+            ctx.run(self._run_thread, slot)
+
+    def _run_thread(self, slot: Slot) -> None:
         task: Task = slot.holder
         task._slot = slot
         task._greenlet = getcurrent()
         retrying = False
         try:
             task._begin()
+            observed = bool(self._watch) and self._started(task)
             try:
                 # (put_task checked that target is callable; only an aloop's
                 # background_task holds a coroutine, and it never comes here)
@@ -349,14 +366,21 @@ class TaskRunner:
                     result = _call_limited(task)
             except gevent.GreenletExit as exc:
                 task._finish(TASK_STATUS_CANCELED, exception=exc)
+                self._failed(task, exc, False)
                 raise
             except (Exception, RunTimeout) as exc:
                 retrying = self._retry(task, exc)
+                self._failed(task, exc, retrying)
                 if not retrying:
                     report("task %s (%s) failed%s", task.id, name_of(task.target), _tries(task))
                     task._finish(TASK_STATUS_FAILED, exception=exc)
+            except BaseException as exc:
+                self._failed(task, exc, False)
+                raise
             else:
                 task._finish(TASK_STATUS_COMPLETED, result)
+                if observed:
+                    self._finished(task)
                 if task.callback is not None:
                     self._run_callback(task)
         finally:
@@ -373,12 +397,15 @@ class TaskRunner:
         (in a hub callback or a releasing greenlet): only schedules."""
         task: Task = slot.holder
         task._begin()
+        if self._watch:
+            _in_context(task, self._started, task)
         try:
             result = self.supervisor.mp_pool.submit_with_id(task.target, task.args, task.kwargs, task.id,
                                                             task.timeout)
         except Exception as exc:  # the pool was shut down meanwhile
             slot.pool.release(slot)
             self._registry.pop(task.id, None)
+            _in_context(task, self._failed, task, exc, False)
             task._finish(TASK_STATUS_FAILED, exception=exc)
             return
         result.on_settle(self._mp_done, slot)
@@ -388,9 +415,15 @@ class TaskRunner:
         # not wait on pool results (or a hub callback, for a call that did not
         # pickle).
         slot.pool.release(slot)
+        task: Task = slot.holder
+        # (in the task's context, as its run_started was: see gworker.events)
+        if exc is not None:
+            _in_context(task, self._failed, task, exc, self._will_retry(task, exc))
+        elif self._watch:
+            _in_context(task, self._finished, task)
         # (a call that could not be sent never reached a child: its message says so)
         where = "" if getattr(exc, "unsent", False) else " in a child process"
-        self._settle(slot.holder, exc, value, where)
+        self._settle(task, exc, value, where)
 
     # -- TT_COROUTINE ----------------------------------------------------------------------
     def start_coroutine(self, task: Task, aloop: Any) -> None:
@@ -401,7 +434,10 @@ class TaskRunner:
         coro = task.target(*task.args, _task_id=task.id, **task.kwargs)  # type: ignore[operator]
         if task.timeout is not None:
             coro = _coroutine_limited(task, coro)
-        future = aloop.create_task(coro)
+        if self._watch or self._listeners.wants(RUN_FAILED) or self._listeners.wants(RUN_TIMED_OUT):
+            coro = self._observed(task, coro)  # its events in the coroutine, on its loop
+        # (the asyncio task's context: a copy of the task's)
+        future = aloop.create_task(coro) if task.context is None else task.context.run(aloop.create_task, coro)
         task.future = future
         task._cancel = lambda: bool(future.cancel())
         future.add_done_callback(lambda fut: self._coroutine_done(task, fut))
@@ -434,15 +470,72 @@ class TaskRunner:
             if self._callback_glet is None:
                 self._callback_glet = gevent.spawn(self._run_callbacks)
 
+    # -- events (see gworker.events) ----------------------------------------------------
+    def _event(self, name: str, task: Task, duration: Optional[float] = None,
+               exc: Optional[BaseException] = None, retrying: bool = False) -> WorkerEvent:
+        return WorkerEvent(name, None, name_of(task.target), "task", task.priority, time.time(), None, duration,
+                           exc, None, task, task.tries, retrying)
+
+    def _started(self, task: Task) -> bool:
+        """Send the task's run_started; True."""
+        self._listeners.emit(self._event(RUN_STARTED, task))
+        return True
+
+    def _finished(self, task: Task) -> None:
+        """Send the task's run_finished (its try returned), if listened to."""
+        if self._listeners.wants(RUN_FINISHED):
+            started = task.time_started
+            self._listeners.emit(self._event(RUN_FINISHED, task, None if started is None else time.time() - started))
+
+    def _failed(self, task: Task, exc: BaseException, retrying: bool, duration: Any = True) -> None:
+        """Send the task's run_failed (and run_timed_out, when its own time
+        limit cut it off), if listened to. An interrupt (``GreenletExit``, a
+        cancellation) is sent as run_failed too. ``duration``: True for the
+        time since the try started, or a value."""
+        listeners = self._listeners
+        failed = listeners.wants(RUN_FAILED)
+        timed_out = listeners.wants(RUN_TIMED_OUT) and task.timeout is not None and isinstance(exc, RunTimeout)
+        if not failed and not timed_out:
+            return
+        if duration is True:
+            started = task.time_started
+            duration = None if started is None else time.time() - started
+        if failed:
+            listeners.emit(self._event(RUN_FAILED, task, duration, exc, retrying))
+        if timed_out:
+            listeners.emit(self._event(RUN_TIMED_OUT, task, duration, exc, retrying))
+
+    async def _observed(self, task: Task, coro: Coroutine[Any, Any, Any]) -> Any:
+        """A coroutine task's run with its events, sent in its coroutine."""
+        observed = bool(self._watch) and self._started(task)
+        try:
+            result = await coro
+        except (Exception, gevent.Timeout) as exc:
+            self._failed(task, exc, self._will_retry(task, exc))
+            raise
+        except BaseException as exc:  # (a cancellation)
+            self._failed(task, exc, False)
+            raise
+        if observed:
+            self._finished(task)
+        return result
+
     # -- retries -------------------------------------------------------------------------
+    def _will_retry(self, task: Task, exc: BaseException) -> bool:
+        """Whether the task's try that failed with ``exc`` will be made
+        again (its policy retries it, and the supervisor runs)."""
+        policy = task.retry_policy
+        return policy is not None and self.supervisor.is_active() and policy.retries_after(exc, task.tries)
+
     def _retry(self, task: Task, exc: BaseException) -> bool:
         """The task's try failed with ``exc``: if its policy retries it (and
         the supervisor runs), it waits its turn again — ``DELAYED``, no slot
         held — and is admitted anew after the policy's wait; True then."""
         policy = task.retry_policy
         supervisor = self.supervisor
-        if policy is None or not supervisor.is_active() or not policy.retries_after(exc, task.tries):
+        if not self._will_retry(task, exc):
             return False
+        assert policy is not None
         wait = policy.wait(task.tries)
         logger.warning("task %s (%s) failed (%s), try %d of %d; retrying in %.3g s", task.id,
                        name_of(task.target), describe(exc), task.tries, policy.retries + 1, wait)
@@ -457,6 +550,8 @@ class TaskRunner:
         stops): its last failure is final."""
         exc = task.exception
         self._registry.pop(task.id, None)
+        if exc is not None:
+            self._failed(task, exc, False, None)  # (sent again, final: its retry will not come)
         report("task %s (%s) failed%s; its supervisor stopped before its next try", task.id,
                name_of(task.target), _tries(task), exc=exc)
         task._finish(TASK_STATUS_FAILED, exception=exc)
@@ -478,6 +573,12 @@ class TaskRunner:
             task.callback(task.result)  # type: ignore[misc]  # (called only for tasks that have one)
         except Exception:
             report("callback of task %s failed", task.id)
+
+
+def _in_context(task: Task, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in the task's context (or the current one without)."""
+    ctx = task.context
+    return fn(*args) if ctx is None else ctx.run(fn, *args)
 
 
 def _call_limited(task: Task) -> Any:

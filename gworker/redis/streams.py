@@ -13,7 +13,11 @@ Items live in a Redis stream; every worker (in any process, on any machine)
 reading the stream with the same *group* shares its items, each worker being
 one *consumer* of that group.
 
-* ``put_threadsafe(item)`` appends ``{d: serializer.dumps(item)}`` with ``XADD``.
+* ``put_threadsafe(item)`` appends ``{d: serializer.dumps(item)}`` with ``XADD``
+  — and, with a propagator installed (:mod:`gworker.context`; gworker's
+  OpenTelemetry integration installs one), the fields it writes of the
+  producer's context, such as ``traceparent``: the consumer's run continues
+  the producer's trace (:meth:`RedisStreamQueue.run_context`).
 * The worker reads with ``XREADGROUP GROUP <group> <consumer> COUNT <count>
   BLOCK <ms>`` (the group is made with ``MKSTREAM`` from the stream's start if
   missing) and calls the executor once per item, in stream order.
@@ -68,6 +72,7 @@ OS thread and per process (they are dropped after a fork).
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import heapq
@@ -83,6 +88,7 @@ import gevent
 import gevent.socket
 from gevent.monkey import get_original
 
+from .. import context
 from .._deadline import Deadline
 from .._errors import FailureLog
 from .._gevent import get_hub_if_exists
@@ -179,6 +185,15 @@ class BlockingConnection(GeventConnection):
 def _hub_thread() -> bool:
     """True in a thread whose waits must go through a gevent hub."""
     return get_hub_if_exists() is not None or os_thread_ident() == MAIN_THREAD_IDENT
+
+
+def _fields(data: Any, carried: Optional[Dict[str, str]]) -> Dict[Any, Any]:
+    """An entry's fields: the item's ``d``, and what the propagators carry."""
+    if not carried:
+        return {b"d": data}
+    fields: Dict[Any, Any] = dict(carried)
+    fields[b"d"] = data
+    return fields
 
 
 def _text(value: Any) -> str:
@@ -457,16 +472,21 @@ class RedisStreamQueue:
         client, coop = self._thread_client()
         deadline = monotonic() + self.put_timeout
         failures = 0
+        # what the installed propagators carry of the caller's context (an
+        # OpenTelemetry traceparent), as fields of each entry: the consumer's
+        # run continues it (see run_context)
+        carried = context.inject({}) if context.propagators() else None
         while True:
             try:
                 if not self._group_ready:
                     self._ensure_group(client)
                     self._group_ready = True
                 if len(payloads) == 1:
-                    return [client.xadd(self.stream, {b"d": payloads[0]}, maxlen=self.maxlen, approximate=True)]
+                    return [client.xadd(self.stream, _fields(payloads[0], carried), maxlen=self.maxlen,
+                                        approximate=True)]
                 pipe = client.pipeline(transaction=True)  # visible together (see put_many)
                 for data in payloads:
-                    pipe.xadd(self.stream, {b"d": data}, maxlen=self.maxlen, approximate=True)
+                    pipe.xadd(self.stream, _fields(data, carried), maxlen=self.maxlen, approximate=True)
                 return pipe.execute()
             except CONNECTION_ERRORS as exc:
                 client.connection_pool.disconnect()
@@ -511,6 +531,26 @@ class RedisStreamQueue:
                     self._bury_undecodable(entry[0], entry[1], exc)
                     continue
             self._guarded(self._fill)
+
+    def run_context(self, item: Any) -> Optional[contextvars.Context]:
+        """The context the run of the item ``get()`` returned last is made in
+        (optional member of the queue-object protocol): when its entry carries
+        fields of an installed propagator (an OpenTelemetry ``traceparent``,
+        written by the producer's ``put``), a copy of the consumer's context
+        with what they carry set in it — the run continues the producer's
+        trace; else None (the worker's own context)."""
+        entry = self._current
+        if entry is None or len(entry[1]) < 2 or not context.propagators():
+            return None
+        carrier = {_text(key): _text(value) for key, value in entry[1].items() if key != b"d"}
+        return context.context_from(carrier)
+
+    @property
+    def current_id(self) -> Optional[str]:
+        """The stream id of the entry ``get()`` returned last, until it is
+        acknowledged or failed (for tracing: its ``messaging.message.id``)."""
+        entry = self._current
+        return None if entry is None else _text(entry[0])
 
     def ack(self, item: Any) -> None:
         """The executor returned for the item ``get()`` returned last: acknowledge

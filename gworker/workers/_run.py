@@ -22,6 +22,7 @@ is empty once they have all ended.
 """
 from __future__ import annotations
 
+import contextvars
 from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 from gevent import Greenlet, getcurrent
@@ -80,7 +81,7 @@ class Run:
     workers): slots, and what it owns kept without a container for one. A kind
     keeps the state of its schedule in a subclass (with slots of its own)."""
 
-    __slots__ = ("active", "ended", "greenlet", "runner", "parked", "in_progress", "task",
+    __slots__ = ("active", "ended", "greenlet", "runner", "parked", "in_progress", "task", "context",
                  "supervisor", "single", "_greenlets", "_entries", "_wakers", "_done")
 
     def __init__(self, supervisor: "TaskSupervisor") -> None:
@@ -98,6 +99,10 @@ class Run:
         self.in_progress: Any = None
         #: the asyncio task of a loop that is a coroutine, else None
         self.task: Any = None
+        #: the context captured at ``start()`` (see gworker.context): the loop
+        #: runs in it, and the runs that carry no context of their own; None
+        #: when the worker does not propagate contexts
+        self.context: Optional[contextvars.Context] = None
         # each None, one, or a list (see _add)
         self._greenlets: Any = None
         self._entries: Any = None
@@ -141,8 +146,13 @@ class Run:
                 self._wakers = _discard(self._wakers, glet)
 
     def spawn_loop(self, fn: Callable[..., Any], *args: Any) -> Greenlet:
-        """:meth:`spawn` the run's loop greenlet (the one ``stop()`` halts when parked)."""
-        self.greenlet = glet = self.spawn(fn, *args)
+        """:meth:`spawn` the run's loop greenlet (the one ``stop()`` halts when
+        parked), in the start's context if there is one."""
+        ctx = self.context
+        if ctx is None:
+            self.greenlet = glet = self.spawn(fn, *args)
+        else:
+            self.greenlet = glet = self.spawn(ctx.run, fn, *args)
         return glet
 
     def spawn_waker(self, fn: Callable[..., Any], *args: Any) -> Greenlet:

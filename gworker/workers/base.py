@@ -23,6 +23,7 @@ callback, so a running executor is never interrupted.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import difflib
 import inspect
 import logging
@@ -41,6 +42,8 @@ from ..priorities import TASK_NORMAL, check_priority
 from .._checks import check_seconds
 from .._deadline import Deadline
 from .._default import supervisor_or_default
+from ..context import capture
+from ..events import WORKER_STARTED, WORKER_STOPPED, WorkerEvent, now
 from ..supervisor import TaskSupervisor
 from ._engine import Engine, FencedEngine
 from ._run import Halt, Run
@@ -65,7 +68,7 @@ KNOWN_PARAMETERS = (
     "name", "func", "executor_func", "priority", "o", "on_error", "on_error_kwargs", "supervisor",
     "poll_delay", "loop", "daemon", "q", "queue", "e", "event", "i", "interval", "delay",
     "delay_after", "delay_before", "precise", "cron", "tz", "jitter", "misfire_grace", "timeout", "retries",
-    "retry_delay", "retry_backoff", "retry_max_delay", "retry_for", "singleton",
+    "retry_delay", "retry_backoff", "retry_max_delay", "retry_for", "singleton", "propagate_context",
 )
 
 #: How alike (difflib's ratio) an unknown keyword and a known one must be for
@@ -148,6 +151,11 @@ class Worker:
     for one that looks like a misspelling of a known parameter
     (:func:`check_unknown_keywords`). ``daemon`` is accepted and obsolete, as
     in atasker.
+
+    ``propagate_context`` (True, False, or None for the kind's default: True,
+    but False for queue workers, whose per-item capture is opt-in): whether
+    runs are made in the ``contextvars`` context of what asked for them —
+    the ``start()``, a trigger, a queue item's put (see :mod:`gworker.context`).
     """
 
     #: Sync calls hold one slot of the supervisor's pool while they run.
@@ -169,6 +177,9 @@ class Worker:
     _no_singleton: Optional[str] = None
     #: a lease's runs follow one another at once (their records go with the renewals)
     _lease_continuous = True
+    #: Whether the kind propagates contexts by default (see gworker.context);
+    #: ``propagate_context=`` sets it per worker.
+    propagate_context = True
 
     def __init__(
         self,
@@ -190,6 +201,7 @@ class Worker:
         retry_max_delay: Optional[float] = None,
         retry_for: Any = None,
         singleton: Any = None,
+        propagate_context: Optional[bool] = None,
         **kwargs: Any,
     ) -> None:
         if singleton is not None:  # (an interval or cron worker takes it before it comes here)
@@ -208,6 +220,11 @@ class Worker:
             raise TypeError("func (the executor) must be callable; got %r" % (func,))
         if name is not None and not isinstance(name, str):
             raise TypeError("name must be a string; got %r" % (name,))
+        if propagate_context is not None:
+            if not isinstance(propagate_context, bool):
+                raise TypeError("propagate_context must be True, False or None (the kind's default); got %r"
+                                % (propagate_context,))
+            self.propagate_context = propagate_context  # (else the class's: nothing stored)
         if on_error is not None and not callable(on_error):
             raise TypeError("on_error must be callable; got %r" % (on_error,))
         if on_error_kwargs is not None and not isinstance(on_error_kwargs, dict):
@@ -280,10 +297,15 @@ class Worker:
         ``worker.o`` keep their values, as in atasker); ``_priority``, ``_loop``
         (and for interval workers ``_interval``, ``_delay``/``_delay_after``,
         ``_delay_before``, ``_cron``, ``_tz``, ``_jitter``, ``_misfire_grace``)
-        override the initial parameters and stay overridden. Starts the supervisor if needed. Thread-safe."""
-        return self.supervisor.run_in_hub(self._start, args, kwargs)
+        override the initial parameters and stay overridden. Starts the supervisor if needed. Thread-safe.
 
-    def _start(self, args: tuple, kwargs: Dict[str, Any]) -> bool:
+        The caller's ``contextvars`` context is captured here (unless
+        ``propagate_context=False``): the worker's loop, and its runs that carry
+        no context of their own, run in it (see :mod:`gworker.context`)."""
+        context = capture() if self.propagate_context else None
+        return self.supervisor.run_in_hub(self._start, args, kwargs, context)
+
+    def _start(self, args: tuple, kwargs: Dict[str, Any], context: Optional[contextvars.Context] = None) -> bool:
         if self.is_active():
             return False
         self._apply_overrides(kwargs)
@@ -302,6 +324,7 @@ class Worker:
                                              self._engine, self._keeps_errors())
         self.before_start()
         self._run = run = self._new_run()
+        run.context = context
         single = self._singleton
         if single is not None:
             single.attach(self)  # (given up when the run ends: _finished)
@@ -311,7 +334,20 @@ class Worker:
         supervisor.register_worker(self)
         self._launch(run, engine)
         self.after_start()
+        self._send(WORKER_STARTED)
         return True
+
+    def _send(self, name: str) -> None:
+        """Send the worker event ``name`` (worker_started, worker_stopped) to
+        its supervisor's listeners of it, if any."""
+        listeners = self.supervisor.listeners
+        if listeners.wants(name):
+            listeners.emit(WorkerEvent(name, self, self.name, self.kind, self.priority, now(), tries=0))
+
+    def _due_time(self) -> Optional[float]:
+        """When the run being made was due (wall clock), for its events; None
+        for a run that is not scheduled (every kind but the interval ones)."""
+        return None
 
     def _new_run(self) -> Run:
         return Run(self.supervisor)
@@ -386,7 +422,10 @@ class Worker:
         if run is not self._run:
             return
         self.supervisor.unregister_worker(self)
-        self.after_stop()
+        try:
+            self.after_stop()
+        finally:
+            self._send(WORKER_STOPPED)
 
     def is_active(self) -> bool:
         """True between ``start()`` and ``stop()`` (or an executor's ``False``)."""

@@ -15,6 +15,7 @@ atasker's event did.
 """
 from __future__ import annotations
 
+import contextvars
 from typing import Any, Optional
 
 from gevent import getcurrent
@@ -22,6 +23,7 @@ from gevent.event import Event
 from gevent.hub import Waiter, get_hub
 
 from .._hubsafe import os_thread_ident
+from ..context import capture
 from ._engine import Engine
 from ._run import Halt, Run
 from .continuous import BackgroundAsyncWorker
@@ -33,7 +35,7 @@ class EventRun(Run):
     """A start of an event worker: whether a run is pending or in progress
     (``busy``), and whether a forced trigger asked for one more (``again``)."""
 
-    __slots__ = ("busy", "again", "wake", "post")
+    __slots__ = ("busy", "again", "wake", "post", "asked")
 
     def __init__(self, supervisor: Any) -> None:
         super().__init__(supervisor)
@@ -44,6 +46,9 @@ class EventRun(Run):
         #: ``(hub's OS thread, its loop's run_callback_threadsafe)``, for
         #: trigger_threadsafe's short path (set by the kinds that wait for triggers)
         self.post: Any = None
+        #: the context of the trigger that asked for the next run (see
+        #: gworker.context), until that run takes it; else None
+        self.asked: Optional[contextvars.Context] = None
 
 
 class TriggerEvent(Event):
@@ -57,7 +62,8 @@ class TriggerEvent(Event):
     def set(self) -> None:
         """Set the event and trigger the worker (as ``trigger()``)."""
         Event.set(self)
-        self._worker._trigger()
+        worker = self._worker
+        worker._trigger(False, False, capture() if worker.propagate_context else None)
 
 
 class BackgroundEventWorker(BackgroundAsyncWorker):
@@ -91,23 +97,26 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
         return event
 
     def trigger_threadsafe(self, force: bool = False) -> None:
-        """Trigger a run, from any greenlet or any OS thread (see ``force`` above)."""
+        """Trigger a run, from any greenlet or any OS thread (see ``force``
+        above). The run is made in the caller's context (see :mod:`gworker.context`)."""
         run = self._run
         post = run.post if run is not None else None
+        ctx = capture() if self.propagate_context else None
         if post is None:
-            self.supervisor.call_soon_threadsafe(self._trigger, force)
+            self.supervisor.call_soon_threadsafe(self._trigger, force, False, ctx)
         elif os_thread_ident() == post[0]:
-            self._trigger(force)
+            self._trigger(force, False, ctx)
         else:  # from another OS thread: straight to a hub callback (the latency of a trigger)
-            post[1](self._trigger, force, True)
+            post[1](self._trigger, force, True, ctx)
 
     async def trigger(self, force: bool = False) -> None:
-        """Trigger a run from a coroutine running on an aloop."""
-        self._trigger(force)
+        """Trigger a run from a coroutine running on an aloop (made in the
+        coroutine's context)."""
+        self._trigger(force, False, capture() if self.propagate_context else None)
 
-    def _trigger(self, force: bool = False, in_hub: bool = False) -> None:
+    def _trigger(self, force: bool = False, in_hub: bool = False, ctx: Optional[contextvars.Context] = None) -> None:
         # May run in a hub callback (``in_hub``: known to): only sets flags and
-        # the event, and wakes the loop.
+        # the event, and wakes the loop. ``ctx``: the trigger's context.
         run = self._run
         if run is None or not run.active:
             return
@@ -115,18 +124,22 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
         if single is not None:  # once per cluster: to the process that holds the lease
             single.forward(force)
             return
-        self._accept(force, in_hub)
+        self._accept(force, in_hub, ctx)
 
-    def _accept(self, force: bool = False, in_hub: bool = False) -> None:
-        """A trigger accepted by this process (a singleton's, from the cluster)."""
+    def _accept(self, force: bool = False, in_hub: bool = False, ctx: Optional[contextvars.Context] = None) -> None:
+        """A trigger accepted by this process (a singleton's, from the cluster:
+        made in the listener's context, not the triggering process's)."""
         run = self._run
         if run is None or not run.active:
             return
         if run.busy:
             if force:
                 run.again = True
+                if run.asked is None:  # (the first forced trigger's: the others coalesce into its run)
+                    run.asked = ctx
             return
         run.busy = True
+        run.asked = ctx
         if self._event is not None:
             Event.set(self._event)
         wake = run.wake
@@ -168,6 +181,7 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
                 if not run.active:
                     break
                 run.busy = True
+                ctx, run.asked = run.asked, None
                 if lease is not None:
                     # Once per cluster (see gworker.redis.singleton): the
                     # trigger came to the lease's holder; lost since, its run
@@ -177,11 +191,11 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
                         continue
                     engine.fence = lease.token  # type: ignore[attr-defined]  # (a FencedEngine)
                     lease.started()
-                    outcome = call()
+                    outcome = call() if ctx is None else ctx.run(call)
                     lease.ran()
                     if outcome is False or not run.active:
                         break
-                elif call() is False or not run.active:
+                elif (call() if ctx is None else ctx.run(call)) is False or not run.active:
                     break
                 run.busy = run.again
         except Halt:

@@ -153,6 +153,7 @@ from .._checks import check_seconds
 from .._errors import FailureLog
 from .._timers import LEAD, TimerEntry
 from ..cron import CronSchedule, zone_name
+from ..events import RUN_MISSED, WorkerEvent
 from ._engine import Engine
 from ._run import Halt, Run
 from .base import check_singleton
@@ -270,7 +271,19 @@ class IntervalRun(EventRun):
 
     def go(self, _slot: Any = None) -> None:
         """Make the call (in a runner, holding the slot if the mode has one),
-        then schedule the next."""
+        then schedule the next — in the start's context, or a triggered run in
+        its trigger's (see gworker.context)."""
+        ctx = self.context
+        if not self.due_scheduled:
+            asked, self.asked = self.asked, None
+            if asked is not None:
+                ctx = asked
+        if ctx is None:
+            self._go()
+        else:
+            ctx.run(self._go)
+
+    def _go(self) -> None:
         engine: Engine = self.engine  # type: ignore[assignment]  # (set at _launch)
         self.runner = getcurrent()
         until = self.due_until if self.due_scheduled else None  # (a triggered run never waits)
@@ -296,7 +309,9 @@ class IntervalRun(EventRun):
                 if not self.again:
                     break
                 self.again = False
-                outcome = engine.call()
+                self.due_scheduled = False  # (a run asked for during the last one: no due time of its own)
+                asked, self.asked = self.asked, None
+                outcome = engine.call() if asked is None else asked.run(engine.call)
             entry: TimerEntry = self.entry  # type: ignore[assignment]  # (set at _launch)
             if entry[1] < 0:  # its seq: fired, not re-added (a triggered run leaves the schedule as it is)
                 special = self.special
@@ -864,7 +879,8 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
                 run.again = False
                 run.running = True
                 engine.fence = lease.token  # type: ignore[attr-defined]  # (a FencedEngine)
-                outcome = engine.call()
+                ctx, run.asked = run.asked, None  # (a trigger's, made in this process)
+                outcome = engine.call() if ctx is None else ctx.run(engine.call)
                 run.running = False
                 lease.ran()
                 if outcome is False or not run.active:
@@ -916,7 +932,13 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
                         break
                 run.again = False
                 run.running = True
-                outcome = engine.call() if until is None else engine.call_at(until)
+                run.due_scheduled = not triggered  # (for the run's events: see _due_time)
+                asked = run.asked
+                if asked is not None and triggered:  # a triggered run: in its trigger's context
+                    run.asked = None
+                    outcome = asked.run(engine.call)
+                else:
+                    outcome = engine.call() if until is None else engine.call_at(until)
                 run.running = False
                 if outcome is False or not run.active:
                     break
@@ -957,9 +979,10 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         run.entry = run.schedule(self.supervisor.timers, due, IntervalRun.due, run)
 
     # -- triggers --------------------------------------------------------------------------------
-    def _trigger(self, force: bool = False, in_hub: bool = False) -> None:
+    def _trigger(self, force: bool = False, in_hub: bool = False, ctx: Any = None) -> None:
         # A trigger during a run always runs again here (``force`` is accepted
-        # for symmetry with event workers).
+        # for symmetry with event workers). ``ctx``: the trigger's context, for
+        # the run it asks for (the first one's, when several coalesce).
         run = self._run
         if run is None or not run.active:
             return
@@ -967,13 +990,15 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         if single is not None and single.forwards:  # a singleton delay worker: to the holder
             single.forward(force)
             return
-        self._accept(force, in_hub)
+        self._accept(force, in_hub, ctx)
 
-    def _accept(self, force: bool = False, in_hub: bool = False) -> None:
+    def _accept(self, force: bool = False, in_hub: bool = False, ctx: Any = None) -> None:
         """A trigger of this process's run (a singleton's from the cluster)."""
         run = self._run
         if run is None or not run.active:
             return
+        if run.asked is None:
+            run.asked = ctx
         if run.running:
             run.again = True
         elif run.greenlet is not None:  # a kept greenlet, waiting for its next run
@@ -1007,6 +1032,25 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         when = datetime.fromtimestamp(wall, tz) if tz is not None else datetime.fromtimestamp(wall).astimezone()
         log.info("worker %s: skipped the run due at %s, %.3f s late (misfire_grace=%s s)",
                  self.name, when.isoformat(timespec="milliseconds"), late, special.grace)
+        listeners = self.supervisor.listeners
+        if listeners.wants(RUN_MISSED):
+            listeners.emit(WorkerEvent(RUN_MISSED, self, self.name, self.kind, self.priority, time.time(), wall))
+
+    def _due_time(self) -> Optional[float]:
+        # The run being made: a scheduled one's planned start (its time, plus
+        # delay_before and jitter; a cron worker's, on the wall clock), or
+        # None for a triggered one. (The schedule moves on after the call.)
+        run = self._run
+        if run is None or not run.due_scheduled:
+            return None
+        special = run.special
+        if special is None:
+            due = run.tick + run.delay_before
+        elif special.cron is not None:
+            return special.wall_planned
+        else:
+            due = special.planned
+        return time.time() + (due - monotonic())
 
     def _next_run(self) -> Optional[float]:
         """When the next scheduled run is planned to start (wall clock,

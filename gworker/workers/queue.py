@@ -56,6 +56,7 @@ handed to the aloop: the coroutine loop above relies on gevent's ``peek()``.)
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import queue as std_queue
 from collections import deque
@@ -66,9 +67,10 @@ import gevent
 import gevent.queue
 
 from ..aio import Aloop, AloopNotActive, await_greenlet
+from ..context import capture, in_context
 from .._deadline import Deadline
 from .._hubsafe import os_thread_ident, yield_to_hub
-from ._engine import FAILED, NO_SLOT, Engine
+from ._engine import _PLAIN_FIFO, FAILED, NO_SLOT, Engine
 from ._run import Halt, Run
 from .base import YIELD_EVERY, logger
 from .continuous import BackgroundAsyncWorker
@@ -94,7 +96,7 @@ _QUEUE_CLASSES = {
 class QueueObject(Protocol):
     """The queue-object protocol: what ``q=`` takes besides gevent's queues.
 
-    The three methods below are required. Three more are optional — absent
+    The three methods below are required. Four more are optional — absent
     means "nothing to do" — and so are not members of this class (a
     ``Protocol`` cannot leave a member out); an object that has one must give
     it this signature:
@@ -111,6 +113,12 @@ class QueueObject(Protocol):
       worker's greenlet, so ``stop(wait=True)`` returns after it. An object
       with ``release()`` keeps its items at :meth:`~BackgroundQueueWorker.shutdown`
       (a broker delivers them again).
+    * ``run_context(item) -> Optional[contextvars.Context]`` — the context
+      the run of the item ``get()`` returned last is to be made in, or None
+      for the worker's own (see :mod:`gworker.context`): a broker's entry may
+      carry its producer's trace context (:func:`gworker.context.context_from`).
+      Called after ``get()``, before the executor, whatever the worker's
+      ``propagate_context`` (which is about contexts captured in this process).
 
     For type checkers only: it is not ``runtime_checkable``, because an
     ``isinstance`` check would test only that the names exist; the worker
@@ -213,6 +221,10 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
     holds_slot = True
     retries_runs = True
     kind = "queue"
+    #: Opt-in for queue workers (``propagate_context=True``): capturing a
+    #: context per item costs about as much as the rest of the item's path
+    #: (see gworker.context and the README's measured figures).
+    propagate_context = False
     _run: Optional[QueueRun]  # type: ignore[assignment]  # (made by _new_run)
 
     _no_singleton = ("singleton=: a queue already shares its items among its consumers (each item runs in one"
@@ -235,6 +247,17 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
             self.put = self._put_to_object  # type: ignore[assignment]
         #: the OS thread of the supervisor's hub, once started (put_threadsafe's fast path)
         self._hub_ident: Any = None
+        #: the contexts captured with the items put (see _remember), or None for
+        #: a worker that does not propagate them (read here, at construction):
+        #: for an unbounded FIFO queue, a deque of (item, context) in put order
+        #: (``_fifo``), else a dict by item id
+        self._contexts: Any = None
+        q = self._queue
+        self._fifo = type(q) in _PLAIN_FIFO and q.maxsize is None
+        if self.propagate_context and isinstance(q, gevent.queue.Queue):
+            self._contexts = deque() if self._fifo else {}
+        #: puts of items whose contexts are recorded, waiting for room in a bounded queue
+        self._putting = 0
 
     # -- feeding the queue --------------------------------------------------------------------
     def get_queue_obj(self) -> Any:
@@ -247,15 +270,28 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         From the hub's thread the item is queued at once (on a full bounded
         queue the calling greenlet waits). From another OS thread items are
         collected and handed to the hub in batches, in the order each thread
-        put them."""
+        put them. With ``propagate_context=True`` the item's run is made in the
+        caller's context (see :mod:`gworker.context`)."""
+        contexts = self._contexts
         if self._hub_ident == os_thread_ident():
-            self._queue.put(task)  # the common case: from a greenlet of the hub
+            if contexts is None:
+                self._queue.put(task)  # the common case: from a greenlet of the hub
+                return
+            if self._fifo:  # (_put_remembered, spelled out: this is every item's path)
+                contexts.append((task, capture()))
+                self._queue.put(task)  # (unbounded: it never waits)
+            else:
+                self._put_remembered(task, capture())
             return
         hub = self.supervisor.foreign_hub()
         if hub is None:
-            self._queue.put(task)
+            if contexts is None:
+                self._queue.put(task)
+            else:
+                self._put_remembered(task, capture())
             return
-        self._inbox.append(task)
+        # (with contexts: the item and its context, captured in the calling thread)
+        self._inbox.append(task if contexts is None else (task, capture()))
         if not self._inbox_scheduled:
             self._inbox_scheduled = True
             hub.loop.run_callback_threadsafe(self._take_inbox)
@@ -267,22 +303,114 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         items = []
         while inbox:
             items.append(inbox.popleft())
+        if self._contexts is not None:
+            for i, (item, ctx) in enumerate(items):
+                self._remember(item, ctx)
+                items[i] = item
         q = self._queue
         if q.maxsize is None or q.maxsize <= 0:
             for item in items:
                 q.put_nowait(item)
         else:
-            gevent.spawn(_put_all, q, items)
+            self._putting += len(items)
+            gevent.spawn(self._put_all, q, items)
+
+    def _put_all(self, q: gevent.queue.Queue, items: list) -> None:
+        try:
+            for item in items:
+                q.put(item)
+        finally:
+            self._putting -= len(items)
 
     async def put(self, task: Any) -> None:
-        """Put ``task`` into the queue from a coroutine running on an aloop."""
+        """Put ``task`` into the queue from a coroutine running on an aloop
+        (with ``propagate_context=True``, its run is made in the coroutine's
+        context)."""
         q = self._queue
+        if self._contexts is not None:
+            self._remember(task, capture())
         if not q.full():
             q.put_nowait(task)
             return
         from ..aio import await_greenlet
 
-        await await_greenlet(gevent.spawn(q.put, task))
+        self._putting += 1
+        try:
+            await await_greenlet(gevent.spawn(q.put, task))
+        finally:
+            self._putting -= 1
+
+    # -- the items' contexts (propagate_context=True) ----------------------------------------------
+    # A gevent queue holds the items themselves (a PriorityQueue compares
+    # them, get_queue_obj() shows them), so an item's context is kept beside
+    # it, and the loop takes an item's context as it takes the item:
+    #
+    # * an unbounded FIFO queue hands its items out in put order: a deque of
+    #   (item, context) in that order, whose oldest entry is the item's (an
+    #   item taken out another way leaves its entry at the front: dropped
+    #   when a later item's is found behind it; an item put into the queue
+    #   directly has none);
+    # * any other (priority, LIFO, bounded: a put that waits for room can be
+    #   overtaken): by the item's id, with the item (which keeps the id from
+    #   being reused while the entry lives), one context per put of it, in
+    #   put order.
+    #
+    # Entries of items that left the queue another way (another consumer, a
+    # direct get) are all dropped when the queue is next empty with no put
+    # waiting for room.
+
+    def _remember(self, task: Any, ctx: contextvars.Context) -> None:
+        contexts = self._contexts
+        if self._fifo:
+            contexts.append((task, ctx))
+            return
+        entry = contexts.get(id(task))
+        if entry is None:
+            contexts[id(task)] = [task, ctx]
+        else:
+            entry.append(ctx)
+
+    def _put_remembered(self, task: Any, ctx: contextvars.Context) -> None:
+        self._remember(task, ctx)
+        q = self._queue
+        if q.full():
+            self._put_waiting(q, task)
+        else:
+            q.put(task)
+
+    def _put_waiting(self, q: gevent.queue.Queue, task: Any) -> None:
+        # a put that waits for room: its context is not stale meanwhile
+        self._putting += 1
+        try:
+            q.put(task)
+        finally:
+            self._putting -= 1
+
+    def _take_context(self, task: Any) -> Optional[contextvars.Context]:
+        """The context captured when ``task`` was put (the oldest one, if it
+        was put more than once), taken; None if it carries none."""
+        contexts = self._contexts
+        if self._fifo:
+            for i, (item, ctx) in enumerate(contexts):
+                if item is task:
+                    for _ in range(i + 1):  # (those before it left the queue another way)
+                        contexts.popleft()
+                    return ctx
+            return None  # put into the queue directly
+        entry = contexts.pop(id(task), None)
+        if entry is None:
+            return None
+        ctx = entry[1]
+        if len(entry) > 2:
+            del entry[1]
+            contexts[id(task)] = entry
+        return ctx
+
+    def _drop_stale_contexts(self) -> None:
+        """The queue is empty: entries left (with no put waiting for room) are
+        of items that left it another way."""
+        if not self._putting:
+            self._contexts.clear()  # type: ignore[union-attr]  # (propagating)
 
     async def _put_to_object(self, task: Any) -> None:
         # put() for a protocol object: its put_threadsafe may wait (a network
@@ -355,6 +483,9 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         left = list(interrupted)
         _take_all(q, left)
         _mark_done(q, len(left))
+        if self._contexts:  # the items are the caller's now, without their contexts
+            for item in left[len(interrupted):]:
+                self._take_context(item)
         return QueueShutdown(finished, interrupted, left)
 
     def _stop_options(self, run: Run, options: Dict[str, Any]) -> None:  # type: ignore[override]
@@ -406,7 +537,9 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         if engine.aloop is not None and isinstance(self._queue, gevent.queue.Queue):
             # (a protocol object, which may want ack/fail/release, keeps the greenlet loop)
             try:
-                run.task = engine.aloop.create_task(self._aloop_loop(run, engine))
+                coro = self._aloop_loop(run, engine)
+                ctx = run.context  # (the task's context: a copy of the start's)
+                run.task = engine.aloop.create_task(coro) if ctx is None else ctx.run(engine.aloop.create_task, coro)
                 return
             except (AloopNotActive, RuntimeError):
                 # not running (or a task cannot be made from here): the greenlet
@@ -430,6 +563,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         after = _overridden(self, "after_queue_get")
         call = engine.call_async
         done = _task_done_of(q)
+        contexts = self._contexts
         aloop: Aloop = engine.aloop  # type: ignore[assignment]  # (an async engine has one)
         aloop.add_stop_callback(self._aloop_stopping)
         last_yield = monotonic()
@@ -449,6 +583,8 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
                 else:
                     if not run.active:
                         break
+                    if contexts:
+                        self._drop_stale_contexts()
                     await self._park_async(run, q)
                     last_yield = monotonic()
                     if not self._goes_on(run, outcome, len(q)):
@@ -462,7 +598,9 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
                 # Set until the call returns: after an interrupt at shutdown it
                 # still names the item (see shutdown()).
                 pre = run.in_progress = (task,)
-                outcome = await call(pre)
+                ctx = self._take_context(task) if contexts else None
+                # (an item's context: each step of its call runs in it, no task of its own)
+                outcome = await (call(pre) if ctx is None else in_context(ctx, call(pre)))
                 run.in_progress = None
                 if done is not None:
                     self._mark_done(done)
@@ -507,6 +645,13 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
             engine.batch if isinstance(q, gevent.queue.Queue) and ack is None
             and before is None and after is None and engine.batches else None
         )
+        # the items' contexts (see gworker.context): those put through the
+        # worker, or what a protocol object carries in its entries
+        contexts = self._contexts
+        take = self._take_context
+        if contexts is not None and not self._fifo:
+            batch = None  # (its items' contexts are kept by id: see _take_context)
+        run_context = None if isinstance(q, gevent.queue.Queue) else getattr(q, "run_context", None)
         last_yield = monotonic()
         outcome = None
         try:
@@ -527,6 +672,8 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
                 else:
                     if not run.active:
                         break
+                    if contexts:
+                        self._drop_stale_contexts()
                     task = run.park(q.get)
                     last_yield = monotonic()
                 if after is not None:
@@ -534,12 +681,19 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
                 # Set until the call returns: after a kill at shutdown it still
                 # names the interrupted item (see shutdown()).
                 pre = run.in_progress = (task,)
+                if contexts:
+                    ctx = take(task)
+                elif run_context is not None:
+                    ctx = run_context(task)
+                else:
+                    ctx = None
                 if batch is not None and run.active and len(q):
-                    outcome = batch(run, q, task, last_yield + YIELD_EVERY, done, self._task_done_twice)
+                    outcome = batch(run, q, task, last_yield + YIELD_EVERY, done, self._task_done_twice,
+                                    ctx, contexts, take)
                     if outcome is not NO_SLOT:
                         run.in_progress = None
                         continue
-                outcome = call(pre)
+                outcome = call(pre) if ctx is None else ctx.run(call, pre)
                 if outcome is FAILED and fail is not None:
                     fail(task, engine.take_error())
                 elif ack is not None:
@@ -629,9 +783,5 @@ async def _yield_async() -> None:
     await asyncio.sleep(0)
     yield_to_hub()
 
-
-def _put_all(q: gevent.queue.Queue, items: list) -> None:
-    for item in items:
-        q.put(item)
 
 
