@@ -412,6 +412,12 @@ class Worker:
         """How long the last run took (seconds), or None."""
         return None if self._engine is None else self._engine.last_duration
 
+    def _held_slot(self) -> Any:
+        """The thread-pool slot of this start's runs, if its mode takes one
+        (the supervisor's ``slots_in_use`` reads its state)."""
+        engine = self._engine
+        return None if engine is None else engine.slot
+
     # -- info ------------------------------------------------------------------------------------------
     def get_info(self) -> Dict[str, Any]:
         """Figures for the status endpoint and ``TaskSupervisor.get_info()``."""
