@@ -101,8 +101,9 @@ class HubProbe:
         """Start looking (in the hub's thread); a no-op if already started."""
         if self._timer is not None:
             return
-        self._timer = self.hub.loop.timer(self.period, 0.0, ref=False)
-        self._arm()
+        self._timer = timer = self.hub.loop.timer(self.period, self.period, ref=False)
+        self._planned = monotonic() + self.period
+        timer.start(self._look)
 
     def stop(self) -> None:
         """Stop looking; the figures stay."""
@@ -110,20 +111,16 @@ class HubProbe:
         if timer is not None:
             timer.close()
 
-    def _arm(self) -> None:
-        self._planned = monotonic() + self.period
-        self._timer.start(self._look)
-
     def _look(self) -> None:
-        # A hub callback: reads the clock, notes, re-arms (the one-shot timer
-        # again); nothing that blocks. The loop counts the next period from its
-        # cached time, at most a little earlier than ``_planned``: a lateness
-        # read that way is never too large.
-        lag = max(0.0, monotonic() - self._planned)
+        # A hub callback: reads the clock and notes; nothing that blocks. The
+        # repeating timer keeps its times a period apart, or (after a late
+        # turn) starts again a period from the loop's time of the turn.
+        now = monotonic()
+        lag = max(0.0, now - self._planned)
         self.lag = lag
         self._recent.append(lag)
-        if self._timer is not None:
-            self._arm()
+        planned = self._planned + self.period
+        self._planned = planned if planned > now else now + self.period
 
 
 _probes: "weakref.WeakKeyDictionary[Hub, HubProbe]" = weakref.WeakKeyDictionary()
