@@ -115,7 +115,7 @@ PAGE = r"""<!DOCTYPE html>
     return td;
   }
   function processCard(p, data) {
-    var now = data.time;
+    var now = p.time;  // (the figures are as of the snapshot: times relative to it)
     var state = p.exited ? "exited" : (p.stale ? "stale" : "live");
     var card = el("section", {"class": "proc " + state, "data-pid": p.pid, "data-state": state});
     var head = el("div", {"class": "proc-head"});
@@ -123,6 +123,7 @@ PAGE = r"""<!DOCTYPE html>
     head.appendChild(el("span", {"class": "badge " + state},
       state === "live" ? "live" : (state === "stale" ? "stopped publishing " + seconds(p.age) + " ago" : "exited")));
     if (p.pid === data.pid) { head.appendChild(el("span", {"class": "badge self"}, "answered this page")); }
+    else { head.appendChild(el("span", {"class": "fig", "data-field": "age"}, "as of " + seconds(p.age) + " ago")); }
     var fig = el("span", {"class": "fig"}); fig.append("supervisor ");
     fig.appendChild(el("b", null, p.supervisor + (p.active ? "" : " (inactive)"))); head.appendChild(fig);
     fig = el("span", {"class": "fig"}); fig.append("hub lag ");
