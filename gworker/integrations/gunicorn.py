@@ -42,8 +42,11 @@ How it fits gunicorn's process model:
   set (``GWORKER_STATUS_DIR``, or ``PROMETHEUS_MULTIPROC_DIR``: see
   :func:`gworker.integrations.ui.status_dir`), :func:`post_worker_init` also
   starts a :class:`~gworker.integrations.ui.SnapshotPublisher`, so that the
-  live page served by any worker process shows the workers of all of them,
-  and :func:`worker_exit` stops it. :func:`child_exit`, which gunicorn calls
+  live page served by any worker process shows the workers of all of them;
+  with ``PROMETHEUS_MULTIPROC_DIR`` set and prometheus_client installed, it
+  publishes the metrics too (:func:`gworker.integrations.metrics.publish`),
+  so that a scrape of any process shows the sum over all of them.
+  :func:`worker_exit` stops both, after the drain. :func:`child_exit`, which gunicorn calls
   in the master when a worker process has exited (a crash, a recycling by
   ``max_requests``, a stop), removes that process's snapshot and marks it
   dead for the metrics (see :mod:`gworker.integrations.metrics`), so that
@@ -82,6 +85,7 @@ class _ProcessState:
     quick = False
     report: Optional[ShutdownReport] = None
     publisher: Any = None  # the SnapshotPublisher of this worker process, if a directory is set
+    stop_metrics: Any = None  # stops the metrics' publishing (PROMETHEUS_MULTIPROC_DIR), if it runs
 
 
 _state = _ProcessState()
@@ -113,6 +117,16 @@ def _start_publisher(worker: Any) -> None:
     from .ui import SnapshotPublisher, status_dir
 
     hub_probe(_workers.supervisor)  # (the page's and the metrics' hub lag, from the start)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        try:
+            from .metrics import publish
+        except ImportError:  # no prometheus_client: nothing scrapes gworker's figures
+            pass
+        else:
+            try:
+                _state.stop_metrics = publish(_workers.supervisor)
+            except Exception as exc:
+                worker.log.warning("gworker: cannot publish metrics in pid %s: %s", os.getpid(), exc)
     if status_dir() is None:
         return
     try:
@@ -154,6 +168,9 @@ def worker_exit(server: Any, worker: Any) -> None:
     publisher, _state.publisher = _state.publisher, None
     if publisher is not None:  # (after the drain: the page shows it)
         publisher.stop()
+    stop_metrics, _state.stop_metrics = _state.stop_metrics, None
+    if stop_metrics is not None:
+        stop_metrics()  # (its last figures, with the drain's runs: child_exit folds them)
     _state.report = report
     log = worker.log.info if report.ok else worker.log.warning
     log("%s (pid %s)", report.summary(), os.getpid())
