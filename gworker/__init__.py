@@ -31,6 +31,10 @@ from .locks import Locker
 from .local import LocalProxy, g
 from .logs import set_debug
 from .limits import RetryPolicy, RunTimeout
+from .events import (
+    ALL_EVENTS, RUN_FAILED, RUN_FINISHED, RUN_MISSED, RUN_STARTED, RUN_TIMED_OUT, WORKER_STARTED, WORKER_STOPPED,
+    WorkerEvent,
+)
 from .task_collections import FunctionCollection, TaskCollection
 from .co_mp import co_mp_apply
 from .jobs import (
@@ -57,6 +61,8 @@ __all__ = [
     "create_async_job_scheduler", "create_async_job", "cancel_async_job",
     "AsyncJobScheduler", "AsyncJob",
     "RunTimeout", "RetryPolicy",
+    "WorkerEvent", "ALL_EVENTS", "RUN_STARTED", "RUN_FINISHED", "RUN_FAILED", "RUN_TIMED_OUT", "RUN_MISSED",
+    "WORKER_STARTED", "WORKER_STOPPED",
 ]
 
 def __getattr__(name: str):

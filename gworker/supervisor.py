@@ -28,6 +28,7 @@ from gevent.event import Event
 from gevent.hub import Hub, get_hub, getcurrent
 
 from ._errors import report
+from .events import ALL_EVENTS, Listeners, WorkerEvent
 from . import _hubsafe as hubsafe, _thread_names
 from .aio import SUPERVISOR_ALOOP, Aloop, AloopRegistry, UnknownAloopError
 from ._checks import check_seconds, named_or_default
@@ -108,6 +109,8 @@ class TaskSupervisor:
         # until set_mp_pool sets limits, admission follows the pool's window
         self._mp_admission_follows_window = True
         self.timers = Timers()
+        #: the listeners of the supervisor's events (see :meth:`add_listener`, :mod:`gworker.events`)
+        self.listeners = Listeners()
         self.aloops = AloopRegistry(supervisor=self)
         self._hub: Optional[Hub] = None
         self._active = False
@@ -650,6 +653,28 @@ class TaskSupervisor:
                 raise ValueError("scheduler: job %s belongs to scheduler %r" % (
                     job.id, getattr(job.scheduler, "name", None)))
         job.cancel()
+
+    # -- events -----------------------------------------------------------------------
+    def add_listener(self, fn: Callable[[WorkerEvent], Any], events: Any = ALL_EVENTS) -> None:
+        """Call ``fn(event)`` for each event of the kinds named in ``events``
+        (an iterable of names, default every one; see :mod:`gworker.events`),
+        for every worker and task of this supervisor; ``event`` is a
+        :class:`~gworker.events.WorkerEvent`.
+
+        ``fn`` is called in the greenlet where the event happens, synchronously
+        (a run's events right before and after its call), so it must be quick
+        and must never block: no I/O, no waiting. One that raises does not
+        disturb the run: its exception is logged (at ERROR, once per listener
+        per burst). Adding a function added already replaces its events. Takes
+        effect for the runs that begin after it, of workers started before it
+        too. ``TypeError``/``ValueError`` naming ``fn`` or ``events`` for a bad
+        one (an unknown event name). Thread-safe."""
+        self.run_in_hub(self.listeners.add, fn, events)
+
+    def remove_listener(self, fn: Callable[[WorkerEvent], Any]) -> None:
+        """Stop calling ``fn`` (``ValueError`` if it is not a listener here).
+        Thread-safe."""
+        self.run_in_hub(self.listeners.remove, fn)
 
     # -- workers ----------------------------------------------------------------------
     def register_worker(self, worker: Any) -> None:

@@ -45,6 +45,7 @@ from ._admission import Slot
 from ._checks import check_seconds
 from .limits import RetryPolicy, RunTimeout, check_timeout, limit_async, log_overrun, retry_policy
 from ._deadline import Deadline
+from .events import RUN_FAILED, RUN_FINISHED, RUN_STARTED, RUN_TIMED_OUT, WorkerEvent
 from ._default import supervisor_or_default
 from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
 
@@ -328,6 +329,9 @@ class TaskRunner:
         self._callbacks: Deque[Task] = deque()
         self._callback_glet: Optional[gevent.Greenlet] = None
         self._mp_done = self._mp_task_done  # one bound method for every TT_MP call
+        #: the supervisor's listeners (see gworker.events), and their hot test
+        self._listeners = listeners = supervisor.listeners
+        self._watch = listeners.runs
 
     # -- TT_THREAD ---------------------------------------------------------------------
     def start_thread(self, slot: Slot) -> None:
@@ -342,6 +346,7 @@ class TaskRunner:
         retrying = False
         try:
             task._begin()
+            observed = bool(self._watch) and self._started(task)
             try:
                 # (put_task checked that target is callable; only an aloop's
                 # background_task holds a coroutine, and it never comes here)
@@ -351,14 +356,21 @@ class TaskRunner:
                     result = _call_limited(task)
             except gevent.GreenletExit as exc:
                 task._finish(TASK_STATUS_CANCELED, exception=exc)
+                self._failed(task, exc, False)
                 raise
             except (Exception, RunTimeout) as exc:
                 retrying = self._retry(task, exc)
+                self._failed(task, exc, retrying)
                 if not retrying:
                     report("task %s (%s) failed%s", task.id, name_of(task.target), _tries(task))
                     task._finish(TASK_STATUS_FAILED, exception=exc)
+            except BaseException as exc:
+                self._failed(task, exc, False)
+                raise
             else:
                 task._finish(TASK_STATUS_COMPLETED, result)
+                if observed:
+                    self._finished(task)
                 if task.callback is not None:
                     self._run_callback(task)
         finally:
@@ -375,12 +387,15 @@ class TaskRunner:
         (in a hub callback or a releasing greenlet): only schedules."""
         task: Task = slot.holder
         task._begin()
+        if self._watch:
+            self._started(task)
         try:
             result = self.supervisor.mp_pool.submit_with_id(task.target, task.args, task.kwargs, task.id,
                                                             task.timeout)
         except Exception as exc:  # the pool was shut down meanwhile
             slot.pool.release(slot)
             self._registry.pop(task.id, None)
+            self._failed(task, exc, False)
             task._finish(TASK_STATUS_FAILED, exception=exc)
             return
         result.on_settle(self._mp_done, slot)
@@ -390,7 +405,12 @@ class TaskRunner:
         # not wait on pool results (or a hub callback, for a call that did not
         # pickle).
         slot.pool.release(slot)
-        self._settle(slot.holder, exc, value, " in a child process")
+        task: Task = slot.holder
+        if exc is not None:
+            self._failed(task, exc, self._will_retry(task, exc))
+        elif self._watch:
+            self._finished(task)
+        self._settle(task, exc, value, " in a child process")
 
     # -- TT_COROUTINE ----------------------------------------------------------------------
     def start_coroutine(self, task: Task, aloop: Any) -> None:
@@ -401,6 +421,8 @@ class TaskRunner:
         coro = task.target(*task.args, _task_id=task.id, **task.kwargs)  # type: ignore[operator]
         if task.timeout is not None:
             coro = _coroutine_limited(task, coro)
+        if self._watch or self._listeners.wants(RUN_FAILED) or self._listeners.wants(RUN_TIMED_OUT):
+            coro = self._observed(task, coro)  # its events in the coroutine, on its loop
         future = aloop.create_task(coro)
         task.future = future
         task._cancel = lambda: bool(future.cancel())
@@ -434,15 +456,72 @@ class TaskRunner:
             if self._callback_glet is None:
                 self._callback_glet = gevent.spawn(self._run_callbacks)
 
+    # -- events (see gworker.events) ----------------------------------------------------
+    def _event(self, name: str, task: Task, duration: Optional[float] = None,
+               exc: Optional[BaseException] = None, retrying: bool = False) -> WorkerEvent:
+        return WorkerEvent(name, None, name_of(task.target), "task", task.priority, time.time(), None, duration,
+                           exc, None, task, task.tries, retrying)
+
+    def _started(self, task: Task) -> bool:
+        """Send the task's run_started; True."""
+        self._listeners.emit(self._event(RUN_STARTED, task))
+        return True
+
+    def _finished(self, task: Task) -> None:
+        """Send the task's run_finished (its try returned), if listened to."""
+        if self._listeners.wants(RUN_FINISHED):
+            started = task.time_started
+            self._listeners.emit(self._event(RUN_FINISHED, task, None if started is None else time.time() - started))
+
+    def _failed(self, task: Task, exc: BaseException, retrying: bool, duration: Any = True) -> None:
+        """Send the task's run_failed (and run_timed_out, when its own time
+        limit cut it off), if listened to. An interrupt (``GreenletExit``, a
+        cancellation) is sent as run_failed too. ``duration``: True for the
+        time since the try started, or a value."""
+        listeners = self._listeners
+        failed = listeners.wants(RUN_FAILED)
+        timed_out = listeners.wants(RUN_TIMED_OUT) and task.timeout is not None and isinstance(exc, RunTimeout)
+        if not failed and not timed_out:
+            return
+        if duration is True:
+            started = task.time_started
+            duration = None if started is None else time.time() - started
+        if failed:
+            listeners.emit(self._event(RUN_FAILED, task, duration, exc, retrying))
+        if timed_out:
+            listeners.emit(self._event(RUN_TIMED_OUT, task, duration, exc, retrying))
+
+    async def _observed(self, task: Task, coro: Coroutine[Any, Any, Any]) -> Any:
+        """A coroutine task's run with its events, sent in its coroutine."""
+        observed = bool(self._watch) and self._started(task)
+        try:
+            result = await coro
+        except (Exception, gevent.Timeout) as exc:
+            self._failed(task, exc, self._will_retry(task, exc))
+            raise
+        except BaseException as exc:  # (a cancellation)
+            self._failed(task, exc, False)
+            raise
+        if observed:
+            self._finished(task)
+        return result
+
     # -- retries -------------------------------------------------------------------------
+    def _will_retry(self, task: Task, exc: BaseException) -> bool:
+        """Whether the task's try that failed with ``exc`` will be made
+        again (its policy retries it, and the supervisor runs)."""
+        policy = task.retry_policy
+        return policy is not None and self.supervisor.is_active() and policy.retries_after(exc, task.tries)
+
     def _retry(self, task: Task, exc: BaseException) -> bool:
         """The task's try failed with ``exc``: if its policy retries it (and
         the supervisor runs), it waits its turn again — ``DELAYED``, no slot
         held — and is admitted anew after the policy's wait; True then."""
         policy = task.retry_policy
         supervisor = self.supervisor
-        if policy is None or not supervisor.is_active() or not policy.retries_after(exc, task.tries):
+        if not self._will_retry(task, exc):
             return False
+        assert policy is not None
         wait = policy.wait(task.tries)
         logger.warning("task %s (%s) failed (%s), try %d of %d; retrying in %.3g s", task.id,
                        name_of(task.target), describe(exc), task.tries, policy.retries + 1, wait)
@@ -457,6 +536,8 @@ class TaskRunner:
         stops): its last failure is final."""
         exc = task.exception
         self._registry.pop(task.id, None)
+        if exc is not None:
+            self._failed(task, exc, False, None)  # (sent again, final: its retry will not come)
         report("task %s (%s) failed%s; its supervisor stopped before its next try", task.id,
                name_of(task.target), _tries(task), exc=exc)
         task._finish(TASK_STATUS_FAILED, exception=exc)

@@ -45,7 +45,7 @@ import sys
 import time
 from itertools import count
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import gevent
 import gevent.queue
@@ -54,6 +54,7 @@ from gevent.hub import Waiter
 from .._admission import HELD, Slot
 from .._errors import FailureLog, describe, logger, report
 from .._gevent import queue_items
+from ..events import RUN_FAILED, RUN_FINISHED, RUN_STARTED, RUN_TIMED_OUT, WorkerEvent
 from ..limits import RunTimeout, limit_async, log_overrun
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ class Engine:
     __slots__ = (
         "worker", "executor", "args", "kw", "plain", "fast", "_kname", "_ko", "mode", "aloop", "slot", "_pool",
         "_supervisor", "_invoke", "_sync", "_spin_until", "_keep_errors", "_error", "_failures",
-        "runs", "errors", "started", "ended", "last_duration", "limits",
+        "runs", "errors", "started", "ended", "last_duration", "limits", "watch", "_listeners", "_due",
     )
 
     def __init__(self, worker: "Worker", executor: Callable[..., Any], args: tuple,
@@ -162,6 +163,13 @@ class Engine:
         self.started: Optional[float] = previous.started if previous is not None else None
         self.ended = 0.0
         self.last_duration: Optional[float] = previous.last_duration if previous is not None else None
+        listeners = self._listeners = supervisor.listeners
+        #: non-empty while anyone listens to run_started or run_finished: the
+        #: one test of every hot path (a list changed in place, so a listener
+        #: added later is seen; see gworker.events)
+        self.watch = listeners.runs
+        #: the due time of the observed run in progress (see _call_observed)
+        self._due: Optional[float] = None
 
     # -- what the kinds may ask --------------------------------------------------------------------
     @property
@@ -228,6 +236,8 @@ class Engine:
             return self.call_held()
         if self.limits is not None:
             return self._call_limited(pre)
+        if self.watch:
+            return self._call_observed(pre)
         kw = self.kw
         kw["_task_id"] = next(call_ids)
         self.runs += 1
@@ -235,7 +245,10 @@ class Engine:
         try:
             return self._invoke(self, pre, kw)
         except (Exception, gevent.Timeout):
-            return self._failed()
+            return self._failed(1, pre)
+        except BaseException as exc:
+            self._interrupted(exc, pre)
+            raise
         finally:
             self.ended = ended = monotonic()
             self.last_duration = ended - started
@@ -248,12 +261,17 @@ class Engine:
         four keywords spelled out."""
         if not self.fast:
             return self.call()
+        if self.watch:
+            return self._call_observed(())  # (its _invoke gives the slot back)
         self.runs += 1
         self.started = started = monotonic()
         try:
             return self.executor(_name=self._kname, o=self._ko, _worker=self.worker, _task_id=next(call_ids))
         except (Exception, gevent.Timeout):
             return self._failed()
+        except BaseException as exc:
+            self._interrupted(exc, ())
+            raise
         finally:
             self.ended = ended = monotonic()
             self.last_duration = ended - started
@@ -281,17 +299,25 @@ class Engine:
         kw = self.kw
         kw["_task_id"] = task_id = next(call_ids)
         self.runs += 1
+        observed = self.watch and self._run_started(pre)
         self.started = started = monotonic()
         try:
             if self.plain and len(pre) < 2:
-                return await self.executor(*pre, _name=kw["_name"], o=kw["o"], _worker=self.worker,
-                                           _task_id=task_id)
-            return await self.executor(*pre, *self.args, **kw)
+                outcome = await self.executor(*pre, _name=kw["_name"], o=kw["o"], _worker=self.worker,
+                                              _task_id=task_id)
+            else:
+                outcome = await self.executor(*pre, *self.args, **kw)
         except (Exception, gevent.Timeout):
-            return self._failed()
+            return self._failed(1, pre)
+        except BaseException as exc:  # (CancelledError: an interrupt)
+            self._interrupted(exc, pre)
+            raise
         finally:
             self.ended = ended = monotonic()
             self.last_duration = ended - started
+        if observed:
+            self._run_finished(pre)
+        return outcome
 
     def _invoke_sync(self, pre: tuple, kw: Dict[str, Any]) -> Any:
         until = self._spin_until
@@ -360,53 +386,74 @@ class Engine:
         kw = self.kw
         limits: _Limits = self.limits  # type: ignore[assignment]  # (this path is for limited engines)
         tries = 0
+        wait = 0.0
         while True:
             tries += 1
-            started = self._begin_try(kw, limits)
+            started, observed = self._begin_try(kw, limits, pre, tries)
             try:
-                return self._invoke(self, pre, kw)
+                outcome = self._invoke(self, pre, kw)
+                failure = None
             except (Exception, gevent.Timeout) as exc:
-                wait = self._try_failed(exc, tries)
-                if wait is None:
-                    return self._failed(tries)
-                failure = exc
+                retry_in = self._try_failed(exc, tries, pre)
+                if retry_in is None:
+                    return self._failed(tries, pre)
+                wait, failure = retry_in, exc
+            except BaseException as exc:
+                self._interrupted(exc, pre, tries)
+                raise
             finally:
                 self._tried(started)
+            if failure is None:
+                if observed:
+                    self._run_finished(pre, tries)
+                return outcome
             if not limits.pause(wait):
-                return self._final(failure, tries)
+                return self._final(failure, tries, pre)
 
     async def _call_async_limited(self, pre: tuple) -> Any:
         """:meth:`_call_limited` for a coroutine on the worker's aloop."""
         kw = self.kw
         limits: _Limits = self.limits  # type: ignore[assignment]  # (this path is for limited engines)
         tries = 0
+        wait = 0.0
         while True:
             tries += 1
-            started = self._begin_try(kw, limits)
+            started, observed = self._begin_try(kw, limits, pre, tries)
             try:
                 coro = self.executor(*pre, *self.args, **kw)
                 if limits.timeout is None:
-                    return await coro
-                return await limit_async(coro, limits.timeout, limits.what)
+                    outcome = await coro
+                else:
+                    outcome = await limit_async(coro, limits.timeout, limits.what)
+                failure = None
             except (Exception, gevent.Timeout) as exc:
-                wait = self._try_failed(exc, tries)
-                if wait is None:
-                    return self._failed(tries)
-                failure = exc
+                retry_in = self._try_failed(exc, tries, pre)
+                if retry_in is None:
+                    return self._failed(tries, pre)
+                wait, failure = retry_in, exc
+            except BaseException as exc:
+                self._interrupted(exc, pre, tries)
+                raise
             finally:
                 self._tried(started)
+            if failure is None:
+                if observed:
+                    self._run_finished(pre, tries)
+                return outcome
             if not await limits.pause_async(wait):
-                return self._final(failure, tries)
+                return self._final(failure, tries, pre)
 
-    def _begin_try(self, kw: Dict[str, Any], limits: "_Limits") -> float:
-        """Before a try: its ``_task_id``, the count, the start; returns the start."""
+    def _begin_try(self, kw: Dict[str, Any], limits: "_Limits", pre: tuple, tries: int) -> Tuple[float, bool]:
+        """Before a try: its ``_task_id``, the count, its run_started (if
+        observed), the start; returns the start, and whether it was observed."""
         kw["_task_id"] = next(call_ids)
         self.runs += 1
+        observed = bool(self.watch) and self._run_started(pre, tries)
         self.started = started = monotonic()
         limits.cut = False
-        return started
+        return started, observed
 
-    def _try_failed(self, exc: BaseException, tries: int) -> Optional[float]:
+    def _try_failed(self, exc: BaseException, tries: int, pre: tuple = ()) -> Optional[float]:
         """A try failed with ``exc``: the wait before the next try, or None
         if the failure is final (no retries left, not one to retry, or the
         run stopped). A retry is counted and logged here."""
@@ -424,6 +471,7 @@ class Engine:
         if limits.notes.admit(exc) is not None:
             logger.warning("%s: run failed (%s), try %d of %d; retrying in %.3g s", limits.what,
                            describe(exc), tries, policy.retries + 1, wait)
+        self._run_failed(exc, pre, tries, True)
         return wait
 
     def _tried(self, started: float) -> None:
@@ -439,23 +487,25 @@ class Engine:
                 log_overrun(limits.what, duration, limit)
         limits.cut = False
 
-    def _final(self, exc: BaseException, tries: int) -> Any:
+    def _final(self, exc: BaseException, tries: int, pre: tuple = ()) -> Any:
         """The failure ``exc`` of the last try is final (its run stopped
         while it waited to retry): routed as :meth:`_failed` routes one, in an
-        ``except`` block of its own."""
+        ``except`` block of its own (its run_failed is sent again, final)."""
         try:
             raise exc
         except (Exception, gevent.Timeout):
-            return self._failed(tries)
+            return self._failed(tries, pre, None)
 
-    def _failed(self, tries: int = 1) -> Any:
-        """In the ``except`` block of a failed call: count it, route it to
-        on_error or the log; returns FAILED. ``tries``: how many calls this
-        failure took (more than one after retries)."""
+    def _failed(self, tries: int = 1, pre: tuple = (), duration: Any = True) -> Any:
+        """In the ``except`` block of a failed call: count it, send its
+        run_failed (if listened to), route it to on_error or the log; returns
+        FAILED. ``tries``: how many calls this failure took (more than one
+        after retries); ``pre``: the call's item, if any."""
         self.errors += 1
         exc = sys.exc_info()[1]
         if self._keep_errors:
             self._error = exc
+        self._run_failed(exc, pre, tries, False, duration)  # type: ignore[arg-type]  # (in an except block)
         worker = self.worker
         if worker.on_error is not None:
             try:
@@ -470,6 +520,76 @@ class Engine:
         else:
             report("worker %s: executor failed", worker.name, exc=exc, limit=self._failures)
         return FAILED
+
+    # -- events (see gworker.events) ----------------------------------------------------------------
+    def _call_observed(self, pre: tuple, invoke: Optional[Callable[..., Any]] = None) -> Any:
+        """:meth:`call` of an unlimited engine while anyone listens to a run's
+        events: the same call, with run_started before it and run_finished
+        after it (a failure's run_failed is sent by :meth:`_failed`).
+        ``invoke``: how to call (default: the mode's; :meth:`batch` holds its
+        slot itself)."""
+        kw = self.kw
+        kw["_task_id"] = next(call_ids)
+        self.runs += 1
+        self._run_started(pre)
+        self.started = started = monotonic()
+        try:
+            outcome = (self._invoke if invoke is None else invoke)(self, pre, kw)
+        except (Exception, gevent.Timeout):
+            return self._failed(1, pre)
+        except BaseException as exc:
+            self._interrupted(exc, pre)
+            raise
+        finally:
+            self.ended = ended = monotonic()
+            self.last_duration = ended - started
+        self._run_finished(pre)
+        return outcome
+
+    def _event(self, name: str, pre: tuple, due: Optional[float], duration: Optional[float] = None,
+               exc: Optional[BaseException] = None, tries: int = 1, retrying: bool = False) -> WorkerEvent:
+        worker = self.worker
+        return WorkerEvent(name, worker, worker.name, worker.kind, worker.priority, time.time(), due, duration,
+                           exc, pre[0] if pre else None, None, tries, retrying)
+
+    def _run_started(self, pre: tuple, tries: int = 1) -> bool:
+        """Send run_started for the call about to be made (``pre``: its
+        item); returns True (so that a caller can note it was sent)."""
+        self._due = due = self.worker._due_time()
+        self._listeners.emit(self._event(RUN_STARTED, pre, due, tries=tries))
+        return True
+
+    def _run_finished(self, pre: tuple, tries: int = 1) -> None:
+        """Send run_finished for the call that just returned."""
+        listeners = self._listeners
+        if listeners.wants(RUN_FINISHED):
+            listeners.emit(self._event(RUN_FINISHED, pre, self._due, self.last_duration, tries=tries))
+
+    def _run_failed(self, exc: BaseException, pre: tuple, tries: int, retrying: bool,
+                    duration: Any = True) -> None:
+        """Send run_failed (and run_timed_out when the call's own time limit
+        cut it off) for a call that raised ``exc``, if they are listened to.
+        ``duration``: True for the time since the call started, or a value."""
+        listeners = self._listeners
+        failed = listeners.wants(RUN_FAILED)
+        timed_out = (listeners.wants(RUN_TIMED_OUT) and self.limits is not None
+                     and self.limits.timeout is not None and isinstance(exc, RunTimeout))
+        if not failed and not timed_out:
+            return
+        if duration is True:
+            duration = None if self.started is None else monotonic() - self.started
+        due = self.worker._due_time()
+        if failed:
+            listeners.emit(self._event(RUN_FAILED, pre, due, duration, exc, tries, retrying))
+        if timed_out:
+            listeners.emit(self._event(RUN_TIMED_OUT, pre, due, duration, exc, tries, retrying))
+
+    def _interrupted(self, exc: BaseException, pre: tuple, tries: int = 1) -> None:
+        """A call ended by an interrupt (``GreenletExit``, ``KeyboardInterrupt``,
+        ``SystemExit``, a coroutine's cancellation), which passes on: its
+        run_failed, so that every run_started has an end. Not counted as an
+        error."""
+        self._run_failed(exc, pre, tries, False)
 
     # -- what get_info() shows of the limits ------------------------------------------------------
     @property
@@ -533,19 +653,27 @@ class Engine:
         name, o, worker = kw["_name"], kw["o"], self.worker
         ids = call_ids
         waiting = pool.waiting_flag  # true while anyone waits for a slot (changed in place)
+        watch = self.watch  # true while anyone listens to the runs' events (changed in place)
         runs = self.runs
         started = monotonic()
         try:
             while True:
-                self.runs = runs = runs + 1
-                self.started = started
-                try:
-                    result = executor(item, _name=name, o=o, _worker=worker, _task_id=next(ids))
-                except (Exception, gevent.Timeout):
-                    result = self._failed()
-                finally:
-                    self.ended = ended = monotonic()
-                    self.last_duration = ended - started
+                if watch:  # the call with its events, in the slot this batch holds
+                    result = self._call_observed((item,), Engine._invoke_sync)
+                    runs, ended = self.runs, self.ended
+                else:
+                    self.runs = runs = runs + 1
+                    self.started = started
+                    try:
+                        result = executor(item, _name=name, o=o, _worker=worker, _task_id=next(ids))
+                    except (Exception, gevent.Timeout):
+                        result = self._failed(1, (item,))
+                    except BaseException as exc:
+                        self._interrupted(exc, (item,))
+                        raise
+                    finally:
+                        self.ended = ended = monotonic()
+                        self.last_duration = ended - started
                 if done is not None:
                     try:
                         done()

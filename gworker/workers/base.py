@@ -41,6 +41,7 @@ from ..priorities import TASK_NORMAL, check_priority
 from .._checks import check_seconds
 from .._deadline import Deadline
 from .._default import supervisor_or_default
+from ..events import WORKER_STARTED, WORKER_STOPPED, WorkerEvent, now
 from ..supervisor import TaskSupervisor
 from ._engine import Engine
 from ._run import Halt, Run
@@ -252,7 +253,20 @@ class Worker:
         supervisor.register_worker(self)
         self._launch(run, engine)
         self.after_start()
+        self._send(WORKER_STARTED)
         return True
+
+    def _send(self, name: str) -> None:
+        """Send the worker event ``name`` (worker_started, worker_stopped) to
+        its supervisor's listeners of it, if any."""
+        listeners = self.supervisor.listeners
+        if listeners.wants(name):
+            listeners.emit(WorkerEvent(name, self, self.name, self.kind, self.priority, now(), tries=0))
+
+    def _due_time(self) -> Optional[float]:
+        """When the run being made was due (wall clock), for its events; None
+        for a run that is not scheduled (every kind but the interval ones)."""
+        return None
 
     def _new_run(self) -> Run:
         return Run(self.supervisor)
@@ -323,7 +337,10 @@ class Worker:
         if run is not self._run:
             return
         self.supervisor.unregister_worker(self)
-        self.after_stop()
+        try:
+            self.after_stop()
+        finally:
+            self._send(WORKER_STOPPED)
 
     def is_active(self) -> bool:
         """True between ``start()`` and ``stop()`` (or an executor's ``False``)."""

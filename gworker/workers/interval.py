@@ -137,6 +137,7 @@ from .._checks import check_seconds
 from .._errors import FailureLog
 from .._timers import LEAD, TimerEntry
 from ..cron import CronSchedule, zone_name
+from ..events import RUN_MISSED, WorkerEvent
 from ._engine import Engine
 from ._run import Halt
 from .event import BackgroundEventWorker, EventRun
@@ -279,6 +280,7 @@ class IntervalRun(EventRun):
                 if not self.again:
                     break
                 self.again = False
+                self.due_scheduled = False  # (a run asked for during the last one: no due time of its own)
                 outcome = engine.call()
             entry: TimerEntry = self.entry  # type: ignore[assignment]  # (set at _launch)
             if entry[1] < 0:  # its seq: fired, not re-added (a triggered run leaves the schedule as it is)
@@ -774,6 +776,7 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
                         break
                 run.again = False
                 run.running = True
+                run.due_scheduled = not triggered  # (for the run's events: see _due_time)
                 outcome = engine.call() if until is None else engine.call_at(until)
                 run.running = False
                 if outcome is False or not run.active:
@@ -854,6 +857,25 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         when = datetime.fromtimestamp(wall, tz) if tz is not None else datetime.fromtimestamp(wall).astimezone()
         log.info("worker %s: skipped the run due at %s, %.3f s late (misfire_grace=%s s)",
                  self.name, when.isoformat(timespec="milliseconds"), late, special.grace)
+        listeners = self.supervisor.listeners
+        if listeners.wants(RUN_MISSED):
+            listeners.emit(WorkerEvent(RUN_MISSED, self, self.name, self.kind, self.priority, time.time(), wall))
+
+    def _due_time(self) -> Optional[float]:
+        # The run being made: a scheduled one's planned start (its time, plus
+        # delay_before and jitter; a cron worker's, on the wall clock), or
+        # None for a triggered one. (The schedule moves on after the call.)
+        run = self._run
+        if run is None or not run.due_scheduled:
+            return None
+        special = run.special
+        if special is None:
+            due = run.tick + run.delay_before
+        elif special.cron is not None:
+            return special.wall_planned
+        else:
+            due = special.planned
+        return time.time() + (due - monotonic())
 
     def _next_run(self) -> Optional[float]:
         """When the next scheduled run is planned to start (wall clock,
