@@ -111,6 +111,10 @@ class TaskSupervisor:
         self.timers = Timers()
         #: the listeners of the supervisor's events (see :meth:`add_listener`, :mod:`gworker.events`)
         self.listeners = Listeners()
+        #: ``factory(worker)`` → the statistics object each engine built from
+        #: now on hands its runs' durations to, or None (gworker's metrics:
+        #: see :meth:`_set_run_stats` and gworker.workers._engine)
+        self._run_stats: Optional[Callable[[Any], Any]] = None
         self.aloops = AloopRegistry(supervisor=self)
         self._hub: Optional[Hub] = None
         self._active = False
@@ -904,6 +908,15 @@ class TaskSupervisor:
         info.timers = len(self.timers)
         info.workers = [w.get_info() for w in list(self._workers.values())]
         return info
+
+    def _set_run_stats(self, factory: Optional[Callable[[Any], Any]]) -> None:
+        """Give each worker's engine — of the starts to come and of the
+        started workers — ``factory(worker)`` as its statistics object (None:
+        none). For gworker's metrics (:mod:`gworker.integrations.metrics`);
+        call it in the hub's thread."""
+        self._run_stats = factory
+        for worker in list(self._workers.values()):
+            worker._set_run_stats(factory)
 
     def slots_in_use(self) -> Dict[int, int]:
         """How many slots of the thread pool are held now, by priority (every

@@ -32,13 +32,20 @@ a worker's name, ``kind`` its kind as in ``get_info()``):
 **What a run pays.** The counters are the ones gworker keeps anyway, read
 when asked; the slots in use are counted from their holders then, the Redis
 figures read from Redis then (one round trip per queue, at most
-:data:`REDIS_TIMEOUT` s). Per run, only what cannot be read later is
-recorded, by a listener of the supervisor (see
-:meth:`gworker.TaskSupervisor.add_listener`) for ``run_finished`` and
-``run_failed``: the duration into a histogram of plain counters (a bisection
-and two additions), and for a scheduled run its lateness; a run that
-returned also notes its end. Nothing is recorded for a run's start. The
-pool's wait is observed only where a slot is granted after a wait.
+:data:`REDIS_TIMEOUT` s). What cannot be read later is handed over by the
+run's engine as the run ends (``Engine.stats``, given to every worker's
+engine while a collector exists; without one a run pays one falsy test):
+its duration, into a histogram of plain counters — a bisection and two
+additions — and the end of the run if it returned; for a scheduled
+interval/cron run, its lateness. In a queue worker's burst of items queued
+back to back (its fast path) at most one run per millisecond is observed
+(``gworker.workers._engine.SAMPLE_EVERY``), so a burst pays one comparison
+per item: ``gworker_run_duration_seconds_count`` counts the runs observed,
+``gworker_runs_total`` every run. Runs are not told to listeners for this
+(a listener of ``run_finished`` would put every run on the events' path,
+several times the cost of a fast run). The pool's wait is observed where a
+slot is granted after a wait; the slots granted at once are counted by the
+pool (one addition each) and are the histogram's 0 s.
 
 **Several processes** (gunicorn's workers): set ``PROMETHEUS_MULTIPROC_DIR``
 (a directory all of them share, emptied before the server starts, as
@@ -79,6 +86,7 @@ import time
 import uuid
 import weakref
 from bisect import bisect_left
+from time import monotonic
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import gevent
@@ -94,7 +102,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
 
 from .._default import supervisor_or_default
 from .._errors import report
-from ..events import RUN_FAILED, RUN_FINISHED, WORKER_STOPPED
+from ..events import WORKER_STOPPED
 from ..priorities import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
 from ..supervisor import TaskSupervisor
 from .health import hub_probe
@@ -140,19 +148,58 @@ class _Hist:
         self.sum = 0.0
 
 
+class _NameStats:
+    """The per-run figures of the workers of one name: what each run's engine
+    hands over (see ``Engine.stats``): its duration into a histogram of plain
+    counters (a bisection and two additions), the end of the latest run that
+    returned, and for a scheduled interval/cron run its lateness."""
+
+    __slots__ = ("kind", "counts", "sum", "late_counts", "late_sum", "ok_end", "sample_at", "scheduled")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
+        self.sum = 0.0
+        self.late_counts = [0] * (len(LATENESS_BUCKETS) + 1)
+        self.late_sum = 0.0
+        #: monotonic end of the latest run that returned, or None
+        self.ok_end: Optional[float] = None
+        #: (the queue's fast path samples its bursts: see Engine.batch)
+        self.sample_at = 0.0
+        self.scheduled = False
+
+    def observe(self, engine: Any, started: float, ended: float,
+                _bounds: Tuple[float, ...] = DURATION_BUCKETS) -> None:
+        """A run of ``engine`` ran from ``started`` to ``ended`` (monotonic).
+        Called in the run's greenlet, after it: quick, and nothing that blocks."""
+        duration = ended - started
+        self.counts[bisect_left(_bounds, duration)] += 1
+        self.sum += duration
+        if engine.failed_run != engine.runs:  # (a failure marks its run before this)
+            self.ok_end = ended
+        if self.scheduled:
+            due = engine.worker._due_time()
+            if due is not None:  # a scheduled run, not a triggered one
+                late = time.time() - (monotonic() - started) - due
+                if late < 0.0:
+                    late = 0.0
+                self.late_counts[bisect_left(LATENESS_BUCKETS, late)] += 1
+                self.late_sum += late
+
+
 class _Recorder:
     """What one supervisor's metrics remember (see the module docstring).
 
-    The listener (:meth:`on_run`) runs in the greenlet of each run's end;
-    :meth:`state` in whoever reads (a scrape, the publisher): both in the
-    supervisor's hub, so they never run at once."""
+    Per worker name, a :class:`_NameStats` that the engines feed; the
+    counters the workers keep, read when asked and added up per name (a
+    worker's last figures are read when it stops too: a ``worker_stopped``
+    listener), so that a counter never goes back when a worker stops or is
+    garbage collected; the pool's waits, observed where a slot is granted
+    after one. Everything runs in the supervisor's hub."""
 
     def __init__(self, supervisor: TaskSupervisor) -> None:
         self.supervisor = supervisor
-        self.durations: Dict[str, _Hist] = {}
-        self.kinds: Dict[str, str] = {}
-        self.lateness: Dict[str, _Hist] = {}
-        self.last_success: Dict[str, float] = {}
+        self.by_name: Dict[str, _NameStats] = {}
         self.waits = _Hist(len(WAIT_BUCKETS))
         # counters read from the workers: per worker object the figures seen
         # last, and per name what they added up to (kept after a worker stopped)
@@ -160,52 +207,33 @@ class _Recorder:
         self.totals: Dict[str, List[int]] = {}
         self.installed = False
 
+    def stats_for(self, worker: Any) -> _NameStats:
+        """The statistics the engine of ``worker`` hands its runs to."""
+        stats = self.by_name.get(worker.name)
+        if stats is None:
+            stats = self.by_name[worker.name] = _NameStats(worker.kind)
+        if worker.kind == "interval":
+            stats.scheduled = True
+        return stats
+
     def install(self) -> None:
         if self.installed:
             return
         self.installed = True
         sup = self.supervisor
-        sup.add_listener(self.on_run, events=(RUN_FINISHED, RUN_FAILED))
+        sup.run_in_hub(sup._set_run_stats, self.stats_for)
         sup.add_listener(self.on_stopped, events=(WORKER_STOPPED,))
-        pool = sup.thread_pool
-        pool.on_granted = self.on_granted
+        sup.thread_pool.on_granted = self.on_granted
 
     def uninstall(self) -> None:
         if not self.installed:
             return
         self.installed = False
         sup = self.supervisor
-        sup.remove_listener(self.on_run)
+        sup.run_in_hub(sup._set_run_stats, None)
         sup.remove_listener(self.on_stopped)
         if sup.thread_pool.on_granted == self.on_granted:
             sup.thread_pool.on_granted = None
-
-    # -- per run (keep it short: it is on every run's path) ---------------------------------------
-    def on_run(self, event: Any, _bounds: Tuple[float, ...] = DURATION_BUCKETS,
-               _late_bounds: Tuple[float, ...] = LATENESS_BUCKETS) -> None:
-        if event.worker is None:  # a task, not a worker
-            return
-        name = event.name
-        duration = event.duration
-        h = self.durations.get(name)
-        if h is None:
-            h = self.durations[name] = _Hist(len(_bounds))
-            self.kinds[name] = event.kind
-        if duration is not None:
-            h.counts[bisect_left(_bounds, duration)] += 1
-            h.sum += duration
-        due = event.due
-        if due is not None:
-            late = event.time - (duration or 0.0) - due
-            if late < 0.0:
-                late = 0.0
-            lh = self.lateness.get(name)
-            if lh is None:
-                lh = self.lateness[name] = _Hist(len(_late_bounds))
-            lh.counts[bisect_left(_late_bounds, late)] += 1
-            lh.sum += late
-        if event.event == RUN_FINISHED:
-            self.last_success[name] = event.time
 
     def on_stopped(self, event: Any) -> None:
         if event.worker is not None:
@@ -227,12 +255,12 @@ class _Recorder:
         totals = self.totals.get(worker.name)
         if totals is None:
             totals = self.totals[worker.name] = [0, 0, 0, 0]
-            self.kinds.setdefault(worker.name, info.get("kind") or "worker")
         for i in range(4):
             if now[i] > before[i]:
                 totals[i] += now[i] - before[i]
         self.seen[worker] = now
-        return None
+        if worker.name not in self.by_name:
+            self.stats_for(worker)  # (its histograms show, empty, from now on)
 
     def state(self) -> Dict[str, Any]:
         """This process's figures as a JSON-ready dict (what a process publishes)."""
@@ -247,22 +275,24 @@ class _Recorder:
                 except Exception:
                     continue
                 queue_items[worker.name] = queue_items.get(worker.name, 0) + n
-        pool = sup.thread_pool
         waits = self.waits
         # the slots granted at once waited 0 s: the first bucket (the pool
         # counts every grant; the waits were observed as they were granted)
-        at_once = max(0, pool.admitted - sum(waits.counts))
+        at_once = max(0, sup.thread_pool.admitted - sum(waits.counts))
         wait_counts = list(waits.counts)
         wait_counts[0] += at_once
+        wall_minus_mono = time.time() - monotonic()
+        by_name = self.by_name
         probe = hub_probe(sup)
         return {
             "pid": os.getpid(), "time": time.time(),
-            "kinds": dict(self.kinds),
+            "kinds": {name: stats.kind for name, stats in by_name.items()},
             "counters": {name: list(t) for name, t in self.totals.items()},
-            "durations": {name: [list(h.counts), h.sum] for name, h in self.durations.items()},
-            "lateness": {name: [list(h.counts), h.sum] for name, h in self.lateness.items()},
+            "durations": {name: [list(st.counts), st.sum] for name, st in by_name.items()},
+            "lateness": {name: [list(st.late_counts), st.late_sum] for name, st in by_name.items() if st.scheduled},
             "waits": {"": [wait_counts, waits.sum]},
-            "last_success": dict(self.last_success),
+            "last_success": {name: st.ok_end + wall_minus_mono for name, st in by_name.items()
+                             if st.ok_end is not None},
             "queue_items": queue_items,
             "slots_in_use": {PRIORITY_NAMES[p]: n for p, n in sup.slots_in_use().items()},
             "hub_lag": None if probe is None else probe.max_lag,
@@ -424,52 +454,49 @@ class GworkerCollector:
 
     def collect(self) -> Iterable[Any]:
         """The metric families, read now (see the module docstring)."""
-        recorder = self._recorder
-        own = recorder.state()
+        own = self._recorder.state()
         directory = self.directory
         state = _merged(directory, own, _publishers.get(os.getpid())) if directory else _merged_own(own)
         kinds = state["kinds"]
         counters = state["counters"]
-        for i, (name, doc, with_kind) in enumerate((
-                ("gworker_runs", "Executor calls made.", True),
-                ("gworker_failures", "Executor calls that raised (each failed try of a retried call).", True),
-                ("gworker_runs_missed", "Scheduled runs skipped by misfire_grace.", False),
-                ("gworker_run_timeouts", "Executor calls cut off by the worker's timeout.", False))):
-            family = CounterMetricFamily(name, doc, labels=["worker", "kind"] if with_kind else ["worker"])
+        for i, (name, doc) in enumerate((
+                ("gworker_runs", "Executor calls made."),
+                ("gworker_failures", "Executor calls that raised (each failed try of a retried call)."))):
+            family = CounterMetricFamily(name, doc, labels=["worker", "kind"])
             for worker, counts in sorted(counters.items()):
-                if not with_kind and not counts[i] and i >= 2:
-                    continue  # (no series for workers that cannot miss or time out, until they do)
-                labels = [worker, kinds.get(worker, "worker")] if with_kind else [worker]
-                family.add_metric(labels, counts[i])
+                family.add_metric([worker, kinds.get(worker, "worker")], counts[i])
+            yield family
+        for i, (name, doc) in enumerate((
+                ("gworker_runs_missed", "Scheduled runs skipped by misfire_grace."),
+                ("gworker_run_timeouts", "Executor calls cut off by the worker's timeout.")), start=2):
+            family = CounterMetricFamily(name, doc, labels=["worker"])
+            for worker, counts in sorted(counters.items()):
+                if counts[i] or kinds.get(worker) == "interval" or i == 3:
+                    family.add_metric([worker], counts[i])
             yield family
         yield _hist_family(
             "gworker_run_duration_seconds", "Duration of executor calls.", ["worker", "kind"], DURATION_BUCKETS,
-            ([[w, kinds.get(w, "worker")], h[0], h[1]] for w, h in sorted(state["durations"].items())))
+            [([w, kinds.get(w, "worker")], h[0], h[1]) for w, h in sorted(state["durations"].items())])
         yield _hist_family(
             "gworker_run_lateness_seconds", "Start minus due time of scheduled interval and cron runs.",
-            ["worker"], LATENESS_BUCKETS, ([[w], h[0], h[1]] for w, h in sorted(state["lateness"].items())))
+            ["worker"], LATENESS_BUCKETS, [([w], h[0], h[1]) for w, h in sorted(state["lateness"].items())])
         yield _hist_family("gworker_pool_wait_seconds", "Time spent waiting in line for a thread-pool slot.",
-                           [], WAIT_BUCKETS, ([[], h[0], h[1]] for h in state["waits"].values()))
-        family = GaugeMetricFamily("gworker_last_success_timestamp_seconds",
-                                   "End of the last executor call that returned (Unix time).", labels=["worker"])
-        for worker, t in sorted(state["last_success"].items()):
-            family.add_metric([worker], t)
-        yield family
-        family = GaugeMetricFamily("gworker_queue_items", "Items waiting in a queue worker's queue.",
-                                   labels=["worker"])
-        for worker, n in sorted(state["queue_items"].items()):
-            family.add_metric([worker], n)
-        yield family
-        family = GaugeMetricFamily("gworker_pool_slots_in_use", "Thread-pool slots held, by priority.",
-                                   labels=["priority"])
-        for p in PRIORITY_NAMES.values():
-            family.add_metric([p], state["slots_in_use"].get(p, 0))
-        yield family
-        family = GaugeMetricFamily("gworker_hub_lag_seconds",
-                                   "The largest recent lateness of the hub probe (seconds).")
-        if state["hub_lag"] is not None:
-            family.add_metric([], state["hub_lag"])
-        yield family
+                           [], WAIT_BUCKETS, [([], h[0], h[1]) for h in state["waits"].values()])
+        gauges: List[Tuple[str, str, List[str], List[Tuple[List[str], float]]]] = [
+            ("gworker_last_success_timestamp_seconds", "End of the last executor call that returned (Unix time).",
+             ["worker"], [([w], t) for w, t in sorted(state["last_success"].items())]),
+            ("gworker_queue_items", "Items waiting in a queue worker's queue.",
+             ["worker"], [([w], n) for w, n in sorted(state["queue_items"].items())]),
+            ("gworker_pool_slots_in_use", "Thread-pool slots held, by priority.",
+             ["priority"], [([p], state["slots_in_use"].get(p, 0)) for p in PRIORITY_NAMES.values()]),
+            ("gworker_hub_lag_seconds", "The largest recent lateness of the hub probe (seconds).",
+             [], [] if state["hub_lag"] is None else [([], state["hub_lag"])]),
+        ]
+        for name, doc, labels, series in gauges:
+            gauge = GaugeMetricFamily(name, doc, labels=labels)
+            for values, value in series:
+                gauge.add_metric(values, value)
+            yield gauge
         yield from self._redis()
 
     def _redis(self) -> Iterable[Any]:

@@ -429,6 +429,13 @@ class Worker:
         """How long the last run took (seconds), or None."""
         return None if self._engine is None else self._engine.last_duration
 
+    def _set_run_stats(self, factory: Any) -> None:
+        """Hand this start's runs to ``factory(self)``'s statistics (or to
+        none): see TaskSupervisor._set_run_stats."""
+        engine = self._engine
+        if engine is not None:
+            engine.stats = None if factory is None else factory(self)
+
     def _held_slot(self) -> Any:
         """The thread-pool slot of this start's runs, if its mode takes one
         (the supervisor's ``slots_in_use`` reads its state)."""
