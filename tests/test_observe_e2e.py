@@ -182,3 +182,71 @@ def test_the_live_page_shows_every_gunicorn_process_and_refreshes(gunicorn_serve
     # the JSON endpoint keeps answering as before
     status, body, _ = request(server.port, path="/_gworker")
     assert status == 200 and json.loads(body)["pid"] in pids
+
+
+def metric_values(port, name, label="worker"):
+    """{label value: sample value} of one scrape of /_gworker/metrics, or None if it did not answer."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body, _ = request(port, path="/_gworker/metrics")
+    if status != 200:
+        return None
+    out = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == name:
+                out[sample.labels.get(label)] = sample.value
+    return out
+
+
+def gworker_files(shared):
+    names = os.listdir(shared)
+    return ([n for n in names if n.startswith("gworker-metrics-") and n.endswith(".json")
+             and n != "gworker-metrics-archive.json"],
+            [n for n in names if n.startswith("gworker-ui-") and n.endswith(".json")])
+
+
+@needs_gunicorn
+def test_metrics_sum_every_gunicorn_process_across_max_requests_recycling(gunicorn_server):
+    """gunicorn -w 3 --max-requests 40 with PROMETHEUS_MULTIPROC_DIR: while the
+    worker processes are recycled, any process's scrape shows every process's
+    runs (a counter never goes back), every accepted item is counted once in
+    the end, and the files of the exited processes are folded, not piled up."""
+    pytest.importorskip("prometheus_client")
+    server = gunicorn_server(workers=3, max_requests=40, env_dir="PROMETHEUS_MULTIPROC_DIR")
+    deadline = time.monotonic() + 20
+    while len(gworker_files(server.shared)[0]) < 3:  # each process publishes as it starts
+        assert server.proc.poll() is None and time.monotonic() < deadline, server.log
+        gevent.sleep(0.05)
+    pids, accepted, heartbeats = set(), [], []
+    i = 0
+    deadline = time.monotonic() + 30
+    # (a process told to restart goes on serving until its loop notices, within
+    # a second: the requests are paced so that recycled processes take over)
+    while len(pids) < 7 and time.monotonic() < deadline:
+        i += 1
+        gevent.sleep(0.01)
+        if i % 8 == 0:
+            seen = metric_values(server.port, "gworker_runs_total")
+            if seen is not None:
+                heartbeats.append(seen.get("heartbeat", 0))
+            continue
+        status, body, _ = request(server.port, "POST", "/items", b"item-%d" % i)
+        if status == 200:
+            accepted.append(i)
+            pids.add(json.loads(body)["pid"])
+    assert len(pids) >= 7, "worker processes were not recycled: %s\n%s" % (sorted(pids), server.log)
+    assert len(heartbeats) >= 10
+    assert heartbeats == sorted(heartbeats), heartbeats  # the sum over the processes never went back
+    assert heartbeats[-1] > heartbeats[0]
+
+    def counted():
+        seen = metric_values(server.port, "gworker_runs_total")
+        return seen is not None and seen.get("process_item") == len(accepted)
+
+    wait_until(counted, timeout=10)  # every accepted item, in whichever process ran it, once
+    queued = metric_values(server.port, "gworker_queue_items")
+    assert queued is not None and queued.get("process_item") == 0
+    wait_until(lambda: len(gworker_files(server.shared)[0]) <= 3 and len(gworker_files(server.shared)[1]) <= 3,
+               timeout=10)  # the exited processes' files were folded or removed
+    assert os.path.exists(os.path.join(server.shared, "gworker-metrics-archive.json"))

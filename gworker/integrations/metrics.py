@@ -58,9 +58,11 @@ scrape of any process shows the sum over all of them: counters and
 histograms summed over every process that ever published (those that
 exited included), gauges over the live ones (summed, except the hub lag and
 the last success, their largest, and the Redis figures, read by the
-answering process). The other processes' figures are up to a second old; a
-process that stops gracefully writes its last figures as it stops, one
-killed outright loses at most its last second. :func:`metrics_app` also
+answering process). A scrape writes the answering process's figures first
+and then reads every file, so the other processes' figures are up to a
+second old and a counter never goes back from one scrape to the next,
+whichever process answers each; a process that stops gracefully writes its
+last figures as it stops, one killed outright loses at most its last second. :func:`metrics_app` also
 merges the application's own metrics from prometheus_client's files
 (``MultiProcessCollector``). When a process has exited, gunicorn's
 ``child_exit`` hook calls :func:`mark_process_dead`: it folds the dead
@@ -371,11 +373,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _merged(directory: str, own: Dict[str, Any], own_token: Optional[str]) -> Dict[str, Any]:
-    """``own`` (this process's live figures) plus every other process's file
-    and the archive of the exited ones. Files are read before the archive, and
-    a folded process's file is skipped: a process being folded meanwhile is
-    counted once (the fold writes the archive first, then removes the file)."""
+def _merged(directory: str) -> Dict[str, Any]:
+    """Every process's file plus the archive of the exited ones. Files are
+    read before the archive, and a folded process's file is skipped: a process
+    being folded meanwhile is counted once (the fold writes the archive first,
+    then removes the file)."""
     files: List[Tuple[str, Dict[str, Any]]] = []
     try:
         names = os.listdir(directory)
@@ -385,21 +387,18 @@ def _merged(directory: str, own: Dict[str, Any], own_token: Optional[str]) -> Di
         if not name.startswith(_PREFIX) or not name.endswith(".json") or name == _ARCHIVE:
             continue
         token = name[len(_PREFIX):-len(".json")]
-        if token == own_token:
-            continue
         state = _read_json(os.path.join(directory, name))
         if state is not None:
             files.append((token, state))
     archive = _read_json(os.path.join(directory, _ARCHIVE)) or {}
     folded = set(archive.get("folded", ()))
     into = _empty()
-    _merge(into, own, live=True)
     if archive:
         _merge(into, archive, live=False)
     for token, state in files:
         if token in folded:
             continue
-        _merge(into, state, live=_alive(int(state.get("pid", 0))))
+        _merge(into, state, live=int(state.get("pid", 0)) == os.getpid() or _alive(int(state.get("pid", 0))))
     return into
 
 
@@ -454,9 +453,21 @@ class GworkerCollector:
 
     def collect(self) -> Iterable[Any]:
         """The metric families, read now (see the module docstring)."""
-        own = self._recorder.state()
         directory = self.directory
-        state = _merged(directory, own, _publishers.get(os.getpid())) if directory else _merged_own(own)
+        if directory:
+            # Every process's figures from the files, this one's written first:
+            # each file only grows, so that scrapes answered by different
+            # processes never see a counter go back (this process's live
+            # figures beside another's older file would, at the next scrape
+            # answered by that other process).
+            running = _running.get(os.getpid())
+            if running is None or running.directory != directory:
+                publish(self._recorder.supervisor, directory)
+            else:
+                running.write()
+            state = _merged(directory)
+        else:
+            state = _merged_own(self._recorder.state())
         kinds = state["kinds"]
         counters = state["counters"]
         for i, (name, doc) in enumerate((
@@ -582,10 +593,6 @@ def metrics_app(supervisor: Optional[TaskSupervisor] = None, registry: Any = Non
 
 
 # -- publishing (multi-process mode) -----------------------------------------------------------
-#: this process's publishing token, by pid (a forked child publishes under a token of its own)
-_publishers: Dict[int, str] = {}
-
-
 class _Publisher:
     def __init__(self, supervisor: Optional[TaskSupervisor], directory: str, interval: float) -> None:
         self.recorder = _recorder(supervisor)
@@ -635,7 +642,6 @@ def publish(supervisor: Optional[TaskSupervisor] = None, directory: Optional[str
     if running is None:
         os.makedirs(resolved, exist_ok=True)
         running = _running[pid] = _Publisher(supervisor, resolved, float(interval))
-        _publishers[pid] = running.token
         running.write()
         running.greenlet = gevent.spawn(running.loop)
     publisher = running
