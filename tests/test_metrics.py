@@ -23,7 +23,7 @@ from gworker.integrations.metrics import (GworkerCollector, mark_process_dead, p
 from gworker.integrations.status import status_app  # noqa: E402
 
 from conftest import wait_until  # noqa: E402
-from test_redis_streams import redis_server  # noqa: E402,F401  (the session's redis-server fixture)
+from test_observe import redis_server  # noqa: E402,F401  (a redis-server of this module's own)
 
 
 def scrape(registry):

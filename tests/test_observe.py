@@ -6,6 +6,7 @@ tests/test_observe_e2e.py.
 import io
 import json
 import os
+import shutil
 import time
 
 import gevent
@@ -23,10 +24,25 @@ from gworker.integrations.ui import (SnapshotPublisher, mark_process_dead, proce
                                      status_dir, ui_app, ui_data)
 
 from conftest import native_thread, wait_until
-from test_redis_streams import redis_server  # noqa: F401  (the session's redis-server fixture)
 from test_wsgi_e2e import free_port
 
 _os_sleep = get_original("time", "sleep")
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    """A redis-server of this module's own, stopped at its end (a session's
+    would outlive the module: tests/test_processes.py counts the children)."""
+    streams = pytest.importorskip("test_redis_streams")
+    if streams.SERVER_BIN is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server not found -- required in CI", pytrace=False)
+        pytest.skip("redis-server not found (install it, e.g. apt-get install redis-server)")
+    server = streams.RedisServer(streams.SERVER_BIN)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)
 
 
 def call(app, path="", method="GET"):
