@@ -281,8 +281,17 @@ def test_processes_figures_are_summed_and_a_dead_ones_are_folded_into_the_archiv
     assert items == 0 + 7 and slots == 0 + 1 and lag == 0.5  # gauges: the live processes only
     assert last > 1000.0 + dead  # this process's own last success is the latest
     files = sorted(os.listdir(directory))
+    dead_file = next(n for n in files if "-%d-" % dead in n)
+    with open(os.path.join(directory, dead_file)) as f:
+        dead_state = f.read()
     mark_process_dead(dead, directory)
     assert figures()[:3] == (runs, failures, fast)  # folded: nothing counted twice, nothing lost
+    # a reader that listed the file before the fold removed it reads it after the
+    # archive: the archive names the folded process, and the file is skipped
+    with open(os.path.join(directory, dead_file), "w") as f:
+        f.write(dead_state)
+    assert figures()[:3] == (runs, failures, fast)
+    os.unlink(os.path.join(directory, dead_file))
     after = sorted(os.listdir(directory))
     assert "gworker-metrics-archive.json" in after and not any("-%d-" % dead in n for n in after)
     assert len(after) == len(files)  # one file less for the dead process, one more for the archive

@@ -141,9 +141,9 @@ def test_readyz_waits_for_the_worker_set_then_for_each_registered_worker(supervi
 
 
 def test_readyz_names_an_interval_worker_overdue_by_more_than_three_periods(supervisor):
-    release = Event()
-    stuck = BackgroundIntervalWorker(func=lambda **kw: release.wait(), interval=0.05, name="stuck",
-                                     supervisor=supervisor)
+    release, began = Event(), []
+    stuck = BackgroundIntervalWorker(func=lambda **kw: (began.append(time.monotonic()), release.wait()),
+                                     interval=0.05, name="stuck", supervisor=supervisor)
     steady = BackgroundIntervalWorker(func=lambda **kw: None, interval=0.05, name="steady", supervisor=supervisor)
     slow = BackgroundIntervalWorker(func=lambda **kw: release.wait(), delay=0.05, name="slow-delay",
                                     supervisor=supervisor)
@@ -151,8 +151,10 @@ def test_readyz_names_an_interval_worker_overdue_by_more_than_three_periods(supe
     workers.add(stuck, steady, slow)
     workers.start()
     try:
-        assert check_ready(supervisor, workers)["ok"]
-        wait_until(lambda: not check_ready(supervisor, workers)["ok"], timeout=3)
+        wait_until(lambda: began)
+        assert check_ready(supervisor, workers)["ok"] or time.monotonic() - began[0] > 0.2
+        # its run began 0.25 s ago: the next one was due 0.2 s ago, more than 3 periods (0.15 s)
+        gevent.sleep(max(0.0, began[0] + 0.25 - time.monotonic()))
         result = check_ready(supervisor, workers)
         assert list(result["overdue"]) == ["stuck"] and result["overdue"]["stuck"] > 0.15
         (reason,) = result["reasons"]
