@@ -2,7 +2,8 @@
 
 :func:`status_app` makes a tiny WSGI application that answers ``GET`` (and
 ``HEAD``) with the state of one supervisor — ``id``, ``active``, ``started``,
-pool and task figures — and, per started worker, ``name``, ``kind``,
+pool and task figures (``thread_pool["in_use"]``: the slots held, by
+priority) — and, per started worker, ``name``, ``kind``,
 ``priority``, ``active``, ``runs``, ``errors``, ``last_run`` (a Unix time),
 ``last_duration`` (seconds) and ``queue_length`` (queue workers; ``null`` for the
 others), plus ``pid`` and ``time`` of the answering process. Each server process
