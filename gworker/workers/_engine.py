@@ -686,8 +686,12 @@ class Engine:
         ids = call_ids
         waiting = pool.waiting_flag  # true while anyone waits for a slot (changed in place)
         watch = self.watch  # true while anyone listens to the runs' events (changed in place)
-        stats = self.stats  # the metrics' statistics, or None: sampled here (see SAMPLE_EVERY)
-        sample_at = stats.sample_at if stats is not None else 0.0
+        # The metrics' statistics (or None) sample the burst (see SAMPLE_EVERY):
+        # ``limit`` is the earlier of the time to yield and the next sample's,
+        # so that an item pays the one comparison it paid without metrics.
+        stats = self.stats
+        sample_at = stats.sample_at if stats is not None else yield_at
+        limit = sample_at if sample_at < yield_at else yield_at
         runs = self.runs
         started = monotonic()
         try:
@@ -708,15 +712,20 @@ class Engine:
                     finally:
                         self.ended = ended = monotonic()
                         self.last_duration = ended - started
-                    if stats is not None and ended >= sample_at:
-                        stats.observe(self, started, ended)
-                        sample_at = stats.sample_at = ended + SAMPLE_EVERY
                 if done is not None:
                     try:
                         done()
                     except ValueError:
                         done_twice()
-                if result is False or not run.active or waiting or ended >= yield_at or not items:
+                if ended >= limit:  # time to yield, or (metrics) to observe a run
+                    if stats is not None and ended >= sample_at:
+                        if not watch:  # (an observed call was handed over already)
+                            stats.observe(self, started, ended)
+                        sample_at = stats.sample_at = ended + SAMPLE_EVERY
+                    if ended >= yield_at:
+                        return result
+                    limit = sample_at if sample_at < yield_at else yield_at
+                if result is False or not run.active or waiting or not items:
                     return result
                 item = get()
                 run.in_progress = (item,)
