@@ -180,9 +180,9 @@ class _NameStats:
         if engine.failed_run != engine.runs:  # (a failure marks its run before this)
             self.ok_end = ended
         if self.scheduled:
-            due = engine.worker._due_time()
+            due = engine.worker._due_monotonic()
             if due is not None:  # a scheduled run, not a triggered one
-                late = time.time() - (monotonic() - started) - due
+                late = started - due
                 if late < 0.0:
                     late = 0.0
                 self.late_counts[bisect_left(LATENESS_BUCKETS, late)] += 1

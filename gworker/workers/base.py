@@ -268,6 +268,10 @@ class Worker:
         for a run that is not scheduled (every kind but the interval ones)."""
         return None
 
+    def _due_monotonic(self) -> Optional[float]:
+        """:meth:`_due_time` on the monotonic clock (the metrics' lateness)."""
+        return None
+
     def _new_run(self) -> Run:
         return Run(self.supervisor)
 
