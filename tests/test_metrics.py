@@ -68,7 +68,7 @@ def test_runs_and_failures_are_counted_per_worker_and_kind_and_survive_a_stop(su
         q.put_threadsafe(i * 4 + 1)  # (none fails)
     wait_until(lambda: q.runs == 48)
     q.stop()  # its last figures are read as it stops: nothing is lost with it
-    del q
+    q = None  # (and garbage collected: the counts stay)
     gc.collect()
     samples = scrape(registry)
     assert value(samples, "gworker_runs_total", worker="flaky", kind="queue") == 48
@@ -238,14 +238,14 @@ def test_collector_and_publish_refuse_bad_parameters(supervisor, monkeypatch):
 
 
 # -- several processes ---------------------------------------------------------------------------------
-def _fake_process(directory, pid, token, runs, durations_le_1ms, queue_items):
+def _fake_process(directory, pid, token, runs, durations_le_1ms, queue_items, hub_lag):
     """A file as another process would publish it."""
     counts = [0] * 13
     counts[2] = durations_le_1ms
     state = {"pid": pid, "time": time.time(), "kinds": {"shared": "queue"},
              "counters": {"shared": [runs, 1, 0, 0]}, "durations": {"shared": [counts, durations_le_1ms * 0.001]},
              "lateness": {}, "waits": {"": [[runs] + [0] * 8, 0.0]}, "last_success": {"shared": 1000.0 + pid},
-             "queue_items": {"shared": queue_items}, "slots_in_use": {"normal": 1}, "hub_lag": 0.5}
+             "queue_items": {"shared": queue_items}, "slots_in_use": {"normal": 1}, "hub_lag": hub_lag}
     with open(os.path.join(directory, "gworker-metrics-%d-%s.json" % (pid, token)), "w") as f:
         json.dump(state, f)
 
@@ -260,8 +260,10 @@ def test_processes_figures_are_summed_and_a_dead_ones_are_folded_into_the_archiv
         q.put_threadsafe(i)
     wait_until(lambda: q.runs == 3)
     dead = 2 ** 22 + 4321  # past pid_max's default: no such process
-    _fake_process(directory, os.getppid(), "aaaa", runs=10, durations_le_1ms=10, queue_items=7)  # alive
-    _fake_process(directory, dead, "bbbb", runs=100, durations_le_1ms=100, queue_items=50)  # exited
+    _fake_process(directory, os.getppid(), "aaaa", runs=10, durations_le_1ms=10, queue_items=7,
+                  hub_lag=50.0)  # alive
+    _fake_process(directory, dead, "bbbb", runs=100, durations_le_1ms=100, queue_items=50,
+                  hub_lag=500.0)  # exited
     reg = CollectorRegistry()
     register(reg, supervisor, directory=directory)
 
@@ -278,7 +280,7 @@ def test_processes_figures_are_summed_and_a_dead_ones_are_folded_into_the_archiv
     runs, failures, fast, items, slots, lag, last = figures()
     assert runs == 3 + 10 + 100 and failures == 0 + 1 + 1  # counters: every process, the exited one too
     assert fast >= 110
-    assert items == 0 + 7 and slots == 0 + 1 and lag == 0.5  # gauges: the live processes only
+    assert items == 0 + 7 and slots == 0 + 1 and lag == 50.0  # gauges: the live processes only
     assert last > 1000.0 + dead  # this process's own last success is the latest
     files = sorted(os.listdir(directory))
     dead_file = next(n for n in files if "-%d-" % dead in n)

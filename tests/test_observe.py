@@ -295,7 +295,8 @@ def test_ui_page_is_self_contained_and_its_data_lists_the_workers(supervisor):
     rows = {w["name"]: w for w in proc["workers"]}
     assert rows["tick"]["kind"] == "interval" and rows["tick"]["state"] == "active"
     assert rows["tick"]["runs"] >= 4 and len(rows["tick"]["durations"]) >= 3
-    assert all(0.001 < d < 1 for d in rows["tick"]["durations"])
+    assert all(0.001 < d < 1 for d in rows["tick"]["durations"])  # (each the mean since the last snapshot)
+    assert 0 <= rows["tick"]["lateness"] < 0.5  # its scheduled runs' mean lateness since the last snapshot
     assert rows["<b>q</b>"]["queue_length"] == 0 and rows["<b>q</b>"]["durations"] == []
     assert set(proc["pool"]["in_use"]) == {"0", "50", "100", "200"}
     tick.stop()

@@ -84,11 +84,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 import uuid
-import weakref
-from bisect import bisect_left
-from time import monotonic
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import gevent
@@ -102,30 +98,20 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise ImportError("gworker.integrations.metrics needs prometheus_client: pip install 'gworker[prometheus]'") \
         from _exc
 
-from .._default import supervisor_or_default
 from .._errors import report
-from ..events import WORKER_STOPPED
-from ..priorities import TASK_CRITICAL, TASK_HIGH, TASK_LOW, TASK_NORMAL
 from ..supervisor import TaskSupervisor
-from .health import hub_probe
+from ._stats import DURATION_BUCKETS, LATENESS_BUCKETS, PRIORITY_NAMES, WAIT_BUCKETS, recorder as _recorder
 
 __all__ = [
     "GworkerCollector", "register", "metrics_app", "publish", "mark_process_dead", "multiprocess_dir",
     "DURATION_BUCKETS", "LATENESS_BUCKETS", "WAIT_BUCKETS", "PUBLISH_EVERY", "REDIS_TIMEOUT",
 ]
 
-#: Upper bounds (seconds) of ``gworker_run_duration_seconds``' buckets.
-DURATION_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0)
-#: Upper bounds (seconds) of ``gworker_run_lateness_seconds``' buckets.
-LATENESS_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0)
-#: Upper bounds (seconds) of ``gworker_pool_wait_seconds``' buckets.
-WAIT_BUCKETS = (0.0001, 0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0)
 #: Seconds between two writes of a process's figures (multi-process mode).
 PUBLISH_EVERY = 1.0
 #: Seconds a Redis queue has to answer a scrape.
 REDIS_TIMEOUT = 1.0
 
-PRIORITY_NAMES = {TASK_CRITICAL: "critical", TASK_HIGH: "high", TASK_NORMAL: "normal", TASK_LOW: "low"}
 
 _PREFIX = "gworker-metrics-"
 _ARCHIVE = "gworker-metrics-archive.json"
@@ -136,181 +122,6 @@ _FOLDED_KEEP = 10000
 def multiprocess_dir() -> Optional[str]:
     """``$PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's own setting), or None."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
-
-
-# -- what a process records ---------------------------------------------------------------------
-class _Hist:
-    """A histogram as plain counters: one per bucket (the last one past the
-    highest bound: +Inf), and the sum."""
-
-    __slots__ = ("counts", "sum")
-
-    def __init__(self, n: int) -> None:
-        self.counts = [0] * (n + 1)
-        self.sum = 0.0
-
-
-class _NameStats:
-    """The per-run figures of the workers of one name: what each run's engine
-    hands over (see ``Engine.stats``): its duration into a histogram of plain
-    counters (a bisection and two additions), the end of the latest run that
-    returned, and for a scheduled interval/cron run its lateness."""
-
-    __slots__ = ("kind", "counts", "sum", "late_counts", "late_sum", "ok_end", "sample_at", "scheduled")
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
-        self.sum = 0.0
-        self.late_counts = [0] * (len(LATENESS_BUCKETS) + 1)
-        self.late_sum = 0.0
-        #: monotonic end of the latest run that returned, or None
-        self.ok_end: Optional[float] = None
-        #: (the queue's fast path samples its bursts: see Engine.batch)
-        self.sample_at = 0.0
-        self.scheduled = False
-
-    def observe(self, engine: Any, started: float, ended: float,
-                _bounds: Tuple[float, ...] = DURATION_BUCKETS) -> None:
-        """A run of ``engine`` ran from ``started`` to ``ended`` (monotonic).
-        Called in the run's greenlet, after it: quick, and nothing that blocks."""
-        duration = ended - started
-        self.counts[bisect_left(_bounds, duration)] += 1
-        self.sum += duration
-        if engine.failed_run != engine.runs:  # (a failure marks its run before this)
-            self.ok_end = ended
-        if self.scheduled:
-            due = engine.worker._due_monotonic()
-            if due is not None:  # a scheduled run, not a triggered one
-                late = started - due
-                if late < 0.0:
-                    late = 0.0
-                self.late_counts[bisect_left(LATENESS_BUCKETS, late)] += 1
-                self.late_sum += late
-
-
-class _Recorder:
-    """What one supervisor's metrics remember (see the module docstring).
-
-    Per worker name, a :class:`_NameStats` that the engines feed; the
-    counters the workers keep, read when asked and added up per name (a
-    worker's last figures are read when it stops too: a ``worker_stopped``
-    listener), so that a counter never goes back when a worker stops or is
-    garbage collected; the pool's waits, observed where a slot is granted
-    after one. Everything runs in the supervisor's hub."""
-
-    def __init__(self, supervisor: TaskSupervisor) -> None:
-        self.supervisor = supervisor
-        self.by_name: Dict[str, _NameStats] = {}
-        self.waits = _Hist(len(WAIT_BUCKETS))
-        # counters read from the workers: per worker object the figures seen
-        # last, and per name what they added up to (kept after a worker stopped)
-        self.seen: "weakref.WeakKeyDictionary[Any, List[int]]" = weakref.WeakKeyDictionary()
-        self.totals: Dict[str, List[int]] = {}
-        self.installed = False
-
-    def stats_for(self, worker: Any) -> _NameStats:
-        """The statistics the engine of ``worker`` hands its runs to."""
-        stats = self.by_name.get(worker.name)
-        if stats is None:
-            stats = self.by_name[worker.name] = _NameStats(worker.kind)
-        if worker.kind == "interval":
-            stats.scheduled = True
-        return stats
-
-    def install(self) -> None:
-        if self.installed:
-            return
-        self.installed = True
-        sup = self.supervisor
-        sup.run_in_hub(sup._set_run_stats, self.stats_for)
-        sup.add_listener(self.on_stopped, events=(WORKER_STOPPED,))
-        sup.thread_pool.on_granted = self.on_granted
-
-    def uninstall(self) -> None:
-        if not self.installed:
-            return
-        self.installed = False
-        sup = self.supervisor
-        sup.run_in_hub(sup._set_run_stats, None)
-        sup.remove_listener(self.on_stopped)
-        if sup.thread_pool.on_granted == self.on_granted:
-            sup.thread_pool.on_granted = None
-
-    def on_stopped(self, event: Any) -> None:
-        if event.worker is not None:
-            self._count(event.worker)
-
-    def on_granted(self, priority: int, waited: float) -> None:
-        h = self.waits
-        h.counts[bisect_left(WAIT_BUCKETS, waited)] += 1
-        h.sum += waited
-
-    # -- read when asked ---------------------------------------------------------------------------
-    def _count(self, worker: Any) -> None:
-        """Add what ``worker`` counted since it was last looked at to its name's totals."""
-        info = worker.get_info()
-        now = [info.get("runs") or 0, info.get("errors") or 0, info.get("missed") or 0, info.get("timeouts") or 0]
-        before = self.seen.get(worker)
-        if before is None:
-            before = [0, 0, 0, 0]
-        totals = self.totals.get(worker.name)
-        if totals is None:
-            totals = self.totals[worker.name] = [0, 0, 0, 0]
-        for i in range(4):
-            if now[i] > before[i]:
-                totals[i] += now[i] - before[i]
-        self.seen[worker] = now
-        if worker.name not in self.by_name:
-            self.stats_for(worker)  # (its histograms show, empty, from now on)
-
-    def state(self) -> Dict[str, Any]:
-        """This process's figures as a JSON-ready dict (what a process publishes)."""
-        sup = self.supervisor
-        queue_items: Dict[str, int] = {}
-        for worker in list(sup.get_schedulers()):
-            self._count(worker)
-            q = getattr(worker, "get_queue_obj", None)
-            if q is not None:
-                try:
-                    n = q().qsize()
-                except Exception:
-                    continue
-                queue_items[worker.name] = queue_items.get(worker.name, 0) + n
-        waits = self.waits
-        # the slots granted at once waited 0 s: the first bucket (the pool
-        # counts every grant; the waits were observed as they were granted)
-        at_once = max(0, sup.thread_pool.admitted - sum(waits.counts))
-        wait_counts = list(waits.counts)
-        wait_counts[0] += at_once
-        wall_minus_mono = time.time() - monotonic()
-        by_name = self.by_name
-        probe = hub_probe(sup)
-        return {
-            "pid": os.getpid(), "time": time.time(),
-            "kinds": {name: stats.kind for name, stats in by_name.items()},
-            "counters": {name: list(t) for name, t in self.totals.items()},
-            "durations": {name: [list(st.counts), st.sum] for name, st in by_name.items()},
-            "lateness": {name: [list(st.late_counts), st.late_sum] for name, st in by_name.items() if st.scheduled},
-            "waits": {"": [wait_counts, waits.sum]},
-            "last_success": {name: st.ok_end + wall_minus_mono for name, st in by_name.items()
-                             if st.ok_end is not None},
-            "queue_items": queue_items,
-            "slots_in_use": {PRIORITY_NAMES[p]: n for p, n in sup.slots_in_use().items()},
-            "hub_lag": None if probe is None else probe.max_lag,
-        }
-
-
-_recorders: "weakref.WeakKeyDictionary[TaskSupervisor, _Recorder]" = weakref.WeakKeyDictionary()
-
-
-def _recorder(supervisor: Optional[TaskSupervisor]) -> _Recorder:
-    sup = supervisor_or_default(supervisor)
-    recorder = _recorders.get(sup)
-    if recorder is None:
-        recorder = _recorders[sup] = _Recorder(sup)
-    recorder.install()
-    return recorder
 
 
 # -- merging the processes' figures ------------------------------------------------------------

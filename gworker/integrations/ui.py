@@ -29,13 +29,15 @@ The directory (:func:`status_dir`) is the one given, else the environment's
 multi-process Prometheus set-up shares already); without one, the page shows
 the answering process only.
 
-**Recent durations and lateness** are sampled, not recorded per run: each
-time a process takes its snapshot (every second while it publishes, and for
-each request of the page's data), a worker that ran since the last one adds
-the duration of its latest run to a ring of :data:`HISTORY` points; an
-interval or cron worker that ran exactly once since then also adds that
-run's lateness (its start minus the time its previous snapshot said it was
-due). Nothing is added to a run's own path.
+**Recent durations and lateness.** While the page is served (from its first
+data request) or a publisher runs, every worker's engine hands each run to
+the per-name statistics that the metrics use too
+(:mod:`gworker.integrations._stats`: a bisection and two additions per run,
+a queue's burst sampled). Each snapshot then adds to a worker's ring of
+:data:`HISTORY` points the mean duration of its runs since the previous
+snapshot, and shows the mean lateness (start minus due time) of its
+scheduled interval/cron runs since then. (Without those statistics — a
+worker of another supervisor — the point is its latest run's duration.)
 
 The page reveals worker names and figures: serve it where your other
 internal pages are.
@@ -47,13 +49,14 @@ import os
 import time
 import weakref
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import gevent
 
 from .._default import supervisor_or_default
 from .._errors import report
 from ..supervisor import TaskSupervisor
+from . import _stats
 from .health import hub_probe
 
 __all__ = [
@@ -90,35 +93,44 @@ def status_dir(directory: Optional[str] = None) -> Optional[str]:
 class _History:
     """The sampled figures of one worker (see the module docstring)."""
 
-    __slots__ = ("runs", "durations", "lateness", "due")
+    __slots__ = ("runs", "durations", "lateness", "seen")
 
     def __init__(self) -> None:
         self.runs = -1
         self.durations: Deque[float] = deque(maxlen=HISTORY)
         self.lateness: Optional[float] = None
-        self.due: Optional[float] = None
+        #: the name's statistics at the previous snapshot: observed runs and
+        #: their durations' sum, scheduled runs and their lateness' sum
+        self.seen: Optional[Tuple[int, float, int, float]] = None
 
 
 class _Sampler:
     """Per supervisor: each worker's history, by worker object (weakly)."""
 
-    def __init__(self) -> None:
+    def __init__(self, supervisor: TaskSupervisor) -> None:
         self.workers: "weakref.WeakKeyDictionary[Any, _History]" = weakref.WeakKeyDictionary()
+        self.recorder = _stats.recorder(supervisor)
 
     def sample(self, worker: Any, info: Dict[str, Any]) -> _History:
         history = self.workers.get(worker)
         if history is None:
             history = self.workers[worker] = _History()
         runs = info.get("runs") or 0
-        if history.runs >= 0 and runs > history.runs:
+        stats = self.recorder.by_name.get(worker.name)
+        if stats is not None:
+            now = (sum(stats.counts), stats.sum, sum(stats.late_counts), stats.late_sum)
+            seen = history.seen
+            if seen is not None:
+                if now[0] > seen[0]:
+                    history.durations.append((now[1] - seen[1]) / (now[0] - seen[0]))
+                if now[2] > seen[2]:
+                    history.lateness = (now[3] - seen[3]) / (now[2] - seen[2])
+            history.seen = now
+        elif history.runs >= 0 and runs > history.runs:
             duration = info.get("last_duration")
             if duration is not None:
                 history.durations.append(duration)
-            last_run = info.get("last_run")
-            if runs == history.runs + 1 and history.due is not None and last_run is not None:
-                history.lateness = max(0.0, last_run - history.due)
         history.runs = runs
-        history.due = info.get("next_run")
         return history
 
 
@@ -128,7 +140,7 @@ _samplers: "weakref.WeakKeyDictionary[TaskSupervisor, _Sampler]" = weakref.WeakK
 def _sampler(supervisor: TaskSupervisor) -> _Sampler:
     sampler = _samplers.get(supervisor)
     if sampler is None:
-        sampler = _samplers[supervisor] = _Sampler()
+        sampler = _samplers[supervisor] = _Sampler(supervisor)
     return sampler
 
 
