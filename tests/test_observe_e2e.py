@@ -22,7 +22,7 @@ import gevent
 import gevent.subprocess
 import pytest
 
-from conftest import wait_until
+from conftest import PATCHED, native_thread, wait_until
 from test_wsgi_e2e import ROOT, EXAMPLES, free_port, needs_gunicorn, request, status_by_pid
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -31,6 +31,15 @@ try:
     import selenium  # noqa: F401
 except ImportError:  # pragma: no cover - the test extra installs it
     selenium = None
+
+
+def drive(fn, *args):
+    """``fn(*args)``, a call of selenium's (a blocking HTTP request to
+    chromedriver): made from a native OS thread in the un-patched world, so
+    that this process's hub keeps turning while it waits."""
+    if PATCHED:  # (selenium's sockets are gevent's: the wait is cooperative)
+        return fn(*args)
+    return native_thread(fn, *args).join(60)
 
 
 def needs_browser():
@@ -119,14 +128,13 @@ def browser(tmp_path):
                  "--user-data-dir=%s" % (tmp_path / "chromium-profile")):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER,
-                                              log_output=str(tmp_path / "chromedriver.log")),
-                              options=options)
-    driver.set_page_load_timeout(20)
+    service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
+    driver = drive(lambda: webdriver.Chrome(service=service, options=options))
+    drive(driver.set_page_load_timeout, 20)
     try:
         yield driver
     finally:
-        driver.quit()
+        drive(driver.quit)
 
 
 #: Read in the page's own thread, in one go: the page rebuilds itself each second.
@@ -148,7 +156,7 @@ return {shown: shown, refreshes: parseInt(document.getElementById("updated").get
 def page_figures(driver):
     """Per pid shown live: {pid: {"rows": {worker: {runs, points}}, "slots": n}}, and
     how many refreshes the page made."""
-    read = driver.execute_script(_READ_PAGE)
+    read = drive(driver.execute_script, _READ_PAGE)
     return {int(pid): v for pid, v in read["shown"].items()}, read["refreshes"]
 
 
@@ -157,7 +165,7 @@ def test_the_live_page_shows_every_gunicorn_process_and_refreshes(gunicorn_serve
     server = gunicorn_server(workers=3)
     pids = set(server.wait_ready(processes=3))
     wait_until(lambda: snapshot_pids(server.shared) >= pids, timeout=10)
-    browser.get(server.url("/_gworker/ui"))
+    drive(browser.get, server.url("/_gworker/ui"))
 
     def all_shown():
         shown, _ = page_figures(browser)
@@ -174,10 +182,10 @@ def test_the_live_page_shows_every_gunicorn_process_and_refreshes(gunicorn_serve
                timeout=10)
     assert all(p["slots"] == 4 for p in page_figures(browser)[0].values())
     shot = str(tmp_path / "ui.png")
-    assert browser.save_screenshot(shot) and os.path.getsize(shot) > 10000
+    assert drive(browser.save_screenshot, shot) and os.path.getsize(shot) > 10000
     if os.environ.get("GWORKER_UI_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["GWORKER_UI_SCREENSHOT"])
-    errors = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
+    errors = [entry for entry in drive(browser.get_log, "browser") if entry["level"] in ("SEVERE", "ERROR")]
     assert errors == [], errors
     # the JSON endpoint keeps answering as before
     status, body, _ = request(server.port, path="/_gworker")
