@@ -233,14 +233,51 @@ def _drain_queue_worker(sup: Any, worker: Any, n: int, done: Any) -> Figures:
     return figures
 
 
-def queue_gworker(quick: bool) -> Figures:
-    from gevent.event import Event
+def _metrics_on(sup: Any) -> None:
+    """gworker's Prometheus metrics on for ``sup`` (issue 21): a collector in a
+    registry of its own, scraped once (as a server would be), before the workers start."""
+    from prometheus_client import CollectorRegistry, generate_latest
 
-    from gworker import BackgroundQueueWorker, TaskSupervisor
+    from gworker.integrations.metrics import register
 
-    n = _queue_n(quick)
+    registry = CollectorRegistry()
+    register(registry, sup, directory=None)
+    generate_latest(registry)
+
+
+def _prometheus_missing() -> Optional[str]:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return "prometheus_client not installed (pip install .[prometheus])"
+    return None
+
+
+def _run_listener_on(sup: Any) -> None:
+    """A no-op listener of every run's end: what metrics built on the run
+    events would cost at the least (see gworker.integrations.metrics)."""
+    from gworker.events import RUN_FINISHED
+
+    sup.add_listener(lambda event: None, events=(RUN_FINISHED,))
+
+
+def _bench_supervisor(extra: Optional[Callable[[Any], None]] = None) -> Any:
+    from gworker import TaskSupervisor
+
     sup = TaskSupervisor("bench")
     sup.start()
+    if extra is not None:
+        extra(sup)
+    return sup
+
+
+def queue_gworker(quick: bool, extra: Optional[Callable[[Any], None]] = None) -> Figures:
+    from gevent.event import Event
+
+    from gworker import BackgroundQueueWorker
+
+    n = _queue_n(quick)
+    sup = _bench_supervisor(extra)
     done = Event()
     count = [0]
 
@@ -250,6 +287,17 @@ def queue_gworker(quick: bool) -> Figures:
             done.set()
 
     return _drain_queue_worker(sup, BackgroundQueueWorker(func=run, supervisor=sup), n, done)
+
+
+def queue_metrics(quick: bool) -> Figures:
+    missing = _prometheus_missing()
+    if missing:
+        return {"skipped": missing}
+    return queue_gworker(quick, _metrics_on)
+
+
+def queue_listener(quick: bool) -> Figures:
+    return queue_gworker(quick, _run_listener_on)
 
 
 def queue_raw(quick: bool) -> Figures:
@@ -328,11 +376,11 @@ def _latency_figures(lat: List[float], cpu: float, triggers: int) -> Figures:
     }
 
 
-def event_gworker(quick: bool) -> Figures:
+def event_gworker(quick: bool, extra: Optional[Callable[[Any], None]] = None) -> Figures:
     import gevent
     from gevent.monkey import get_original
 
-    from gworker import BackgroundEventWorker, TaskSupervisor
+    from gworker import BackgroundEventWorker
 
     ready = get_original("_thread", "allocate_lock")()
     ready.acquire()
@@ -342,8 +390,7 @@ def event_gworker(quick: bool) -> Figures:
         stamps.append(time.perf_counter())
         ready.release()
 
-    sup = TaskSupervisor("bench")
-    sup.start()
+    sup = _bench_supervisor(extra)
     worker = BackgroundEventWorker(func=run, supervisor=sup)
     worker.start()
     gevent.sleep(0.01)
@@ -353,6 +400,13 @@ def event_gworker(quick: bool) -> Figures:
     worker.stop()
     sup.stop()
     return _latency_figures(lat, cpu, len(stamps))
+
+
+def event_metrics(quick: bool) -> Figures:
+    missing = _prometheus_missing()
+    if missing:
+        return {"skipped": missing}
+    return event_gworker(quick, _metrics_on)
 
 
 def event_raw(quick: bool) -> Figures:
@@ -406,10 +460,10 @@ def _interval_figures(starts: List[float], duration: float, cpu: float, wall: fl
     }
 
 
-def _interval_gworker(quick: bool, precise: bool) -> Figures:
+def _interval_gworker(quick: bool, precise: bool, extra: Optional[Callable[[Any], None]] = None) -> Figures:
     import gevent
 
-    from gworker import BackgroundIntervalWorker, TaskSupervisor
+    from gworker import BackgroundIntervalWorker
 
     duration = _duration(quick)
     starts: List[float] = []
@@ -417,8 +471,7 @@ def _interval_gworker(quick: bool, precise: bool) -> Figures:
     def run(**kwargs):
         starts.append(time.monotonic())
 
-    sup = TaskSupervisor("bench")
-    sup.start()
+    sup = _bench_supervisor(extra)
     worker = BackgroundIntervalWorker(func=run, interval=PERIOD, precise=precise, supervisor=sup)
     gevent.sleep(0.05)
     cpu0, wall0 = time.process_time(), time.monotonic()
@@ -436,6 +489,13 @@ def interval_gworker(quick: bool) -> Figures:
 
 def interval_precise(quick: bool) -> Figures:
     return _interval_gworker(quick, precise=True)
+
+
+def interval_metrics(quick: bool) -> Figures:
+    missing = _prometheus_missing()
+    if missing:
+        return {"skipped": missing}
+    return _interval_gworker(quick, precise=False, extra=_metrics_on)
 
 
 def _interval_raw(quick: bool, spin: float) -> Figures:
@@ -1259,10 +1319,14 @@ def _run_cost_rows() -> List[Row]:
 REGISTRY: List[Scenario] = [
     Scenario(
         "queue", "queue worker: put_threadsafe from the hub, sync executor", True,
-        {"gworker": queue_gworker, "raw": queue_raw},
+        {"gworker": queue_gworker, "raw": queue_raw, "metrics": queue_metrics, "listener": queue_listener},
         [
             Row("items/s", "", "gworker.items_per_s", ["raw.items_per_s"], "≥ 0.2× raw (aim 0.25)",
                 lambda m: _cmp(_ratio(m, "gworker.items_per_s", "raw.items_per_s"), lambda r: r >= 0.2)),
+            Row("items/s, metrics on", "", "metrics.items_per_s", ["gworker.items_per_s"], "≥ 0.95× metrics off",
+                lambda m: _cmp(_ratio(m, "metrics.items_per_s", "gworker.items_per_s"), lambda r: r >= 0.95)),
+            Row("items/s, a run_finished listener", "", "listener.items_per_s", ["gworker.items_per_s"],
+                "(reported: why metrics are not run events)", lambda m: None),
             Row("hub lag max", "ms", "gworker.lag_max_ms", [], "(reported; yields every ≤ 5 ms)",
                 lambda m: None),
             Row("CPU per item", "µs", "gworker.cpu_us_per_item", ["raw.cpu_us_per_item"], "(reported)",
@@ -1271,10 +1335,15 @@ REGISTRY: List[Scenario] = [
     ),
     Scenario(
         "event", "event trigger from a native OS thread → executor start", True,
-        {"gworker": event_gworker, "raw": event_raw},
+        {"gworker": event_gworker, "raw": event_raw, "metrics": event_metrics},
         [
             Row("latency median", "µs", "gworker.median_us", ["raw.median_us"], "≤ raw + 10 µs",
                 lambda m: _cmp(_diff(m, "gworker.median_us", "raw.median_us"), lambda d: d <= 10)),
+            Row("latency median, metrics on", "µs", "metrics.median_us", ["gworker.median_us"],
+                "≤ metrics off / 0.95",
+                lambda m: _cmp(_ratio(m, "metrics.median_us", "gworker.median_us"), lambda r: r <= 1 / 0.95)),
+            Row("CPU per trigger, metrics on", "µs", "metrics.cpu_us_per_trigger", ["gworker.cpu_us_per_trigger"],
+                "(reported)", lambda m: None),
             Row("latency p99", "µs", "gworker.p99_us", ["raw.p99_us"], "(reported)", lambda m: None),
             Row("CPU per trigger (both threads)", "µs", "gworker.cpu_us_per_trigger", ["raw.cpu_us_per_trigger"],
                 "(reported)", lambda m: None),
@@ -1283,7 +1352,7 @@ REGISTRY: List[Scenario] = [
     Scenario(
         "interval", "one 10 ms interval worker", True,
         {"gworker": interval_gworker, "precise": interval_precise, "raw": interval_raw,
-         "raw_precise": interval_raw_precise, "apscheduler": interval_apscheduler},
+         "raw_precise": interval_raw_precise, "apscheduler": interval_apscheduler, "metrics": interval_metrics},
         [
             Row("runs", "", "gworker.runs", ["raw.runs", "apscheduler.runs"], "ideal ± 1",
                 lambda m: _cmp(m.get("gworker.runs"), lambda v: abs(v - m["gworker.ideal_runs"]) <= 1)),
@@ -1305,6 +1374,12 @@ REGISTRY: List[Scenario] = [
                 "(cost, reported)", lambda m: None),
             Row("CPU per run", "µs", "gworker.cpu_us_per_run", ["raw.cpu_us_per_run"], "(reported)",
                 lambda m: None),
+            Row("metrics on: drift p99", "ms", "metrics.drift_p99_ms", ["gworker.drift_p99_ms"], "≤ 2 ms",
+                lambda m: _cmp(m.get("metrics.drift_p99_ms"), lambda v: v <= 2.0)),
+            Row("metrics on: CPU per run", "µs", "metrics.cpu_us_per_run", ["gworker.cpu_us_per_run"],
+                "≤ metrics off / 0.95",
+                lambda m: _cmp(_ratio(m, "metrics.cpu_us_per_run", "gworker.cpu_us_per_run"),
+                               lambda r: r <= 1 / 0.95)),
         ],
     ),
     Scenario(

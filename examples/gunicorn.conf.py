@@ -16,5 +16,8 @@ workers = 2
 graceful_timeout = 10            # SIGTERM -> finish requests -> drain queues -> exit, within this
 
 # post_worker_init starts the registered workers in each worker process (never in the
-# master); worker_exit drains them; worker_int/worker_abort make the stop quick.
+# master); worker_exit drains them; worker_int/worker_abort make the stop quick; child_exit
+# (in the master) cleans up after a worker process that exited. With GWORKER_STATUS_DIR (or
+# PROMETHEUS_MULTIPROC_DIR) set to a directory they all share, /_gworker/ui served by any
+# process shows every process's workers, and /_gworker/metrics sums every process's figures.
 install(globals())

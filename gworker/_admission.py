@@ -145,6 +145,12 @@ class PriorityPool:
 
     def __init__(self, hub: Optional[Hub] = None, runners: Optional[Runners] = None) -> None:
         self.running = 0
+        #: slots granted so far, at once or after a wait (for the metrics' pool-wait histogram)
+        self.admitted = 0
+        #: ``on_granted(priority, seconds)`` is called for each grant of a slot
+        #: that had waited in line (not for those granted at once): where the
+        #: grant is made, so it must be quick (the metrics' pool-wait histogram)
+        self.on_granted: Optional[Callable[[int, float], None]] = None
         # One FIFO per priority, most urgent first (only four priorities exist:
         # no heap, no sequence number, no tuple per request), and how many
         # entries they hold in all, withdrawn ones included until they reach the
@@ -261,6 +267,7 @@ class PriorityPool:
             and not (self._queued and any(self._ahead[priority]))
         ):
             self.running += 1
+            self.admitted += 1
             slot.state = HELD
             return True
         return False
@@ -368,9 +375,12 @@ class PriorityPool:
                     return
                 self._dequeue(line)
                 self.running += 1
-                if self.on_waited is not None:
+                self.admitted += 1
+                if self.on_waited is not None or self.on_granted is not None:
                     waited = monotonic() - slot.queued_at
-                    if waited >= self.warn_after:
+                    if self.on_granted is not None:
+                        self.on_granted(priority, waited)
+                    if self.on_waited is not None and waited >= self.warn_after:
                         self.on_waited(slot, waited)
                 if slot.deferred:
                     slot.state = ADMITTED

@@ -37,8 +37,8 @@ from .limits import check_timeout
 from ._gevent import get_hub_if_exists
 from ._gunicorn_master import refuse_in_gunicorn_master
 from ._deadline import Deadline
-from ._admission import PriorityPool, Slot
-from .priorities import TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
+from ._admission import ADMITTED, HELD, PriorityPool, Slot
+from .priorities import PRIORITIES, TASK_NORMAL, TASK_TYPES, TT_COROUTINE, TT_MP, TT_THREAD, check_priority
 from .limits import check_timeout, retry_policy
 from .tasks import TASK_STATUS_DELAYED, Task, TaskRunner, name_of
 from ._runners import Runners
@@ -113,6 +113,10 @@ class TaskSupervisor:
         self.timers = Timers()
         #: the listeners of the supervisor's events (see :meth:`add_listener`, :mod:`gworker.events`)
         self.listeners = Listeners()
+        #: ``factory(worker)`` → the statistics object each engine built from
+        #: now on hands its runs' durations to, or None (gworker's metrics:
+        #: see :meth:`_set_run_stats` and gworker.workers._engine)
+        self._run_stats: Optional[Callable[[Any], Any]] = None
         self.aloops = AloopRegistry(supervisor=self)
         self._hub: Optional[Hub] = None
         self._active = False
@@ -906,13 +910,37 @@ class TaskSupervisor:
         info.thread_pool = dict(
             pool_size=pool.pool_size, reserve_normal=pool.reserve_normal,
             reserve_high=pool.reserve_high, max_size=pool.max_size,
-            running=pool.running, waiting=pool.waiting,
+            running=pool.running, waiting=pool.waiting, in_use=self.slots_in_use(),
         )
         info.mp_pool = None if mp is None else dict(
             size=mp.size, busy=mp.busy, pending=mp.pending, timeouts=mp.timeouts)
         info.timers = len(self.timers)
         info.workers = [w.get_info() for w in list(self._workers.values())]
         return info
+
+    def _set_run_stats(self, factory: Optional[Callable[[Any], Any]]) -> None:
+        """Give each worker's engine — of the starts to come and of the
+        started workers — ``factory(worker)`` as its statistics object (None:
+        none). For gworker's metrics (:mod:`gworker.integrations.metrics`);
+        call it in the hub's thread."""
+        self._run_stats = factory
+        for worker in list(self._workers.values()):
+            worker._set_run_stats(factory)
+
+    def slots_in_use(self) -> Dict[int, int]:
+        """How many slots of the thread pool are held now, by priority (every
+        priority a key; they add up to ``get_info().thread_pool["running"]``).
+
+        Counted when asked, from the holders — the started workers and the
+        unfinished tasks — so that admission keeps one counter, not one per
+        priority: O(workers + tasks), for a status page or a scrape."""
+        counts = dict.fromkeys(PRIORITIES, 0)
+        pool = self.thread_pool
+        for holder in list(self._workers.values()) + list(self._tasks.values()):
+            slot = holder._held_slot()
+            if slot is not None and slot.pool is pool and slot.state in (HELD, ADMITTED):
+                counts[slot.priority] += 1
+        return counts
 
     def __repr__(self) -> str:
         return "<TaskSupervisor %s active=%s>" % (self.id, self._active)

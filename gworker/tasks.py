@@ -264,6 +264,14 @@ class Task:
         supervisor, as it admits the task)."""
         self._cancel = withdraw
 
+    def _held_slot(self) -> Optional[Slot]:
+        """The pool slot the task holds or waits for, if any (the supervisor's
+        ``slots_in_use`` reads its state)."""
+        if self._slot is not None:
+            return self._slot
+        withdraw = self._cancel
+        return withdraw if isinstance(withdraw, Slot) else None
+
     def withdraw(self) -> bool:
         """Take a task that waits (queued, delayed, or between two tries)
         out of line without finishing it; True if it was. For gworker's own

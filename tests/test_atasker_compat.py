@@ -214,7 +214,8 @@ def test_pool_attributes_as_atasker(supervisor):
     supervisor.thread_reserve_normal = 0
     supervisor.thread_reserve_high = 1
     assert supervisor.get_info().thread_pool == dict(
-        pool_size=3, reserve_normal=0, reserve_high=1, max_size=None, running=0, waiting=0)
+        pool_size=3, reserve_normal=0, reserve_high=1, max_size=None, running=0, waiting=0,
+        in_use={0: 0, 50: 0, 100: 0, 200: 0})
     supervisor.set_mp_pool(pool_size=1, reserve_normal=1, reserve_high=0)
     assert (supervisor.mp_pool_size, supervisor.mp_reserve_normal, supervisor.mp_reserve_high) == (1, 1, 0)
     assert supervisor.timeout_warning == 5 and supervisor.timeout_critical == 10

@@ -35,6 +35,8 @@ default is not meant:
   ``check: output``; any other command must show no output.
 * a block with no language (the README's Quick start) — shell commands, one a
   line: each must parse, and the files and extras it names must exist.
+* ``yaml`` with ``check: yaml`` — a configuration (a Kubernetes probe): it
+  must parse (PyYAML's ``safe_load``) into a mapping.
 * an include (``--8<-- "examples/NAME.py"``, pymdownx.snippets) — the file must
   exist and some test under tests/ must name it (so it is run there), or an
   example that a test names must.
@@ -68,7 +70,7 @@ CHECK = re.compile(r"^\s*<!--\s*check:\s*(?P<words>[^>]*?)\s*-->\s*$")
 TITLE = re.compile(r'title="(?P<title>[^"]+)"')
 INCLUDE = re.compile(r'^\s*--8<--\s+"(?P<path>[^"]+)"\s*$')
 REDIS_URL = "redis://localhost:6379/0"
-KINDS = {"python", "text", "console", ""}
+KINDS = {"python", "text", "console", "yaml", ""}
 
 
 class Block:
@@ -368,6 +370,13 @@ def test_output_is_what_the_block_prints(block, runs):
     shown = result[1] if "output" in block.words else result[2]
     assert matches(block.text, shown), "%s shows\n%s\nbut %s prints\n%s" % (
         block.id, block.text, block.runner.id, shown)
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang == "yaml"], ids=lambda b: b.id)
+def test_yaml_parses(block):
+    yaml = pytest.importorskip("yaml") if os.environ.get("CI") != "true" else __import__("yaml")
+    assert "yaml" in block.words, "%s: a yaml block says <!-- check: yaml -->" % block.id
+    assert isinstance(yaml.safe_load(block.text), dict), "%s: not a mapping" % block.id
 
 
 def _extras():

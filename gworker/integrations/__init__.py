@@ -6,7 +6,11 @@
 * :mod:`gworker.integrations.pywsgi` — run a ``gevent.pywsgi.WSGIServer``
   together with the workers, with a graceful stop on SIGTERM/SIGINT.
 * :mod:`gworker.integrations.status` — a tiny WSGI app answering JSON of
-  ``supervisor.get_info()``, and a helper to mount it beside an application.
+  ``supervisor.get_info()``, and a helper to mount it beside an application,
+  with, below its path, the health and readiness probes
+  (:mod:`gworker.integrations.health`), the live status page
+  (:mod:`gworker.integrations.ui`) and the Prometheus metrics
+  (:mod:`gworker.integrations.metrics`, ``pip install gworker[prometheus]``).
 
 What both servers share lives in :mod:`gworker.integrations.lifecycle`: the
 application registers its workers once, at import, with :func:`autostart`

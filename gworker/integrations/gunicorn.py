@@ -5,7 +5,7 @@ Put this in your ``gunicorn.conf.py``::
     from gworker.integrations.gunicorn import install
     worker_class = "gevent"
     graceful_timeout = 30
-    install(globals())          # post_worker_init, worker_int, worker_abort, worker_exit
+    install(globals())          # post_worker_init, worker_int, worker_abort, worker_exit, child_exit
 
 and register your workers in the application module (imported in each worker
 process)::
@@ -38,6 +38,20 @@ How it fits gunicorn's process model:
   the run in progress gets at most :data:`QUICK_STOP_TIMEOUT` seconds and every
   queued item is reported to ``on_undrained``.
 
+* **Status page and metrics across processes** — when a shared directory is
+  set (``GWORKER_STATUS_DIR``, or ``PROMETHEUS_MULTIPROC_DIR``: see
+  :func:`gworker.integrations.ui.status_dir`), :func:`post_worker_init` also
+  starts a :class:`~gworker.integrations.ui.SnapshotPublisher`, so that the
+  live page served by any worker process shows the workers of all of them;
+  with ``PROMETHEUS_MULTIPROC_DIR`` set and prometheus_client installed, it
+  publishes the metrics too (:func:`gworker.integrations.metrics.publish`),
+  so that a scrape of any process shows the sum over all of them.
+  :func:`worker_exit` stops both, after the drain. :func:`child_exit`, which gunicorn calls
+  in the master when a worker process has exited (a crash, a recycling by
+  ``max_requests``, a stop), removes that process's snapshot and marks it
+  dead for the metrics (see :mod:`gworker.integrations.metrics`), so that
+  neither piles up files.
+
 Already have hooks of these names? :func:`install` chains them (gworker's runs
 first in ``post_worker_init``, yours first in the others); or call these
 functions from yours.
@@ -53,7 +67,7 @@ from typing import Any, Dict, Optional
 from .lifecycle import ShutdownReport, WorkerSet, server_workers
 
 __all__ = [
-    "post_worker_init", "worker_int", "worker_abort", "worker_exit", "install",
+    "post_worker_init", "worker_int", "worker_abort", "worker_exit", "child_exit", "install",
     "EXIT_MARGIN", "QUICK_STOP_TIMEOUT", "use_worker_set",
 ]
 
@@ -70,6 +84,8 @@ class _ProcessState:
     stop_requested: Optional[float] = None  # monotonic time of the SIGTERM
     quick = False
     report: Optional[ShutdownReport] = None
+    publisher: Any = None  # the SnapshotPublisher of this worker process, if a directory is set
+    stop_metrics: Any = None  # stops the metrics' publishing (PROMETHEUS_MULTIPROC_DIR), if it runs
 
 
 _state = _ProcessState()
@@ -93,6 +109,32 @@ def post_worker_init(worker: Any) -> None:
     _workers.start()
     worker.log.info("gworker: started %d worker(s) in pid %s",
                     len(_workers.supervisor.get_schedulers()), _state.pid)
+    _start_publisher(worker)
+
+
+def _start_publisher(worker: Any) -> None:
+    from .health import hub_probe
+    from .ui import SnapshotPublisher, status_dir
+
+    hub_probe(_workers.supervisor)  # (the page's and the metrics' hub lag, from the start)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        try:
+            from .metrics import publish
+        except ImportError:  # no prometheus_client: nothing scrapes gworker's figures
+            pass
+        else:
+            try:
+                _state.stop_metrics = publish(_workers.supervisor)
+            except Exception as exc:
+                worker.log.warning("gworker: cannot publish metrics in pid %s: %s", os.getpid(), exc)
+    if status_dir() is None:
+        return
+    try:
+        _state.publisher = SnapshotPublisher(supervisor=_workers.supervisor)
+        _state.publisher.start()
+    except Exception as exc:  # the page then shows this process only when it answers
+        worker.log.warning("gworker: cannot publish status snapshots in pid %s: %s", os.getpid(), exc)
+        _state.publisher = None
 
 
 def worker_int(worker: Any) -> None:
@@ -123,9 +165,39 @@ def worker_exit(server: Any, worker: Any) -> None:
         timeout = worker.cfg.graceful_timeout - (time.monotonic() - began) - EXIT_MARGIN
         drain = True
     report = _workers.shutdown(timeout=max(0.0, timeout), drain=drain)
+    publisher, _state.publisher = _state.publisher, None
+    if publisher is not None:  # (after the drain: the page shows it)
+        publisher.stop()
+    stop_metrics, _state.stop_metrics = _state.stop_metrics, None
+    if stop_metrics is not None:
+        stop_metrics()  # (its last figures, with the drain's runs: child_exit folds them)
     _state.report = report
     log = worker.log.info if report.ok else worker.log.warning
     log("%s (pid %s)", report.summary(), os.getpid())
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn hook, run in the master after a worker process exited: remove
+    its status snapshot and mark it dead for Prometheus' multi-process mode
+    (``prometheus_client.multiprocess.mark_process_dead``, when
+    ``PROMETHEUS_MULTIPROC_DIR`` is set), so that files of dead processes
+    do not pile up (see :mod:`gworker.integrations.metrics`)."""
+    from .ui import mark_process_dead
+
+    pid = worker.pid
+    try:
+        mark_process_dead(pid)
+    except OSError as exc:
+        server.log.warning("gworker: cannot remove the status snapshot of pid %s: %s", pid, exc)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        try:
+            from .metrics import mark_process_dead as mark_metrics_dead
+        except ImportError:  # no prometheus_client: no metric files either
+            return
+        try:
+            mark_metrics_dead(pid)
+        except OSError as exc:
+            server.log.warning("gworker: cannot mark pid %s dead for the metrics: %s", pid, exc)
 
 
 def _note_sigterm() -> None:
@@ -151,7 +223,7 @@ def _note_sigterm() -> None:
 #: The signal handler and hooks gworker made (its own, or a chain with one of
 #: its own): installing twice finds them and does not chain them again.
 _ours: "weakref.WeakSet[Any]" = weakref.WeakSet(
-    (post_worker_init, worker_int, worker_abort, worker_exit))
+    (post_worker_init, worker_int, worker_abort, worker_exit, child_exit))
 
 
 def _chain(first: Any, second: Any, arity: int) -> Any:
@@ -173,11 +245,13 @@ _HOOKS = (
     ("worker_int", worker_int, 1, False),
     ("worker_abort", worker_abort, 1, False),
     ("worker_exit", worker_exit, 2, False),
+    ("child_exit", child_exit, 2, False),
 )
 
 
 def install(config: Dict[str, Any], workers: Optional[WorkerSet] = None) -> None:
-    """Put gworker's hooks into a gunicorn config namespace (``install(globals())``
+    """Put gworker's hooks (``post_worker_init``, ``worker_int``,
+    ``worker_abort``, ``worker_exit``, ``child_exit``) into a gunicorn config namespace (``install(globals())``
     in ``gunicorn.conf.py``), chaining hooks already defined there. ``workers``:
     a :class:`~gworker.integrations.WorkerSet` to use instead of the default."""
     if workers is not None:

@@ -158,6 +158,10 @@ class WorkerSet:
                 self._start_item(item)
         return items[0]
 
+    def registered(self) -> List[Any]:
+        """The workers and callables registered so far, in order (a copy)."""
+        return list(self._items)
+
     # -- starting --------------------------------------------------------------------
     def is_started(self) -> bool:
         """True once :meth:`start` ran in this process (a fork does not inherit it)."""

@@ -32,7 +32,13 @@ each ``start()``, decides how:
   neither keeps the paths below as they are;
 * **stats** — runs, errors, when the last run started, how long it took;
   retries, final failures, runs cut off by their limit, and runs that ended
-  past a limit they did not let be enforced.
+  past a limit they did not let be enforced; and, while gworker's metrics
+  are on, each run's duration handed to :attr:`Engine.stats`
+  (``stats.observe(engine, started, ended)``, in the greenlet of the run,
+  after it): every run, except in the queue's fast path (:meth:`Engine.batch`),
+  where a burst of items back to back is sampled — at most one run every
+  :data:`SAMPLE_EVERY` seconds — so that a burst pays one comparison per
+  item, not an observation.
 
 The kinds call :meth:`~Engine.call` (or :meth:`~Engine.call_at` for a run due
 at an exact time), :meth:`~Engine.call_async` from a coroutine on the aloop,
@@ -64,10 +70,14 @@ if TYPE_CHECKING:
     from ._run import Run
     from .base import Worker
 
-__all__ = ["Engine", "FencedEngine", "FAILED", "NO_SLOT", "call_ids", "wait_until"]
+__all__ = ["Engine", "FencedEngine", "FAILED", "NO_SLOT", "SAMPLE_EVERY", "call_ids", "wait_until"]
 
 #: ``_task_id`` of every executor call of every worker
 call_ids = count(1)
+
+#: In a burst of queue items (:meth:`Engine.batch`), at most one run per this
+#: many seconds is handed to the engine's ``stats`` (see the module docstring).
+SAMPLE_EVERY = 0.001
 
 #: The keywords of a start without arguments, in the order ``Engine`` adds them.
 _PLAIN_KEYS = ["_name", "o", "_worker"]
@@ -110,6 +120,7 @@ class Engine:
         "worker", "executor", "args", "kw", "plain", "fast", "_kname", "_ko", "mode", "aloop", "slot", "_pool",
         "_supervisor", "_invoke", "_sync", "_spin_until", "_keep_errors", "_error", "_failures",
         "runs", "errors", "started", "ended", "last_duration", "limits", "watch", "_listeners", "_due",
+        "stats", "failed_run",
     )
 
     #: each call receives ``_fence`` (see :class:`FencedEngine`)
@@ -175,6 +186,15 @@ class Engine:
         self.watch = listeners.runs
         #: the due time of the observed run in progress (see _call_observed)
         self._due: Optional[float] = None
+        #: where each run's duration goes, or None (the metrics' per-name
+        #: statistics: see gworker.integrations.metrics; one falsy test per
+        #: run while there is none)
+        self.stats: Any = None
+        factory = supervisor._run_stats
+        if factory is not None:
+            self.stats = factory(worker)
+        #: the number (``runs``) of the latest run that failed, or 0
+        self.failed_run: int = previous.failed_run if previous is not None else 0
 
     def _take_fence(self) -> Optional[int]:
         """A :class:`FencedEngine`'s token for the call being made."""
@@ -263,6 +283,8 @@ class Engine:
         finally:
             self.ended = ended = monotonic()
             self.last_duration = ended - started
+            if self.stats is not None:
+                self.stats.observe(self, started, ended)
 
     def call_held(self) -> Any:
         """:meth:`call` without arguments, for a call whose slot :meth:`defer`
@@ -286,6 +308,8 @@ class Engine:
         finally:
             self.ended = ended = monotonic()
             self.last_duration = ended - started
+            if self.stats is not None:
+                self.stats.observe(self, started, ended)
             slot = self.slot
             if slot is not None and slot.state == HELD:
                 self._pool.release(slot)
@@ -328,6 +352,8 @@ class Engine:
         finally:
             self.ended = ended = monotonic()
             self.last_duration = ended - started
+            if self.stats is not None:
+                self.stats.observe(self, started, ended)
         if observed:
             self._run_finished(pre)
         return outcome
@@ -483,6 +509,7 @@ class Engine:
         if policy is None or run is None or not run.active or not policy.retries_after(exc, tries):
             return None
         self.errors += 1
+        self.failed_run = self.runs
         limits.retries += 1
         wait = policy.wait(tries)
         if limits.notes.admit(exc) is not None:
@@ -496,6 +523,8 @@ class Engine:
         call did not let be enforced (it ran past it without switching)."""
         self.ended = ended = monotonic()
         self.last_duration = duration = ended - started
+        if self.stats is not None:
+            self.stats.observe(self, started, ended)
         limits: _Limits = self.limits  # type: ignore[assignment]  # (this path is for limited engines)
         limit = limits.timeout
         if limit is not None and duration > limit and not limits.cut:
@@ -519,6 +548,7 @@ class Engine:
         FAILED. ``tries``: how many calls this failure took (more than one
         after retries); ``pre``: the call's item, if any."""
         self.errors += 1
+        self.failed_run = self.runs
         exc = sys.exc_info()[1]
         if self._keep_errors:
             self._error = exc
@@ -562,6 +592,8 @@ class Engine:
         finally:
             self.ended = ended = monotonic()
             self.last_duration = ended - started
+            if self.stats is not None:
+                self.stats.observe(self, started, ended)
         self._run_finished(pre)
         return outcome
 
@@ -681,6 +713,12 @@ class Engine:
         ids = call_ids
         waiting = pool.waiting_flag  # true while anyone waits for a slot (changed in place)
         watch = self.watch  # true while anyone listens to the runs' events (changed in place)
+        # The metrics' statistics (or None) sample the burst (see SAMPLE_EVERY):
+        # ``limit`` is the earlier of the time to yield and the next sample's,
+        # so that an item pays the one comparison it paid without metrics.
+        stats = self.stats
+        sample_at = stats.sample_at if stats is not None else yield_at
+        limit = sample_at if sample_at < yield_at else yield_at
         runs = self.runs
         started = monotonic()
         try:
@@ -731,13 +769,23 @@ class Engine:
                         done()
                     except ValueError:
                         done_twice()
-                if result is False or not run.active or waiting or ended >= yield_at or not items:
+                if ended >= limit:  # time to yield, or (metrics) to observe a run
+                    if stats is not None and ended >= sample_at:
+                        if not watch:  # (an observed call was handed over already)
+                            stats.observe(self, started, ended)
+                        sample_at = stats.sample_at = ended + SAMPLE_EVERY
+                    if ended >= yield_at:
+                        return result
+                    limit = sample_at if sample_at < yield_at else yield_at
+                if result is False or not run.active or waiting or not items:
                     return result
                 item = get()
                 run.in_progress = (item,)
                 started = ended
         finally:
             pool.release(slot)
+            if stats is not None and self.failed_run != self.runs:
+                stats.ok_end = self.ended  # (the burst's last run returned: sampled or not)
 
 
 

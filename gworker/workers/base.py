@@ -349,6 +349,10 @@ class Worker:
         for a run that is not scheduled (every kind but the interval ones)."""
         return None
 
+    def _due_monotonic(self) -> Optional[float]:
+        """:meth:`_due_time` on the monotonic clock (the metrics' lateness)."""
+        return None
+
     def _new_run(self) -> Run:
         return Run(self.supervisor)
 
@@ -513,6 +517,19 @@ class Worker:
     def last_duration(self) -> Optional[float]:
         """How long the last run took (seconds), or None."""
         return None if self._engine is None else self._engine.last_duration
+
+    def _set_run_stats(self, factory: Any) -> None:
+        """Hand this start's runs to ``factory(self)``'s statistics (or to
+        none): see TaskSupervisor._set_run_stats."""
+        engine = self._engine
+        if engine is not None:
+            engine.stats = None if factory is None else factory(self)
+
+    def _held_slot(self) -> Any:
+        """The thread-pool slot of this start's runs, if its mode takes one
+        (the supervisor's ``slots_in_use`` reads its state)."""
+        engine = self._engine
+        return None if engine is None else engine.slot
 
     # -- info ------------------------------------------------------------------------------------------
     def get_info(self) -> Dict[str, Any]:

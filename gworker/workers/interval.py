@@ -1044,13 +1044,23 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         if run is None or not run.due_scheduled:
             return None
         special = run.special
-        if special is None:
-            due = run.tick + run.delay_before
-        elif special.cron is not None:
+        if special is not None and special.cron is not None:
             return special.wall_planned
-        else:
-            due = special.planned
-        return time.time() + (due - monotonic())
+        due = self._due_monotonic()
+        return None if due is None else time.time() + (due - monotonic())
+
+    def _due_monotonic(self) -> Optional[float]:
+        # _due_time on the monotonic clock (the metrics' lateness: a run's
+        # start minus this, with no clock read for a plain schedule).
+        run = self._run
+        if run is None or not run.due_scheduled:
+            return None
+        special = run.special
+        if special is None:
+            return run.tick + run.delay_before
+        if special.cron is not None:
+            return special.wall_planned - time.time() + monotonic()
+        return special.planned
 
     def _next_run(self) -> Optional[float]:
         """When the next scheduled run is planned to start (wall clock,
