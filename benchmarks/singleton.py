@@ -26,11 +26,9 @@ import math
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
@@ -92,23 +90,9 @@ def child(args):
 
 # -- the driver -------------------------------------------------------------------------------------
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def start_server():
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server not found: install it or pass --url")
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="gworker-bench-redis-")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir,
-                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    return proc, workdir, "redis://127.0.0.1:%d/0" % port
+if ROOT not in sys.path:  # (run as a script: benchmarks/ is on the path, not the tree's root)
+    sys.path.insert(0, ROOT)
+from benchmarks.redis_streams import start_server  # noqa: E402  (a redis-server of its own)
 
 
 def run_once(r, args, variant):
