@@ -205,6 +205,18 @@ class Recorder:
 _recorders: "weakref.WeakKeyDictionary[TaskSupervisor, Recorder]" = weakref.WeakKeyDictionary()
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a process of another user counts): the
+    metrics' and the live page's check of a process that stopped publishing."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def existing(supervisor: Optional[TaskSupervisor] = None) -> Optional[Recorder]:
     """The supervisor's recorder if one was made, else None (nothing is installed)."""
     return _recorders.get(supervisor_or_default(supervisor))

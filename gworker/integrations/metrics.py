@@ -100,7 +100,8 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
 
 from .._errors import report
 from ..supervisor import TaskSupervisor
-from ._stats import DURATION_BUCKETS, LATENESS_BUCKETS, PRIORITY_NAMES, WAIT_BUCKETS, recorder as _recorder
+from ._stats import DURATION_BUCKETS, LATENESS_BUCKETS, PRIORITY_NAMES, WAIT_BUCKETS, alive as _alive
+from ._stats import recorder as _recorder
 
 __all__ = [
     "GworkerCollector", "register", "metrics_app", "publish", "mark_process_dead", "multiprocess_dir",
@@ -172,16 +173,6 @@ def _read_json(path: str) -> Optional[Dict[str, Any]]:
             return json.loads(f.read())
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _merged(directory: str) -> Dict[str, Any]:

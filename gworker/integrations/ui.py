@@ -188,16 +188,6 @@ def _path(directory: str, pid: int) -> str:
     return os.path.join(directory, "%s%d%s" % (_PREFIX, pid, _SUFFIX))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class SnapshotPublisher:
     """Writes this process's snapshot into ``directory`` every ``interval``
     seconds, from a greenlet of the supervisor's hub (see the module
@@ -306,7 +296,7 @@ def read_snapshots(directory: Optional[str] = None, now: Optional[float] = None)
         except (OSError, ValueError, KeyError, TypeError):
             continue
         age = max(0.0, now - taken)
-        exited = not _alive(pid)
+        exited = not _stats.alive(pid)
         if exited and age > FORGET_AFTER:
             continue
         interval = float(snapshot.get("interval") or PUBLISH_EVERY)
