@@ -5,6 +5,7 @@ The session fixture starts its own redis-server on a free loopback port
 what it acknowledged survives the restart test. Without the binary the file is
 skipped — except in CI (``CI=true``), where that is a failure.
 """
+import contextlib
 import logging
 import os
 import shutil
@@ -84,8 +85,10 @@ class RedisServer:
         return redis.Redis(connection_pool=pool)
 
 
-@pytest.fixture(scope="session")
-def redis_server():
+@contextlib.contextmanager
+def own_server():
+    """A redis-server of the caller's own, started, then stopped and its
+    directory removed; without redis-server the test skips (fails in CI)."""
     if SERVER_BIN is None:
         message = "redis-server not found (install it, e.g. apt-get install redis-server)"
         if os.environ.get("CI") == "true":
@@ -93,9 +96,17 @@ def redis_server():
         pytest.skip(message)
     server = RedisServer(SERVER_BIN)
     server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.dir, ignore_errors=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    with own_server() as server:
+        yield server
 
 
 @pytest.fixture

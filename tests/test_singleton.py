@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
@@ -26,7 +25,7 @@ from conftest import PATCHED, greenlet_count, wait_until
 
 redis = pytest.importorskip("redis") if os.environ.get("CI") != "true" else __import__("redis")
 from gworker.redis import RedisSingleton  # noqa: E402
-from test_redis_streams import SERVER_BIN, RedisServer, _free_port  # noqa: E402
+from test_redis_streams import _free_port, own_server  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -35,16 +34,8 @@ ROOT = os.path.dirname(HERE)
 @pytest.fixture(scope="module")
 def server():
     """A redis-server of this file's own (the restart test kills it)."""
-    if SERVER_BIN is None:
-        message = "redis-server not found (install it, e.g. apt-get install redis-server)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " -- required in CI", pytrace=False)
-        pytest.skip(message)
-    srv = RedisServer(SERVER_BIN)
-    srv.start()
-    yield srv
-    srv.stop()
-    shutil.rmtree(srv.dir, ignore_errors=True)
+    with own_server() as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ carried in process and through a real redis-server's stream entries), the
 executor's own spans nested under it, failures, tasks, uninstrument()."""
 import asyncio
 import logging
-import os
-import shutil
 
 import gevent
 import pytest
@@ -25,7 +23,7 @@ from gworker import (  # noqa: E402
 from gworker.integrations import otel  # noqa: E402
 
 from conftest import wait_until  # noqa: E402
-from test_redis_streams import SERVER_BIN, RedisServer, make_queue, names, queues  # noqa: E402,F401
+from test_redis_streams import make_queue, names, own_server, queues  # noqa: E402,F401
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +32,8 @@ def redis_server():
     # named to run after the process-pool tests, as test_redis_streams does:
     # those fail when a Redis test ran before them in the same session — out
     # of order results, on the base of this branch too.)
-    if SERVER_BIN is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server not found -- required in CI", pytrace=False)
-        pytest.skip("redis-server not found (install it, e.g. apt-get install redis-server)")
-    server = RedisServer(SERVER_BIN)
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.dir, ignore_errors=True)
+    with own_server() as server:
+        yield server
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import glob
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -272,16 +271,9 @@ def test_gunicorn_four_processes_run_a_singleton_once_per_interval(launch, tmp_p
     RedisSingleton, a real redis-server): one run per second across the four
     processes, not four; SIGTERM to the master stops every process cleanly
     (exit 0, every queued item processed)."""
-    from test_redis_streams import SERVER_BIN, RedisServer
+    from test_redis_streams import own_server
 
-    if SERVER_BIN is None:
-        message = "redis-server not found (install it, e.g. apt-get install redis-server)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " -- required in CI", pytrace=False)
-        pytest.skip(message)
-    redis_server = RedisServer(SERVER_BIN)
-    redis_server.start()
-    try:
+    with own_server() as redis_server:
         server = launch("gunicorn", processes=4, redis_url=redis_server.url)
         server.wait_ready(processes=4)
         t0 = time.time()
@@ -299,9 +291,6 @@ def test_gunicorn_four_processes_run_a_singleton_once_per_interval(launch, tmp_p
         assert server.proc.returncode == 0, server.log
         check_exactly_once(server, accepted, timeout=1)
         assert server.log.count("0 left undrained") == 4, server.log
-    finally:
-        redis_server.stop()
-        shutil.rmtree(redis_server.dir, ignore_errors=True)
 
 
 @needs_gunicorn
