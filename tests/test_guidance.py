@@ -56,6 +56,18 @@ def test_an_executor_without_kwargs_is_refused_at_start(supervisor):
     assert not worker.is_active()
 
 
+def test_a_partial_of_an_executor_without_kwargs_is_refused_too(supervisor):
+    import functools
+
+    def poll(host):
+        pass
+
+    worker = BackgroundEventWorker(func=functools.partial(functools.partial(poll), "db1"), supervisor=supervisor)
+    with pytest.raises(TypeError, match=r"cannot take the keywords .*\(_name, o, _worker, _task_id\)"):
+        worker.start()
+    assert not worker.is_active()
+
+
 def test_the_message_names_only_the_missing_keywords_and_the_item(supervisor):
     def save(item, _name, o):
         pass

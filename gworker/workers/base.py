@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import difflib
+import functools
 import inspect
 import logging
 import os
@@ -86,16 +87,26 @@ def check_singleton(singleton: Any) -> None:
 
 
 #: Whether an executor takes **kwargs, by its code object (most executors are
-#: plain functions or methods: one flag read, no inspect.signature per start).
+#: plain functions, methods, or ``functools.partial`` objects of them: one
+#: flag read, no inspect.signature per start — which costs more than the rest
+#: of a start, ~100 µs).
 _CO_VARKEYWORDS = inspect.CO_VARKEYWORDS
+
+
+def _takes_kwargs(executor: Any) -> bool:
+    """True if ``executor`` is a function, a method or a ``functools.partial``
+    of one whose code takes ``**kwargs`` (False: not known this cheaply)."""
+    while type(executor) is functools.partial:  # (a partial passes on every keyword it is called with)
+        executor = executor.func
+    code = getattr(getattr(executor, "__func__", executor), "__code__", None)
+    return code is not None and bool(code.co_flags & _CO_VARKEYWORDS)
 
 
 def check_executor_keywords(worker: "Worker", executor: Callable[..., Any], keywords: list) -> None:
     """Raise ``TypeError`` at ``start()`` if ``executor`` cannot take the
     ``keywords`` every call passes (``_name``, ``o``, ``_worker``,
     ``_task_id`` and the start's own), rather than fail in every run."""
-    code = getattr(getattr(executor, "__func__", executor), "__code__", None)
-    if code is not None and code.co_flags & _CO_VARKEYWORDS:
+    if _takes_kwargs(executor):
         return
     try:
         # (not through __wrapped__: a wrapper that takes **kwargs may drop them)
