@@ -53,7 +53,7 @@ from ._default import supervisor_or_default
 from ._checks import check_seconds
 from ._deadline import Deadline
 from ._errors import FailureLog, report
-from ._hubsafe import call_in_hub, in_hub_thread
+from ._hubsafe import call_in_hub, in_hub_thread, post
 
 __all__ = [
     "AsyncJob", "AsyncJobScheduler",
@@ -142,7 +142,7 @@ class AsyncJob:
         # _sleeping is read and written); from another OS thread, via the hub.
         hub = self.scheduler.hub if self.scheduler is not None else None
         if hub is not None and not in_hub_thread(hub):
-            hub.loop.run_callback_threadsafe(self._wake, task)
+            post(hub, self._wake, task)
         else:
             self._wake(task)
 

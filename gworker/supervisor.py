@@ -240,12 +240,13 @@ class TaskSupervisor:
 
     def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` now if the caller is in the hub's thread, else as
-        a hub callback posted from this thread (``fn`` must not block)."""
+        a hub callback posted from this thread, through the hub's inbox
+        (``fn`` must not block; see :mod:`gworker._hubsafe`)."""
         hub = self.foreign_hub()
         if hub is None:
             fn(*args)
         else:
-            hub.loop.run_callback_threadsafe(fn, *args)
+            hubsafe.post(hub, fn, *args)
 
     def run_in_hub(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` in this supervisor's hub and return its result:
@@ -272,6 +273,7 @@ class TaskSupervisor:
         if self._active:
             return False
         hub = self.hub
+        hubsafe.inbox_of(hub)  # (made here, in the hub's thread: see gworker._hubsafe)
         self.thread_pool.bind_hub(hub)
         self.runners.open()
         self.aloops.bind_hub(hub)

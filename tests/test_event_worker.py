@@ -146,6 +146,40 @@ def test_many_triggers_from_native_threads_leave_it_working(supervisor):
     w.stop()
 
 
+def test_calls_from_a_native_thread_reach_the_hub_in_order_and_one_failing_stops_none(supervisor, capsys):
+    # supervisor.call_soon_threadsafe, trigger_threadsafe and a thread's stop()
+    # share one way into the hub (the hub's inbox): in the order posted.
+    seen = []
+
+    def record(i):
+        if i == 50:
+            raise RuntimeError("call 50 fails")
+        seen.append(i)
+
+    def post_all():
+        for i in range(200):
+            supervisor.call_soon_threadsafe(record, i)
+
+    native_thread(post_all).join(5)
+    wait_until(lambda: len(seen) == 199)
+    assert seen == [i for i in range(200) if i != 50]
+    assert "call 50 fails" in capsys.readouterr().err  # reported as gevent reports a failing callback
+
+
+def test_a_trigger_then_stop_from_a_native_thread_makes_the_run(supervisor):
+    runs = []
+    w = BackgroundEventWorker(func=lambda **kw: runs.append(1), supervisor=supervisor)
+    w.start()
+
+    def trigger_and_stop():
+        w.trigger_threadsafe()
+        w.stop()  # after the trigger: the run it asked for is made first
+
+    native_thread(trigger_and_stop).join(5)
+    assert runs == [1]
+    assert w.is_stopped()
+
+
 def test_get_event_obj(supervisor):
     w, runs = _counting_worker(supervisor)
     event = w.get_event_obj()

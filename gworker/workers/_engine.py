@@ -257,12 +257,7 @@ class Engine:
         call): the start, kept as monotonic time (``last_run`` converts it on
         demand), and the end, kept in ``ended`` for the kind's yield check."""
         if self.fast and not pre and self._spin_until is None:
-            # the common call, without the general path's frames: the slot
-            # (if the mode takes one) here, then call_held
-            slot = self.slot
-            if slot is not None and slot.state != HELD and not self._pool.try_acquire(slot):
-                self._pool.acquire(slot)  # (not parked: see _invoke_slot)
-            return self.call_held()
+            return self.call_held()  # the common call, without the general path's frames
         if self.limits is not None:
             return self._call_limited(pre)
         if self.watch:
@@ -287,15 +282,19 @@ class Engine:
                 self.stats.observe(self, started, ended)
 
     def call_held(self) -> Any:
-        """:meth:`call` without arguments, for a call whose slot :meth:`defer`
-        took (or that needs none): the slot is given back after it. For a
-        plain executor in the hub's thread — the common interval run — this
-        is the whole cost of a call: two clock reads, three counters, the
-        four keywords spelled out."""
+        """:meth:`call` without arguments (not for :meth:`call_at`'s runs):
+        the slot, for a mode that takes one, is taken here unless
+        :meth:`defer` took it, and given back after the call. For a plain
+        executor in the hub's thread — the common interval run, an event
+        worker's — this is the whole cost of a call: two clock reads, three
+        counters, the four keywords spelled out."""
         if not self.fast:
             return self.call()
         if self.watch:
-            return self._call_observed(())  # (its _invoke gives the slot back)
+            return self._call_observed(())  # (its _invoke takes and gives back the slot)
+        slot = self.slot
+        if slot is not None and slot.state != HELD and not self._pool.try_acquire(slot):
+            self._pool.acquire(slot)  # (not parked: see _invoke_slot)
         self.runs += 1
         self.started = started = monotonic()
         try:

@@ -20,9 +20,9 @@ from typing import Any, Optional
 
 from gevent import getcurrent
 from gevent.event import Event
-from gevent.hub import Waiter, get_hub
+from gevent.hub import get_hub
 
-from .._hubsafe import os_thread_ident
+from .._hubsafe import inbox_of, os_thread_ident
 from ..context import capture
 from ._engine import Engine
 from ._run import Halt, Run
@@ -41,14 +41,24 @@ class EventRun(Run):
         super().__init__(supervisor)
         self.busy = False
         self.again = False
-        #: the waiter of the loop greenlet while it waits for a trigger
-        self.wake: Optional[Waiter] = None
-        #: ``(hub's OS thread, its loop's run_callback_threadsafe)``, for
+        #: the loop greenlet while it waits for a trigger (in ``hub.switch()``,
+        #: which only a switch from the hub with the trigger ends — or stop's Halt)
+        self.wake: Any = None
+        #: ``(hub's OS thread, its inbox's post)``, for
         #: trigger_threadsafe's short path (set by the kinds that wait for triggers)
         self.post: Any = None
         #: the context of the trigger that asked for the next run (see
         #: gworker.context), until that run takes it; else None
         self.asked: Optional[contextvars.Context] = None
+
+
+def _wake(run: EventRun) -> None:
+    # In the hub: switch into the loop greenlet if it still waits for a trigger
+    # (run.wake is set only while it does, and only the hub reads it then).
+    glet = run.wake
+    if glet is not None:
+        run.wake = None
+        glet.switch()
 
 
 class TriggerEvent(Event):
@@ -106,8 +116,8 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
             self.supervisor.call_soon_threadsafe(self._trigger, force, False, ctx)
         elif os_thread_ident() == post[0]:
             self._trigger(force, False, ctx)
-        else:  # from another OS thread: straight to a hub callback (the latency of a trigger)
-            post[1](self._trigger, force, True, ctx)
+        else:  # from another OS thread: straight to the hub (the latency of a trigger)
+            post[1](self._accept if self._singleton is None else self._trigger, force, True, ctx)
 
     async def trigger(self, force: bool = False) -> None:
         """Trigger a run from a coroutine running on an aloop (made in the
@@ -142,36 +152,38 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
         run.asked = ctx
         if self._event is not None:
             Event.set(self._event)
-        wake = run.wake
-        if wake is not None:  # the loop waits: wake it, from the hub at once
-            run.wake = None
+        if run.wake is not None:  # the loop waits: wake it, from the hub at once
             if in_hub:
-                wake.switch(None)
+                glet = run.wake
+                run.wake = None
+                glet.switch()
             else:
                 hub = get_hub()
                 if getcurrent() is hub:
-                    wake.switch(None)
+                    _wake(run)
                 else:
-                    hub.loop.run_callback(wake.switch, None)
+                    hub.loop.run_callback(_wake, run)
 
     def _launch(self, run: EventRun, engine: Engine) -> None:  # type: ignore[override]
         hub = self.supervisor.hub
-        run.post = (hub.thread_ident, hub.loop.run_callback_threadsafe)
+        run.post = (hub.thread_ident, inbox_of(hub).post)
         super()._launch(run, engine)
 
     def _loop(self, run: EventRun, engine: Engine) -> None:  # type: ignore[override]
-        call = engine.call
+        call = engine.call_held
         hub = get_hub()
+        me = getcurrent()
+        home = me.gr_context  # (the loop's own context: the start's, see Run.spawn_loop)
         lease = self._singleton
         try:
             while run.active:
                 if not run.again and not run.busy:
-                    # (Run.park, spelled out: a trigger's path to the executor is short)
-                    wake: Waiter[Any] = Waiter(hub)
-                    run.wake = wake
+                    # (Run.park, spelled out, with no Waiter: a trigger's path
+                    # to the executor is short)
+                    run.wake = me
                     run.parked = True
                     try:
-                        wake.get()
+                        hub.switch()
                     finally:
                         run.parked = False
                         run.wake = None
@@ -191,11 +203,18 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
                         continue
                     engine.fence = lease.token  # type: ignore[attr-defined]  # (a FencedEngine)
                     lease.started()
-                    outcome = call() if ctx is None else ctx.run(call)
+                if ctx is not None:
+                    # the trigger's context becomes the greenlet's for the
+                    # run: ctx.run(), without its C call and second frame
+                    me.gr_context = ctx
+                try:
+                    outcome = call()
+                finally:
+                    if ctx is not None:
+                        me.gr_context = home
+                if lease is not None:
                     lease.ran()
-                    if outcome is False or not run.active:
-                        break
-                elif (call() if ctx is None else ctx.run(call)) is False or not run.active:
+                if outcome is False or not run.active:
                     break
                 run.busy = run.again
         except Halt:

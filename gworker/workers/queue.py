@@ -69,7 +69,7 @@ import gevent.queue
 from ..aio import Aloop, AloopNotActive, await_greenlet
 from ..context import capture, in_context
 from .._deadline import Deadline
-from .._hubsafe import os_thread_ident, yield_to_hub
+from .._hubsafe import os_thread_ident, post, yield_to_hub
 from ._engine import _PLAIN_FIFO, FAILED, NO_SLOT, Engine
 from ._run import Halt, Run
 from .base import YIELD_EVERY, logger
@@ -294,7 +294,7 @@ class BackgroundQueueWorker(BackgroundAsyncWorker):
         self._inbox.append(task if contexts is None else (task, capture()))
         if not self._inbox_scheduled:
             self._inbox_scheduled = True
-            hub.loop.run_callback_threadsafe(self._take_inbox)
+            post(hub, self._take_inbox)
 
     def _take_inbox(self) -> None:
         # A hub callback: it must not block, so a full bounded queue is fed by a greenlet.
