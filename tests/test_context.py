@@ -261,6 +261,54 @@ def test_interval_runs_are_made_in_the_start_context_and_triggered_ones_in_the_t
     assert seen[seen.index("trigger") + 1] == "set by a run", "the triggered run's change stays in its own context"
 
 
+def test_an_event_worker_leaves_each_triggers_context_after_its_run(supervisor):
+    # The loop runs each triggered run in the trigger's context and returns
+    # to its own (the start's) after it: after_stop, made by the loop as it
+    # ends, sees the start's context, not the last trigger's.
+    seen = []
+
+    class Recording(BackgroundEventWorker):
+        def run(self, **kw):
+            seen.append(request_id.get())
+            request_id.set("set by the run")
+
+        def after_stop(self):
+            seen.append(("after_stop", request_id.get()))
+
+    e = Recording(supervisor=supervisor)
+    in_greenlet("starter", e.start)
+    in_greenlet("first", e.trigger_threadsafe)
+    wait_until(lambda: len(seen) == 1)
+    in_greenlet("second", e.trigger_threadsafe)
+    wait_until(lambda: len(seen) == 2)
+    e.stop()
+    assert seen == ["first", "second", ("after_stop", "starter")]
+
+
+def test_a_runner_leaves_a_runs_context_before_its_next_call(supervisor):
+    # Interval runs of many workers share runner greenlets: the context of one
+    # worker's run must not be what the next call in the same runner sees.
+    seen = {"with": [], "without": []}
+
+    def with_context(**kw):
+        seen["with"].append(request_id.get())
+
+    def without_context(**kw):
+        seen["without"].append(request_id.get())
+
+    workers = []
+    for i in range(20):
+        workers.append(BackgroundIntervalWorker(func=with_context, interval=0.3, supervisor=supervisor))
+        workers.append(BackgroundIntervalWorker(func=without_context, interval=0.3, supervisor=supervisor,
+                                                propagate_context=False))
+    in_greenlet("started here", lambda: [w.start() for w in workers])
+    wait_until(lambda: len(seen["with"]) >= 40 and len(seen["without"]) >= 40, timeout=5)
+    for w in workers:
+        w.stop()
+    assert set(seen["with"]) == {"started here"}
+    assert set(seen["without"]) == {None}
+
+
 def test_continuous_workers_run_in_their_start_context(supervisor):
     seen = []
 

@@ -272,20 +272,23 @@ class IntervalRun(EventRun):
     def go(self, _slot: Any = None) -> None:
         """Make the call (in a runner, holding the slot if the mode has one),
         then schedule the next — in the start's context, or a triggered run in
-        its trigger's (see gworker.context)."""
+        its trigger's (see gworker.context).
+
+        The runner enters the context by becoming its greenlet's context
+        (``gr_context``) for the run, and leaves it after: what
+        ``ctx.run()`` does, without the second frame and the C call between
+        them, on every scheduled run's path."""
         ctx = self.context
         if not self.due_scheduled:
             asked, self.asked = self.asked, None
             if asked is not None:
                 ctx = asked
-        if ctx is None:
-            self._go()
-        else:
-            ctx.run(self._go)
-
-    def _go(self) -> None:
         engine: Engine = self.engine  # type: ignore[assignment]  # (set at _launch)
-        self.runner = getcurrent()
+        self.runner = runner = getcurrent()
+        home = None
+        if ctx is not None:
+            home = runner.gr_context
+            runner.gr_context = ctx
         until = self.due_until if self.due_scheduled else None  # (a triggered run never waits)
         called = False
         try:
@@ -331,11 +334,15 @@ class IntervalRun(EventRun):
                     _rearm_special(self, special, engine)
         finally:
             self.runner = None
-            if not called:
-                engine.release_unused()  # stopped before the call
-            self.running = False
-            if not self.active:
-                self.end(self.worker._finished)  # type: ignore[union-attr]  # (set at _launch)
+            try:
+                if not called:
+                    engine.release_unused()  # stopped before the call
+                self.running = False
+                if not self.active:
+                    self.end(self.worker._finished)  # type: ignore[union-attr]  # (set at _launch)
+            finally:
+                if ctx is not None:
+                    runner.gr_context = home  # (the runner leaves the run's context)
 
     def _anchor(self, until: Optional[float]) -> Optional[float]:
         # The first scheduled run of this start: when it is late by a turn or
