@@ -77,7 +77,8 @@ _INF = float("inf")
 class TimerEntry(list):
     """One scheduled call, ``[due, seq, fn, arg]``: ``fn(arg)`` at monotonic
     time ``due``. A list, so that the heap compares entries in C (``due``
-    first, then the sequence number, which is unique); a fired entry is pushed
+    first, then the sequence number, which is unique in the heap; 0 in a
+    lane, where nothing is compared); a fired entry is pushed
     again as it is (:meth:`Timers.readd`), so a worker that runs every second
     allocates nothing for its next run. ``seq`` is -1 while the entry is out
     of the heap; ``fn`` is None once it is cancelled. (A subclass only so that
@@ -148,14 +149,19 @@ class Timers:
         if entry[_SEQ] >= 0 or entry[_FN] is None:
             raise ValueError("readd: the entry is still scheduled, or cancelled")
         entry[_DUE] = due
-        entry[_SEQ] = next(_seq)
         self._live += 1
         fifo = self._lanes.get(lane) if lane is not None else None
         if fifo is not None and (not fifo or fifo[-1][_DUE] <= due):
-            fifo.append(entry)  # (the common case: in order, in its lane)
+            # (the common case: in order, in its lane. A lane is never
+            # compared, so its entries' seq is 0 — no new int per run whose
+            # old one, untouched for a period, is a cache miss to free)
+            entry[_SEQ] = 0
+            fifo.append(entry)
         elif lane is not None and fifo is None and len(self._lanes) < LANES:
+            entry[_SEQ] = 0
             self._lanes[lane] = deque((entry,))
         else:
+            entry[_SEQ] = next(_seq)  # (the heap's order among equal due times)
             heapq.heappush(self._heap, entry)  # no lane, or out of its lane's order
         armed_at = self._armed_at
         if due - LEAD < armed_at and self._running and armed_at > monotonic():

@@ -324,7 +324,8 @@ class IntervalRun(EventRun):
                         self.tick = tick = self.tick + interval  # on schedule (_advance's common case)
                     else:
                         tick = _advance(self, engine.started, engine.ended)  # type: ignore[arg-type]  # (the call just made set it)
-                    due = tick + self.delay_before
+                    # (no new float for a start without delay: the tick is the due time)
+                    due = tick + self.delay_before if self.delay_before else tick
                     if self.due_until is not None:  # precise
                         self.due_until = due
                         due -= PRECISE_EARLY
