@@ -65,13 +65,26 @@ def _gated_worker(supervisor):
     return w, runs, gate, entered
 
 
-def test_triggers_during_a_run_are_ignored(supervisor):
+def _fire(w, where, force=False):
+    """``w.trigger_threadsafe(force)`` from this greenlet, or from a native
+    thread (waited for: the trigger has been made when this returns)."""
+    if where == "hub":
+        w.trigger_threadsafe(force)
+    else:
+        native_thread(w.trigger_threadsafe, force).join(5)
+
+
+WHERE = pytest.mark.parametrize("where", ["hub", "thread"])
+
+
+@WHERE
+def test_triggers_during_a_run_are_ignored(supervisor, where):
     w, runs, gate, entered = _gated_worker(supervisor)
     w.start()
-    w.trigger_threadsafe()
+    _fire(w, where)
     assert entered.wait(2)
     for _ in range(5):
-        w.trigger_threadsafe()
+        _fire(w, where)
     gate.set()
     wait_until(lambda: w.get_info()["runs"] == 1 and supervisor.thread_pool.running == 0)
     gevent.sleep(0.05)  # a window for a second run, which must not come
@@ -82,14 +95,15 @@ def test_triggers_during_a_run_are_ignored(supervisor):
     w.stop()
 
 
-def test_forced_triggers_during_a_run_coalesce_into_one_more_run(supervisor):
+@WHERE
+def test_forced_triggers_during_a_run_coalesce_into_one_more_run(supervisor, where):
     w, runs, gate, entered = _gated_worker(supervisor)
     w.start()
-    w.trigger_threadsafe()
+    _fire(w, where)
     assert entered.wait(2)
     for _ in range(5):
-        w.trigger_threadsafe(force=True)
-        w.trigger_threadsafe()
+        _fire(w, where, force=True)
+        _fire(w, where)
     gate.set()
     wait_until(lambda: len(runs) == 2)
     gevent.sleep(0.05)  # a window for a third run, which must not come

@@ -1,8 +1,12 @@
 """Event workers: one executor call each time the worker is triggered.
 
-The worker's greenlet waits for a trigger, which wakes it directly (a switch
-from the hub callback that delivers a thread-safe trigger, no event
-notification in between). A trigger is *accepted* when
+The worker's greenlet waits for a trigger, which wakes it directly: a trigger
+made in the hub's thread switches into it from the hub; one made in another
+OS thread is queued on the run (``remote``) and sends the run's libev async
+watcher, whose callback — while the greenlet waits, and only then — is the
+greenlet's own switch, so no Python code runs in the hub between the wake-up
+and the loop (the loop takes the queued triggers itself; those made while a
+run was in progress count as made during it). A trigger is *accepted* when
 no run is pending or in progress; from then until that run ends, further
 triggers are ignored — unless ``force=True``, which asks for one more run right
 after the current one (any number of forced triggers during one run coalesce
@@ -16,6 +20,7 @@ atasker's event did.
 from __future__ import annotations
 
 import contextvars
+from collections import deque
 from typing import Any, Optional
 
 from gevent import getcurrent
@@ -35,7 +40,7 @@ class EventRun(Run):
     """A start of an event worker: whether a run is pending or in progress
     (``busy``), and whether a forced trigger asked for one more (``again``)."""
 
-    __slots__ = ("busy", "again", "wake", "post", "asked")
+    __slots__ = ("busy", "again", "wake", "post", "asked", "remote", "watcher")
 
     def __init__(self, supervisor: Any) -> None:
         super().__init__(supervisor)
@@ -44,12 +49,18 @@ class EventRun(Run):
         #: the loop greenlet while it waits for a trigger (in ``hub.switch()``,
         #: which only a switch from the hub with the trigger ends — or stop's Halt)
         self.wake: Any = None
-        #: ``(hub's OS thread, its inbox's post)``, for
-        #: trigger_threadsafe's short path (set by the kinds that wait for triggers)
+        #: ``(hub's OS thread, remote.append, watcher.send)``, for
+        #: trigger_threadsafe's short path (set by the kinds that wait for
+        #: triggers; a singleton's: ``(thread, None, the hub inbox's post)``)
         self.post: Any = None
         #: the context of the trigger that asked for the next run (see
         #: gworker.context), until that run takes it; else None
         self.asked: Optional[contextvars.Context] = None
+        #: ``(force, context)`` of the triggers made in other OS threads, not
+        #: yet taken by the loop; and the async watcher they send, whose
+        #: callback, while the loop waits, is the loop greenlet's switch
+        self.remote: "deque[tuple]" = deque()
+        self.watcher: Any = None
 
 
 def _wake(run: EventRun) -> None:
@@ -116,8 +127,13 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
             self.supervisor.call_soon_threadsafe(self._trigger, force, False, ctx)
         elif os_thread_ident() == post[0]:
             self._trigger(force, False, ctx)
-        else:  # from another OS thread: straight to the hub (the latency of a trigger)
-            post[1](self._accept if self._singleton is None else self._trigger, force, True, ctx)
+        elif post[1] is not None:
+            # from another OS thread: to the loop itself (the latency of a
+            # trigger: the watcher's callback is the loop greenlet's switch)
+            post[1]((force, ctx))
+            post[2]()
+        else:  # a singleton's: forwarded from the hub
+            post[2](self._trigger, force, True, ctx)
 
     async def trigger(self, force: bool = False) -> None:
         """Trigger a run from a coroutine running on an aloop (made in the
@@ -166,8 +182,23 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
 
     def _launch(self, run: EventRun, engine: Engine) -> None:  # type: ignore[override]
         hub = self.supervisor.hub
-        run.post = (hub.thread_ident, inbox_of(hub).post)
+        if self._singleton is None:
+            # (never closed: a thread that read run.post may still send it;
+            # stopped, it only wakes the loop, and goes with the run)
+            run.watcher = watcher = hub.loop.async_(ref=False)
+            run.post = (hub.thread_ident, run.remote.append, watcher.send)
+        else:
+            run.post = (hub.thread_ident, None, inbox_of(hub).post)
         super()._launch(run, engine)
+
+    def _take_remote(self, run: EventRun) -> None:
+        # In the loop greenlet: the triggers made in other OS threads since it
+        # last looked, as if each had come then (one accepted, if no run is
+        # pending or in progress; the rest ignored, or forced into one more).
+        remote = run.remote
+        while remote:
+            force, ctx = remote.popleft()
+            self._accept(force, False, ctx)
 
     def _loop(self, run: EventRun, engine: Engine) -> None:  # type: ignore[override]
         call = engine.call_held
@@ -175,18 +206,38 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
         me = getcurrent()
         home = me.gr_context  # (the loop's own context: the start's, see Run.spawn_loop)
         lease = self._singleton
+        remote, watcher = run.remote, run.watcher
         try:
             while run.active:
+                if remote:
+                    self._take_remote(run)  # (made before it first waited, or since a run ended)
                 if not run.again and not run.busy:
                     # (Run.park, spelled out, with no Waiter: a trigger's path
-                    # to the executor is short)
+                    # to the executor is short) Woken by a switch from the
+                    # hub: a trigger of this thread's, or the watcher's
+                    # callback — started only while it waits here.
                     run.wake = me
                     run.parked = True
+                    if watcher is not None:
+                        watcher.start(me.switch)
                     try:
                         hub.switch()
                     finally:
+                        if watcher is not None:
+                            watcher.stop()
                         run.parked = False
                         run.wake = None
+                    if remote:
+                        if not run.busy:
+                            # woken by the watcher: the first trigger is
+                            # accepted as it stands (_accept, spelled out: the
+                            # run begins at once, so the event is not set)
+                            run.busy = True
+                            run.asked = remote.popleft()[1]
+                        if remote:
+                            self._take_remote(run)
+                    if not run.busy and not run.again:
+                        continue  # (woken for nothing: a send of triggers taken before it waited)
                 run.again = False
                 if self._event is not None:
                     self._event.clear()
@@ -216,6 +267,8 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
                     lease.ran()
                 if outcome is False or not run.active:
                     break
+                if remote:
+                    self._take_remote(run)  # made during the run: as if they had come then
                 run.busy = run.again
         except Halt:
             pass
