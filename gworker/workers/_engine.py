@@ -116,11 +116,14 @@ class Engine:
     exception of a failed call for :meth:`take_error` (a queue that wants to
     know how each item ended)."""
 
+    # What every call reads and writes first, together: slots are laid out
+    # in this order, and an engine a run touches once a second is out of the
+    # cache each time — one line instead of four is most of a run's misses here.
     __slots__ = (
-        "worker", "executor", "args", "kw", "plain", "fast", "_kname", "_ko", "mode", "aloop", "slot", "_pool",
-        "_supervisor", "_invoke", "_sync", "_spin_until", "_keep_errors", "_error", "_failures",
-        "runs", "errors", "started", "ended", "last_duration", "limits", "watch", "_listeners", "_due",
-        "stats", "failed_run",
+        "fast", "watch", "slot", "_pool", "runs", "started", "ended", "last_duration", "stats",
+        "executor", "_kname", "_ko", "worker", "_spin_until",
+        "args", "kw", "plain", "mode", "aloop", "_supervisor", "_invoke", "_sync", "_keep_errors", "_error",
+        "_failures", "errors", "limits", "_listeners", "_due", "failed_run",
     )
 
     #: each call receives ``_fence`` (see :class:`FencedEngine`)

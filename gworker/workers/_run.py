@@ -81,8 +81,9 @@ class Run:
     workers): slots, and what it owns kept without a container for one. A kind
     keeps the state of its schedule in a subclass (with slots of its own)."""
 
-    __slots__ = ("active", "ended", "greenlet", "runner", "parked", "in_progress", "task", "context",
-                 "supervisor", "single", "_greenlets", "_entries", "_wakers", "_done")
+    # (what a call reads first comes first: see Engine.__slots__)
+    __slots__ = ("active", "runner", "context", "supervisor", "ended", "greenlet", "parked", "in_progress",
+                 "task", "single", "_greenlets", "_entries", "_wakers", "_done")
 
     def __init__(self, supervisor: "TaskSupervisor") -> None:
         self.active = True

@@ -59,7 +59,9 @@ class EventRun(Run):
         #: ``(force, context)`` of the triggers made in other OS threads, not
         #: yet taken by the loop; and the async watcher they send, whose
         #: callback, while the loop waits, is the loop greenlet's switch
-        self.remote: "deque[tuple]" = deque()
+        #: (made by an event worker's launch: None for the kinds built on
+        #: this run, which take such triggers in the hub)
+        self.remote: "Optional[deque[tuple]]" = None
         self.watcher: Any = None
 
 
@@ -186,7 +188,9 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
             # (never closed: a thread that read run.post may still send it;
             # stopped, it only wakes the loop, and goes with the run)
             run.watcher = watcher = hub.loop.async_(ref=False)
-            run.post = (hub.thread_ident, run.remote.append, watcher.send)
+            remote: "deque[tuple]" = deque()
+            run.remote = remote
+            run.post = (hub.thread_ident, remote.append, watcher.send)
         else:
             run.post = (hub.thread_ident, None, inbox_of(hub).post)
         super()._launch(run, engine)
@@ -195,7 +199,7 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
         # In the loop greenlet: the triggers made in other OS threads since it
         # last looked, as if each had come then (one accepted, if no run is
         # pending or in progress; the rest ignored, or forced into one more).
-        remote = run.remote
+        remote: deque = run.remote  # type: ignore[assignment]  # (made at launch)
         while remote:
             force, ctx = remote.popleft()
             self._accept(force, False, ctx)

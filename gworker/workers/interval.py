@@ -215,8 +215,9 @@ class IntervalRun(EventRun):
     it is due, :meth:`due` (in the hub) hands it to the engine, and a runner
     greenlet makes the call in :meth:`go` (see :mod:`gworker._runners`)."""
 
-    __slots__ = ("tick", "running", "entry", "waiter", "anchor", "due_until", "due_scheduled", "engine",
-                 "worker", "grant", "period", "interval", "delay_before", "align", "special")
+    # (every scheduled run reads the first eleven: together, see Engine.__slots__)
+    __slots__ = ("running", "due_scheduled", "engine", "grant", "anchor", "due_until", "entry", "special",
+                 "interval", "tick", "delay_before", "period", "worker", "waiter", "align")
 
     def __init__(self, supervisor: Any) -> None:
         super().__init__(supervisor)
