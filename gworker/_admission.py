@@ -321,23 +321,11 @@ class PriorityPool:
         then a reused one, see :mod:`gworker._runners`). ``start`` must catch
         its own exceptions. Returns the slot, whose ``cancel()`` (or call)
         withdraws it, for good, until ``start`` begins (True if it did)."""
-        # (try_acquire, spelled out: this is every scheduled interval run's path)
-        try:
-            if slot.state != IDLE or slot.pool is not self:
-                self._refuse(slot, "acquire")
-        except AttributeError:  # not a Slot
-            self._refuse(slot, "acquire")
-        priority = slot.priority
-        if priority == TASK_CRITICAL or (
-            self.running < self._limits[priority]
-            and not (self._queued and any(self._ahead[priority]))
-        ):
-            self.running += 1
-            self.admitted += 1
+        if self.try_acquire(slot):  # (refuses a slot that is not idle, changing nothing)
             slot.grant = start
             slot.deferred = True
             slot.state = ADMITTED
-            self.runners.submit(priority, slot)
+            self.runners.submit(slot.priority, slot)
         else:
             slot.deferred = True
             self._enqueue(slot, start)
