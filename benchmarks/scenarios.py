@@ -21,7 +21,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["Scenario", "Row", "REGISTRY", "get"]
 
@@ -409,50 +409,51 @@ def event_metrics(quick: bool) -> Figures:
     return event_gworker(quick, _metrics_on)
 
 
-def event_raw(quick: bool) -> Figures:
-    import gevent
+def _bare_receiver(quick: bool, wire: Callable[[Callable[[], None]], Tuple[Callable[[], None], Any]]) -> Figures:
+    """The latency figures of a bare receiver — a callback in the hub that
+    stamps and releases the sender — reached by what ``wire(callback)`` sets
+    up: it returns ``(fire, close)``, the sender's call and what undoes the
+    set-up (or None)."""
     from gevent.monkey import get_original
 
     ready = get_original("_thread", "allocate_lock")()
     ready.acquire()
     stamps: List[float] = []
-    loop = gevent.get_hub().loop
 
     def callback():
         stamps.append(time.perf_counter())
         ready.release()
 
-    def fire():
-        loop.run_callback_threadsafe(callback)
-
+    fire, close = wire(callback)
     cpu0 = time.process_time()
     lat = _trigger_latencies(fire, stamps, ready, quick)
     cpu = time.process_time() - cpu0
+    if close is not None:
+        close()
     return _latency_figures(lat, cpu, len(stamps))
+
+
+def event_raw(quick: bool) -> Figures:
+    """gevent's own way from a thread into the hub: ``loop.run_callback_threadsafe``."""
+    import gevent
+
+    loop = gevent.get_hub().loop
+    return _bare_receiver(quick, lambda callback: (lambda: loop.run_callback_threadsafe(callback), None))
 
 
 def event_raw_async(quick: bool) -> Figures:
     """The cheapest way from a native thread into the hub: a libev async
-    watcher of one's own, whose callback is the receiver (gworker's triggers
-    take this way, through the hub's inbox: see gworker._hubsafe)."""
+    watcher of one's own, whose callback is the receiver (an event worker's
+    trigger from a thread takes this way: its watcher's callback is the
+    worker greenlet's switch; see gworker.workers.event)."""
     import gevent
-    from gevent.monkey import get_original
 
-    ready = get_original("_thread", "allocate_lock")()
-    ready.acquire()
-    stamps: List[float] = []
-    watcher = gevent.get_hub().loop.async_()
+    def wire(callback: Callable[[], None]) -> Tuple[Callable[[], None], Any]:
+        watcher = gevent.get_hub().loop.async_()
+        watcher.start(callback)
+        return watcher.send, watcher.close
 
-    def callback():
-        stamps.append(time.perf_counter())
-        ready.release()
-
-    watcher.start(callback)
-    cpu0 = time.process_time()
-    lat = _trigger_latencies(watcher.send, stamps, ready, quick)
-    cpu = time.process_time() - cpu0
-    watcher.close()
-    return _latency_figures(lat, cpu, len(stamps))
+    return _bare_receiver(quick, wire)
 
 
 # == 3. one 10 ms interval worker ==============================================================
