@@ -428,6 +428,12 @@ def times_of(calls, item):
     return [t for i, t in calls if i == item]
 
 
+def blocked_readers(rdb):
+    """The CLIENT IDs of the connections waiting in XREADGROUP BLOCK now."""
+    return [c["id"] for c in rdb.client_list(_type="normal")
+            if c["cmd"] == "xreadgroup" and "b" in c["flags"]]
+
+
 def test_a_failing_entry_is_retried_with_backoff_then_dead_lettered(supervisor, redis_server, names,
                                                                     queues, rdb):
     # claim_idle is long: the waits are the retry policy's, not the claim scans'
@@ -599,13 +605,59 @@ def test_a_lost_connection_does_not_cut_the_wait_short(supervisor, redis_server,
     w.start()
     q.put_threadsafe("x")
     wait_until(lambda: q.waiting == 1, timeout=5)
-    rdb.client_kill_filter(_type="normal", skipme=True)  # the consumer's connections
+    # Cut the reader while it waits in XREADGROUP BLOCK (until the retry, 0.5 s):
+    # a connection cut while idle is made again by redis-py's pool before it is used.
+    blocked = []
+    wait_until(lambda: blocked.extend(blocked_readers(rdb)) or blocked, timeout=5)
+    assert len(blocked) == 1, blocked
+    assert rdb.client_kill_filter(_id=blocked[0]) == 1
     wait_until(lambda: q.reconnects == 1, timeout=5)
     wait_until(lambda: len(calls) == 2, timeout=5)
     w.stop()
     failed_at, retried_at = times_of(calls, "x")
     assert 0.5 <= retried_at - failed_at <= 0.55 + LATE
     assert q.pending() == 0
+
+
+def test_a_connection_lost_while_idle_is_counted_and_retries_stay_on_time(supervisor, redis_server,
+                                                                         names, queues, rdb, caplog):
+    # redis-py's pool makes a connection the server cut while it was idle again
+    # before its next use, unasked: the consumer counts that reconnect, and a
+    # retry that comes due during a BLOCK on the new connection is still woken.
+    hz = rdb.config_get("hz")["hz"]
+    rdb.config_set("hz", 1)  # a BLOCK left to time out ends up to 1 s late
+    try:
+        q = make_queue(redis_server, names, queues, claim_idle=5, retry_delay=0.2)
+        calls = []
+        fail_first = failing(calls, lambda item, n: item != "y" and n == 1)
+        running, release = Event(), Event()
+
+        def run(item, **kw):
+            if item == "y":
+                running.set()
+                release.wait(5)
+            fail_first(item)
+
+        w = BackgroundQueueWorker(func=run, q=q, supervisor=supervisor, on_error=lambda: None)
+        with caplog.at_level(logging.WARNING, logger="gworker"):
+            w.start()
+            q.put_threadsafe("x")  # its retry's wake-up learns the reader's CLIENT ID
+            wait_until(lambda: len(times_of(calls, "x")) == 2, timeout=5)
+            q.put_threadsafe("y")
+            assert running.wait(5)
+            # the reader is idle while "y" runs
+            assert rdb.client_kill_filter(_type="normal", skipme=True) >= 1
+            release.set()
+            q.put_threadsafe("z")
+            wait_until(lambda: len(times_of(calls, "z")) == 2, timeout=5)
+            w.stop()
+        assert q.reconnects == 1
+        assert "lost while idle" in caplog.text
+        failed_at, retried_at = times_of(calls, "z")
+        assert 0.2 <= retried_at - failed_at <= 0.21 + LATE
+        assert q.pending() == 0
+    finally:
+        rdb.config_set("hz", hz)
 
 
 def test_a_consumer_killed_during_the_wait_leaves_the_entry_to_the_others(supervisor, redis_server,

@@ -82,7 +82,7 @@ import random
 import socket as _socket
 import uuid
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import gevent
 import gevent.socket
@@ -153,10 +153,17 @@ def _connect(sock_cls: Any, getaddrinfo: Any, host: str, port: int, timeout: Opt
 
 class GeventConnection(Connection):
     """A redis-py TCP connection on gevent's socket: its waits go through the
-    hub whether or not the process is monkey-patched."""
+    hub whether or not the process is monkey-patched. ``on_connect_made``, if
+    given, is called with no argument each time a socket to the server is made
+    (before redis-py's handshake on it)."""
 
     _socket_class: Any = gevent.socket.socket
     _getaddrinfo: Any = staticmethod(gevent.socket.getaddrinfo)
+
+    def __init__(self, *args: Any, on_connect_made: Optional[Callable[[], None]] = None,
+                 **kwargs: Any) -> None:
+        self._on_connect_made = on_connect_made
+        super().__init__(*args, **kwargs)
 
     def _connect(self) -> Any:
         sock = _connect(self._socket_class, self._getaddrinfo, self.host, self.port,
@@ -171,6 +178,8 @@ class GeventConnection(Connection):
         except BaseException:
             sock.close()
             raise
+        if self._on_connect_made is not None:
+            self._on_connect_made()
         return sock
 
 
@@ -336,6 +345,7 @@ class RedisStreamQueue:
         self._bury: List[Tuple[bytes, Any, int, str, str]] = []  # to dead-letter at the next round trip
         self._due = float("inf")  # the earliest of _touch_at, the next retry, and now when _bury
         self._reader_id: Optional[int] = None  # the reader connection's CLIENT ID
+        self._reader_up = False  # the reader has a connection that _drop_reader did not drop
         self._unblocks = True  # False once the server denied CLIENT ID / UNBLOCK
         self._reading: Optional[int] = None  # the reader's id while it waits in XREADGROUP BLOCK
         self._recover = True
@@ -383,13 +393,15 @@ class RedisStreamQueue:
         self._reader_id = self._reading = None
         self._recover, self._recover_from = True, "-"
 
-    def _make_client(self, connection_class: Any, socket_timeout: Optional[float]) -> redis.Redis:
+    def _make_client(self, connection_class: Any, socket_timeout: Optional[float],
+                     **extra: Any) -> redis.Redis:
         kwargs: Dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": 5,
             "retry": Retry(NoBackoff(), 0),  # we retry ourselves, without time.sleep
         }
         kwargs.update(self._redis_kwargs)
+        kwargs.update(extra)
         pool = redis.ConnectionPool.from_url(self.url, connection_class=connection_class, **kwargs)
         client = redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self._clients.append(client)
@@ -402,8 +414,21 @@ class RedisStreamQueue:
         if r is None:
             # BLOCK must end before the socket times out
             timeout = max(10.0, 2 * self.block_ms / 1000.0 + 5)
-            r = self._reader = self._make_client(GeventConnection, timeout)
+            self._reader_up = False
+            r = self._reader = self._make_client(GeventConnection, timeout,
+                                                 on_connect_made=self._reader_connected)
         return r
+
+    def _reader_connected(self) -> None:
+        """The reader has a new connection: a first one, one after a lost one,
+        or one that redis-py's pool made unasked in place of a connection the
+        server cut while it was idle (it checks before each use)."""
+        self._reader_id = None  # a new connection has a CLIENT ID of its own
+        if self._reader_up:  # not dropped by _drop_reader: lost while idle
+            self.reconnects += 1
+            logger.warning("redis stream %s (group %s): the connection was lost while idle;"
+                           " reconnected", self.stream, self.group)
+        self._reader_up = True
 
     def _thread_client(self) -> Tuple[redis.Redis, bool]:
         """(client, cooperative) for the calling OS thread."""
@@ -720,6 +745,7 @@ class RedisStreamQueue:
     def _drop_reader(self) -> None:
         self._recover, self._recover_from = True, "-"
         self._reader_id = None
+        self._reader_up = False
         r = self._reader
         if r is not None:
             try:
