@@ -1015,6 +1015,9 @@ RUN_COST_IDLE_AT = 0.75
 RUN_COST_IDLE_BY = 0.25
 #: seconds between the window and the CPU reading (not quick, quick)
 RUN_COST_SETTLE = {False: 3.0, True: 0.2}
+#: --quick: the window, in seconds (a run each after the first; the CPU window
+#: stays one round, a second: the runs of one-second workers come in bursts)
+RUN_COST_QUICK_WINDOW = 1.2
 
 
 def pin_to_one_core() -> Optional[int]:
@@ -1168,12 +1171,12 @@ def _run_cost_common(start_all: Callable[[], None], stop_all: Callable[[], None]
     frozen out of the garbage collector (``gc.freeze()``), so its full
     collections walk what the workers made, not the benchmark's bookkeeping.
 
-    --quick: a window of 1.5 s (2 runs each) and a CPU window of 1 s."""
+    --quick: a window of ``RUN_COST_QUICK_WINDOW`` and a CPU window of 1 s."""
     import gevent
 
     counts = tracker.counts
     n = len(counts)
-    window = 1.5 if quick else MANY_WINDOW
+    window = RUN_COST_QUICK_WINDOW if quick else MANY_WINDOW
     lag = LagMeter()
     gevent.sleep(0.05)  # the ticker is running before the start
     gc.freeze()
