@@ -3,6 +3,7 @@ benchmarks are never assertions in the tests); and the pieces of the run-cost
 scenario (issue 18) that decide its figures and rows — the count of runs made and missed,
 the rows' ``met``, the lag meter's rebasing, ``--plot`` — do what they say."""
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -45,12 +46,19 @@ def test_run_cost_quick_prints_its_rows_and_plots(tmp_path):
     FILE is a PNG. Without matplotlib the table is still checked (run without
     ``--plot``), then the test skips: the plot was not."""
     png = tmp_path / "run_cost.png"
-    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--only", "run-cost"]
+    report = tmp_path / "report.json"
+    # two parts at a time where there are two CPUs, each pinned to its own
+    cpus = sorted(os.sched_getaffinity(0))[-2:]
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--only", "run-cost", "--jobs", str(len(cpus)),
+           "--json", str(report)]
     plotting = _has_matplotlib()
     if plotting:
         cmd += ["--plot", str(png)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=ROOT)
     assert out.returncode == 0, out.stderr
+    with open(report) as f:
+        (run,) = json.load(f)["scenarios"]["run-cost"]["runs"]
+    assert {figures["pinned_cpu"] for figures in run.values()} == set(cpus)
     rows = [line for line in out.stdout.splitlines() if line.startswith("run-cost ")]
     for metric in ("100k: runs made", "100k: RSS per idle worker", "100k: worst hub lag", "100k: CPU",
                    "1k: CPU per run", "10k: CPU per run", "100k: CPU per run", "CPU per run flat: 100k / 1k"):
@@ -187,6 +195,14 @@ def test_plot_without_run_cost_is_a_usage_error_before_anything_runs(capsys):
         bench_main.main(["--only", "event", "--plot", "unused.png"])
     assert exc.value.code == 2
     assert "run-cost" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("jobs", ["0", "1000"])
+def test_jobs_beyond_the_cpus_is_a_usage_error_that_names_it(jobs, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_main.main(["--only", "event", "--jobs", jobs])
+    assert exc.value.code == 2
+    assert "--jobs must be at" in capsys.readouterr().err
 
 
 def test_plot_without_matplotlib_names_the_extra(monkeypatch, capsys):
