@@ -259,6 +259,12 @@ class Aloop:
         #: pending tasks are drained: lets a long-lived task that serves gworker
         #: (an async queue worker's loop) end instead of keeping the loop alive.
         self._stop_callbacks: List[Any] = []
+        #: while the loop drains at stop (see _shutdown): the draining task,
+        #: which no cancelling of "every task" may cancel (cancelled before
+        #: its first step, it would never stop the loop), and whether it
+        #: cancels the tasks it waits for
+        self._drainer: "Optional[asyncio.Task[None]]" = None
+        self._cancel_rest = False
 
     def add_stop_callback(self, fn: Callable[[], Any]) -> None:
         """Call ``fn()`` (in the loop) when a stop of this aloop begins, before
@@ -404,12 +410,13 @@ class Aloop:
             return False
         return True
 
-    @staticmethod
-    def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
-        # In the loop's greenlet.
+    def _cancel_all(self, loop: asyncio.AbstractEventLoop) -> None:
+        # In the loop's greenlet: every task but the drainer (it cancels what is
+        # made from now on, and then stops the loop).
+        self._cancel_rest = True
         me = asyncio.current_task(loop)
         for task in asyncio.all_tasks(loop):
-            if task is not me:
+            if task is not me and task is not self._drainer:
                 task.cancel()
 
     def _shutdown(self, loop: asyncio.AbstractEventLoop, cancel_tasks: bool) -> None:
@@ -419,10 +426,10 @@ class Aloop:
                 callback()
             except Exception:
                 report("aloop %s: stop callback %r failed", self.name, callback)
-        loop.create_task(self._drain(loop, cancel_tasks))
+        self._cancel_rest = cancel_tasks
+        self._drainer = loop.create_task(self._drain(loop))
 
-    @staticmethod
-    async def _drain(loop: asyncio.AbstractEventLoop, cancel_tasks: bool) -> None:
+    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         me = asyncio.current_task()
         cancelled: set = set()  # each task is cancelled once: its clean-up may await
         try:
@@ -430,7 +437,7 @@ class Aloop:
                 pending = [t for t in asyncio.all_tasks(loop) if t is not me]
                 if not pending:
                     break
-                if cancel_tasks:
+                if self._cancel_rest:
                     for task in pending:
                         if task not in cancelled:
                             cancelled.add(task)
@@ -438,12 +445,14 @@ class Aloop:
                 try:
                     await asyncio.wait(pending)
                 except asyncio.CancelledError:
-                    # stop(wait=<seconds>) ran out and cancelled every task,
-                    # this one included: keep draining (cancelling tasks made
-                    # from now on), so the loop never closes over pending tasks.
+                    # a coroutine cancelled every task, this one included: keep
+                    # draining (cancelling the tasks made from now on), so the
+                    # loop never closes over pending tasks.
                     cancelled.update(pending)
-                    cancel_tasks = True
+                    self._cancel_rest = True
         finally:
+            if self._drainer is me:
+                self._drainer = None
             loop.stop()
 
     # -- submitting work --------------------------------------------------------

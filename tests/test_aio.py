@@ -478,6 +478,26 @@ def test_stop_wait_false_and_numeric_wait():
     assert loop.is_closed() and task.cancelled() and cleaned == [1]
 
 
+def test_a_first_stop_whose_wait_runs_out_at_once_still_ends_the_loop():
+    # stop(wait=0.0) queues the drain and, its wait over at once, the cancelling
+    # of every task, in the same turn of the loop: the drain, not begun yet, is
+    # not one of them (cancelled before its first step, it never stopped the loop).
+    aloop = Aloop("no-wait")
+    aloop.start()
+    started = []
+
+    async def long():
+        started.append(1)
+        await asyncio.sleep(30)
+
+    task = aloop.create_task(long())
+    loop = aloop.get_loop()
+    wait_until(lambda: started)
+    assert aloop.stop(wait=0.0) is False
+    wait_until(lambda: aloop.greenlet is None, 5)
+    assert loop.is_closed() and task.cancelled()
+
+
 def test_stop_from_inside_its_own_coroutine_does_not_deadlock():
     aloop = Aloop("self-stop")
     aloop.start()
