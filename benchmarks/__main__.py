@@ -13,21 +13,23 @@ import os
 import platform
 import statistics
 import subprocess
-import threading
-from concurrent.futures import ThreadPoolExecutor
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional
 
 from . import scenarios
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: set for a child of ``--jobs``: the CPU it runs on (benchmarks.child reads it first)
+CPU_ENV = "GWORKER_BENCH_CPU"
 
 
 def run_part(name: str, part: str, patched: bool, quick: bool, timeout: float,
-             cpus: Optional[List[int]] = None) -> Dict[str, Any]:
-    """One part in a fresh child; ``cpus``: the CPUs the child may use (a part
-    that pins itself takes the last of them), else this process's."""
+             cpu: Optional[int] = None) -> Dict[str, Any]:
+    """One part in a fresh child; ``cpu``: the one CPU the child runs on (it
+    sets that first, see benchmarks.child), else this process's CPUs."""
     cmd = [sys.executable, "-m", "benchmarks.child", name, part]
     if quick:
         cmd.append("--quick")
@@ -36,12 +38,10 @@ def run_part(name: str, part: str, patched: bool, quick: bool, timeout: float,
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("GEVENT_MONITOR_THREAD_ENABLE", None)  # e.g. inherited from the test suite: not measured
-    preexec = None
-    if cpus is not None and hasattr(os, "sched_setaffinity"):
-        preexec = lambda: os.sched_setaffinity(0, cpus)  # noqa: E731  # (in the child, before exec)
+    if cpu is not None:
+        env[CPU_ENV] = str(cpu)  # (not a preexec_fn: this process has threads when jobs run)
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
-                             preexec_fn=preexec)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
     except subprocess.TimeoutExpired:
         return {"error": "timed out after %ss" % timeout}
     for line in reversed(out.stdout.splitlines()):
@@ -56,9 +56,9 @@ def run_parts(scenario: scenarios.Scenario, order: List[str], label: str, args: 
     """One repeat of a scenario's parts, in ``order``: one after another, or
     ``--jobs`` at a time, each job on its own CPU (the parts that pin
     themselves pin to it)."""
-    def one(part: str, cpus: Optional[List[int]]) -> Dict[str, Any]:
+    def one(part: str, cpu: Optional[int]) -> Dict[str, Any]:
         print("[%s %s] %s ..." % (scenario.name, label, part), file=sys.stderr, flush=True)
-        return run_part(scenario.name, part, scenario.part_patched(part), args.quick, args.timeout, cpus)
+        return run_part(scenario.name, part, scenario.part_patched(part), args.quick, args.timeout, cpu)
 
     if args.jobs == 1:
         return {part: one(part, None) for part in order}
@@ -69,7 +69,7 @@ def run_parts(scenario: scenarios.Scenario, order: List[str], label: str, args: 
         with lock:
             cpu = free.pop()
         try:
-            return one(part, [cpu])
+            return one(part, cpu)
         finally:
             with lock:
                 free.append(cpu)
