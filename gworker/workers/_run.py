@@ -39,25 +39,32 @@ __all__ = ["Run", "Halt"]
 from gevent import GreenletExit
 
 
-# What a run owns is kept as None, the one thing, or a list of them: most runs
+# What a run owns is kept as None, the one thing, or a _Many of them: most runs
 # own one greenlet or one timer entry at a time, and a list per run, for tens
 # of thousands of idle interval workers, is memory and work for the garbage
-# collector that buys nothing.
+# collector that buys nothing. (A timer entry is a plain list itself: the
+# container of several is the type of its own.)
+
+class _Many(list):
+    """Several things a run owns (see above)."""
+
+    __slots__ = ()
+
 
 def _add(held: Any, thing: Any) -> Any:
     if held is None:
         return thing
-    if type(held) is list:
+    if type(held) is _Many:
         held.append(thing)
         return held
-    return [held, thing]
+    return _Many((held, thing))
 
 
 def _discard(held: Any, thing: Any) -> Any:
     if held is thing:
         return None
-    if type(held) is list and thing in held:
-        held.remove(thing)
+    if type(held) is _Many and any(x is thing for x in held):
+        held[:] = [x for x in held if x is not thing]
         return held or None
     return held
 
@@ -65,7 +72,7 @@ def _discard(held: Any, thing: Any) -> Any:
 def _listed(held: Any) -> list:
     if held is None:
         return []
-    if type(held) is list:
+    if type(held) is _Many:
         return list(held)
     return [held]
 
@@ -235,7 +242,7 @@ class Run:
         making its call)."""
         greenlets = self._greenlets
         return (greenlets is glet or glet is self.runner
-                or (type(greenlets) is list and glet in greenlets))
+                or (type(greenlets) is _Many and glet in greenlets))
 
     def interrupt(self, timeout: Optional[float]) -> List[Greenlet]:
         """Throw ``GreenletExit`` into the run's greenlets and wait at most
