@@ -133,7 +133,8 @@ class Slot:
             self.pool._give_back(self)
             return
         self.state = HELD
-        self.grant(self)  # type: ignore[misc]  # (set by defer)
+        grant = self.grant  # (a slot read: ``self.grant(...)`` would be a method lookup)
+        grant(self)  # type: ignore[misc]  # (set by defer)
 
     def __repr__(self) -> str:
         return "<Slot of %r priority=%s %s>" % (

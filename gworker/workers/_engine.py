@@ -298,10 +298,11 @@ class Engine:
         slot = self.slot
         if slot is not None and slot.state != HELD and not self._pool.try_acquire(slot):
             self._pool.acquire(slot)  # (not parked: see _invoke_slot)
+        executor = self.executor  # (a slot read: ``self.executor(...)`` would be a method lookup)
         self.runs += 1
         self.started = started = monotonic()
         try:
-            return self.executor(_name=self._kname, o=self._ko, _worker=self.worker, _task_id=next(call_ids))
+            return executor(_name=self._kname, o=self._ko, _worker=self.worker, _task_id=next(call_ids))
         except (Exception, gevent.Timeout):
             return self._failed()
         except BaseException as exc:

@@ -852,7 +852,11 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
             _plan_cron(run, run.special, cron.next_fire(time.time()))  # type: ignore[arg-type]
             _arm_cron(run, run.special)  # type: ignore[arg-type]
             return
-        run.period, run.interval, run.delay_before = self._period(), self.interval, self.delay_before or 0.0
+        # (floats: the schedule's sums then take the interpreter's float fast path)
+        interval = self.interval
+        run.period = float(self._period())
+        run.interval = None if interval is None else float(interval)
+        run.delay_before = float(self.delay_before or 0.0)
         if run.period >= ALIGN_FROM and not self.precise:
             run.align = ALIGN
         if run.period + run.delay_before + jitter <= KEEP_GREENLET:
