@@ -172,9 +172,7 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
             Event.set(self._event)
         if run.wake is not None:  # the loop waits: wake it, from the hub at once
             if in_hub:
-                glet = run.wake
-                run.wake = None
-                glet.switch()
+                _wake(run)
             else:
                 hub = get_hub()
                 if getcurrent() is hub:
