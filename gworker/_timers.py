@@ -152,8 +152,7 @@ class Timers:
         fifo = self._lanes.get(lane) if lane is not None else None
         if fifo is not None and (not fifo or fifo[-1][_DUE] <= due):
             # (the common case: in order, in its lane. A lane is never
-            # compared, so its entries' seq is 0 — no new int per run whose
-            # old one, untouched for a period, is a cache miss to free)
+            # compared, so its entries' seq is 0: no new int per run)
             entry[_SEQ] = 0
             fifo.append(entry)
         elif lane is not None and fifo is None and len(self._lanes) < LANES:

@@ -116,9 +116,10 @@ class Engine:
     exception of a failed call for :meth:`take_error` (a queue that wants to
     know how each item ended)."""
 
-    # What every call reads and writes first, together: slots are laid out
-    # in this order, and an engine a run touches once a second is out of the
-    # cache each time — one line instead of four is most of a run's misses here.
+    # Laid out in the order every call reads and writes them: an engine a run
+    # touches once a second is out of the cache, and its first lines are the
+    # ones a call needs (a small effect: a run's cost is mostly the
+    # interpreter's work, see docs/benchmarks.md).
     __slots__ = (
         "fast", "watch", "slot", "_pool", "runs", "started", "ended", "last_duration", "stats",
         "executor", "_kname", "_ko", "worker", "_spin_until",
