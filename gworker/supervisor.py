@@ -767,7 +767,7 @@ class TaskSupervisor:
             timer = self.hub.loop.timer(task.delay)
             # (close() returns None: the tuple runs it, then the lambda returns True)
             task.set_withdraw(lambda: (timer.close(), True)[1])  # type: ignore[func-returns-value]
-            timer.start(self._submit, task, timer)
+            timer.start(self._submit, task, timer, update=True)  # (from now, not the loop's cached time)
         else:
             self._submit(task)
         return task
@@ -777,7 +777,7 @@ class TaskSupervisor:
         thread). Until then it holds no slot, and ``cancel()`` withdraws it."""
         timer = self.hub.loop.timer(wait)
         task.set_withdraw(lambda: (timer.close(), True)[1])  # type: ignore[func-returns-value]
-        timer.start(self._submit, task, timer)
+        timer.start(self._submit, task, timer, update=True)  # (from now, not the loop's cached time)
 
     def _submit(self, task: Task, timer: Any = None) -> None:
         # May run in a hub callback (a delay timer): it only schedules. Admission

@@ -801,6 +801,41 @@ def test_precise_must_be_a_bool():
         BackgroundIntervalWorker(func=lambda **kw: None, interval=1, precise="yes")
 
 
+def _hold_the_hub(seconds):
+    """Run without yielding for ``seconds``: the loop's cached time falls that far behind."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        pass
+
+
+@pytest.mark.parametrize("kind", ["interval", "delay"])
+def test_a_run_that_holds_the_hub_does_not_make_the_next_one_early(supervisor, kind):
+    # A worker that keeps its greenlet (period <= 0.1 s) sleeps until its next
+    # run; a wait counted from the loop's cached time — behind by as long as
+    # the run before held the hub — ended that much early (found as the jitter
+    # test's runs 3-15 ms early when the hub was busy). The second run holds
+    # it: one woken by a timer (gevent updates the time for the first, which
+    # a hub callback starts).
+    starts, ends = [], []
+
+    def run(**kwargs):
+        starts.append(time.monotonic())
+        if len(starts) == 2:
+            _hold_the_hub(0.03)
+        ends.append(time.monotonic())
+
+    w = BackgroundIntervalWorker(func=run, supervisor=supervisor, **{kind: 0.05})
+    called = time.monotonic()
+    w.start()
+    wait_until(lambda: len(starts) >= 3, timeout=2)
+    w.stop()
+    if kind == "interval":  # (on schedule: two intervals after the origin, start() or a little later)
+        early = 0.1 - (starts[2] - called)
+    else:
+        early = 0.05 - (starts[2] - ends[1])
+    assert early <= 0.0006, "%.1f ms early" % (early * 1000)
+
+
 def test_jitter_delays_each_run_by_up_to_jitter_from_the_schedule(supervisor):
     # Ten interval workers and five delay workers with jitter, six runs each.
     # An interval worker's k-th run starts at start() + k * interval plus up to

@@ -1052,7 +1052,7 @@ class RedisStreamQueue:
                 return None
         self._reading = reader_id = self._reader_id
         timer = gevent.get_hub().loop.timer(max(0.0, delay), ref=False)
-        timer.start(self._wake, reader_id)
+        timer.start(self._wake, reader_id, update=True)  # (from now, not the loop's cached time)
         return timer
 
     def _wake(self, reader_id: int) -> None:

@@ -876,7 +876,7 @@ class _Limits:
         hub = run.supervisor.hub
         waiter = self._pause = Waiter(hub)
         timer = hub.loop.timer(seconds)
-        timer.start(waiter.switch, True)
+        timer.start(waiter.switch, True, update=True)  # (from now: see BackgroundIntervalWorker._sleep)
         try:
             return bool(waiter.get())
         finally:

@@ -974,7 +974,10 @@ class BackgroundIntervalWorker(BackgroundEventWorker):
         # end it early and stop() may throw Halt into it.
         timer = hub.loop.timer(seconds)
         waiter = run.waiter = Waiter(hub)
-        timer.start(waiter.switch, None)
+        # update=True: from now, not from the loop's cached time, which lags
+        # by however long the hub has run since it last polled (else a run
+        # that ran long, or a busy hub, makes the next one early by that much)
+        timer.start(waiter.switch, None, update=True)
         try:
             run.park(waiter.get)
         finally:
