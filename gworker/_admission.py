@@ -208,14 +208,15 @@ class PriorityPool:
         high = normal + self.reserve_high
         if self.max_size is not None:
             low, normal, high = (min(x, self.max_size) for x in (low, normal, high))
-        self._limits = {TASK_LOW: low, TASK_NORMAL: normal, TASK_HIGH: high}
+        #: per priority, the number of held slots below which work of that
+        #: priority is admitted (TASK_CRITICAL's: infinite); read on hot paths
+        self.limits: Dict[int, float] = {TASK_CRITICAL: float("inf"), TASK_LOW: low, TASK_NORMAL: normal,
+                                         TASK_HIGH: high}
         self._grant_waiting()
 
     def limit(self, priority: int) -> float:
         """How many slots may be held when work of ``priority`` is admitted."""
-        if priority == TASK_CRITICAL:
-            return float("inf")
-        return self._limits[priority]
+        return self.limits[priority]
 
     @property
     def hub(self) -> Hub:
@@ -264,7 +265,7 @@ class PriorityPool:
             self._refuse(slot, "acquire")
         priority = slot.priority
         if priority == TASK_CRITICAL or (
-            self.running < self._limits[priority]
+            self.running < self.limits[priority]
             and not (self._queued and any(self._ahead[priority]))
         ):
             self.running += 1
@@ -362,7 +363,7 @@ class PriorityPool:
         self._granting = True
         try:
             lines = self._lines
-            limits = self._limits
+            limits = self.limits
             while self._queued:
                 for line in lines:  # the most urgent line that has anyone in it
                     if line:
@@ -372,7 +373,7 @@ class PriorityPool:
                     self._dequeue(line)
                     continue
                 priority = slot.priority
-                if priority != TASK_CRITICAL and self.running >= limits[priority]:
+                if self.running >= limits[priority]:
                     return
                 self._dequeue(line)
                 self.running += 1

@@ -210,6 +210,21 @@ def test_get_event_obj(supervisor):
     w.stop()
 
 
+def test_a_trigger_made_in_the_hubs_thread_is_accepted_before_the_call_returns(supervisor):
+    # (trigger_threadsafe queues every trigger for the loop; one made in the
+    # hub's own thread must still be taken at once, not when the loop next looks)
+    w, runs = _counting_worker(supervisor)
+    event = w.get_event_obj()
+    w.start()
+    gevent.sleep(0.01)  # the loop waits for its first trigger
+    for n in (1, 2):
+        w.trigger_threadsafe()
+        assert event.is_set(), "accepted: set while the trigger waits for its run"
+        wait_until(lambda: len(runs) == n)
+        assert not event.is_set()
+    w.stop()
+
+
 def test_no_poll_delay_pause_after_a_run(supervisor):
     w, runs = _counting_worker(supervisor, poll_delay=1)
     w.start()

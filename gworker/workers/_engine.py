@@ -59,7 +59,7 @@ import gevent
 import gevent.queue
 from gevent.hub import Waiter
 
-from .._admission import HELD, Slot
+from .._admission import HELD, IDLE, Slot
 from .._errors import FailureLog, describe, logger, report
 from .._gevent import queue_items
 from ..events import RUN_FAILED, RUN_FINISHED, RUN_STARTED, RUN_TIMED_OUT, WorkerEvent
@@ -297,8 +297,16 @@ class Engine:
         if self.watch:
             return self._call_observed(())  # (its _invoke takes and gives back the slot)
         slot = self.slot
-        if slot is not None and slot.state != HELD and not self._pool.try_acquire(slot):
-            self._pool.acquire(slot)  # (not parked: see _invoke_slot)
+        if slot is not None and slot.state != HELD:
+            pool = self._pool
+            if slot.state == IDLE and not pool.waiting_flag and pool.running < pool.limits[slot.priority]:
+                # (try_acquire's yes, spelled out: room at this priority and
+                # nobody in line; the call would be most of an event run's admission)
+                pool.running += 1
+                pool.admitted += 1
+                slot.state = HELD
+            elif not pool.try_acquire(slot):
+                pool.acquire(slot)  # (not parked: see _invoke_slot)
         executor = self.executor  # (a slot read: ``self.executor(...)`` would be a method lookup)
         self.runs += 1
         self.started = started = monotonic()

@@ -1,12 +1,15 @@
 """Event workers: one executor call each time the worker is triggered.
 
 The worker's greenlet waits for a trigger, which wakes it directly: a trigger
-made in the hub's thread switches into it from the hub; one made in another
-OS thread is queued on the run (``remote``) and sends the run's libev async
+made in the hub's thread switches into it from the hub; ``trigger_threadsafe``
+queues the trigger on the run (``remote``) and sends the run's libev async
 watcher, whose callback — while the greenlet waits, and only then — is the
 greenlet's own switch, so no Python code runs in the hub between the wake-up
-and the loop (the loop takes the queued triggers itself; those made while a
-run was in progress count as made during it). A trigger is *accepted* when
+and the loop. The loop takes the queued triggers itself (those made while a
+run was in progress count as made during it), and a trigger that woke it
+begins its run with no step between that is not needed; made in the hub's own
+thread, the call takes its trigger from the queue at once (the send then
+costs no system call: the loop is not waiting in its poll). A trigger is *accepted* when
 no run is pending or in progress; from then until that run ends, further
 triggers are ignored — unless ``force=True``, which asks for one more run right
 after the current one (any number of forced triggers during one run coalesce
@@ -49,9 +52,10 @@ class EventRun(Run):
         #: the loop greenlet while it waits for a trigger (in ``hub.switch()``,
         #: which only a switch from the hub with the trigger ends — or stop's Halt)
         self.wake: Any = None
-        #: ``(hub's OS thread, remote.append, watcher.send)``, for
-        #: trigger_threadsafe's short path (set by the kinds that wait for
-        #: triggers; a singleton's: ``(thread, None, the hub inbox's post)``)
+        #: ``(hub's OS thread, remote.append, watcher.send, capture)`` for
+        #: trigger_threadsafe's short path (``capture``: the trigger's context,
+        #: or None for a worker that does not propagate it); a singleton's:
+        #: ``(thread, None, the hub inbox's post, None)``
         self.post: Any = None
         #: the context of the trigger that asked for the next run (see
         #: gworker.context), until that run takes it; else None
@@ -63,6 +67,10 @@ class EventRun(Run):
         #: this run, which take such triggers in the hub)
         self.remote: "Optional[deque[tuple]]" = None
         self.watcher: Any = None
+
+
+def _no_context() -> None:
+    return None
 
 
 def _wake(run: EventRun) -> None:
@@ -124,16 +132,21 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
         above). The run is made in the caller's context (see :mod:`gworker.context`)."""
         run = self._run
         post = run.post if run is not None else None
+        if post is not None and post[1] is not None:
+            # To the loop itself, from any thread: the watcher's callback is
+            # the loop greenlet's switch. Sent before anything else is asked
+            # (the latency of a trigger from another thread is the steps
+            # before the send); in the hub's thread, taken at once.
+            post[1]((force, post[3]()))
+            post[2]()
+            if os_thread_ident() == post[0]:
+                self._take_remote(run)  # type: ignore[arg-type]  # (post is a run's)
+            return
         ctx = capture() if self.propagate_context else None
         if post is None:
             self.supervisor.call_soon_threadsafe(self._trigger, force, False, ctx)
         elif os_thread_ident() == post[0]:
             self._trigger(force, False, ctx)
-        elif post[1] is not None:
-            # from another OS thread: to the loop itself (the latency of a
-            # trigger: the watcher's callback is the loop greenlet's switch)
-            post[1]((force, ctx))
-            post[2]()
         else:  # a singleton's: forwarded from the hub
             post[2](self._trigger, force, True, ctx)
 
@@ -188,15 +201,16 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
             run.watcher = watcher = hub.loop.async_(ref=False)
             remote: "deque[tuple]" = deque()
             run.remote = remote
-            run.post = (hub.thread_ident, remote.append, watcher.send)
+            run.post = (hub.thread_ident, remote.append, watcher.send,
+                        capture if self.propagate_context else _no_context)
         else:
-            run.post = (hub.thread_ident, None, inbox_of(hub).post)
+            run.post = (hub.thread_ident, None, inbox_of(hub).post, None)
         super()._launch(run, engine)
 
     def _take_remote(self, run: EventRun) -> None:
-        # In the loop greenlet: the triggers made in other OS threads since it
-        # last looked, as if each had come then (one accepted, if no run is
-        # pending or in progress; the rest ignored, or forced into one more).
+        # In the hub's thread: the triggers trigger_threadsafe queued since
+        # the loop last looked, as if each had come then (one accepted, if no
+        # run is pending or in progress; the rest ignored, or forced into one more).
         remote: deque = run.remote  # type: ignore[assignment]  # (made at launch)
         while remote:
             force, ctx = remote.popleft()
@@ -213,7 +227,7 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
             while run.active:
                 if remote:
                     self._take_remote(run)  # (made before it first waited, or since a run ended)
-                if not run.again and not run.busy:
+                if not run.busy:
                     # (Run.park, spelled out, with no Waiter: a trigger's path
                     # to the executor is short) Woken by a switch from the
                     # hub: a trigger of this thread's, or the watcher's
@@ -229,33 +243,49 @@ class BackgroundEventWorker(BackgroundAsyncWorker):
                             watcher.stop()
                         run.parked = False
                         run.wake = None
+                    if run.busy or not remote:
+                        continue  # a trigger of this thread's (see above), or woken for nothing
+                    # Woken by the watcher: the first trigger is accepted as it
+                    # stands (_accept, spelled out) and its run begins at once,
+                    # with no other step between the wake-up and the call —
+                    # unless a forced trigger came with it, or the worker stopped.
+                    run.busy = True
+                    ctx = remote.popleft()[1]
                     if remote:
-                        if not run.busy:
-                            # woken by the watcher: the first trigger is
-                            # accepted as it stands (_accept, spelled out: the
-                            # run begins at once, so the event is not set)
-                            run.busy = True
-                            run.asked = remote.popleft()[1]
-                        if remote:
-                            self._take_remote(run)
-                    if not run.busy and not run.again:
-                        continue  # (woken for nothing: a send of triggers taken before it waited)
-                run.again = False
-                if self._event is not None:
-                    self._event.clear()
-                if not run.active:
-                    break
-                run.busy = True
-                ctx, run.asked = run.asked, None
-                if lease is not None:
-                    # Once per cluster (see gworker.redis.singleton): the
-                    # trigger came to the lease's holder; lost since, its run
-                    # is the next holder's (the triggers are counted in Redis).
-                    if not lease.valid():
-                        run.busy = run.again = False
+                        self._take_remote(run)
+                    if run.again or not run.active:
+                        run.asked = ctx
                         continue
-                    engine.fence = lease.token  # type: ignore[attr-defined]  # (a FencedEngine)
-                    lease.started()
+                    # (the call below, made here: measured, this path's own
+                    # copy of it makes a trigger's latency 1-3 µs shorter than
+                    # one shared with the branch below; docs/benchmarks.md)
+                    if ctx is not None:
+                        me.gr_context = ctx
+                    try:
+                        outcome = call()
+                    finally:
+                        if ctx is not None:
+                            me.gr_context = home
+                    if outcome is False or not run.active:
+                        break
+                    if remote:
+                        self._take_remote(run)  # made during the run: as if they had come then
+                    run.busy = run.again
+                    continue
+                else:  # a run pending: it begins now
+                    run.again = False
+                    if self._event is not None:
+                        self._event.clear()
+                    ctx, run.asked = run.asked, None
+                    if lease is not None:
+                        # Once per cluster (see gworker.redis.singleton): the
+                        # trigger came to the lease's holder; lost since, its run
+                        # is the next holder's (the triggers are counted in Redis).
+                        if not lease.valid():
+                            run.busy = run.again = False
+                            continue
+                        engine.fence = lease.token  # type: ignore[attr-defined]  # (a FencedEngine)
+                        lease.started()
                 if ctx is not None:
                     # the trigger's context becomes the greenlet's for the
                     # run: ctx.run(), without its C call and second frame
