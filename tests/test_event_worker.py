@@ -216,8 +216,7 @@ def test_a_trigger_made_in_the_hubs_thread_is_accepted_before_the_call_returns(s
     w, runs = _counting_worker(supervisor)
     event = w.get_event_obj()
     w.start()
-    gevent.sleep(0.01)  # the loop waits for its first trigger
-    for n in (1, 2):
+    for n in (1, 2):  # (the first before the loop has begun, the second while it waits)
         w.trigger_threadsafe()
         assert event.is_set(), "accepted: set while the trigger waits for its run"
         wait_until(lambda: len(runs) == n)
