@@ -6,10 +6,10 @@ queues the trigger on the run (``remote``) and sends the run's libev async
 watcher, whose callback — while the greenlet waits, and only then — is the
 greenlet's own switch, so no Python code runs in the hub between the wake-up
 and the loop. The loop takes the queued triggers itself (those made while a
-run was in progress count as made during it), and a trigger that woke it
-begins its run with no step between that is not needed; made in the hub's own
-thread, the call takes its trigger from the queue at once (the send then
-costs no system call: the loop is not waiting in its poll). A trigger is *accepted* when
+run was in progress count as made during it), and the trigger that woke it
+begins its run at once. Made in the hub's own thread, ``trigger_threadsafe``
+takes its trigger from the queue before it returns (the send then costs no
+system call: the loop is not waiting in its poll). A trigger is *accepted* when
 no run is pending or in progress; from then until that run ends, further
 triggers are ignored — unless ``force=True``, which asks for one more run right
 after the current one (any number of forced triggers during one run coalesce
