@@ -118,7 +118,9 @@ def table_rows(scenario: scenarios.Scenario, m: Dict[str, Any]) -> List[List[str
         unit = (" " + row.unit) if row.unit else ""
         bases = []
         for key in row.bases:
-            part = key.split(".", 1)[0]
+            part, figure = key.split(".", 1)
+            if figure.startswith("off_"):  # (a part that measures both sides: its other side)
+                part += " off"
             value = m.get(key)
             shown = fmt(value) if isinstance(value, (int, float)) else "skipped"
             bases.append("%s %s" % (part, shown))

@@ -289,11 +289,58 @@ def queue_gworker(quick: bool, extra: Optional[Callable[[Any], None]] = None) ->
     return _drain_queue_worker(sup, BackgroundQueueWorker(func=run, supervisor=sup), n, done)
 
 
+def _queue_side(extra: Optional[Callable[[Any], None]], n: int) -> Tuple[Any, Any, List[int]]:
+    """A started queue worker on a supervisor of its own, whose executor sets
+    the event it returns at its ``n``-th item of a round (``count`` resets a round)."""
+    from gevent.event import Event
+
+    from gworker import BackgroundQueueWorker
+
+    sup = _bench_supervisor(extra)
+    done = Event()
+    count = [0]
+
+    def run(task, **kwargs):
+        count[0] += 1
+        if count[0] == n:
+            done.set()
+
+    worker = BackgroundQueueWorker(func=run, supervisor=sup)
+    worker.start()
+    return worker, done, count
+
+
 def queue_metrics(quick: bool) -> Figures:
+    """Metrics off and on in one process: two queue workers, each on a
+    supervisor of its own (one with gworker's metrics on), drained in turns
+    (``off, on, on, off, off, on, …``). The machine's speed swings by up to 2×
+    from one process to the next (a drain of the same code at 1.0 or 2.0 M
+    items/s); in turns within one process both sides see the same spell, so
+    the ratio shows what the metrics cost, not which process was lucky.
+    ``items_per_s`` (metrics on) and ``off_items_per_s``: medians of the drains."""
+    import gevent
+
     missing = _prometheus_missing()
     if missing:
         return {"skipped": missing}
-    return queue_gworker(quick, _metrics_on)
+    n = _queue_n(quick)
+    sides = {"off": _queue_side(None, n), "on": _queue_side(_metrics_on, n)}
+    gevent.sleep(0.03)
+    rates: Dict[str, List[float]] = {"off": [], "on": []}
+    for r in range(4 if quick else 8):
+        for side in ("off", "on") if r % 2 == 0 else ("on", "off"):
+            worker, done, count = sides[side]
+            done.clear()
+            count[0] = 0
+            t0 = time.perf_counter()
+            for i in range(n):
+                worker.put_threadsafe(i)
+            done.wait()
+            rates[side].append(n / (time.perf_counter() - t0))
+    for worker, _, _ in sides.values():
+        worker.stop()
+        worker.supervisor.stop()
+    return {"items_per_s": statistics.median(rates["on"]), "off_items_per_s": statistics.median(rates["off"])}
 
 
 def queue_listener(quick: bool) -> Figures:
@@ -1351,8 +1398,9 @@ REGISTRY: List[Scenario] = [
         [
             Row("items/s", "", "gworker.items_per_s", ["raw.items_per_s"], "≥ 0.2× raw (aim 0.25)",
                 lambda m: _cmp(_ratio(m, "gworker.items_per_s", "raw.items_per_s"), lambda r: r >= 0.2)),
-            Row("items/s, metrics on", "", "metrics.items_per_s", ["gworker.items_per_s"], "≥ 0.95× metrics off",
-                lambda m: _cmp(_ratio(m, "metrics.items_per_s", "gworker.items_per_s"), lambda r: r >= 0.95)),
+            Row("items/s, metrics on", "", "metrics.items_per_s", ["metrics.off_items_per_s"],
+                "≥ 0.95× metrics off (in turns, one process)",
+                lambda m: _cmp(_ratio(m, "metrics.items_per_s", "metrics.off_items_per_s"), lambda r: r >= 0.95)),
             Row("items/s, a run_finished listener", "", "listener.items_per_s", ["gworker.items_per_s"],
                 "(reported: why metrics are not run events)", lambda m: None),
             Row("hub lag max", "ms", "gworker.lag_max_ms", [], "(reported; yields every ≤ 5 ms)",
