@@ -15,6 +15,9 @@ fails here first). Each entry says what it is and why gworker needs it:
   pool, whose threads did not survive the fork, and the thread's hub) so that
   ``gevent.get_hub()`` makes a fresh one: ``Hub.destroy()`` would try to kill
   that pool and may hang (gipc does the same);
+* :func:`fork_apart` — ``os.fork()`` with the thread's hub swapped for a
+  stand-in across the fork (``gevent.hub.set_hub``), so that the child's at-fork
+  hooks never run the parent's hub;
 * :func:`patched_dummy_thread` / :func:`replace_dummy_thread` — after
   ``patch_all()``, ``threading._DummyThread`` is gevent's class for the dummy
   thread made for a greenlet that asks ``threading.current_thread()``;
@@ -28,19 +31,60 @@ from __future__ import annotations
 
 import operator
 import threading
+import warnings
 from typing import Any, Callable, Optional
 
+import gevent
 import gevent.hub
 import gevent.monkey
 from gevent._hub_local import get_hub_if_exists
 
 __all__ = [
-    "get_hub_if_exists", "queue_items", "drop_hub", "patched_dummy_thread", "replace_dummy_thread",
+    "get_hub_if_exists", "queue_items", "drop_hub", "fork_apart", "patched_dummy_thread", "replace_dummy_thread",
 ]
 
 #: ``queue_items(q)`` is the deque of gevent queue ``q``'s items (changed in
 #: place by the queue: fetch it once, then use it). A C call, no Python frame.
 queue_items: Callable[[Any], Any] = operator.attrgetter("queue")
+
+
+def fork_apart() -> int:
+    """``os.fork()`` (the original), with this thread's hub swapped for a
+    stand-in — a new hub on a loop of its own, with nothing in it — from just
+    before the fork until it returns in the parent; in the child the stand-in
+    stays the thread's hub, reinitialised (``gevent.reinit()``, as gevent's own
+    fork does). Pass it to ``gevent.os.fork_and_watch(fork=...)``.
+
+    Why: ``os.fork()`` runs every library's at-fork hooks in the child, before
+    gevent reinitialises the child's loop. A hook that waits through the hub
+    there (OpenTelemetry's ``TracerProvider`` detects its resource again in a
+    thread pool) would otherwise run the *parent's* greenlets and watchers in
+    the child, on the parent's sockets and on the epoll instance it shares with
+    the parent until then: a process pool's results went to the wrong calls,
+    and the parent could lose its own wake-ups. With the stand-in, such a hook
+    waits in a hub that holds only what the hook started. (A *before* hook that
+    waits in the parent would find the empty stand-in too; none of the usual
+    ones do: they take uncontended locks.)"""
+    hub = gevent.get_hub()
+    stand_in = gevent.hub.Hub(gevent.config.loop(default=False))  # type: ignore[call-arg]  # (the stubs omit it)
+    gevent.hub.set_hub(stand_in)  # type: ignore[attr-defined]
+    try:
+        with warnings.catch_warnings():  # (as gevent's fork: "use of fork() may lead to deadlocks")
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = _raw_fork()
+    except BaseException:
+        gevent.hub.set_hub(hub)  # type: ignore[attr-defined]
+        stand_in.loop.destroy()
+        raise
+    if pid:
+        gevent.hub.set_hub(hub)  # type: ignore[attr-defined]
+        stand_in.loop.destroy()  # (it never ran here)
+        return pid
+    gevent.reinit()
+    return 0
+
+
+_raw_fork: Callable[[], int] = gevent.monkey.get_original("os", "fork")
 
 
 def drop_hub(hub: Any) -> None:

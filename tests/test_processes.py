@@ -414,6 +414,50 @@ def test_fork_context_is_accepted():
         pool.shutdown(timeout=5)
 
 
+# -- other libraries' at-fork hooks ------------------------------------------------------
+# A library's os.register_at_fork(after_in_child=...) hook runs in every forked
+# child, before gevent has reinitialised the child's loop; one that waits through
+# the hub there (OpenTelemetry's TracerProvider does: it detects its resource
+# again in a thread pool) must not run the parent's greenlets in the child.
+_hook = {"waits": False, "registered": False}
+
+
+def _wait_through_the_hub_in_the_child():
+    if _hook["waits"]:
+        gevent.sleep(0.02)
+
+
+def test_an_at_fork_hook_that_waits_runs_none_of_the_parents_greenlets_in_the_child(tmp_path):
+    if not _hook["registered"]:  # (hooks stay for the session: this one waits only while asked to)
+        _hook["registered"] = True
+        os.register_at_fork(after_in_child=_wait_through_the_hub_in_the_child)
+    seen = tmp_path / "pids"
+    fd = os.open(str(seen), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+    def note_my_pid():  # a greenlet of the parent's, running all along
+        while True:
+            os.write(fd, b"%d\n" % os.getpid())
+            gevent.sleep(0.001)
+
+    noter = gevent.spawn(note_my_pid)
+    _hook["waits"] = True
+    try:
+        pool = ProcessPool(2)
+        try:
+            wait_until(lambda: pool.size == 2)
+            batch = [pool.submit(pf.sleep_then, (0.001, i)) for i in range(100)]
+            assert [r.get(timeout=10) for r in batch] == list(range(100))
+            pids = set(pool.pids)
+        finally:
+            pool.shutdown(timeout=5)
+    finally:
+        _hook["waits"] = False
+        noter.kill()
+        os.close(fd)
+    assert {int(pid) for pid in seen.read_text().split()} == {os.getpid()}
+    assert pids and not pids & {os.getpid()}
+
+
 # -- a child waiting for its next call ---------------------------------------------------
 # The child counts its polls (gworker.processes.child_poll_counts): what it
 # decided, whatever the machine's load. (Counting its voluntary context switches

@@ -28,10 +28,7 @@ from test_redis_streams import make_queue, names, own_server, queues  # noqa: E4
 
 @pytest.fixture(scope="module")
 def redis_server():
-    # This module's own server, stopped when its tests end. (The module is
-    # named to run after the process-pool tests, as test_redis_streams does:
-    # those fail when a Redis test ran before them in the same session — out
-    # of order results, on the base of this branch too.)
+    # This module's own server, stopped when its tests end.
     with own_server() as server:
         yield server
 

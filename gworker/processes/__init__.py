@@ -13,8 +13,13 @@ How it works
 * **Start method: fork, done by gworker itself.** Each child is forked with
   :func:`gevent.os.fork_and_watch` (gevent's fork: ``gevent.reinit()`` in the child,
   a libev child watcher in the parent, so exits are seen cooperatively and children
-  are reaped by the loop). In the child the inherited hub is then thrown away — its
-  loop destroyed, a fresh hub made — so none of the parent's greenlets, timers or
+  are reaped by the loop). Across the fork the thread's hub is swapped for an empty
+  stand-in (:func:`gworker._gevent.fork_apart`): the at-fork hooks of other
+  libraries run in the child before gevent reinitialises its loop, and one that
+  waits through the hub there (OpenTelemetry's ``TracerProvider``) would otherwise
+  run the parent's greenlets in the child, on the parent's sockets. In the child
+  both the stand-in and the inherited hub are then thrown away — their loops
+  destroyed, a fresh hub made — so none of the parent's greenlets, timers or
   servers ever run in the child; signal handlers are reset (SIGINT is ignored: the
   parent decides when its children stop) and the parent's other pool sockets are
   closed. Fork is fast (a few ms) and needs nothing to be importable at start-up;

@@ -61,14 +61,16 @@ def child_poll_counts() -> Dict[str, int]:
     return {"polls": _polls[0], "caught": _polls[1]}
 
 
-def child_main(sock: Any, own_parent_sock: Any, initializer: Any, initargs: tuple, spin: float) -> None:  # pragma: no cover
-    """Entry point in a freshly forked child; never returns."""
+def child_main(sock: Any, own_parent_sock: Any, initializer: Any, initargs: tuple, spin: float,
+               parent_hub: Any) -> None:  # pragma: no cover
+    """Entry point in a freshly forked child (forked by ``fork_apart``: the
+    parent's hub is ``parent_hub``); never returns."""
     code = 1
     try:
         try:
             own_parent_sock.close()
             forget_parent_sockets()  # (the at-fork hook did it already)
-            _fresh_hub()
+            _fresh_hub(parent_hub)
             code = _serve_parent(sock, initializer, initargs, spin)
         except BaseException:
             traceback.print_exc()
@@ -77,9 +79,12 @@ def child_main(sock: Any, own_parent_sock: Any, initializer: Any, initargs: tupl
         os._exit(code)
 
 
-def _fresh_hub() -> None:  # pragma: no cover - child only
-    """Replace the hub inherited through fork by a new one, so that none of the
-    parent's greenlets, timers or watchers can run in the child."""
+def _fresh_hub(parent_hub: Any) -> None:  # pragma: no cover - child only
+    """Make the thread's hub a new one on a new default loop, so that none of
+    the parent's greenlets, timers or watchers can run in the child: the
+    parent's hub (which never ran here: the fork swapped it out, see
+    :func:`gworker._gevent.fork_apart`) and the stand-in the child's at-fork
+    hooks ran in are both let go, their loops destroyed."""
     for signum in range(1, signal.NSIG):
         if signum in (signal.SIGKILL, signal.SIGSTOP, signal.SIGPIPE):
             continue
@@ -88,17 +93,23 @@ def _fresh_hub() -> None:  # pragma: no cover - child only
         except (OSError, ValueError, RuntimeError):
             pass
     gevent.config.monitor_thread = False
-    hub = gevent.get_hub()  # reinit() already ran (gevent's fork)
-    monitor = hub.periodic_monitoring_thread
-    if monitor is not None:
-        monitor.kill()
-        hub.periodic_monitoring_thread = None
-    # The thread pool's threads did not survive fork: drop the hub without
+    stand_in = gevent.get_hub()  # (reinitialised by fork_apart)
+    for hub in (stand_in, parent_hub):
+        monitor = hub.periodic_monitoring_thread
+        if monitor is not None:
+            monitor.kill()
+            hub.periodic_monitoring_thread = None
+    # The thread pools' threads did not survive fork: drop the hubs without
     # Hub.destroy(), which would try to kill them and may hang.
-    drop_hub(hub)
-    hub.loop.destroy()
+    drop_hub(stand_in)
+    stand_in.loop.destroy()
+    drop_hub(parent_hub)
+    # (reinitialised first: a loop that still shared the parent's epoll
+    # instance could, as it closes, take the parent's file descriptors out of it)
+    parent_hub.loop.reinit()
+    parent_hub.loop.destroy()
     new_hub = gevent.get_hub()
-    if new_hub is hub or not new_hub.loop.default:
+    if new_hub is parent_hub or new_hub is stand_in or not new_hub.loop.default:
         raise RuntimeError("gworker: could not make a fresh gevent hub in the child")
 
 

@@ -14,6 +14,7 @@ import gevent
 import gevent.os
 from gevent.hub import Waiter, get_hub, getcurrent
 
+from .._gevent import fork_apart
 from .._hubsafe import call_in_hub, in_hub_thread, os_thread_ident
 from ..limits import RunTimeout, check_timeout
 from ._child import child_main, flush_std_streams
@@ -512,13 +513,14 @@ class ProcessPool:
         child = _Child(parent_sock)
         flush_std_streams()
         try:
-            pid = gevent.os.fork_and_watch(child.on_exit)
+            # (fork_apart: the child's at-fork hooks, other libraries', never run this hub)
+            pid = gevent.os.fork_and_watch(child.on_exit, fork=fork_apart)
         except BaseException:
             parent_sock.close()
             child_sock.close()
             raise
         if pid == 0:  # pragma: no cover - runs in the child, never returns
-            child_main(child_sock, parent_sock, self._initializer, self._initargs, self._spin)
+            child_main(child_sock, parent_sock, self._initializer, self._initargs, self._spin, self._hub)
         child_sock.close()
         child.pid = pid
         live_pids.add(pid)
