@@ -271,13 +271,13 @@ def _bench_supervisor(extra: Optional[Callable[[Any], None]] = None) -> Any:
     return sup
 
 
-def queue_gworker(quick: bool, extra: Optional[Callable[[Any], None]] = None) -> Figures:
+def _counting_queue_worker(sup: Any, n: int) -> Tuple[Any, Any, List[int]]:
+    """A queue worker on ``sup`` (not started), whose executor counts its items in
+    ``count[0]`` and sets ``done`` at the ``n``-th; returns ``(worker, done, count)``."""
     from gevent.event import Event
 
     from gworker import BackgroundQueueWorker
 
-    n = _queue_n(quick)
-    sup = _bench_supervisor(extra)
     done = Event()
     count = [0]
 
@@ -286,26 +286,20 @@ def queue_gworker(quick: bool, extra: Optional[Callable[[Any], None]] = None) ->
         if count[0] == n:
             done.set()
 
-    return _drain_queue_worker(sup, BackgroundQueueWorker(func=run, supervisor=sup), n, done)
+    return BackgroundQueueWorker(func=run, supervisor=sup), done, count
+
+
+def queue_gworker(quick: bool, extra: Optional[Callable[[Any], None]] = None) -> Figures:
+    n = _queue_n(quick)
+    sup = _bench_supervisor(extra)
+    worker, done, _ = _counting_queue_worker(sup, n)
+    return _drain_queue_worker(sup, worker, n, done)
 
 
 def _queue_side(extra: Optional[Callable[[Any], None]], n: int) -> Tuple[Any, Any, List[int]]:
-    """A started queue worker on a supervisor of its own, whose executor sets
-    the event it returns at its ``n``-th item of a round (``count`` resets a round)."""
-    from gevent.event import Event
-
-    from gworker import BackgroundQueueWorker
-
-    sup = _bench_supervisor(extra)
-    done = Event()
-    count = [0]
-
-    def run(task, **kwargs):
-        count[0] += 1
-        if count[0] == n:
-            done.set()
-
-    worker = BackgroundQueueWorker(func=run, supervisor=sup)
+    """A started :func:`_counting_queue_worker` on a supervisor of its own
+    (``count`` is reset for each round)."""
+    worker, done, count = _counting_queue_worker(_bench_supervisor(extra), n)
     worker.start()
     return worker, done, count
 
