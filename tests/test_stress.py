@@ -113,7 +113,14 @@ def test_start_stop_cycles_leak_nothing(supervisor, kind, scale):
         one_cycle(worker, kind, ran)
     del worker
     wait_until(lambda: greenlet_count() <= greenlets, timeout=2)
-    assert len(open_fds()) <= len(fds), "fds opened and not closed: %r" % (new_fds(fds),)
+    # (waited for, not read once: an fd another thread holds for a moment is
+    # not a leak. Seen once, on a loaded machine: ".../psutil/_pslinux.py", a
+    # source file, which only the formatting of a stack opens — most likely
+    # gevent's monitor thread showing the hub's stack, then in rss())
+    try:
+        wait_until(lambda: len(open_fds()) <= len(fds), timeout=2)
+    except AssertionError:
+        raise AssertionError("fds opened and not closed: %r" % (new_fds(fds),)) from None
     grown = rss() - mem
     assert grown < (1 + scale // 5) * MiB, "RSS grew by %.1f MiB over %d cycles" % (grown / MiB, cycles)
     assert supervisor.get_schedulers() == {}
